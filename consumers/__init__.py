@@ -1,0 +1,1 @@
+"""Consumers: workers that run agents, and the LLM providers they call."""

@@ -1,0 +1,106 @@
+"""Streams one model answer into the thread as coalesced, fenced delta events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from consumers.coalescer import Coalescer
+from slipstream import events as ev
+from slipstream.store import Append, EventStore
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What every write of one run attempt carries."""
+
+    thread_id: str
+    run_id: str
+    reply_id: str
+    agent: str
+    attempt: int
+    token: int
+    entry_id: str
+
+
+class AnswerWriter:
+    """Appends deltas for one attempt; the last delta goes out with the completion."""
+
+    def __init__(self, store: EventStore, attempt: Attempt, flush_ms: int) -> None:
+        self.store = store
+        self.attempt = attempt
+        self.coalescer = Coalescer(flush_ms)
+        self.seq = 0
+        self.text: list[str] = []
+        self.events_written = 0
+
+    def _delta(self, text: str) -> ev.MessageDelta:
+        self.seq += 1
+        a = self.attempt
+        return ev.MessageDelta(
+            run_id=a.run_id, message_id=a.reply_id, seq=self.seq, text=text, attempt=a.attempt
+        )
+
+    async def _write(
+        self,
+        events: list[ev.Event],
+        run_fields: dict[str, str] | None = None,
+        ack: str | None = None,
+    ) -> None:
+        a = self.attempt
+        await self.store.append(
+            Append(
+                thread_id=a.thread_id,
+                events=events,
+                run_id=a.run_id,
+                fence=a.token,
+                refuse_if_cancelled=True,
+                batch_id=events[0].event_id,
+                run_fields=run_fields or {},
+                ack=ack,
+            )
+        )
+        self.events_written += len(events)
+
+    async def stream(self, chunks: AsyncIterator[str]) -> None:
+        """Consume the model's chunks, flushing at sentence ends or the deadline."""
+        iterator = aiter(chunks)
+        next_chunk: asyncio.Future[str] = asyncio.ensure_future(anext(iterator))
+        try:
+            while True:
+                deadline = self.coalescer.deadline()
+                timeout = None if deadline is None else max(0.0, deadline - self.coalescer.clock())
+                done, _ = await asyncio.wait({next_chunk}, timeout=timeout)
+                if next_chunk in done:
+                    try:
+                        chunk = next_chunk.result()
+                    except StopAsyncIteration:
+                        return
+                    self.text.append(chunk)
+                    self.coalescer.add(chunk)
+                    next_chunk = asyncio.ensure_future(anext(iterator))
+                if self.coalescer.due():
+                    await self._write([self._delta(self.coalescer.take())])
+        finally:
+            if not next_chunk.done():
+                next_chunk.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await next_chunk
+            if hasattr(iterator, "aclose"):
+                await iterator.aclose()
+
+    async def complete(self) -> str:
+        """Write the held-back tail, the full text and the run's end in one append."""
+        a = self.attempt
+        full = "".join(self.text)
+        events: list[ev.Event] = []
+        if self.coalescer.pending:
+            events.append(self._delta(self.coalescer.take()))
+        events += [
+            ev.MessageCompleted(run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent),
+            ev.RunCompleted(run_id=a.run_id),
+        ]
+        await self._write(events, run_fields={"status": "completed"}, ack=a.entry_id)
+        return full

@@ -1,0 +1,1 @@
+"""Projections: pure folds of events into views, and the projector that stores them."""

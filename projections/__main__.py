@@ -1,0 +1,28 @@
+"""`python -m projections`: a projector process (needs REDIS_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from projections.projector import Projector
+from slipstream import logs
+from slipstream.identity import consumer_name
+from slipstream.keys import Keyspace
+from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
+from slipstream.store import EventStore
+
+
+async def main() -> None:
+    settings = settings_or_exit()
+    backend = connect_or_exit(settings, "projector")
+    store = EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
+    projector = Projector(backend, store, consumer_name())
+    try:
+        await until_signalled(projector.run)
+    finally:
+        await backend.close()
+
+
+if __name__ == "__main__":
+    logs.setup("projector")
+    asyncio.run(main())

@@ -1,0 +1,294 @@
+"""The thread view: a pure fold of a thread's events.
+
+`fold(view, events)` never touches its input; `apply` is its one-event step
+and changes the view it is given. Both are plain Python over the event
+models, so they are tested with lists of events and no Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from slipstream import events as ev
+from slipstream.codec import Unreadable
+from slipstream.store import Stored
+
+MessageStatus = Literal["pending", "streaming", "completed", "cancelled", "failed", "waiting"]
+RunStatus = Literal["queued", "running", "retrying", "waiting", "completed", "cancelled", "failed"]
+TITLE_CHARS = 80
+PROBLEMS_KEPT = 20
+
+
+def stream_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+class MessageView(BaseModel):
+    id: str
+    role: Literal["user", "assistant"]
+    agent: str | None = None
+    content: str = ""
+    status: MessageStatus
+    run_id: str | None = None
+    client_id: str | None = None
+    created_at: int = Field(description="ms since the epoch, from the stream id")
+    attempt: int = 0
+    seq: int = Field(0, description="last delta sequence number folded in")
+
+
+class RunView(BaseModel):
+    id: str
+    status: RunStatus
+    agent: str
+    message_id: str
+    reply_id: str
+    attempt: int = 0
+    worker: str | None = None
+    reason: str | None = None
+    waiting_for: str | None = None
+    requested_at: int
+    ended_at: int | None = None
+
+
+class Problem(BaseModel):
+    id: str
+    reason: str
+
+
+class ThreadSummary(BaseModel):
+    id: str
+    title: str
+    created_at: int
+    updated_at: int
+    last_event_id: str | None
+    messages: int
+    active_run: str | None
+
+
+class ThreadView(BaseModel):
+    id: str
+    stream_key: str
+    title: str = ""
+    created_at: int = 0
+    updated_at: int = 0
+    last_event_id: str | None = None
+    version: int = Field(0, description="number of events folded in")
+    messages: list[MessageView] = Field(default_factory=list)
+    runs: dict[str, RunView] = Field(default_factory=dict)
+    problems: list[Problem] = Field(default_factory=list)
+
+    @classmethod
+    def empty(cls, thread_id: str, stream_key: str) -> ThreadView:
+        return cls(id=thread_id, stream_key=stream_key)
+
+    def message(self, message_id: str) -> MessageView | None:
+        for message in reversed(self.messages):
+            if message.id == message_id:
+                return message
+        return None
+
+    def active_run(self) -> str | None:
+        for run in self.runs.values():
+            if run.status in ("running", "retrying", "waiting"):
+                return run.id
+        for run in self.runs.values():
+            if run.status == "queued":
+                return run.id
+        return None
+
+    def summary(self) -> ThreadSummary:
+        return ThreadSummary(
+            id=self.id,
+            title=self.title,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            last_event_id=self.last_event_id,
+            messages=len(self.messages),
+            active_run=self.active_run(),
+        )
+
+
+def fold(view: ThreadView, stored: Iterable[Stored]) -> ThreadView:
+    """Return `view` with `stored` applied in order, skipping what it already holds."""
+    result = view.model_copy(deep=True)
+    for item in stored:
+        apply(result, item)
+    return result
+
+
+def apply(view: ThreadView, item: Stored) -> ThreadView:
+    if view.last_event_id is not None and _position(item.id) <= _position(view.last_event_id):
+        return view  # already folded in: applying twice must change nothing
+    view.last_event_id = item.id
+    view.version += 1
+    view.updated_at = stream_ms(item.id)
+    event = item.event
+    if isinstance(event, Unreadable):
+        view.problems = [*view.problems, Problem(id=item.id, reason=event.reason)][-PROBLEMS_KEPT:]
+        return view
+    _HANDLERS.get(event.type, _ignore)(view, event, item.id)
+    return view
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _ignore(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    """Events that change nothing in this view (steps, timers, tools) yet."""
+
+
+def _thread_created(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.ThreadCreated)
+    view.title = event.title
+    view.created_at = stream_ms(entry_id)
+
+
+def _message_sent(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.MessageSent)
+    view.messages.append(
+        MessageView(
+            id=event.message_id,
+            role="user",
+            agent=event.agent,
+            content=event.content,
+            status="completed",
+            run_id=event.run_id,
+            client_id=event.client_id,
+            created_at=stream_ms(entry_id),
+        )
+    )
+    if not view.title:
+        view.title = " ".join(event.content.split())[:TITLE_CHARS]
+
+
+def _run_requested(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.RunRequested)
+    view.runs[event.run_id] = RunView(
+        id=event.run_id,
+        status="queued",
+        agent=event.agent,
+        message_id=event.message_id,
+        reply_id=event.reply_id,
+        requested_at=stream_ms(entry_id),
+    )
+    view.messages.append(
+        MessageView(
+            id=event.reply_id,
+            role="assistant",
+            agent=event.agent,
+            status="pending",
+            run_id=event.run_id,
+            created_at=stream_ms(entry_id),
+        )
+    )
+
+
+def _reply(view: ThreadView, run_id: str) -> MessageView | None:
+    run = view.runs.get(run_id)
+    return view.message(run.reply_id) if run else None
+
+
+def _run_started(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.RunStarted)
+    run = view.runs.get(event.run_id)
+    if run is None:
+        return
+    run.status, run.attempt, run.worker = "running", event.attempt, event.worker
+    reply = view.message(run.reply_id)
+    if reply is not None and event.attempt != reply.attempt:
+        # A new attempt writes the answer again: show only the current attempt's text.
+        reply.content, reply.seq, reply.attempt = "", 0, event.attempt
+        reply.status = "streaming"
+
+
+def _delta(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.MessageDelta)
+    reply = view.message(event.message_id)
+    if reply is None or event.attempt < reply.attempt:
+        return
+    if event.attempt > reply.attempt:
+        reply.content, reply.seq, reply.attempt = "", 0, event.attempt
+    if event.seq != reply.seq + 1:
+        return  # a duplicate, or a gap the writer would never leave
+    reply.content += event.text
+    reply.seq = event.seq
+    reply.status = "streaming"
+
+
+def _message_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.MessageCompleted)
+    reply = view.message(event.message_id)
+    if reply is not None:
+        reply.content = event.text
+        reply.status = "completed"
+
+
+_Handler = Callable[["ThreadView", ev.Event, str], None]
+
+
+def _finish(status: RunStatus, message_status: MessageStatus) -> _Handler:
+    def handler(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+        assert isinstance(event, ev.RunCompleted | ev.RunCancelled | ev.RunFailed)
+        run = view.runs.get(event.run_id)
+        if run is None:
+            return
+        run.status = status
+        run.ended_at = stream_ms(entry_id)
+        run.waiting_for = None
+        if isinstance(event, ev.RunCancelled | ev.RunFailed):
+            run.reason = event.reason or None
+        reply = view.message(run.reply_id)
+        if reply is not None and reply.status != "completed":
+            reply.status = message_status
+
+    return handler
+
+
+def _run_retrying(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.RunRetrying)
+    run = view.runs.get(event.run_id)
+    if run is not None:
+        run.status, run.reason = "retrying", event.reason
+
+
+def _run_waiting(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.RunWaiting)
+    run = view.runs.get(event.run_id)
+    if run is None:
+        return
+    run.status, run.waiting_for = "waiting", event.waiting_for
+    reply = view.message(run.reply_id)
+    if reply is not None:
+        reply.status = "waiting"
+
+
+def _run_resumed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.RunResumed)
+    run = view.runs.get(event.run_id)
+    if run is None:
+        return
+    run.status, run.waiting_for = "running", None
+    reply = view.message(run.reply_id)
+    if reply is not None and reply.status == "waiting":
+        reply.status = "streaming"
+
+
+_HANDLERS: dict[str, _Handler] = {
+    "thread.created": _thread_created,
+    "message.sent": _message_sent,
+    "run.requested": _run_requested,
+    "run.started": _run_started,
+    "message.delta": _delta,
+    "message.completed": _message_completed,
+    "run.completed": _finish("completed", "completed"),
+    "run.cancelled": _finish("cancelled", "cancelled"),
+    "run.failed": _finish("failed", "failed"),
+    "run.retrying": _run_retrying,
+    "run.waiting": _run_waiting,
+    "run.resumed": _run_resumed,
+}

@@ -1,0 +1,1 @@
+"""The web process: HTTP API, websockets and the static web chat."""

@@ -1,0 +1,156 @@
+"""The HTTP API. Bad input gets a 4xx that says what is wrong, and nothing is written."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
+
+from projections.thread_view import ThreadSummary, ThreadView
+from service import commands
+from service.models import (
+    MAX_MESSAGE_BYTES,
+    CancelAccepted,
+    Health,
+    MessageAccepted,
+    NewMessage,
+    NewThread,
+    StoredEvent,
+)
+from service.runtime import Runtime
+from slipstream import codec, events
+from slipstream.keys import is_stream_id
+
+router = APIRouter()
+
+ThreadId = Annotated[
+    str,
+    Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="thread id, as POST /api/threads gave it"),
+]
+RunId = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9_-]{1,64}\.[a-f0-9]{6,32}$", description="run id, as sending gave it"
+    ),
+]
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def check_stream_id(value: str | None, name: str) -> None:
+    if value is not None and not is_stream_id(value):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{name}={value!r} is not a stream id; expected <ms>-<seq>, e.g. 1700000000000-0",
+        )
+
+
+async def existing_view(rt: Runtime, thread_id: str) -> ThreadView:
+    view = await rt.views.current(thread_id)
+    if view.version == 0:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"thread {thread_id!r} does not exist")
+    return view
+
+
+@router.post("/api/threads", status_code=status.HTTP_201_CREATED, response_model=ThreadView)
+async def create_thread(
+    request: Request, body: Annotated[NewThread | None, Body()] = None
+) -> ThreadView:
+    rt = runtime(request)
+    thread_id, _ = await commands.create_thread(rt.store, (body or NewThread()).title)
+    return await rt.views.current(thread_id)
+
+
+@router.get("/api/threads", response_model=list[ThreadSummary])
+async def list_threads(
+    request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[ThreadSummary]:
+    return await runtime(request).views.summaries(limit)
+
+
+@router.get("/api/threads/{thread_id}", response_model=ThreadView)
+async def get_thread(request: Request, thread_id: ThreadId) -> ThreadView:
+    return await existing_view(runtime(request), thread_id)
+
+
+@router.post(
+    "/api/threads/{thread_id}/messages",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageAccepted,
+    responses={404: {}, 409: {}, 413: {}, 422: {}},
+)
+async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) -> MessageAccepted:
+    size = len(body.content.encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"content is {size} bytes; a message may have at most {MAX_MESSAGE_BYTES}",
+        )
+    sent = await commands.send_message(
+        runtime(request).store,
+        thread_id,
+        body.content,
+        body.agent,
+        client_id=body.client_id,
+        expected_version=body.expected_version,
+    )
+    return MessageAccepted(
+        thread_id=sent.thread_id,
+        message_id=sent.message_id,
+        run_id=sent.run_id,
+        event_id=sent.event_id,
+        duplicate=sent.duplicate,
+    )
+
+
+@router.get("/api/threads/{thread_id}/events", response_model=list[StoredEvent])
+async def thread_events(
+    request: Request,
+    thread_id: ThreadId,
+    after: Annotated[str | None, Query(description="only events after this stream id")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[StoredEvent]:
+    check_stream_id(after, "after")
+    rt = runtime(request)
+    if not await rt.store.exists(thread_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"thread {thread_id!r} does not exist")
+    stored = await rt.store.read(thread_id, after=after, count=limit)
+    return [StoredEvent(id=s.id, event=codec.event_json(s.event)) for s in stored]
+
+
+@router.post(
+    "/api/runs/{run_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CancelAccepted,
+    responses={404: {}, 409: {}},
+)
+async def cancel_run(request: Request, run_id: RunId) -> CancelAccepted:
+    was = await commands.cancel_run(runtime(request).store, run_id, reason="cancelled by a user")
+    return CancelAccepted(run_id=run_id, was=was)
+
+
+@router.get("/api/schema/events")
+async def event_schema() -> dict[str, object]:
+    """JSON Schema of every event, as it appears in API and websocket frames."""
+    return events.json_schema()
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+async def healthz(request: Request, response: Response) -> Health:
+    rt = runtime(request)
+    try:
+        await rt.backend.client.ping()
+        redis = "ok"
+    except Exception as exc:
+        redis = f"unreachable: {exc}"
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(
+        status="ok" if redis == "ok" else "degraded",
+        redis=redis,
+        roles=rt.roles,
+        partitions=rt.settings.partitions,
+        llm=rt.settings.llm,
+    )

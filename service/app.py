@@ -1,0 +1,100 @@
+"""The FastAPI application: API routes, the live websocket and the web chat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from service import api, websocket
+from service.runtime import Runtime
+from slipstream import errors
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+MAX_BODY_BYTES = 64 * 1024
+
+_STATUS: dict[type[errors.SlipstreamError], int] = {
+    errors.ThreadNotFound: 404,
+    errors.RunNotFound: 404,
+    errors.ThreadExists: 409,
+    errors.VersionConflict: 409,
+    errors.RunFinished: 409,
+    errors.RunCancelled: 409,
+    errors.StaleFence: 409,
+}
+
+Background = Callable[[Runtime], AsyncIterator[None]]
+
+
+def create_app(runtime: Runtime, *, background: Background | None = None) -> FastAPI:
+    """`background`, an async context manager factory, runs beside the web role
+    (the embedded worker and projector)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            if background is None:
+                yield
+            else:
+                async with asynccontextmanager(background)(runtime):
+                    yield
+        finally:
+            await runtime.hub.close()
+
+    app = FastAPI(
+        title="Slipstream",
+        summary="Asynchronous AI agents on Redis Streams",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.include_router(api.router)
+    app.include_router(websocket.router)
+
+    @app.exception_handler(errors.SlipstreamError)
+    async def _domain_error(request: Request, exc: errors.SlipstreamError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=_STATUS.get(type(exc), 400))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}")
+        return JSONResponse(
+            {"detail": "; ".join(problems), "errors": [_plain(e) for e in exc.errors()]},
+            status_code=422,
+        )
+
+    @app.middleware("http")
+    async def _limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse(
+                {"detail": f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _plain(error: object) -> dict[str, object]:
+    data = dict(error) if isinstance(error, dict) else {"msg": str(error)}
+    data.pop("ctx", None)  # may hold exception objects that do not serialise
+    data.pop("url", None)
+    data["input"] = repr(data.get("input"))[:200]
+    return data

@@ -1,0 +1,131 @@
+"""Live fan-out: one tail per partition feed per web process, many sockets.
+
+A subscriber is registered before its backlog is read, and the tail's cursor
+is an explicit feed id fixed before that, so every event after the backlog
+reaches the subscriber: no gap. Positions in a thread only grow, so anything
+at or below what a socket already sent is skipped: no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from redis.exceptions import RedisError
+
+from slipstream import codec
+from slipstream.backend import Backend, as_entries
+from slipstream.keys import Keyspace, Partition, stream_id_tuple
+
+log = logging.getLogger("slipstream.live")
+
+_ENVELOPE = frozenset({"thread", "tid"})
+
+
+@dataclass(eq=False)
+class Subscription:
+    thread_id: str
+    queue: asyncio.Queue[tuple[str, str]]
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, entry_id: str, frame: str) -> None:
+        try:
+            self.queue.put_nowait((entry_id, frame))
+        except asyncio.QueueFull:
+            # A slow socket is dropped and resyncs; it must never slow the others.
+            self.overflowed.set()
+
+
+def event_frame(entry_id: str, event: dict[str, object]) -> str:
+    """Serialised once per event, whatever the number of sockets it goes to."""
+    return orjson.dumps({"type": "event", "id": entry_id, "event": event}).decode()
+
+
+class _Tail:
+    def __init__(self, hub: Hub, part: Partition) -> None:
+        self.hub = hub
+        self.part = part
+        self.subscribers: dict[str, set[Subscription]] = {}
+        self.ready = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"tail {part.feed}")
+
+    async def _run(self) -> None:
+        backend = self.hub.backend
+        last = as_entries(await backend.client.xrevrange(self.part.feed, "+", "-", count=1))
+        cursor = last[0][0] if last else "0-0"
+        self.ready.set()
+        reader = backend.reader()
+        try:
+            while True:
+                try:
+                    reply = await backend.xread(
+                        reader, {self.part.feed: cursor}, count=500, block_ms=5000
+                    )
+                except (ConnectionError, TimeoutError, RedisError):
+                    log.exception("tail of %s lost Redis; retrying", self.part.feed)
+                    await asyncio.sleep(0.5)
+                    continue
+                for _stream, entries in reply:
+                    for feed_id, fields in entries:
+                        cursor = feed_id
+                        self._fan_out(fields)
+        finally:
+            await backend.release(reader)
+
+    def _fan_out(self, fields: dict[str, str]) -> None:
+        thread_id = fields.get("thread", "")
+        subscribers = self.subscribers.get(thread_id)
+        if not subscribers:
+            return
+        entry_id = fields.get("tid", "")
+        body = {k: v for k, v in fields.items() if k not in _ENVELOPE}
+        event = codec.decode(self.part.thread(thread_id), entry_id, body)
+        frame = event_frame(entry_id, codec.event_json(event))
+        for subscription in subscribers:
+            subscription.offer(entry_id, frame)
+
+
+class Hub:
+    def __init__(self, backend: Backend, keyspace: Keyspace, *, queue_size: int = 2000) -> None:
+        self.backend = backend
+        self.keys = keyspace
+        self.queue_size = queue_size
+        self._tails: dict[int, _Tail] = {}
+
+    async def subscribe(self, thread_id: str) -> Subscription:
+        part = self.keys.partition(thread_id)
+        tail = self._tails.get(part.number)
+        if tail is None:
+            tail = self._tails[part.number] = _Tail(self, part)
+        subscription = Subscription(thread_id, asyncio.Queue(self.queue_size))
+        tail.subscribers.setdefault(thread_id, set()).add(subscription)
+        await tail.ready.wait()
+        return subscription
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        part = self.keys.partition(subscription.thread_id)
+        tail = self._tails.get(part.number)
+        if tail is None:
+            return
+        subscribers = tail.subscribers.get(subscription.thread_id, set())
+        subscribers.discard(subscription)
+        if not subscribers:
+            tail.subscribers.pop(subscription.thread_id, None)
+        if not tail.subscribers:
+            del self._tails[part.number]
+            tail.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tail.task
+
+    async def close(self) -> None:
+        tails, self._tails = list(self._tails.values()), {}
+        for tail in tails:
+            tail.task.cancel()
+        await asyncio.gather(*(t.task for t in tails), return_exceptions=True)
+
+
+def is_after(entry_id: str, last: str | None) -> bool:
+    return last is None or stream_id_tuple(entry_id) > stream_id_tuple(last)

@@ -1,0 +1,76 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from consumers.agents import DEFAULT_AGENT, known_agents
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_TITLE_CHARS = 200
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewThread(_Body):
+    title: str = Field("", max_length=MAX_TITLE_CHARS)
+
+
+class NewMessage(_Body):
+    content: str = Field(description=f"the message, 1 byte to {MAX_MESSAGE_BYTES} bytes of UTF-8")
+    agent: str = Field(DEFAULT_AGENT, description="which agent answers")
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="the client's own id for this message: a resend with it is a no-op",
+    )
+    expected_version: int | None = Field(
+        None, ge=0, description="the thread's version the client last saw; 409 if it moved on"
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("agent")
+    @classmethod
+    def _known_agent(cls, value: str) -> str:
+        if value not in known_agents():
+            raise ValueError(f"no agent named {value!r}; known: {', '.join(known_agents())}")
+        return value
+
+
+class MessageAccepted(BaseModel):
+    thread_id: str
+    message_id: str
+    run_id: str
+    event_id: str = Field(description="stream id of the message.sent event")
+    duplicate: bool = Field(description="true when this was a resend of a known client_id")
+
+
+class CancelAccepted(BaseModel):
+    run_id: str
+    status: Literal["cancel_requested"] = "cancel_requested"
+    was: str = Field(description="the run's status when the cancel arrived")
+
+
+class StoredEvent(BaseModel):
+    id: str
+    event: dict[str, object]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: str
+    roles: list[str]
+    partitions: int
+    llm: str

@@ -1,0 +1,39 @@
+"""Everything a process needs to talk to Slipstream's streams, built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from projections.views import ViewStore
+from service.live import Hub
+from slipstream.backend import Backend
+from slipstream.config import Settings
+from slipstream.keys import Keyspace
+from slipstream.store import EventStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    backend: Backend
+    store: EventStore
+    views: ViewStore
+    hub: Hub
+    roles: list[str] = field(default_factory=lambda: ["web"])
+    redis_label: str = ""
+
+    @classmethod
+    def build(
+        cls, settings: Settings, backend: Backend, *, roles: list[str] | None = None
+    ) -> Runtime:
+        keyspace = Keyspace(settings.partitions)
+        store = EventStore(backend, keyspace, feed_maxlen=settings.feed_maxlen)
+        return cls(
+            settings=settings,
+            backend=backend,
+            store=store,
+            views=ViewStore(store),
+            hub=Hub(backend, keyspace),
+            roles=roles or ["web"],
+            redis_label=backend.url or "in-process fakeredis",
+        )

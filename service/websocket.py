@@ -1,0 +1,140 @@
+"""`/api/threads/{id}/live`: a snapshot, then every later event in stream order.
+
+Frames are JSON text: ``snapshot`` (when connecting without ``after``),
+``event``, ``ping`` (heartbeat while idle) and ``error`` (before a refusal).
+Close codes: 4400 bad request, 4404 unknown thread, 4008 too slow (reconnect
+with ``after``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from service.live import Subscription, event_frame, is_after
+from service.runtime import Runtime
+from slipstream import codec
+from slipstream.keys import is_stream_id, is_valid_id
+
+router = APIRouter()
+log = logging.getLogger("slipstream.websocket")
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_SLOW = 4008
+PING = orjson.dumps({"type": "ping"}).decode()
+
+
+async def _refuse(socket: WebSocket, code: int, detail: str) -> None:
+    await socket.send_text(orjson.dumps({"type": "error", "detail": detail}).decode())
+    await socket.close(code=code, reason=detail[:120])
+
+
+@router.websocket("/api/threads/{thread_id}/live")
+async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> None:
+    rt: Runtime = socket.app.state.runtime
+    await socket.accept()
+    if not is_valid_id(thread_id):
+        await _refuse(socket, CLOSE_BAD_REQUEST, f"thread id {thread_id!r} is malformed")
+        return
+    if after is not None and not is_stream_id(after):
+        await _refuse(socket, CLOSE_BAD_REQUEST, f"after={after!r} is not a stream id (<ms>-<seq>)")
+        return
+    if not await rt.store.exists(thread_id):
+        await _refuse(socket, CLOSE_NOT_FOUND, f"thread {thread_id!r} does not exist")
+        return
+    subscription = await rt.hub.subscribe(thread_id)
+    receiver = asyncio.create_task(_receive(socket))
+    try:
+        last = await _catch_up(rt, socket, thread_id, after)
+        await _forward(rt, socket, subscription, last, receiver)
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client went away; nothing to tell it
+    finally:
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await receiver
+        await rt.hub.unsubscribe(subscription)
+
+
+async def _catch_up(
+    rt: Runtime, socket: WebSocket, thread_id: str, after: str | None
+) -> str | None:
+    """Send what happened before the live tail took over; return the last id sent."""
+    if after is None:
+        view = await rt.views.current(thread_id)
+        await socket.send_text(
+            orjson.dumps(
+                {
+                    "type": "snapshot",
+                    "view": view.model_dump(mode="json"),
+                    "last_event_id": view.last_event_id,
+                }
+            ).decode()
+        )
+        return view.last_event_id
+    last: str | None = after
+    while True:
+        backlog = await rt.store.read(thread_id, after=last, count=1000)
+        for stored in backlog:
+            await socket.send_text(event_frame(stored.id, codec.event_json(stored.event)))
+            last = stored.id
+        if len(backlog) < 1000:
+            return last
+
+
+async def _forward(
+    rt: Runtime,
+    socket: WebSocket,
+    subscription: Subscription,
+    last: str | None,
+    receiver: asyncio.Task[None],
+) -> None:
+    heartbeat = rt.settings.heartbeat_s
+    queue = subscription.queue
+    overflow = asyncio.create_task(subscription.overflowed.wait())
+    try:
+        while True:
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait(
+                {getter, overflow, receiver}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+            )
+            if overflow in done:
+                getter.cancel()
+                if socket.client_state == WebSocketState.CONNECTED:
+                    await _refuse(
+                        socket, CLOSE_TOO_SLOW, "too slow: reconnect with after=<last id>"
+                    )
+                return
+            if receiver in done:
+                getter.cancel()
+                return
+            if getter not in done:
+                getter.cancel()
+                await socket.send_text(PING)
+                continue
+            batch = [getter.result()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            for entry_id, frame in batch:
+                if is_after(entry_id, last):
+                    await socket.send_text(frame)
+                    last = entry_id
+    finally:
+        overflow.cancel()
+
+
+async def _receive(socket: WebSocket) -> None:
+    """Answer client pings; return when the client disconnects."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text and '"ping"' in text:
+            await socket.send_text('{"type":"pong"}')

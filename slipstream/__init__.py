@@ -1,0 +1,1 @@
+"""Slipstream core: the event vocabulary, partition keys and the stream store."""

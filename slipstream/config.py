@@ -1,0 +1,77 @@
+"""Settings read once from the environment and checked when they are built."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from slipstream.errors import ConfigError
+
+LLMName = Literal["scripted", "anthropic"]
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None
+    partitions: int
+    llm: LLMName
+    anthropic_api_key: str | None
+    anthropic_model: str
+    anthropic_max_tokens: int
+    anthropic_max_retries: int
+    scripted_delay_ms: int
+    scripted_words: int
+    lease_ms: int
+    flush_ms: int
+    worker_concurrency: int
+    heartbeat_s: float
+    feed_maxlen: int
+    port: int
+    data_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        key = env.get("ANTHROPIC_API_KEY") or None
+        llm_raw = env.get("SLIPSTREAM_LLM") or ("anthropic" if key else "scripted")
+        if llm_raw not in ("scripted", "anthropic"):
+            raise ConfigError(
+                f"SLIPSTREAM_LLM={llm_raw!r} is not a provider; use 'scripted' or 'anthropic'"
+            )
+        llm: LLMName = "anthropic" if llm_raw == "anthropic" else "scripted"
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            partitions=_int(env, "SLIPSTREAM_PARTITIONS", 16, minimum=1),
+            llm=llm,
+            anthropic_api_key=key,
+            anthropic_model=env.get("SLIPSTREAM_ANTHROPIC_MODEL") or "claude-sonnet-4-5",
+            anthropic_max_tokens=_int(env, "SLIPSTREAM_ANTHROPIC_MAX_TOKENS", 1024, minimum=1),
+            anthropic_max_retries=_int(env, "SLIPSTREAM_ANTHROPIC_MAX_RETRIES", 2),
+            scripted_delay_ms=_int(env, "SLIPSTREAM_SCRIPTED_DELAY_MS", 40),
+            scripted_words=_int(env, "SLIPSTREAM_SCRIPTED_WORDS", 80, minimum=1),
+            lease_ms=_int(env, "SLIPSTREAM_LEASE_MS", 15_000, minimum=100),
+            flush_ms=_int(env, "SLIPSTREAM_FLUSH_MS", 50, minimum=1),
+            worker_concurrency=_int(env, "SLIPSTREAM_WORKER_CONCURRENCY", 32, minimum=1),
+            heartbeat_s=_int(env, "SLIPSTREAM_WS_HEARTBEAT_MS", 15_000, minimum=100) / 1000,
+            feed_maxlen=_int(env, "SLIPSTREAM_FEED_MAXLEN", 100_000, minimum=1000),
+            port=_int(env, "PORT", 8000, minimum=0),
+            data_dir=Path(env.get("SLIPSTREAM_DATA_DIR") or PROJECT_DIR / ".slipstream"),
+        )

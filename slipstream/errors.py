@@ -1,0 +1,80 @@
+"""Every error Slipstream raises on purpose, each saying what to check."""
+
+from __future__ import annotations
+
+
+class SlipstreamError(Exception):
+    """Base of the errors below."""
+
+
+class ConfigError(SlipstreamError):
+    """A setting in the environment is missing or malformed."""
+
+
+class ThreadNotFound(SlipstreamError):
+    """The thread has no stream: it was never created (or its id is mistyped)."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id!r} does not exist")
+        self.thread_id = thread_id
+
+
+class ThreadExists(SlipstreamError):
+    """A thread with this id was created before."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id!r} already exists")
+        self.thread_id = thread_id
+
+
+class RunNotFound(SlipstreamError):
+    """No run with this id was ever requested."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} does not exist")
+        self.run_id = run_id
+
+
+class VersionConflict(SlipstreamError):
+    """The thread moved on since the caller read it; re-read and decide again."""
+
+    def __init__(self, thread_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"thread {thread_id!r} is at version {actual}, not the expected {expected}; "
+            "read it again and retry"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class StaleFence(SlipstreamError):
+    """The run's lease was taken over: this writer's fencing token is no longer current."""
+
+    def __init__(self, run_id: str, token: int) -> None:
+        super().__init__(f"run {run_id!r}: fencing token {token} is stale; another worker owns it")
+        self.run_id = run_id
+
+
+class RunCancelled(SlipstreamError):
+    """The run was cancelled; its output is refused from now on."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} was cancelled")
+        self.run_id = run_id
+
+
+class RunFinished(SlipstreamError):
+    """The run already reached a terminal state."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id!r} already finished as {status}")
+        self.run_id = run_id
+        self.status = status
+
+
+class ProviderError(SlipstreamError):
+    """The LLM provider failed; `retryable` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -1,0 +1,210 @@
+"""The event vocabulary: one versioned, discriminated union of frozen models.
+
+This module is pure: no Redis, no I/O. Stream entries are flat so that
+``redis-cli XRANGE`` reads well: ``type``, ``v``, ``eid``, ``run`` and
+``agent`` where they apply, and the remaining fields as one JSON ``body``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(default_factory=new_event_id, description="chosen by the writer")
+
+
+class _RunEvent(_Event):
+    run_id: str
+
+
+class ThreadCreated(_Event):
+    type: Literal["thread.created"] = "thread.created"
+    title: str = ""
+
+
+class MessageSent(_Event):
+    """A person's message; `run_id` names the run it requested, if any."""
+
+    type: Literal["message.sent"] = "message.sent"
+    message_id: str
+    content: str
+    agent: str | None = None
+    run_id: str | None = None
+    client_id: str | None = None
+
+
+class RunRequested(_RunEvent):
+    type: Literal["run.requested"] = "run.requested"
+    message_id: str = Field(description="the user message the run answers")
+    reply_id: str = Field(description="id of the assistant message the run will write")
+    agent: str
+
+
+class RunStarted(_RunEvent):
+    type: Literal["run.started"] = "run.started"
+    attempt: int
+    worker: str = Field(description="consumer name host:pid:nonce")
+    token: int = Field(description="fencing token of this attempt")
+
+
+class MessageDelta(_RunEvent):
+    type: Literal["message.delta"] = "message.delta"
+    message_id: str
+    seq: int
+    text: str
+    attempt: int = 1
+
+
+class MessageCompleted(_RunEvent):
+    type: Literal["message.completed"] = "message.completed"
+    message_id: str
+    text: str
+    agent: str | None = None
+
+
+class RunCompleted(_RunEvent):
+    type: Literal["run.completed"] = "run.completed"
+
+
+class RunCancelRequested(_RunEvent):
+    type: Literal["run.cancel_requested"] = "run.cancel_requested"
+    reason: str = ""
+
+
+class RunCancelled(_RunEvent):
+    type: Literal["run.cancelled"] = "run.cancelled"
+    reason: str = ""
+
+
+class RunFailed(_RunEvent):
+    type: Literal["run.failed"] = "run.failed"
+    reason: str
+
+
+class RunRetrying(_RunEvent):
+    type: Literal["run.retrying"] = "run.retrying"
+    attempt: int
+    delay_ms: int
+    reason: str
+
+
+class RunWaiting(_RunEvent):
+    type: Literal["run.waiting"] = "run.waiting"
+    waiting_for: str
+    timeout_ms: int | None = None
+
+
+class RunResumed(_RunEvent):
+    type: Literal["run.resumed"] = "run.resumed"
+
+
+class SignalReceived(_RunEvent):
+    type: Literal["signal.received"] = "signal.received"
+    name: str
+    payload: JsonValue = None
+
+
+class StepStarted(_RunEvent):
+    type: Literal["step.started"] = "step.started"
+    step: str
+    attempt: int = 1
+
+
+class StepCompleted(_RunEvent):
+    type: Literal["step.completed"] = "step.completed"
+    step: str
+    result: JsonValue = None
+
+
+class StepFailed(_RunEvent):
+    type: Literal["step.failed"] = "step.failed"
+    step: str
+    error: str
+
+
+class TimerScheduled(_RunEvent):
+    type: Literal["timer.scheduled"] = "timer.scheduled"
+    due_ms: int
+    purpose: str
+
+
+class TimerFired(_RunEvent):
+    type: Literal["timer.fired"] = "timer.fired"
+    due_ms: int
+
+
+class AgentHandoff(_RunEvent):
+    type: Literal["agent.handoff"] = "agent.handoff"
+    from_agent: str
+    to_agent: str
+    reason: str = ""
+
+
+class ToolCalled(_RunEvent):
+    type: Literal["tool.called"] = "tool.called"
+    call_id: str
+    tool: str
+    args: JsonValue = None
+
+
+class ToolResult(_RunEvent):
+    type: Literal["tool.result"] = "tool.result"
+    call_id: str
+    result: JsonValue = None
+    is_error: bool = False
+
+
+Event: TypeAlias = Annotated[
+    ThreadCreated
+    | MessageSent
+    | RunRequested
+    | RunStarted
+    | MessageDelta
+    | MessageCompleted
+    | RunCompleted
+    | RunCancelRequested
+    | RunCancelled
+    | RunFailed
+    | RunRetrying
+    | RunWaiting
+    | RunResumed
+    | SignalReceived
+    | StepStarted
+    | StepCompleted
+    | StepFailed
+    | TimerScheduled
+    | TimerFired
+    | AgentHandoff
+    | ToolCalled
+    | ToolResult,
+    Field(discriminator="type"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+TERMINAL_RUN_EVENTS = frozenset({"run.completed", "run.cancelled", "run.failed"})
+
+
+def event_types() -> list[str]:
+    schema = EVENT_ADAPTER.json_schema()
+    return sorted(schema["discriminator"]["mapping"])
+
+
+def json_schema() -> dict[str, Any]:
+    """The schema of every event as it appears in API and websocket frames."""
+    schema = EVENT_ADAPTER.json_schema(mode="serialization")
+    schema["title"] = "SlipstreamEvent"
+    schema["$comment"] = f"schema version {SCHEMA_VERSION}"
+    return schema

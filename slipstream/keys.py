@@ -1,0 +1,117 @@
+"""Every Redis key Slipstream uses, in one place.
+
+All keys of a partition share the hash tag ``{pNN}``, so one Lua script can
+touch them atomically and Redis Cluster keeps them on one node.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "ss"
+WORKERS_GROUP = "workers"
+PROJECTORS_GROUP = "projectors"
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RUN_ID = re.compile(r"^([A-Za-z0-9_-]{1,64})\.([a-f0-9]{6,32})$")
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def new_thread_id() -> str:
+    return "t" + secrets.token_hex(8)
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(8)
+
+
+def new_run_id(thread_id: str) -> str:
+    """Run ids carry their thread, so any process can find the run's partition."""
+    return f"{thread_id}.{secrets.token_hex(6)}"
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID.match(value))
+
+
+def thread_of_run(run_id: str) -> str | None:
+    match = _RUN_ID.match(run_id)
+    return match.group(1) if match else None
+
+
+def is_stream_id(value: str) -> bool:
+    return bool(STREAM_ID.match(value))
+
+
+def stream_id_tuple(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def partition_of(thread_id: str, partitions: int) -> int:
+    # crc32, not hash(): it must agree across processes and Python versions.
+    return zlib.crc32(thread_id.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class Partition:
+    number: int
+
+    @property
+    def tag(self) -> str:
+        return f"{{p{self.number:02d}}}"
+
+    def key(self, *parts: str) -> str:
+        return ":".join((PREFIX, self.tag, *parts))
+
+    @property
+    def feed(self) -> str:
+        return self.key("feed")
+
+    @property
+    def work(self) -> str:
+        return self.key("work")
+
+    @property
+    def dead(self) -> str:
+        return self.key("dead")
+
+    @property
+    def timers(self) -> str:
+        return self.key("timers")
+
+    @property
+    def threads(self) -> str:
+        """Sorted set of the partition's thread ids by last activity (ms)."""
+        return self.key("threads")
+
+    @property
+    def summaries(self) -> str:
+        """Hash of thread id to its projected one-line summary (JSON)."""
+        return self.key("summaries")
+
+    def thread(self, thread_id: str) -> str:
+        return self.key("thread", thread_id)
+
+    def run(self, run_id: str) -> str:
+        return self.key("run", run_id)
+
+    def view(self, thread_id: str) -> str:
+        return self.key("view", thread_id)
+
+    def dedupe(self, event_id: str) -> str:
+        return self.key("dedupe", event_id)
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    partitions: int
+
+    def partition(self, thread_id: str) -> Partition:
+        return Partition(partition_of(thread_id, self.partitions))
+
+    def all(self) -> list[Partition]:
+        return [Partition(n) for n in range(self.partitions)]

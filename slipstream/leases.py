@@ -1,0 +1,58 @@
+"""Run leases: who owns a run now, proven by a fencing token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
+
+from slipstream.backend import Backend
+from slipstream.keys import Keyspace, Partition
+
+
+def _lua(name: str) -> str:
+    return resources.files("slipstream").joinpath(f"lua/{name}").read_text()
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: Literal["OK", "NORUN", "FINISHED", "BUSY"]
+    token: int = 0
+    attempt: int = 0
+    cancel_requested: bool = False
+    detail: str = ""
+
+
+class Leases:
+    def __init__(self, backend: Backend, keyspace: Keyspace, *, lease_ms: int) -> None:
+        self.redis = backend.client
+        self.keys = keyspace
+        self.lease_ms = lease_ms
+        self._claim = self.redis.register_script(_lua("claim.lua"))
+        self._renew = self.redis.register_script(_lua("renew.lua"))
+
+    def _partition(self, thread_id: str) -> Partition:
+        return self.keys.partition(thread_id)
+
+    async def claim(self, run_id: str, thread_id: str, worker: str) -> Claim:
+        reply = await self._claim(
+            keys=[self._partition(thread_id).run(run_id)], args=[worker, self.lease_ms]
+        )
+        outcome = str(reply[0])
+        if outcome == "OK":
+            return Claim("OK", int(reply[1]), int(reply[2]), str(reply[3]) == "1")
+        if outcome == "FINISHED":
+            return Claim("FINISHED", detail=str(reply[1]))
+        if outcome == "BUSY":
+            return Claim("BUSY", detail=f"{reply[1]} holds it for {reply[2]} ms more")
+        return Claim("NORUN")
+
+    async def renew(
+        self, run_id: str, thread_id: str, token: int, worker: str, entry_id: str
+    ) -> tuple[bool, bool]:
+        """Returns (still ours, cancel requested)."""
+        part = self._partition(thread_id)
+        reply = await self._renew(
+            keys=[part.run(run_id), part.work], args=[token, self.lease_ms, worker, entry_id]
+        )
+        return bool(int(reply[0])), str(reply[1]) == "1"

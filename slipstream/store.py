@@ -1,0 +1,189 @@
+"""The event store: guarded, idempotent appends and reads of thread streams.
+
+Every append is one call of ``lua/append.lua``: it checks the guards, then
+adds the events to the thread stream and the partition feed (and a work item
+where one is asked for), atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Literal
+
+from redis.commands.core import AsyncScript
+
+from slipstream import codec, errors
+from slipstream.backend import Backend, as_entries
+from slipstream.codec import Unreadable
+from slipstream.events import Event
+from slipstream.keys import Keyspace
+
+Existence = Literal["new", "exists", "any"]
+
+_APPEND_LUA = resources.files("slipstream").joinpath("lua/append.lua").read_text()
+
+
+@dataclass(frozen=True)
+class Fence:
+    run_id: str
+    token: int
+
+
+@dataclass(frozen=True)
+class Append:
+    """One batch for one thread, with the guards it must pass."""
+
+    thread_id: str
+    events: Sequence[Event]
+    existence: Existence = "exists"
+    expected_version: int | None = None
+    run_id: str | None = None
+    fence: int | None = None
+    refuse_if_cancelled: bool = False
+    refuse_if_finished: bool = False
+    dedupe_ms: int | None = None  # None: no dedupe key; 0: kept forever
+    batch_id: str | None = None
+    run_fields: Mapping[str, str] = field(default_factory=dict)
+    work: Mapping[str, str] | None = None
+    ack: str | None = None
+
+
+@dataclass(frozen=True)
+class Appended:
+    ids: list[str]
+    version: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An event as read back, with its position (the thread stream id)."""
+
+    id: str
+    event: Event | Unreadable
+
+
+class EventStore:
+    def __init__(self, backend: Backend, keyspace: Keyspace, *, feed_maxlen: int = 100_000):
+        self.backend = backend
+        self.redis = backend.client
+        self.keys = keyspace
+        self.feed_maxlen = feed_maxlen
+        self._append: AsyncScript = self.redis.register_script(_APPEND_LUA)
+
+    def stream_key(self, thread_id: str) -> str:
+        return self.keys.partition(thread_id).thread(thread_id)
+
+    def _call(self, request: Append) -> tuple[list[str], list[str]]:
+        part = self.keys.partition(request.thread_id)
+        run_key = part.run(request.run_id or "-")
+        first = request.events[0].event_id if request.events else "-"
+        keys = [
+            part.thread(request.thread_id),
+            part.feed,
+            part.work,
+            run_key,
+            part.dedupe(first),
+            part.threads,
+        ]
+        work = dict(request.work or {})
+        run_fields = dict(request.run_fields)
+        args: list[str] = [
+            request.thread_id,
+            request.existence,
+            "" if request.expected_version is None else str(request.expected_version),
+            "" if request.fence is None else str(request.fence),
+            "1" if request.refuse_if_cancelled else "0",
+            "1" if request.refuse_if_finished else "0",
+            "" if request.dedupe_ms is None else str(request.dedupe_ms),
+            request.batch_id or "",
+            str(self.feed_maxlen),
+            request.ack or "",
+            str(len(request.events)),
+            str(len(run_fields)),
+            str(len(work)),
+        ]
+        for event in request.events:
+            entry = codec.encode(event)
+            args.append(str(2 * len(entry)))
+            for name, value in entry.items():
+                args += (name, value)
+        for name, value in run_fields.items():
+            args += (name, value)
+        for name, value in work.items():
+            args += (name, value)
+        return keys, args
+
+    async def append(self, request: Append) -> Appended:
+        if (request.fence is not None or request.refuse_if_cancelled) and not request.run_id:
+            raise ValueError("a fenced or cancel-guarded append needs run_id")
+        keys, args = self._call(request)
+        reply = await self._append(keys=keys, args=args)
+        self.backend.appended()
+        return _result(request, reply)
+
+    async def append_many(
+        self, requests: Sequence[Append]
+    ) -> list[Appended | errors.SlipstreamError]:
+        """Pipeline several appends: one round trip, each still atomic on its own."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for request in requests:
+                keys, args = self._call(request)
+                await self._append(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        self.backend.appended()
+        results: list[Appended | errors.SlipstreamError] = []
+        for request, reply in zip(requests, replies, strict=True):
+            try:
+                results.append(_result(request, reply))
+            except errors.SlipstreamError as exc:
+                results.append(exc)
+        return results
+
+    async def read(
+        self, thread_id: str, *, after: str | None = None, count: int | None = None
+    ) -> list[Stored]:
+        key = self.stream_key(thread_id)
+        start = f"({after}" if after else "-"
+        entries = as_entries(await self.redis.xrange(key, start, "+", count=count))
+        return [
+            Stored(entry_id, codec.decode(key, entry_id, fields)) for entry_id, fields in entries
+        ]
+
+    async def version(self, thread_id: str) -> int:
+        return int(await self.redis.xlen(self.stream_key(thread_id)))
+
+    async def exists(self, thread_id: str) -> bool:
+        return bool(await self.redis.exists(self.stream_key(thread_id)))
+
+    async def run_state(self, run_id: str, thread_id: str) -> dict[str, str]:
+        key = self.keys.partition(thread_id).run(run_id)
+        state = await self.redis.hgetall(key)
+        return {str(k): str(v) for k, v in state.items()}
+
+
+def _result(request: Append, reply: list[str | int]) -> Appended:
+    code = str(reply[0])
+    if code in ("OK", "DUP"):
+        return Appended(
+            ids=[str(i) for i in reply[2:]], version=int(reply[1]), duplicate=code == "DUP"
+        )
+    detail = str(reply[1]) if len(reply) > 1 else ""
+    run_id = request.run_id or ""
+    if code == "NOTHREAD":
+        raise errors.ThreadNotFound(request.thread_id)
+    if code == "EXISTS":
+        raise errors.ThreadExists(request.thread_id)
+    if code == "CONFLICT":
+        raise errors.VersionConflict(request.thread_id, request.expected_version or 0, int(detail))
+    if code == "NORUN":
+        raise errors.RunNotFound(run_id)
+    if code == "STALE":
+        raise errors.StaleFence(run_id, request.fence or 0)
+    if code == "CANCELLED":
+        raise errors.RunCancelled(run_id)
+    if code == "FINISHED":
+        raise errors.RunFinished(run_id, detail)
+    raise RuntimeError(f"append script replied {reply!r}")
