@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from service.embedded import free_port
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
 from slipstream.store import EventStore
-from service.embedded import free_port
 
 TEST_ENV = {
     "SLIPSTREAM_LLM": "scripted",
@@ -35,12 +35,25 @@ TEST_ENV = {
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     executable = shutil.which("redis-server")
     if executable is None:
-        pytest.fail("redis-server is not on PATH; `make test` installs it (apt-get install redis-server)")
+        pytest.fail(
+            "redis-server is not on PATH; `make test` installs it (apt-get install redis-server)"
+        )
     workdir = tmp_path_factory.mktemp("redis")
     port = free_port()
     process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)

@@ -121,18 +121,27 @@ async def test_work_item_is_queued_and_acked_through_the_script(store: EventStor
     part = store.keys.partition("t1")
     await store.redis.xgroup_create(part.work, WORKERS_GROUP, id="0", mkstream=True)
     await store.append(
-        Append("t1", [message()], run_id="t1.bbbbbb", run_fields={"status": "queued", "token": "1"},
-               work={"run": "t1.bbbbbb", "thread": "t1"})
+        Append(
+            "t1",
+            [message()],
+            run_id="t1.bbbbbb",
+            run_fields={"status": "queued", "token": "1"},
+            work={"run": "t1.bbbbbb", "thread": "t1"},
+        )
     )
     reply = await store.redis.xreadgroup(WORKERS_GROUP, "w", {part.work: ">"})
     entry_id, fields = reply[0][1][0]
     assert fields == {"run": "t1.bbbbbb", "thread": "t1"}
     await store.append(
-        Append("t1", [ev.RunCompleted(run_id="t1.bbbbbb")], run_id="t1.bbbbbb", fence=1,
-               ack=entry_id)
+        Append(
+            "t1", [ev.RunCompleted(run_id="t1.bbbbbb")], run_id="t1.bbbbbb", fence=1, ack=entry_id
+        )
     )
     assert await store.redis.xpending(part.work, WORKERS_GROUP) == {
-        "pending": 0, "min": None, "max": None, "consumers": []
+        "pending": 0,
+        "min": None,
+        "max": None,
+        "consumers": [],
     }
     assert await store.redis.xlen(part.work) == 0
 

@@ -1,0 +1,123 @@
+"""The thread-view fold, on plain lists of events: no Redis."""
+
+from __future__ import annotations
+
+from projections.thread_view import ThreadView, fold
+from slipstream import events as ev
+from slipstream.codec import Unreadable
+from slipstream.store import Stored
+
+RUN = "t1.aaaaaa"
+
+
+def stored(*events: ev.Event | Unreadable) -> list[Stored]:
+    return [Stored(f"1000-{i}", e) for i, e in enumerate(events)]
+
+
+def opening() -> list[ev.Event]:
+    return [
+        ev.ThreadCreated(title=""),
+        ev.MessageSent(message_id="m1", content="Hello  there\nfriend", run_id=RUN),
+        ev.RunRequested(run_id=RUN, message_id="m1", reply_id="r1", agent="assistant"),
+        ev.RunStarted(run_id=RUN, attempt=1, worker="h:1:a", token=1),
+    ]
+
+
+def delta(seq: int, text: str, attempt: int = 1) -> ev.MessageDelta:
+    return ev.MessageDelta(run_id=RUN, message_id="r1", seq=seq, text=text, attempt=attempt)
+
+
+def view_of(*events: ev.Event | Unreadable) -> ThreadView:
+    return fold(ThreadView.empty("t1", "ss:{p00}:thread:t1"), stored(*events))
+
+
+def test_a_streamed_answer_completes() -> None:
+    view = view_of(
+        *opening(),
+        delta(1, "Hi. "),
+        delta(2, "Bye."),
+        ev.MessageCompleted(run_id=RUN, message_id="r1", text="Hi. Bye."),
+        ev.RunCompleted(run_id=RUN),
+    )
+    user, reply = view.messages
+    assert (user.role, user.status, user.content) == ("user", "completed", "Hello  there\nfriend")
+    assert (reply.role, reply.status, reply.content) == ("assistant", "completed", "Hi. Bye.")
+    assert view.runs[RUN].status == "completed"
+    assert view.title == "Hello there friend"
+    assert view.version == 8 and view.last_event_id == "1000-7"
+
+
+def test_while_streaming_the_reply_shows_the_text_so_far() -> None:
+    view = view_of(*opening(), delta(1, "Hi. "))
+    assert (view.messages[-1].status, view.messages[-1].content) == ("streaming", "Hi. ")
+    assert view.active_run() == RUN
+
+
+def test_a_repeated_delta_is_applied_once() -> None:
+    view = view_of(*opening(), delta(1, "Hi. "), delta(1, "Hi. "), delta(2, "Bye."))
+    assert view.messages[-1].content == "Hi. Bye."
+
+
+def test_folding_the_same_positions_twice_changes_nothing() -> None:
+    events = stored(*opening(), delta(1, "Hi. "))
+    once = fold(ThreadView.empty("t1", "k"), events)
+    assert fold(once, events) == once
+
+
+def test_fold_does_not_touch_its_input() -> None:
+    empty = ThreadView.empty("t1", "k")
+    fold(empty, stored(*opening()))
+    assert empty == ThreadView.empty("t1", "k")
+
+
+def test_a_new_attempt_shows_only_its_own_text() -> None:
+    view = view_of(
+        *opening(),
+        delta(1, "Half an ans"),
+        ev.RunStarted(run_id=RUN, attempt=2, worker="h:2:b", token=2),
+        delta(1, "Whole.", attempt=2),
+    )
+    assert view.messages[-1].content == "Whole."
+    assert view.runs[RUN].attempt == 2 and view.runs[RUN].worker == "h:2:b"
+
+
+def test_a_late_delta_of_an_old_attempt_is_ignored() -> None:
+    view = view_of(
+        *opening(),
+        ev.RunStarted(run_id=RUN, attempt=2, worker="w", token=2),
+        delta(1, "new", attempt=2),
+        delta(2, "old", attempt=1),
+    )
+    assert view.messages[-1].content == "new"
+
+
+def test_cancel_keeps_the_partial_text() -> None:
+    view = view_of(*opening(), delta(1, "Part"), ev.RunCancelled(run_id=RUN, reason="stop"))
+    reply = view.messages[-1]
+    assert (reply.status, reply.content) == ("cancelled", "Part")
+    assert view.runs[RUN].reason == "stop"
+    assert view.active_run() is None
+
+
+def test_failure_is_shown_with_its_reason() -> None:
+    view = view_of(*opening(), ev.RunFailed(run_id=RUN, reason="model error: overloaded"))
+    assert view.messages[-1].status == "failed"
+    assert view.runs[RUN].reason == "model error: overloaded"
+
+
+def test_a_queued_run_has_a_pending_reply() -> None:
+    view = view_of(*opening()[:3])
+    assert view.messages[-1].status == "pending"
+    assert view.runs[RUN].status == "queued"
+
+
+def test_unreadable_entries_are_kept_as_problems() -> None:
+    bad = Unreadable(stream="k", id="1000-1", reason="body is not JSON")
+    view = view_of(ev.ThreadCreated(title="T"), bad)
+    assert [p.reason for p in view.problems] == ["body is not JSON"]
+    assert view.last_event_id == "1000-1" and view.title == "T"
+
+
+def test_summary_names_the_active_run() -> None:
+    summary = view_of(*opening()).summary()
+    assert (summary.title, summary.messages, summary.active_run) == ("Hello there friend", 2, RUN)
