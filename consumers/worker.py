@@ -27,6 +27,7 @@ from slipstream.config import Settings
 from slipstream.identity import consumer_name
 from slipstream.keys import WORKERS_GROUP, Partition
 from slipstream.leases import Leases
+from slipstream.process import unless_stopped
 from slipstream.store import Append, EventStore
 
 log = logging.getLogger("slipstream.worker")
@@ -83,12 +84,14 @@ class Worker:
                 if free <= 0:
                     await asyncio.wait(self._tasks, timeout=1, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                for item in await self._read(reader, count=free, block_ms=1000):
+                items = await unless_stopped(self._read(reader, count=free, block_ms=1000), stop)
+                for item in items or []:
                     self._spawn(item)
         finally:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.backend.release(reader)
 
     async def run_once(self) -> int:
         """Burst mode: run everything waiting, then return how many items were handled."""

@@ -21,6 +21,7 @@ from projections.thread_view import ThreadView, fold
 from projections.views import ViewStore
 from slipstream.backend import Backend, as_entries, as_stream_reply
 from slipstream.keys import PROJECTORS_GROUP, Partition
+from slipstream.process import unless_stopped
 from slipstream.store import EventStore
 
 log = logging.getLogger("slipstream.projector")
@@ -61,7 +62,7 @@ class Projector:
         try:
             await self._recover()
             while not stop.is_set():
-                await self._step(reader, block_ms=1000)
+                await unless_stopped(self._step(reader, block_ms=1000), stop)
         finally:
             await self.backend.release(reader)
 
