@@ -44,10 +44,10 @@ class System:
         body: dict[str, str] = response.json()
         return body
 
-    async def wait_for_run(self, thread_id: str, run_id: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
+    async def wait_for_run(self, thread_id: str, run_id: str, within: float = 20) -> dict:  # type: ignore[type-arg]
         """Follow the thread live until the run ends; return the final view."""
         async with connect(self.ws_url(thread_id)) as socket:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 async for frame in socket:
                     data = orjson.loads(frame)
                     if data["type"] == "snapshot":

@@ -1,0 +1,49 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: run test check lint typecheck bench system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+## run: the whole system, embedded, on http://127.0.0.1:8000
+run: $(VENV)/.runtime
+	$(BIN)/python -m service
+
+## test: formatting, lint, types and the whole suite
+test: $(VENV)/.dev system-deps lint typecheck
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+## system-deps: redis-server for the integration tests (apt-get, when root and missing)
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else \
+	    echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server)"; exit 1; \
+	  fi; }
+
+## bench: latency and write-amplification benchmark (prints a table)
+bench: $(VENV)/.dev system-deps
+	$(BIN)/python -m bench.live_latency
+
+clean:
+	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache
