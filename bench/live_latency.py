@@ -170,14 +170,13 @@ async def main() -> None:
         backend = Backend.connect(url)
         store = EventStore(backend, Keyspace(settings.partitions))
         print("\nDelta append -> websocket arrival (one watcher per answer, 1 delta/20 ms each)")
-        print(
-            f"{'answers':>8} {'deltas':>8} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-        )
+        header = ("answers", "deltas", "median ms", "p90 ms", "p99 ms", "max ms")
+        print(" ".join(f"{h:>10}" for h in header))
         for answers in (int(a) for a in args.answers.split(",")):
             lat = [x * 1000 for x in await latency_round(store, port, answers, args.deltas)]
             print(
                 f"{answers:>8} {len(lat):>8} {statistics.median(lat):>10.2f} "
-                f"{percentile(lat, 0.90):>8.2f} {percentile(lat, 0.99):>8.2f} {max(lat):>8.2f}"
+                f"{percentile(lat, 0.90):>10.2f} {percentile(lat, 0.99):>10.2f} {max(lat):>10.2f}"
             )
 
         print(f"\nEntries written per 100 words of answer (scripted model, {args.words} words)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,10 +65,8 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 def kill_pidfile(path: Path) -> None:
     """Stop a redis-server an embedded process left behind when it was killed."""
     if path.exists():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(path.read_text()), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def env_for(**extra: str) -> dict[str, str]:

@@ -17,7 +17,9 @@ from tests.processes import env_for, kill_pidfile, processes, spawn, wait_health
 pytestmark = pytest.mark.slow
 
 
-def wait_for_status(base: str, thread_id: str, run_id: str, statuses: set[str], within: float = 30) -> dict:  # type: ignore[type-arg]
+def wait_for_status(
+    base: str, thread_id: str, run_id: str, statuses: set[str], within: float = 30
+) -> dict:  # type: ignore[type-arg]
     deadline = time.monotonic() + within
     view: dict = {}  # type: ignore[type-arg]
     while time.monotonic() < deadline:
@@ -101,7 +103,7 @@ def test_procfile_roles_run_as_separate_processes(redis_url: str, tmp_path: Path
             assert view["messages"][-1]["content"] == scripted_reply(f"question {i}", 40)
         events = httpx.get(f"{base}/api/threads/{chats[0][0]}/events").json()
         started = next(e["event"] for e in events if e["event"]["type"] == "run.started")
-        host, pid, nonce = started["worker"].split(":")
+        _host, pid, nonce = started["worker"].split(":")
         assert int(pid) in {w.pid for w in workers} and len(nonce) == 6
         summaries = httpx.get(f"{base}/api/threads").json()
         assert {s["id"] for s in summaries} >= {t for t, _ in chats}
