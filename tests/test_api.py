@@ -10,6 +10,7 @@ from consumers.llm.scripted import scripted_reply
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import System, running_system
+from tests.waits import next_millisecond
 
 
 @pytest.fixture
@@ -39,10 +40,12 @@ async def test_a_message_is_answered(system: System, settings: Settings) -> None
 
 async def test_threads_are_listed_by_last_activity(system: System) -> None:
     first = await system.new_thread()
+    await next_millisecond(system.runtime.store, first)
     second = await system.new_thread()
     listed = [t["id"] for t in (await system.http.get("/api/threads")).json()]
     assert listed[:2] == [second, first]
 
+    await next_millisecond(system.runtime.store, second)
     accepted = await system.send(first, "bump")
     await system.wait_for_run(first, accepted["run_id"])
     listed = (await system.http.get("/api/threads")).json()
