@@ -102,7 +102,13 @@ class Hub:
             tail = self._tails[part.number] = _Tail(self, part)
         subscription = Subscription(thread_id, asyncio.Queue(self.queue_size))
         tail.subscribers.setdefault(thread_id, set()).add(subscription)
-        await tail.ready.wait()
+        if not tail.ready.is_set():
+            ready = asyncio.create_task(tail.ready.wait())
+            await asyncio.wait({ready, tail.task}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if not tail.ready.is_set():
+                await self.unsubscribe(subscription)
+                raise RuntimeError(f"cannot tail {part.feed}: the tail stopped before it started")
         return subscription
 
     async def unsubscribe(self, subscription: Subscription) -> None:
