@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from consumers.coalescer import Coalescer
+from slipstream import errors
 from slipstream import events as ev
 from slipstream.store import Append, EventStore
 
@@ -64,15 +65,25 @@ class AnswerWriter:
         )
         self.events_written += len(events)
 
-    async def stream(self, chunks: AsyncIterator[str]) -> None:
-        """Consume the model's chunks, flushing at sentence ends or the deadline."""
+    async def stream(self, chunks: AsyncIterator[str], cancelled: asyncio.Event) -> None:
+        """Consume the model's chunks, flushing at sentence ends or the deadline.
+
+        Raises `RunCancelled` as soon as `cancelled` is set, even between two
+        chunks: the model stream is closed rather than waited on.
+        """
         iterator = aiter(chunks)
         next_chunk: asyncio.Future[str] = asyncio.ensure_future(anext(iterator))
+        cancel: asyncio.Future[object] = asyncio.ensure_future(cancelled.wait())
         try:
             while True:
                 deadline = self.coalescer.deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self.coalescer.clock())
-                done, _ = await asyncio.wait({next_chunk}, timeout=timeout)
+                waiting: set[asyncio.Future[object]] = {next_chunk, cancel}  # type: ignore[arg-type]
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if cancel in done:
+                    raise errors.RunCancelled(self.attempt.run_id)
                 if next_chunk in done:
                     try:
                         chunk = next_chunk.result()
@@ -82,8 +93,9 @@ class AnswerWriter:
                     self.coalescer.add(chunk)
                     next_chunk = asyncio.ensure_future(anext(iterator))
                 if self.coalescer.due():
-                    await self._write([self._delta(self.coalescer.take())])
+                    await self._flush()
         finally:
+            cancel.cancel()
             if not next_chunk.done():
                 next_chunk.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -91,13 +103,25 @@ class AnswerWriter:
             if hasattr(iterator, "aclose"):
                 await iterator.aclose()
 
+    async def _flush(self) -> None:
+        text = self.coalescer.take()
+        try:
+            await self._write([self._delta(text)])
+        except BaseException:
+            # Not written: the sequence number and the text are still to be used.
+            self.seq -= 1
+            self.coalescer.restore(text)
+            raise
+
+    def held_back(self) -> list[ev.Event]:
+        """A delta with the text not yet written, if any: it goes out with the run's end."""
+        return [self._delta(self.coalescer.take())] if self.coalescer.pending else []
+
     async def complete(self) -> str:
         """Write the held-back tail, the full text and the run's end in one append."""
         a = self.attempt
         full = "".join(self.text)
-        events: list[ev.Event] = []
-        if self.coalescer.pending:
-            events.append(self._delta(self.coalescer.take()))
+        events = self.held_back()
         events += [
             ev.MessageCompleted(run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent),
             ev.RunCompleted(run_id=a.run_id),

@@ -47,6 +47,13 @@ class Coalescer:
             _SENTENCE_END.search(self._buffer[-1])
         )
 
+    def restore(self, text: str) -> None:
+        """Put taken text back in front, when writing it failed."""
+        if text:
+            self._buffer.insert(0, text)
+            if self._oldest is None:
+                self._oldest = self.clock()
+
     def take(self) -> str:
         text = "".join(self._buffer)
         self._buffer.clear()

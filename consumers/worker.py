@@ -1,8 +1,10 @@
-"""The worker: takes run work items from the partitions' work streams and runs them.
+"""The worker process: takes run work items from the partitions and runs them.
 
 Delivery is at least once (consumer group `workers`); output is effectively
 once because every write of a run carries its fencing token and the append
-script refuses a stale one.
+script refuses a stale one. Beside the runs themselves a worker fires due
+retry timers, takes over work whose lease lapsed, listens for cancels, and
+on shutdown hands its unfinished runs back at once.
 """
 
 from __future__ import annotations
@@ -10,40 +12,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from consumers.answer import AnswerWriter, Attempt
 from consumers.llm.base import LLM
-from consumers.prompt import prompt_for
-from projections.views import ViewStore
+from consumers.runner import Runner, WorkItem
 from slipstream import errors
-from slipstream import events as ev
 from slipstream.backend import Backend, as_entries
 from slipstream.config import Settings
 from slipstream.identity import consumer_name
-from slipstream.keys import WORKERS_GROUP, Partition
-from slipstream.leases import Leases
-from slipstream.process import unless_stopped
-from slipstream.store import Append, EventStore
+from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP
+from slipstream.leases import Claim, Leases
+from slipstream.store import EventStore
 
 log = logging.getLogger("slipstream.worker")
 
-
-@dataclass(frozen=True)
-class WorkItem:
-    partition: Partition
-    entry_id: str
-    run_id: str
-    thread_id: str
+READ_BLOCK_MS = 250
+TIMER_CHECK_S = 0.2
+REGISTRY_EVERY_S = 2.0
+LIVE_WITHIN_MS = 15_000
+CLEANUP_EVERY_S = 30.0
 
 
 async def ensure_group(backend: Backend, stream: str, group: str) -> None:
     with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
         await backend.client.xgroup_create(stream, group, id="0", mkstream=True)
+
+
+@dataclass
+class InFlight:
+    item: WorkItem
+    claim: Claim
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: bool = False
 
 
 class Worker:
@@ -58,46 +64,59 @@ class Worker:
     ) -> None:
         self.backend = backend
         self.store = store
-        self.views = ViewStore(store)
-        self.llm = llm
         self.settings = settings
         self.name = name or consumer_name()
+        self.runner = Runner(store, llm, settings, self.name)
         self.leases = Leases(backend, store.keys, lease_ms=settings.lease_ms)
         self.partitions = store.keys.all()
+        self.by_work_key = {part.work: part for part in self.partitions}
         self.stats: Counter[str] = Counter()
+        self.inflight: dict[str, InFlight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._next_reclaim = 0.0
+        self._stopping = False
+        self._due: dict[str, float] = {}
+        self._fire = backend.client.register_script(
+            resources.files("slipstream").joinpath("lua/fire_timers.lua").read_text()
+        )
 
     async def setup(self) -> None:
         for part in self.partitions:
             await ensure_group(self.backend, part.work, WORKERS_GROUP)
 
+    # -- the loop -------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Take and run work until `stop` is set."""
+        """Take and run work until `stop` is set, then hand unfinished runs back."""
         await self.setup()
         reader = self.backend.reader()
+        listener = asyncio.create_task(self._listen_for_cancels())
         log.info("worker %s taking work from %d partitions", self.name, len(self.partitions))
         try:
             while not stop.is_set():
-                await self._reclaim_if_due()
+                await self._housekeeping()
                 free = self.settings.worker_concurrency - len(self._tasks)
                 if free <= 0:
-                    await asyncio.wait(self._tasks, timeout=1, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        self._tasks, timeout=TIMER_CHECK_S, return_when=asyncio.FIRST_COMPLETED
+                    )
                     continue
-                items = await unless_stopped(self._read(reader, count=free, block_ms=1000), stop)
-                for item in items or []:
+                # A short block rather than a cancelled one: a read cancelled after
+                # Redis delivered would strand items until their lease ran out.
+                for item in await self._read(reader, count=free, block_ms=READ_BLOCK_MS):
                     self._spawn(item)
         finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._shut_down()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             await self.backend.release(reader)
 
     async def run_once(self) -> int:
-        """Burst mode: run everything waiting, then return how many items were handled."""
+        """Burst mode: run everything waiting (due timers too), then return the count."""
         await self.setup()
         handled = 0
         while True:
+            await self._fire_due_timers(force=True)
             items = await self._read(self.backend.client, count=100, block_ms=0)
             items += await self._reclaim()
             if not items:
@@ -108,30 +127,138 @@ class Worker:
     async def _read(self, reader: Redis, *, count: int, block_ms: int) -> list[WorkItem]:
         streams = {part.work: ">" for part in self.partitions}
         reply = await self.backend.xreadgroup(
-            reader,
-            WORKERS_GROUP,
-            self.name,
-            streams,
-            count=count,
-            block_ms=block_ms,
+            reader, WORKERS_GROUP, self.name, streams, count=count, block_ms=block_ms
         )
-        by_key = {part.work: part for part in self.partitions}
         return [
-            self._item(by_key[stream], entry_id, fields)
+            self._item(stream, entry_id, fields)
             for stream, entries in reply
             for entry_id, fields in entries
         ]
 
-    def _item(self, part: Partition, entry_id: str, fields: dict[str, str]) -> WorkItem:
-        return WorkItem(part, entry_id, fields.get("run", ""), fields.get("thread", ""))
+    @staticmethod
+    def _item(stream: str, entry_id: str, fields: dict[str, str]) -> WorkItem:
+        return WorkItem(stream, entry_id, fields.get("run", ""), fields.get("thread", ""))
 
-    async def _reclaim_if_due(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if now < self._next_reclaim:
+    def _spawn(self, item: WorkItem) -> None:
+        task = asyncio.create_task(self.handle(item), name=f"run {item.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._due.get("reclaim", 0):
+            self._due["reclaim"] = now + max(0.5, self.settings.lease_ms / 4000)
+            for item in await self._reclaim():
+                self._spawn(item)
+        if now >= self._due.get("timers", 0):
+            self._due["timers"] = now + TIMER_CHECK_S
+            await self._fire_due_timers()
+        if now >= self._due.get("registry", 0):
+            self._due["registry"] = now + REGISTRY_EVERY_S
+            await self.backend.client.zadd(WORKER_REGISTRY, {self.name: int(time.time() * 1000)})
+        if now >= self._due.get("cleanup", 0):
+            self._due["cleanup"] = now + CLEANUP_EVERY_S
+            await self._forget_dead_consumers()
+
+    # -- one run --------------------------------------------------------------
+
+    async def handle(self, item: WorkItem) -> None:
+        if not item.run_id or not item.thread_id:
+            log.warning("work item %s %s names no run; dropped", item.stream, item.entry_id)
+            await self._drop(item)
             return
-        self._next_reclaim = now + max(0.5, self.settings.lease_ms / 2000)
-        for item in await self._reclaim():
-            self._spawn(item)
+        claim = await self.leases.claim(item.run_id, item.thread_id, self.name)
+        if claim.outcome in ("NORUN", "FINISHED"):
+            log.info("run %s: %s; work item dropped", item.run_id, claim.outcome.lower())
+            await self._drop(item)
+            return
+        if claim.outcome == "BUSY":
+            log.info("run %s is busy (%s); left to its owner", item.run_id, claim.detail)
+            return
+        flight = InFlight(item, claim)
+        if claim.cancel_requested:
+            flight.cancelled.set()
+        self.inflight[item.run_id] = flight
+        running = asyncio.current_task()
+        assert running is not None
+        heartbeat = asyncio.create_task(self._heartbeat(flight, running))
+        try:
+            outcome = await self.runner.run(item, claim, flight.cancelled)
+            self.stats[outcome] += 1
+        except errors.StaleFence:
+            self.stats["fenced_out"] += 1
+            log.warning("run %s: lease lost to another worker; dropped", item.run_id)
+        except asyncio.CancelledError:
+            if flight.lost:
+                self.stats["fenced_out"] += 1
+                log.warning("run %s: lease lost while streaming; dropped", item.run_id)
+                return
+            if self._stopping:
+                await self._hand_back(flight)
+                return
+            raise
+        finally:
+            heartbeat.cancel()
+            self.inflight.pop(item.run_id, None)
+
+    async def _heartbeat(self, flight: InFlight, running: asyncio.Task[None]) -> None:
+        interval = self.settings.lease_ms / 3000
+        item = flight.item
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ours, cancel = await self.leases.renew(
+                    item.run_id, item.thread_id, flight.claim.token, self.name, item.entry_id
+                )
+            except RedisError:
+                log.warning("run %s: lease renewal failed; trying again", item.run_id)
+                continue
+            if cancel:
+                flight.cancelled.set()  # the cancel message may have been missed
+            if not ours:
+                flight.lost = True
+                running.cancel()
+                return
+
+    async def _hand_back(self, flight: InFlight) -> None:
+        try:
+            await self.runner.hand_back(flight.item, flight.claim)
+            self.stats["handed_back"] += 1
+            log.info("run %s handed back", flight.item.run_id)
+        except (errors.StaleFence, errors.RunFinished):
+            pass  # someone else has it, or it ended: nothing to give back
+
+    async def _drop(self, item: WorkItem) -> None:
+        await self.backend.client.xack(item.stream, WORKERS_GROUP, item.entry_id)
+        await self.backend.client.xdel(item.stream, item.entry_id)
+
+    async def _shut_down(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.backend.client.zrem(WORKER_REGISTRY, self.name)
+
+    # -- cancels, takeovers, timers, consumers --------------------------------
+
+    async def _listen_for_cancels(self) -> None:
+        """Cancel announcements reach the run within milliseconds, between tokens too."""
+        while True:
+            pubsub = self.backend.client.pubsub()
+            try:
+                await pubsub.subscribe(*[part.cancels for part in self.partitions])
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message.get("type") == "message":
+                        flight = self.inflight.get(str(message["data"]))
+                        if flight is not None:
+                            flight.cancelled.set()
+            except (RedisError, OSError):
+                log.warning("cancel listener lost Redis; resubscribing")
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _reclaim(self) -> list[WorkItem]:
         """Take over work whose worker stopped renewing its lease (XAUTOCLAIM)."""
@@ -143,154 +270,35 @@ class Worker:
                     part.work, WORKERS_GROUP, self.name, self.settings.lease_ms, cursor, count=50
                 )
                 cursor = str(reply[0])
-                # Redis 7.0 also returns ids whose entries were deleted: as_entries drops those.
-                items += [self._item(part, i, f) for i, f in as_entries(reply[1])]
+                # Redis 7.0 also returns ids whose entries were deleted: as_entries drops them.
+                items += [self._item(part.work, i, f) for i, f in as_entries(reply[1])]
                 if cursor == "0-0":
                     break
         if items:
             log.info("worker %s took over %d work items", self.name, len(items))
         return items
 
-    def _spawn(self, item: WorkItem) -> None:
-        task = asyncio.create_task(self.handle(item), name=f"run {item.run_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _fire_due_timers(self, *, force: bool = False) -> None:
+        async with self.backend.client.pipeline(transaction=False) as pipe:
+            for part in self.partitions:
+                pipe.zrange(part.timers, 0, 0, withscores=True)
+            heads = await pipe.execute()
+        now_ms = time.time() * 1000
+        for part, head in zip(self.partitions, heads, strict=True):
+            if head and (force or head[0][1] <= now_ms + 50):
+                fired = await self._fire(keys=[part.timers, part.work], args=[100])
+                if fired:
+                    self.backend.appended()
+                    self.stats["timers_fired"] += len(fired)
 
-    async def _drop(self, item: WorkItem) -> None:
-        await self.backend.client.xack(item.partition.work, WORKERS_GROUP, item.entry_id)
-        await self.backend.client.xdel(item.partition.work, item.entry_id)
-
-    async def handle(self, item: WorkItem) -> None:
-        if not item.run_id or not item.thread_id:
-            log.warning("work item %s %s names no run; dropped", item.partition.work, item.entry_id)
-            await self._drop(item)
-            return
-        claim = await self.leases.claim(item.run_id, item.thread_id, self.name)
-        if claim.outcome in ("NORUN", "FINISHED"):
-            log.info("run %s: %s; work item acked", item.run_id, claim.outcome.lower())
-            await self._drop(item)
-            return
-        if claim.outcome == "BUSY":
-            log.info("run %s is busy (%s); left for its owner", item.run_id, claim.detail)
-            return
-        attempt = Attempt(
-            thread_id=item.thread_id,
-            run_id=item.run_id,
-            reply_id="",
-            agent="",
-            attempt=claim.attempt,
-            token=claim.token,
-            entry_id=item.entry_id,
-        )
-        running = asyncio.current_task()
-        assert running is not None
-        heartbeat = asyncio.create_task(self._heartbeat(item, claim.token, running))
-        try:
-            await self._execute(attempt, cancel_requested=claim.cancel_requested)
-        except errors.StaleFence:
-            self.stats["fenced_out"] += 1
-            log.warning("run %s: lease lost to another worker; dropping it", item.run_id)
-        except asyncio.CancelledError:
-            if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() == "lost":
-                self.stats["fenced_out"] += 1
-                log.warning("run %s: lease lost while streaming; dropping it", item.run_id)
-                return
-            raise
-        finally:
-            heartbeat.cancel()
-
-    async def _heartbeat(self, item: WorkItem, token: int, running: asyncio.Task[None]) -> str:
-        interval = self.settings.lease_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
-            ours, _cancel = await self.leases.renew(
-                item.run_id, item.thread_id, token, self.name, item.entry_id
-            )
-            if not ours:
-                running.cancel()
-                return "lost"
-
-    async def _execute(self, attempt: Attempt, *, cancel_requested: bool) -> None:
-        view = await self.views.current(attempt.thread_id)
-        run = view.runs.get(attempt.run_id)
-        if run is None:
-            raise RuntimeError(f"run {attempt.run_id} is not in the view of {attempt.thread_id}")
-        attempt = Attempt(
-            thread_id=attempt.thread_id,
-            run_id=attempt.run_id,
-            reply_id=run.reply_id,
-            agent=run.agent,
-            attempt=attempt.attempt,
-            token=attempt.token,
-            entry_id=attempt.entry_id,
-        )
-        if cancel_requested:
-            await self._finish_cancelled(attempt)
-            return
-        try:
-            await self._append(
-                attempt,
-                [
-                    ev.RunStarted(
-                        run_id=attempt.run_id,
-                        attempt=attempt.attempt,
-                        worker=self.name,
-                        token=attempt.token,
-                    )
-                ],
-                run_fields={"status": "running"},
-                refuse_if_cancelled=True,
-            )
-            writer = AnswerWriter(self.store, attempt, self.settings.flush_ms)
-            await writer.stream(self.llm.stream(prompt_for(view, attempt.run_id)))
-            await writer.complete()
-            self.stats["completed"] += 1
-        except errors.RunCancelled:
-            await self._finish_cancelled(attempt)
-        except errors.ProviderError as exc:
-            await self._fail(attempt, f"model error: {exc}")
-        except (errors.StaleFence, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            log.exception("run %s failed", attempt.run_id)
-            await self._fail(attempt, f"{type(exc).__name__}: {exc}")
-
-    async def _append(
-        self,
-        attempt: Attempt,
-        events: list[ev.Event],
-        *,
-        run_fields: dict[str, str],
-        refuse_if_cancelled: bool = False,
-        ack: bool = False,
-    ) -> None:
-        await self.store.append(
-            Append(
-                thread_id=attempt.thread_id,
-                events=events,
-                run_id=attempt.run_id,
-                fence=attempt.token,
-                refuse_if_cancelled=refuse_if_cancelled,
-                batch_id=events[0].event_id,
-                run_fields=run_fields,
-                ack=attempt.entry_id if ack else None,
-            )
-        )
-
-    async def _finish_cancelled(self, attempt: Attempt) -> None:
-        self.stats["cancelled"] += 1
-        await self._append(
-            attempt,
-            [ev.RunCancelled(run_id=attempt.run_id, reason="cancelled by request")],
-            run_fields={"status": "cancelled"},
-            ack=True,
-        )
-
-    async def _fail(self, attempt: Attempt, reason: str) -> None:
-        self.stats["failed"] += 1
-        await self._append(
-            attempt,
-            [ev.RunFailed(run_id=attempt.run_id, reason=reason)],
-            run_fields={"status": "failed"},
-            ack=True,
-        )
+    async def _forget_dead_consumers(self) -> None:
+        """Remove consumers of dead workers that hold no work, so XINFO stays readable."""
+        cutoff = int(time.time() * 1000) - LIVE_WITHIN_MS
+        live = set(await self.backend.client.zrangebyscore(WORKER_REGISTRY, cutoff, "+inf"))
+        await self.backend.client.zremrangebyscore(WORKER_REGISTRY, "-inf", cutoff)
+        for part in self.partitions:
+            for consumer in await self.backend.client.xinfo_consumers(part.work, WORKERS_GROUP):
+                name = str(consumer["name"])
+                if consumer["pending"] == 0 and name != self.name and name not in live:
+                    await self.backend.client.xgroup_delconsumer(part.work, WORKERS_GROUP, name)
+                    self.stats["consumers_forgotten"] += 1

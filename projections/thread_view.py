@@ -252,8 +252,23 @@ def _finish(status: RunStatus, message_status: MessageStatus) -> _Handler:
 def _run_retrying(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     assert isinstance(event, ev.RunRetrying)
     run = view.runs.get(event.run_id)
-    if run is not None:
-        run.status, run.reason = "retrying", event.reason
+    if run is None:
+        return
+    run.status, run.reason = "retrying", event.reason
+    reply = view.message(run.reply_id)
+    if reply is not None:
+        reply.status = "pending"
+
+
+def _run_restarted(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.RunRestarted)
+    run = view.runs.get(event.run_id)
+    if run is None:
+        return
+    run.status, run.reason, run.ended_at = "queued", None, None
+    reply = view.message(run.reply_id)
+    if reply is not None:
+        reply.status = "pending"
 
 
 def _run_waiting(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -291,4 +306,5 @@ _HANDLERS: dict[str, _Handler] = {
     "run.retrying": _run_retrying,
     "run.waiting": _run_waiting,
     "run.resumed": _run_resumed,
+    "run.restarted": _run_restarted,
 }

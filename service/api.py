@@ -15,6 +15,7 @@ from service.models import (
     MessageAccepted,
     NewMessage,
     NewThread,
+    RestartAccepted,
     StoredEvent,
 )
 from service.runtime import Runtime
@@ -96,6 +97,7 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         body.agent,
         client_id=body.client_id,
         expected_version=body.expected_version,
+        on_busy=body.on_busy,
     )
     return MessageAccepted(
         thread_id=sent.thread_id,
@@ -128,8 +130,23 @@ async def thread_events(
     responses={404: {}, 409: {}},
 )
 async def cancel_run(request: Request, run_id: RunId) -> CancelAccepted:
-    was = await commands.cancel_run(runtime(request).store, run_id, reason="cancelled by a user")
-    return CancelAccepted(run_id=run_id, was=was)
+    """Stop a run from any client; 409 once it has finished."""
+    outcome = await commands.cancel_run(
+        runtime(request).store, run_id, reason="cancelled by a user"
+    )
+    return CancelAccepted(run_id=run_id, status=outcome.status, was=outcome.was)
+
+
+@router.post(
+    "/api/runs/{run_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RestartAccepted,
+    responses={404: {}, 409: {}},
+)
+async def retry_run(request: Request, run_id: RunId) -> RestartAccepted:
+    """Run a failed or cancelled run again, as a fresh attempt; 409 for any other status."""
+    was = await commands.restart_run(runtime(request).store, run_id, reason="retried by a user")
+    return RestartAccepted(run_id=run_id, was=was)
 
 
 @router.get("/api/schema/events")

@@ -26,6 +26,8 @@ _STATUS: dict[type[errors.SlipstreamError], int] = {
     errors.RunFinished: 409,
     errors.RunCancelled: 409,
     errors.StaleFence: 409,
+    errors.RunStatusChanged: 409,
+    errors.ThreadBusy: 409,
 }
 
 Background = Callable[[Runtime], AsyncIterator[None]]

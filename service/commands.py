@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.keys import new_id, new_thread_id, thread_of_run
-from slipstream.store import Append, EventStore
+from slipstream.store import Admit, Append, EventStore
 
 # A resend with the same client id must reproduce the same ids, so they are
 # derived from it rather than drawn at random.
@@ -52,6 +52,7 @@ async def send_message(
     *,
     client_id: str | None = None,
     expected_version: int | None = None,
+    on_busy: Admit = "queue",
 ) -> Sent:
     """Append the message and the run that answers it, and queue the run's work item."""
     if client_id:
@@ -86,32 +87,97 @@ async def send_message(
             dedupe_ms=dedupe_ms,
             run_id=run_id,
             run_fields={"status": "queued", "thread": thread_id, "agent": agent},
-            work={"run": run_id, "thread": thread_id},
+            work=True,
+            admit=on_busy,
         )
     )
     return Sent(thread_id, message_id, run_id, appended.ids[0], appended.duplicate)
 
 
-async def cancel_run(store: EventStore, run_id: str, reason: str = "") -> str:
-    """Ask for a run to stop; returns the run's status before the request."""
+# Runs no worker holds: a cancel can end them on the spot.
+UNHELD = ("queued", "retrying", "waiting")
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    run_id: str
+    status: str  # "cancelled" when it ended now, "cancel_requested" when its worker will stop it
+    was: str
+
+
+def _run_thread(run_id: str) -> str:
     thread_id = thread_of_run(run_id)
     if thread_id is None:
         raise errors.RunNotFound(run_id)
+    return thread_id
+
+
+async def cancel_run(store: EventStore, run_id: str, reason: str = "") -> CancelOutcome:
+    """Stop a run from any client: at once if no worker holds it, else via its worker."""
+    thread_id = _run_thread(run_id)
+    for _ in range(3):
+        state = await store.run_state(run_id, thread_id)
+        status = state.get("status")
+        if status is None:
+            raise errors.RunNotFound(run_id)
+        if status in TERMINAL:
+            raise errors.RunFinished(run_id, status)
+        if state.get("cancel") == "1":
+            return CancelOutcome(run_id, "cancel_requested", status)
+        try:
+            if status in UNHELD:
+                await store.append(
+                    Append(
+                        thread_id=thread_id,
+                        events=[
+                            ev.RunCancelRequested(run_id=run_id, reason=reason),
+                            ev.RunCancelled(run_id=run_id, reason=reason or "cancelled"),
+                        ],
+                        run_id=run_id,
+                        expect_status=UNHELD,
+                        run_fields={"cancel": "1", "status": "cancelled"},
+                    )
+                )
+                return CancelOutcome(run_id, "cancelled", status)
+            await store.append(
+                Append(
+                    thread_id=thread_id,
+                    events=[ev.RunCancelRequested(run_id=run_id, reason=reason)],
+                    run_id=run_id,
+                    refuse_if_finished=True,
+                    run_fields={"cancel": "1"},
+                    announce_cancel=True,
+                )
+            )
+            return CancelOutcome(run_id, "cancel_requested", status)
+        except errors.RunStatusChanged:
+            continue  # a worker took it meanwhile: decide again
+    raise errors.RunStatusChanged(run_id, "changing too fast to cancel; try again")
+
+
+async def restart_run(store: EventStore, run_id: str, reason: str = "") -> str:
+    """Run a failed or cancelled run again from scratch; it queues behind the thread's run."""
+    thread_id = _run_thread(run_id)
     state = await store.run_state(run_id, thread_id)
     status = state.get("status")
     if status is None:
         raise errors.RunNotFound(run_id)
-    if status in TERMINAL:
-        raise errors.RunFinished(run_id, status)
-    if state.get("cancel") == "1":
-        return "cancel_requested"
+    if status not in ("failed", "cancelled"):
+        raise errors.RunStatusChanged(run_id, f"{status}; only failed or cancelled runs restart")
     await store.append(
         Append(
             thread_id=thread_id,
-            events=[ev.RunCancelRequested(run_id=run_id, reason=reason)],
+            events=[ev.RunRestarted(run_id=run_id, reason=reason)],
             run_id=run_id,
-            refuse_if_finished=True,
-            run_fields={"cancel": "1"},
+            expect_status=("failed", "cancelled"),
+            run_fields={
+                "status": "queued",
+                "cancel": "0",
+                "failures": "0",
+                "owner": "",
+                "lease_until": "0",
+            },
+            work=True,
         )
     )
     return status

@@ -33,6 +33,11 @@ class NewMessage(_Body):
     expected_version: int | None = Field(
         None, ge=0, description="the thread's version the client last saw; 409 if it moved on"
     )
+    on_busy: Literal["queue", "interrupt", "reject"] = Field(
+        "queue",
+        description="while another run has the thread: wait for it (queue), cancel it "
+        "(interrupt), or refuse with 409 (reject)",
+    )
 
     @field_validator("content")
     @classmethod
@@ -59,8 +64,17 @@ class MessageAccepted(BaseModel):
 
 class CancelAccepted(BaseModel):
     run_id: str
-    status: Literal["cancel_requested"] = "cancel_requested"
+    status: Literal["cancelled", "cancel_requested"] = Field(
+        description="cancelled: it ended now (no worker held it); cancel_requested: its "
+        "worker stops it within a fraction of a second"
+    )
     was: str = Field(description="the run's status when the cancel arrived")
+
+
+class RestartAccepted(BaseModel):
+    run_id: str
+    status: Literal["queued"] = "queued"
+    was: str
 
 
 class StoredEvent(BaseModel):

@@ -40,6 +40,9 @@ class Settings:
     scripted_delay_ms: int
     scripted_words: int
     lease_ms: int
+    max_attempts: int
+    retry_base_ms: int
+    retry_max_ms: int
     flush_ms: int
     worker_concurrency: int
     heartbeat_s: float
@@ -68,6 +71,9 @@ class Settings:
             scripted_delay_ms=_int(env, "SLIPSTREAM_SCRIPTED_DELAY_MS", 40),
             scripted_words=_int(env, "SLIPSTREAM_SCRIPTED_WORDS", 80, minimum=1),
             lease_ms=_int(env, "SLIPSTREAM_LEASE_MS", 15_000, minimum=100),
+            max_attempts=_int(env, "SLIPSTREAM_MAX_ATTEMPTS", 5, minimum=1),
+            retry_base_ms=_int(env, "SLIPSTREAM_RETRY_BASE_MS", 500, minimum=1),
+            retry_max_ms=_int(env, "SLIPSTREAM_RETRY_MAX_MS", 30_000, minimum=1),
             flush_ms=_int(env, "SLIPSTREAM_FLUSH_MS", 50, minimum=1),
             worker_concurrency=_int(env, "SLIPSTREAM_WORKER_CONCURRENCY", 32, minimum=1),
             heartbeat_s=_int(env, "SLIPSTREAM_WS_HEARTBEAT_MS", 15_000, minimum=100) / 1000,

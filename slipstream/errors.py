@@ -72,6 +72,27 @@ class RunFinished(SlipstreamError):
         self.status = status
 
 
+class RunStatusChanged(SlipstreamError):
+    """The run moved to another status while the request was being decided."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id!r} is now {status}")
+        self.run_id = run_id
+        self.status = status
+
+
+class ThreadBusy(SlipstreamError):
+    """The thread has an active run and the message asked not to queue behind it."""
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} is busy with run {run_id!r}; send with on_busy='queue' "
+            "to wait for it or 'interrupt' to cancel it"
+        )
+        self.thread_id = thread_id
+        self.run_id = run_id
+
+
 class ProviderError(SlipstreamError):
     """The LLM provider failed; `retryable` says whether trying again can help."""
 

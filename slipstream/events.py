@@ -106,6 +106,13 @@ class RunWaiting(_RunEvent):
     timeout_ms: int | None = None
 
 
+class RunRestarted(_RunEvent):
+    """A finished (failed or cancelled) run asked to run again, from scratch."""
+
+    type: Literal["run.restarted"] = "run.restarted"
+    reason: str = ""
+
+
 class RunResumed(_RunEvent):
     type: Literal["run.resumed"] = "run.resumed"
 
@@ -179,6 +186,7 @@ Event: TypeAlias = Annotated[
     | RunFailed
     | RunRetrying
     | RunWaiting
+    | RunRestarted
     | RunResumed
     | SignalReceived
     | StepStarted

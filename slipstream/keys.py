@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 PREFIX = "ss"
 WORKERS_GROUP = "workers"
+WORKER_REGISTRY = f"{PREFIX}:workers"  # sorted set: worker name -> last seen (ms)
 PROJECTORS_GROUP = "projectors"
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -92,6 +93,20 @@ class Partition:
     def summaries(self) -> str:
         """Hash of thread id to its projected one-line summary (JSON)."""
         return self.key("summaries")
+
+    @property
+    def active(self) -> str:
+        """Hash of thread id to the run that has the thread now."""
+        return self.key("active")
+
+    @property
+    def cancels(self) -> str:
+        """Pub/sub channel on which cancelled run ids are announced to workers."""
+        return self.key("cancels")
+
+    def queue(self, thread_id: str) -> str:
+        """List of the runs waiting for the thread, oldest first."""
+        return self.key("queue", thread_id)
 
     def thread(self, thread_id: str) -> str:
         return self.key("thread", thread_id)

@@ -20,6 +20,7 @@ class Claim:
     token: int = 0
     attempt: int = 0
     cancel_requested: bool = False
+    failures: int = 0
     detail: str = ""
 
 
@@ -40,7 +41,7 @@ class Leases:
         )
         outcome = str(reply[0])
         if outcome == "OK":
-            return Claim("OK", int(reply[1]), int(reply[2]), str(reply[3]) == "1")
+            return Claim("OK", int(reply[1]), int(reply[2]), str(reply[3]) == "1", int(reply[4]))
         if outcome == "FINISHED":
             return Claim("FINISHED", detail=str(reply[1]))
         if outcome == "BUSY":

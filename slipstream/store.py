@@ -17,7 +17,7 @@ from redis.commands.core import AsyncScript
 from slipstream import codec, errors
 from slipstream.backend import Backend, as_entries
 from slipstream.codec import Unreadable
-from slipstream.events import Event
+from slipstream.events import Event, new_event_id
 from slipstream.keys import Keyspace
 
 Existence = Literal["new", "exists", "any"]
@@ -31,9 +31,12 @@ class Fence:
     token: int
 
 
+Admit = Literal["queue", "interrupt", "reject"]
+
+
 @dataclass(frozen=True)
 class Append:
-    """One batch for one thread, with the guards it must pass."""
+    """One batch for one thread, with the guards it must pass and its side effects."""
 
     thread_id: str
     events: Sequence[Event]
@@ -43,11 +46,17 @@ class Append:
     fence: int | None = None
     refuse_if_cancelled: bool = False
     refuse_if_finished: bool = False
+    expect_status: Sequence[str] = ()
     dedupe_ms: int | None = None  # None: no dedupe key; 0: kept forever
     batch_id: str | None = None
     run_fields: Mapping[str, str] = field(default_factory=dict)
-    work: Mapping[str, str] | None = None
+    work: bool = False  # admit the run: a work item now, or a place in the thread's queue
+    admit: Admit = "queue"
+    interrupt_event_id: str = ""
     ack: str | None = None
+    timer_in_ms: int | None = None
+    dead_letter: str | None = None
+    announce_cancel: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,42 +87,61 @@ class EventStore:
 
     def _call(self, request: Append) -> tuple[list[str], list[str]]:
         part = self.keys.partition(request.thread_id)
-        run_key = part.run(request.run_id or "-")
+        run_id = request.run_id or ""
         first = request.events[0].event_id if request.events else "-"
         keys = [
             part.thread(request.thread_id),
             part.feed,
             part.work,
-            run_key,
+            part.run(run_id or "-"),
             part.dedupe(first),
             part.threads,
+            part.active,
+            part.queue(request.thread_id),
+            part.timers,
+            part.dead,
         ]
-        work = dict(request.work or {})
-        run_fields = dict(request.run_fields)
-        args: list[str] = [
-            request.thread_id,
-            request.existence,
-            "" if request.expected_version is None else str(request.expected_version),
-            "" if request.fence is None else str(request.fence),
-            "1" if request.refuse_if_cancelled else "0",
-            "1" if request.refuse_if_finished else "0",
-            "" if request.dedupe_ms is None else str(request.dedupe_ms),
-            request.batch_id or "",
-            str(self.feed_maxlen),
-            request.ack or "",
-            str(len(request.events)),
-            str(len(run_fields)),
-            str(len(work)),
-        ]
+        options: dict[str, str] = {
+            "existence": request.existence,
+            "feed_maxlen": str(self.feed_maxlen),
+        }
+        if request.expected_version is not None:
+            options["expected_version"] = str(request.expected_version)
+        if request.fence is not None:
+            options["fence"] = str(request.fence)
+        if request.refuse_if_cancelled:
+            options["refuse_cancelled"] = "1"
+        if request.refuse_if_finished:
+            options["refuse_finished"] = "1"
+        if request.expect_status:
+            options["expect_status"] = ",".join(request.expect_status)
+        if request.dedupe_ms is not None:
+            options["dedupe_ms"] = str(request.dedupe_ms)
+        if request.batch_id:
+            options["batch_id"] = request.batch_id
+        if request.work:
+            options["work"] = "1"
+            options["admit"] = request.admit
+            options["interrupt_eid"] = request.interrupt_event_id or new_event_id()
+        if request.ack:
+            options["ack"] = request.ack
+        if request.timer_in_ms is not None:
+            options["timer_in"] = str(request.timer_in_ms)
+        if request.dead_letter is not None:
+            options["dead"] = request.dead_letter
+        if request.announce_cancel or (request.work and request.admit == "interrupt"):
+            options["publish"] = part.cancels
+        for name, value in request.run_fields.items():
+            options[f"run.{name}"] = value
+        args: list[str] = [request.thread_id, run_id, str(len(options))]
+        for name, value in options.items():
+            args += (name, value)
+        args.append(str(len(request.events)))
         for event in request.events:
             entry = codec.encode(event)
             args.append(str(2 * len(entry)))
             for name, value in entry.items():
                 args += (name, value)
-        for name, value in run_fields.items():
-            args += (name, value)
-        for name, value in work.items():
-            args += (name, value)
         return keys, args
 
     async def append(self, request: Append) -> Appended:
@@ -186,4 +214,8 @@ def _result(request: Append, reply: list[str | int]) -> Appended:
         raise errors.RunCancelled(run_id)
     if code == "FINISHED":
         raise errors.RunFinished(run_id, detail)
+    if code == "STATUS":
+        raise errors.RunStatusChanged(run_id, detail)
+    if code == "BUSY":
+        raise errors.ThreadBusy(request.thread_id, detail)
     raise RuntimeError(f"append script replied {reply!r}")

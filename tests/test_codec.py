@@ -26,6 +26,7 @@ EXAMPLES: list[ev.Event] = [
     ev.RunRetrying(run_id="t.aaaaaa", attempt=2, delay_ms=500, reason="overloaded"),
     ev.RunWaiting(run_id="t.aaaaaa", waiting_for="approval"),
     ev.RunResumed(run_id="t.aaaaaa"),
+    ev.RunRestarted(run_id="t.aaaaaa", reason="retry"),
     ev.SignalReceived(run_id="t.aaaaaa", name="approval", payload={"ok": True}),
     ev.StepStarted(run_id="t.aaaaaa", step="draft"),
     ev.StepCompleted(run_id="t.aaaaaa", step="draft", result=[1, "two"]),

@@ -126,7 +126,7 @@ async def test_work_item_is_queued_and_acked_through_the_script(store: EventStor
             [message()],
             run_id="t1.bbbbbb",
             run_fields={"status": "queued", "token": "1"},
-            work={"run": "t1.bbbbbb", "thread": "t1"},
+            work=True,
         )
     )
     reply = await store.redis.xreadgroup(WORKERS_GROUP, "w", {part.work: ">"})

@@ -67,8 +67,10 @@ async def test_the_last_delta_is_written_with_the_completion(
     stored = await store.read(thread_id)
     tail = [s for s in stored if s.event.type in ("message.delta", "message.completed")]
     assert [s.event.type for s in tail] == ["message.delta", "message.completed"]
-    # One script call: the two entries share the same millisecond of the stream clock.
-    assert tail[0].id.split("-")[0] == tail[1].id.split("-")[0]
+    # The run hash remembers the ids its last append call wrote: both are among them.
+    run_id = stored[-1].event.run_id  # type: ignore[union-attr]
+    last_ids = await store.redis.hget(store.keys.partition(thread_id).run(run_id), "last_ids")
+    assert last_ids.split(",")[:2] == [tail[0].id, tail[1].id]
 
 
 async def test_a_stale_worker_cannot_write(store: EventStore, settings: Settings) -> None:

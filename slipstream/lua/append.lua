@@ -1,110 +1,178 @@
--- Append a batch of events to one thread, atomically, behind its guards.
+-- Append a batch of events to one thread, atomically, behind its guards, and
+-- keep the write-side run state (run hash, per-thread queue, work, timers,
+-- dead letters) in step with it.
 --
 -- KEYS: 1 thread stream, 2 partition feed, 3 work stream, 4 run hash,
---       5 dedupe key, 6 thread activity index (sorted set)
--- ARGV: 1 thread id
---       2 existence: "new" (thread must not exist) | "exists" | "any"
---       3 expected version (stream length) or ""
---       4 fencing token or ""             (run hash field "token" must equal it)
---       5 "1" refuses the batch when the run is cancelled
---       6 "1" refuses the batch when the run is finished
---       7 dedupe: "" none; "0" keep forever; N keep N ms (KEYS[5])
---       8 batch id remembered in the run hash ("" none): a retried call is a no-op
---       9 feed max length (approximate trim)
---      10 work item id to ack and delete ("" none); group "workers"
---      11 N events, 12 M run hash fields, 13 W work item fields
---      then N times: field count c, c strings (name, value, ...)
---      then M pairs for the run hash, then W pairs for the work item
+--       5 dedupe key, 6 thread activity index, 7 active run per thread (hash),
+--       8 the thread's queue of waiting runs (list), 9 timers (sorted set),
+--       10 dead letters (stream)
+-- ARGV: 1 thread id, 2 run id ("" none), 3 K option pairs, then K pairs,
+--       then N events as: field count c, then c strings.
+-- Options (all optional):
+--   existence new|exists|any     expected_version n     fence token
+--   refuse_cancelled 1           refuse_finished 1      expect_status s1,s2
+--   dedupe_ms n (0 = forever)    batch_id id            feed_maxlen n
+--   ack work-item-id             work 1 (admit the run) admit queue|interrupt|reject
+--   interrupt_eid id             timer_in ms (from now) dead reason
+--   publish channel              run.<field> value (set in the run hash)
 -- Returns {"OK"|"DUP", version, id...} or {code, detail} for a refused guard.
 
 local thread, feed, work, run, dedupe, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local active, queue, timers, dead = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local thread_id, run_id = ARGV[1], ARGV[2]
+
+local opt, run_set = {}, {}
+local k = tonumber(ARGV[3])
+for i = 0, k - 1 do
+  local name, value = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  if string.sub(name, 1, 4) == "run." then
+    run_set[#run_set + 1] = string.sub(name, 5)
+    run_set[#run_set + 1] = value
+  else
+    opt[name] = value
+  end
+end
+local pos = 4 + 2 * k
 
 local function split(s)
   local out = {}
-  for id in string.gmatch(s, "[^,]+") do out[#out + 1] = id end
+  for item in string.gmatch(s or "", "[^,]+") do out[#out + 1] = item end
   return out
 end
 
-local function dup(ids)
-  local reply = {"DUP", redis.call("XLEN", thread)}
+local function reply_with(code, version, ids)
+  local reply = {code, version}
   for _, id in ipairs(ids) do reply[#reply + 1] = id end
   return reply
 end
 
-if ARGV[7] ~= "" then
-  local seen = redis.call("GET", dedupe)
-  if seen then return dup(split(seen)) end
+local function terminal(status)
+  return status == "completed" or status == "cancelled" or status == "failed"
 end
-if ARGV[8] ~= "" and redis.call("HGET", run, "last_batch") == ARGV[8] then
-  return dup(split(redis.call("HGET", run, "last_ids") or ""))
+
+-- A retried call (same batch) is answered with what the first one wrote.
+if opt.dedupe_ms then
+  local seen = redis.call("GET", dedupe)
+  if seen then return reply_with("DUP", redis.call("XLEN", thread), split(seen)) end
+end
+if opt.batch_id and redis.call("HGET", run, "last_batch") == opt.batch_id then
+  return reply_with("DUP", redis.call("XLEN", thread), split(redis.call("HGET", run, "last_ids")))
 end
 
 local exists = redis.call("EXISTS", thread) == 1
-if ARGV[2] == "new" and exists then return {"EXISTS", ARGV[1]} end
-if ARGV[2] == "exists" and not exists then return {"NOTHREAD", ARGV[1]} end
+if opt.existence == "new" and exists then return {"EXISTS", thread_id} end
+if (opt.existence or "exists") == "exists" and not exists then return {"NOTHREAD", thread_id} end
 
 local version = redis.call("XLEN", thread)
-if ARGV[3] ~= "" and tonumber(ARGV[3]) ~= version then
+if opt.expected_version and tonumber(opt.expected_version) ~= version then
   return {"CONFLICT", version}
 end
 
-if ARGV[4] ~= "" or ARGV[5] == "1" or ARGV[6] == "1" then
+if opt.fence or opt.refuse_cancelled or opt.refuse_finished or opt.expect_status then
   local state = redis.call("HMGET", run, "token", "cancel", "status")
-  if state[3] == false then return {"NORUN", ""} end
-  if ARGV[4] ~= "" and state[1] ~= ARGV[4] then return {"STALE", state[1] or ""} end
-  if ARGV[5] == "1" and state[2] == "1" then return {"CANCELLED", state[3]} end
-  if ARGV[6] == "1" and (state[3] == "completed" or state[3] == "cancelled"
-      or state[3] == "failed") then
-    return {"FINISHED", state[3]}
+  if not state[3] then return {"NORUN", ""} end
+  if opt.fence and state[1] ~= opt.fence then return {"STALE", state[1] or ""} end
+  if opt.refuse_cancelled and state[2] == "1" then return {"CANCELLED", state[3]} end
+  if opt.refuse_finished and terminal(state[3]) then return {"FINISHED", state[3]} end
+  if opt.expect_status then
+    local ok = false
+    for _, s in ipairs(split(opt.expect_status)) do ok = ok or s == state[3] end
+    if not ok then return {"STATUS", state[3]} end
   end
 end
 
-local n, m, w = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
-local pos = 14
+-- Admission: one active run per thread; the others wait in the thread's queue.
+local holder = nil
+if opt.work then
+  holder = redis.call("HGET", active, thread_id)
+  if holder == run_id then holder = nil end
+  if holder and opt.admit == "reject" then return {"BUSY", holder} end
+end
+
+local function add(fields)
+  local id = redis.call("XADD", thread, "*", unpack(fields))
+  fields[#fields + 1] = "thread"
+  fields[#fields + 1] = thread_id
+  fields[#fields + 1] = "tid"
+  fields[#fields + 1] = id
+  redis.call("XADD", feed, "MAXLEN", "~", opt.feed_maxlen or "100000", "*", unpack(fields))
+  return id
+end
+
 local ids = {}
-local last_ms = nil
-for i = 1, n do
+local n = tonumber(ARGV[pos])
+pos = pos + 1
+for _ = 1, n do
   local count = tonumber(ARGV[pos])
   local fields = {}
   for j = 1, count do fields[j] = ARGV[pos + j] end
   pos = pos + count + 1
-  local id = redis.call("XADD", thread, "*", unpack(fields))
-  ids[#ids + 1] = id
-  fields[#fields + 1] = "thread"
-  fields[#fields + 1] = ARGV[1]
-  fields[#fields + 1] = "tid"
-  fields[#fields + 1] = id
-  redis.call("XADD", feed, "MAXLEN", "~", ARGV[9], "*", unpack(fields))
-  last_ms = tonumber(string.match(id, "^(%d+)"))
+  ids[#ids + 1] = add(fields)
 end
 
-if m > 0 then
-  local pairs_ = {}
-  for j = 1, 2 * m do pairs_[j] = ARGV[pos + j - 1] end
-  pos = pos + 2 * m
-  redis.call("HSET", run, unpack(pairs_))
+local function enqueue_work(which)
+  redis.call("HSET", active, thread_id, which)
+  redis.call("XADD", work, "*", "run", which, "thread", thread_id)
 end
-if w > 0 then
-  local item = {}
-  for j = 1, 2 * w do item[j] = ARGV[pos + j - 1] end
-  redis.call("XADD", work, "*", unpack(item))
+
+if opt.work then
+  if not holder then
+    enqueue_work(run_id)
+  elseif opt.admit == "interrupt" then
+    redis.call("LPUSH", queue, run_id)
+    -- The holder shares this partition's hash tag, so its key is in this slot.
+    local holder_key = string.gsub(run, "[^:]+$", holder)
+    if not terminal(redis.call("HGET", holder_key, "status")) then
+      redis.call("HSET", holder_key, "cancel", "1")
+      ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", opt.interrupt_eid,
+                           "run", holder, "body", '{"reason":"interrupted by a newer message"}'})
+      if opt.publish then redis.call("PUBLISH", opt.publish, holder) end
+    end
+  else
+    redis.call("RPUSH", queue, run_id)
+  end
 end
-if ARGV[10] ~= "" then
-  redis.call("XACK", work, "workers", ARGV[10])
-  redis.call("XDEL", work, ARGV[10])
+
+if #run_set > 0 then redis.call("HSET", run, unpack(run_set)) end
+
+-- A run that ends hands the thread to the next run in its queue.
+local new_status = nil
+for i = 1, #run_set, 2 do
+  if run_set[i] == "status" then new_status = run_set[i + 1] end
 end
+if new_status and terminal(new_status) then
+  redis.call("ZREM", timers, run_id)
+  if redis.call("HGET", active, thread_id) == run_id then
+    local next_run = redis.call("LPOP", queue)
+    if next_run then enqueue_work(next_run) else redis.call("HDEL", active, thread_id) end
+  else
+    redis.call("LREM", queue, 0, run_id)
+  end
+end
+
+if opt.timer_in then
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call("ZADD", timers, now + tonumber(opt.timer_in), run_id)
+end
+if opt.dead then
+  redis.call("XADD", dead, "*", "run", run_id, "thread", thread_id, "reason", opt.dead)
+end
+if opt.ack then
+  redis.call("XACK", work, "workers", opt.ack)
+  redis.call("XDEL", work, opt.ack)
+end
+if opt.publish and not opt.work then redis.call("PUBLISH", opt.publish, run_id) end
 
 local joined = table.concat(ids, ",")
-if ARGV[7] == "0" then
+if opt.dedupe_ms == "0" then
   redis.call("SET", dedupe, joined)
-elseif ARGV[7] ~= "" then
-  redis.call("SET", dedupe, joined, "PX", ARGV[7])
+elseif opt.dedupe_ms then
+  redis.call("SET", dedupe, joined, "PX", opt.dedupe_ms)
 end
-if ARGV[8] ~= "" then
-  redis.call("HSET", run, "last_batch", ARGV[8], "last_ids", joined)
+if opt.batch_id then redis.call("HSET", run, "last_batch", opt.batch_id, "last_ids", joined) end
+if #ids > 0 then
+  redis.call("ZADD", index, tonumber(string.match(ids[#ids], "^(%d+)")), thread_id)
 end
-if last_ms then redis.call("ZADD", index, last_ms, ARGV[1]) end
 
-local reply = {"OK", version + n}
-for _, id in ipairs(ids) do reply[#reply + 1] = id end
-return reply
+return reply_with("OK", version + #ids, ids)

@@ -1,12 +1,14 @@
 -- Take a run's lease: a new fencing token and attempt, unless the run is
 -- finished or another worker's lease is still alive. Server time is the one
--- clock, so workers never compare their own clocks.
+-- clock, so workers never compare their own clocks. Taking over from a
+-- worker that still owned the run (it died or hung) counts as a failure,
+-- so a run that keeps killing its workers ends.
 -- KEYS: 1 run hash
 -- ARGV: 1 worker name, 2 lease ms
--- Returns {"OK", token, attempt, cancel} | {"NORUN"} | {"FINISHED", status}
+-- Returns {"OK", token, attempt, cancel, failures} | {"NORUN"} | {"FINISHED", status}
 --       | {"BUSY", owner, ms left}
 local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel")
-local status = state[1]
+local status, owner = state[1], state[2]
 if not status then return {"NORUN"} end
 if status == "completed" or status == "cancelled" or status == "failed" then
   return {"FINISHED", status}
@@ -14,10 +16,15 @@ end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ = tonumber(state[3] or "0") or 0
-if state[2] and state[2] ~= ARGV[1] and until_ > now then
-  return {"BUSY", state[2], until_ - now}
+if owner and owner ~= "" and owner ~= ARGV[1] and until_ > now then
+  return {"BUSY", owner, until_ - now}
+end
+local failures = tonumber(redis.call("HGET", KEYS[1], "failures") or "0")
+if owner and owner ~= "" then
+  failures = redis.call("HINCRBY", KEYS[1], "failures", 1)
 end
 local token = redis.call("HINCRBY", KEYS[1], "token", 1)
 local attempt = redis.call("HINCRBY", KEYS[1], "attempt", 1)
-redis.call("HSET", KEYS[1], "owner", ARGV[1], "lease_until", now + tonumber(ARGV[2]))
-return {"OK", token, attempt, state[4] or "0"}
+redis.call("HSET", KEYS[1], "owner", ARGV[1], "lease_until", now + tonumber(ARGV[2]),
+           "status", "running")
+return {"OK", token, attempt, state[4] or "0", failures}

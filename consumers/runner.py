@@ -1,0 +1,191 @@
+"""Runs one claimed run to one of its ends: completed, cancelled, retrying or failed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+
+from consumers.answer import AnswerWriter, Attempt
+from consumers.backoff import compute_backoff
+from consumers.llm.base import LLM
+from consumers.prompt import prompt_for
+from projections.views import ViewStore
+from slipstream import errors
+from slipstream import events as ev
+from slipstream.config import Settings
+from slipstream.leases import Claim
+from slipstream.store import Append, EventStore
+
+log = logging.getLogger("slipstream.runner")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    stream: str
+    entry_id: str
+    run_id: str
+    thread_id: str
+
+
+class Runner:
+    def __init__(
+        self,
+        store: EventStore,
+        llm: LLM,
+        settings: Settings,
+        worker: str,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.views = ViewStore(store)
+        self.llm = llm
+        self.settings = settings
+        self.worker = worker
+        self.rng = rng or random.Random()
+
+    async def run(self, item: WorkItem, claim: Claim, cancelled: asyncio.Event) -> str:
+        """Returns how the run ended: completed, cancelled, retrying or failed."""
+        view = await self.views.current(item.thread_id)
+        run = view.runs.get(item.run_id)
+        attempt = Attempt(
+            thread_id=item.thread_id,
+            run_id=item.run_id,
+            reply_id=run.reply_id if run else "",
+            agent=run.agent if run else "",
+            attempt=claim.attempt,
+            token=claim.token,
+            entry_id=item.entry_id,
+        )
+        if run is None:
+            return await self._fail(attempt, f"run {item.run_id} is not in its thread's history")
+        if claim.cancel_requested:
+            return await self._cancelled(attempt, [])
+        if claim.failures >= self.settings.max_attempts:
+            return await self._fail(
+                attempt, f"gave up after {claim.failures} attempts: its worker was lost each time"
+            )
+        writer = AnswerWriter(self.store, attempt, self.settings.flush_ms)
+        try:
+            await self._append(
+                attempt,
+                [
+                    ev.RunStarted(
+                        run_id=item.run_id,
+                        attempt=claim.attempt,
+                        worker=self.worker,
+                        token=claim.token,
+                    )
+                ],
+                refuse_if_cancelled=True,
+            )
+            await writer.stream(self.llm.stream(prompt_for(view, item.run_id)), cancelled)
+            await writer.complete()
+            return "completed"
+        except errors.RunCancelled:
+            return await self._cancelled(attempt, writer.held_back())
+        except errors.ProviderError as exc:
+            return await self._failure(attempt, claim, f"model error: {exc}", exc.retryable)
+        except (errors.StaleFence, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("run %s attempt %d failed", item.run_id, claim.attempt)
+            return await self._failure(attempt, claim, f"{type(exc).__name__}: {exc}", True)
+
+    async def hand_back(self, item: WorkItem, claim: Claim) -> None:
+        """Give an unfinished run back at once (shutdown): a fresh work item, no lease."""
+        await self.store.append(
+            Append(
+                thread_id=item.thread_id,
+                events=[],
+                run_id=item.run_id,
+                fence=claim.token,
+                refuse_if_finished=True,
+                run_fields={"owner": "", "lease_until": "0", "status": "queued"},
+                work=True,
+                ack=item.entry_id,
+            )
+        )
+
+    async def _append(
+        self,
+        attempt: Attempt,
+        events: list[ev.Event],
+        *,
+        refuse_if_cancelled: bool = False,
+        run_fields: dict[str, str] | None = None,
+        timer_in_ms: int | None = None,
+        dead_letter: str | None = None,
+        ack: bool = False,
+    ) -> None:
+        await self.store.append(
+            Append(
+                thread_id=attempt.thread_id,
+                events=events,
+                run_id=attempt.run_id,
+                fence=attempt.token,
+                refuse_if_cancelled=refuse_if_cancelled,
+                batch_id=events[0].event_id,
+                run_fields=run_fields or {},
+                timer_in_ms=timer_in_ms,
+                dead_letter=dead_letter,
+                ack=attempt.entry_id if ack else None,
+            )
+        )
+
+    async def _cancelled(self, attempt: Attempt, held_back: list[ev.Event]) -> str:
+        """The partial text stays, with what was still held back, marked cancelled."""
+        await self._append(
+            attempt,
+            [*held_back, ev.RunCancelled(run_id=attempt.run_id, reason="cancelled by request")],
+            run_fields={"status": "cancelled"},
+            ack=True,
+        )
+        return "cancelled"
+
+    async def _failure(self, attempt: Attempt, claim: Claim, reason: str, retryable: bool) -> str:
+        failures = claim.failures + 1
+        if not retryable or failures >= self.settings.max_attempts:
+            if retryable:
+                reason = f"{reason} (gave up after {failures} attempts)"
+            return await self._fail(attempt, reason, failures)
+        delay = compute_backoff(
+            failures,
+            base_ms=self.settings.retry_base_ms,
+            max_ms=self.settings.retry_max_ms,
+            rng=self.rng,
+        )
+        await self._append(
+            attempt,
+            [
+                ev.RunRetrying(
+                    run_id=attempt.run_id, attempt=claim.attempt + 1, delay_ms=delay, reason=reason
+                )
+            ],
+            run_fields={
+                "status": "retrying",
+                "owner": "",
+                "lease_until": "0",
+                "failures": str(failures),
+            },
+            timer_in_ms=delay,
+            ack=True,
+        )
+        log.info("run %s will retry in %d ms: %s", attempt.run_id, delay, reason)
+        return "retrying"
+
+    async def _fail(self, attempt: Attempt, reason: str, failures: int | None = None) -> str:
+        fields = {"status": "failed"}
+        if failures is not None:
+            fields["failures"] = str(failures)
+        await self._append(
+            attempt,
+            [ev.RunFailed(run_id=attempt.run_id, reason=reason)],
+            run_fields=fields,
+            dead_letter=reason,
+            ack=True,
+        )
+        log.warning("run %s failed: %s", attempt.run_id, reason)
+        return "failed"

@@ -1,0 +1,18 @@
+-- Put every run whose timer is due back on the work stream, exactly once:
+-- ZREM decides, so of several workers firing the same timer only one wins.
+-- KEYS: 1 timers (sorted set of run ids by due ms), 2 work stream
+-- ARGV: 1 most timers to fire in this call
+-- Returns the run ids fired.
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, tonumber(ARGV[1]))
+local fired = {}
+for _, run_id in ipairs(due) do
+  if redis.call("ZREM", KEYS[1], run_id) == 1 then
+    -- Run ids are "<thread>.<hex>": the thread is everything before the last dot.
+    local thread_id = string.match(run_id, "^(.*)%.[^.]+$")
+    redis.call("XADD", KEYS[2], "*", "run", run_id, "thread", thread_id)
+    fired[#fired + 1] = run_id
+  end
+end
+return fired
