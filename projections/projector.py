@@ -21,7 +21,6 @@ from projections.thread_view import ThreadView, fold
 from projections.views import ViewStore
 from slipstream.backend import Backend, as_entries, as_stream_reply
 from slipstream.keys import PROJECTORS_GROUP, Partition
-from slipstream.process import unless_stopped
 from slipstream.store import EventStore
 
 log = logging.getLogger("slipstream.projector")
@@ -62,7 +61,9 @@ class Projector:
         try:
             await self._recover()
             while not stop.is_set():
-                await unless_stopped(self._step(reader, block_ms=1000), stop)
+                # A short block rather than a cancelled read: cancelling a blocked
+                # command mid-reply leaves the client in a state it cannot recover.
+                await self._step(reader, block_ms=250)
         finally:
             await self.backend.release(reader)
 

@@ -6,13 +6,10 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.errors import ConfigError
-
-T = TypeVar("T")
 
 
 def connect_or_exit(settings: Settings, role: str) -> Backend:
@@ -30,21 +27,6 @@ def settings_or_exit() -> Settings:
         return Settings.from_env()
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
-
-
-async def unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
-    """Await `awaitable`, or cancel it and return None as soon as `stop` is set."""
-    work = asyncio.ensure_future(awaitable)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not work.done():
-            work.cancel()
-    if work.cancelled():
-        return None
-    return work.result()
 
 
 async def until_signalled(body: Callable[[asyncio.Event], Awaitable[None]]) -> None:

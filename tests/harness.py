@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -12,6 +12,9 @@ import orjson
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
+from consumers.llm.base import LLM
+from consumers.worker import Worker
+from projections.projector import Projector
 from service.__main__ import run_worker_and_projector
 from service.app import create_app
 from service.embedded import free_port
@@ -80,12 +83,35 @@ async def frames_until(
     raise AssertionError(f"socket closed before {done}")
 
 
+def background_with(llm: LLM) -> Callable[[Runtime], AsyncIterator[None]]:
+    """A worker on `llm` and a projector, beside the web role."""
+
+    async def background(runtime: Runtime) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        worker = Worker(runtime.backend, runtime.store, llm, runtime.settings)
+        projector = Projector(runtime.backend, runtime.store, "projector")
+        tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(projector.run(stop))]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    return background
+
+
 @asynccontextmanager
 async def running_system(
-    backend: Backend, settings: Settings, *, workers: bool = True
+    backend: Backend, settings: Settings, *, workers: bool = True, llm: LLM | None = None
 ) -> AsyncIterator[System]:
     runtime = Runtime.build(settings, backend, roles=["web", "worker", "projector"])
-    app = create_app(runtime, background=run_worker_and_projector if workers else None)
+    if not workers:
+        background = None
+    elif llm is not None:
+        background = background_with(llm)
+    else:
+        background = run_worker_and_projector
+    app = create_app(runtime, background=background)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from slipstream.store import EventStore
 
@@ -18,3 +19,11 @@ async def next_millisecond(store: EventStore, thread_id: str) -> None:
         if seconds * 1000 + micros // 1000 > last_ms:
             return
         await asyncio.sleep(0.001)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], within: float = 10) -> None:
+    """Poll an async condition until it holds; fail after `within` seconds."""
+    async with asyncio.timeout(within):
+        # The condition lives in Redis or another process: there is no local event to await.
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
