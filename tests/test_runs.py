@@ -75,6 +75,12 @@ async def test_reject_refuses_a_message_while_a_run_is_active(
     async with running_system(backend, settings, llm=llm) as system:
         thread_id = await system.new_thread()
         first = await system.send(thread_id, "long one")
+
+        async def streaming() -> bool:
+            view = (await system.http.get(f"/api/threads/{thread_id}")).json()
+            return bool(view["messages"][-1]["content"] == "First. ")
+
+        await until(streaming)  # nothing more is written until the gate opens
         version = await system.runtime.store.version(thread_id)
         refused = await system.http.post(
             f"/api/threads/{thread_id}/messages", json={"content": "b", "on_busy": "reject"}
