@@ -1,9 +1,15 @@
-"""`python -m consumers`: a worker process (needs REDIS_URL)."""
+"""`python -m consumers`: a worker process (needs REDIS_URL).
+
+`python -m consumers status` prints live workers and, per partition, queued,
+pending and lagging work, timers and dead letters.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 
+from consumers import status
 from consumers.llm import provider_from_settings
 from consumers.worker import Worker
 from slipstream import logs
@@ -12,7 +18,7 @@ from slipstream.process import connect_or_exit, settings_or_exit, until_signalle
 from slipstream.store import EventStore
 
 
-async def main() -> None:
+async def work() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "worker")
     store = EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
@@ -23,6 +29,25 @@ async def main() -> None:
         await backend.close()
 
 
-if __name__ == "__main__":
+async def show_status() -> None:
+    settings = settings_or_exit()
+    backend = connect_or_exit(settings, "status")
+    try:
+        print(status.render(await status.gather(backend, Keyspace(settings.partitions))))
+    finally:
+        await backend.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m consumers", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["work", "status"], default="work")
+    args = parser.parse_args()
+    if args.command == "status":
+        asyncio.run(show_status())
+        return
     logs.setup("worker")
-    asyncio.run(main())
+    asyncio.run(work())
+
+
+if __name__ == "__main__":
+    main()

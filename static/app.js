@@ -205,11 +205,26 @@ function runEnded(runStatus, messageStatus) {
   };
 }
 
+/** The attempt failed and another follows: the answer is due again, its old text stays until then. */
 function runRetrying(view, event) {
   const run = findRun(view, event.run_id);
   if (!run) return;
   run.status = "retrying";
   run.reason = event.reason;
+  const reply = findMessage(view, run.reply_id);
+  if (reply) reply.status = "pending";
+}
+
+/**
+ * A failed or cancelled run asked to run again. Its text stays until run.started
+ * brings a new attempt number and resets it, as for any new attempt.
+ */
+function runRestarted(view, event) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  Object.assign(run, { status: "queued", reason: null, ended_at: null });
+  const reply = findMessage(view, run.reply_id);
+  if (reply) reply.status = "pending";
 }
 
 function runWaiting(view, event) {
@@ -243,6 +258,7 @@ const HANDLERS = new Map([
   ["run.retrying", runRetrying],
   ["run.waiting", runWaiting],
   ["run.resumed", runResumed],
+  ["run.restarted", runRestarted],
 ]);
 
 // ---------------------------------------------------------------------------
