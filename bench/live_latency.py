@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import redis
 from websockets.asyncio.client import connect
 
 from consumers.llm.scripted import ScriptedLLM
@@ -62,6 +63,17 @@ def redis_server() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()

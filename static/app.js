@@ -521,6 +521,8 @@ class LiveThread {
 const THREADS_REFRESH_MS = 5_000;
 const SEND_RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
 const ERROR_VISIBLE_MS = 8_000;
+const RUN_ENDED = ["completed", "cancelled", "failed"];
+const RUN_RETRYABLE = ["failed", "cancelled"]; // what POST /api/runs/{id}/retry accepts
 
 const state = {
   threads: [], // summaries for the sidebar, newest activity first
@@ -530,7 +532,8 @@ const state = {
   live: null, // its LiveThread
   missing: null, // why the open thread can't be shown, when it doesn't exist
   outbox: new Map(), // client_id → optimistic user message not yet seen in the stream
-  stoppingRun: null, // run id whose cancel has been asked for
+  stoppingRun: null, // run id whose cancel has been asked for, until the run ends
+  retryingRuns: new Map(), // run id → the ended_at of the ending its retry was asked for
   creatingThread: false,
 };
 
@@ -552,7 +555,9 @@ function navigate(threadId) {
 function openThread(threadId) {
   if (threadId === state.threadId) return;
   state.live?.stop();
-  Object.assign(state, { threadId, view: null, live: null, missing: null, stoppingRun: null });
+  Object.assign(state, {
+    threadId, view: null, live: null, missing: null, stoppingRun: null, retryingRuns: new Map(),
+  });
   clearMessages();
   stickToBottom = true;
   renderThreadList();
@@ -583,6 +588,7 @@ function receiveSnapshot(frame) {
   for (const message of view.messages) {
     if (message.client_id) state.outbox.delete(message.client_id);
   }
+  settleStop(view);
   patchSummary(view);
   scheduleRender();
 }
@@ -596,6 +602,7 @@ function receiveEvent(id, event) {
     state.outbox.delete(event.client_id); // the optimistic copy is now the real one
   }
   announceChange(before, assistantReply(view, event)?.status);
+  settleStop(view);
   patchSummary(view);
   scheduleRender();
 }
@@ -614,7 +621,18 @@ const ANNOUNCEMENTS = {
 function announceChange(before, after) {
   if (!after || after === before) return;
   if (after === "streaming" && before === "pending") announce("Answer started");
+  else if (after === "pending" && RUN_RETRYABLE.includes(before)) announce("Answer queued again");
   else if (ANNOUNCEMENTS[after]) announce(ANNOUNCEMENTS[after]);
+}
+
+/** "Stopping…" lasts until the run ends, so a run retried later doesn't start out "Stopping…". */
+function settleStop(view) {
+  const run = findRun(view, state.stoppingRun);
+  if (run && RUN_ENDED.includes(run.status)) state.stoppingRun = null;
+}
+
+function forgetStop(runId) {
+  if (state.stoppingRun === runId) state.stoppingRun = null;
 }
 
 // Each refresh takes a ticket, so a slow answer can't overwrite a newer one.
@@ -755,13 +773,48 @@ async function stopActiveRun() {
   state.stoppingRun = runId;
   renderControls();
   try {
-    await api("POST", `/api/runs/${encodeURIComponent(runId)}/cancel`, {});
-    // The button stays in "Stopping…" until run.cancelled arrives and the run ends.
+    const answer = await api("POST", `/api/runs/${encodeURIComponent(runId)}/cancel`, {});
+    // "cancel_requested": its worker stops it, and "Stopping…" lasts until run.cancelled ends it.
+    // "cancelled": it ended on the spot (it was queued or retrying); run.cancelled is on its way.
+    if (answer?.status === "cancelled") forgetStop(runId);
   } catch (error) {
-    state.stoppingRun = null;
-    showError(`Couldn't stop the answer: ${error.message}`);
+    forgetStop(runId);
+    // 409: it finished before the cancel arrived, and its own events say how.
+    if (error.status !== 409) showError(`Couldn't stop the answer: ${error.message}`);
   }
   renderControls();
+}
+
+/**
+ * Run a failed or stopped answer again. Nothing changes here on success: the
+ * run.restarted, run.started and deltas that follow redraw it through the fold.
+ * Not retried on network errors: a second POST after a lost 202 would only get a 409.
+ */
+async function retryRun(runId) {
+  const run = state.view ? findRun(state.view, runId) : null;
+  if (!run || !RUN_RETRYABLE.includes(run.status) || retryPending(run)) return;
+  const retrying = state.retryingRuns;
+  retrying.set(runId, run.ended_at);
+  scheduleRender();
+  try {
+    await api("POST", `/api/runs/${encodeURIComponent(runId)}/retry`, {});
+    // The entry stays, so the button stays disabled until run.restarted hides it.
+  } catch (error) {
+    retrying.delete(runId);
+    showError(`Couldn't retry the answer: ${error.message}`);
+  }
+  scheduleRender();
+}
+
+/** Keyed by ended_at: if the retried run ends badly again, its new Retry works at once. */
+function retryPending(run) {
+  return state.retryingRuns.has(run.id) && state.retryingRuns.get(run.id) === run.ended_at;
+}
+
+function onMessageAction(button) {
+  const message = button.closest(".message");
+  if (button.dataset.action === "retry-run") retryRun(message.dataset.runId);
+  else onFailedMessageAction(button.dataset.action, message.dataset.clientId);
 }
 
 /** The buttons on a message that failed to send: try again with the same client_id, or drop it. */
@@ -885,6 +938,7 @@ function visibleMessages() {
  * re-renders every frame, and rebuilding would lose the reader's selection.
  */
 function renderMessages() {
+  const activeRun = activeRunId(state.view); // the one queued runs wait for
   const used = new Set();
   let previous = null;
   for (const message of visibleMessages()) {
@@ -895,7 +949,8 @@ function renderMessages() {
       parts = createMessageParts();
       messageNodes.set(key, parts);
     }
-    updateMessageParts(parts, message, state.view ? findRun(state.view, message.run_id) : null);
+    const run = state.view ? findRun(state.view, message.run_id) : null;
+    updateMessageParts(parts, message, run, activeRun);
     const expected = previous ? previous.nextSibling : dom.messageList.firstChild;
     if (parts.node !== expected) dom.messageList.insertBefore(parts.node, expected);
     previous = parts.node;
@@ -935,20 +990,25 @@ function createMessageParts() {
   typing.setAttribute("aria-hidden", "true");
   typing.append(el("span"), el("span"), el("span"));
   const note = el("p", "message__note");
-  // Only for a message that failed to send: it isn't in the thread, so the reader decides.
   const actions = el("div", "message__actions");
-  const retry = el("button", "message__action", "Try again");
-  retry.type = "button";
-  retry.dataset.action = "retry";
-  const discard = el("button", "message__action", "Discard");
-  discard.type = "button";
-  discard.dataset.action = "discard";
-  actions.append(retry, discard);
+  // For a message that failed to send: it isn't in the thread, so the reader decides.
+  const retrySend = actionButton("retry", "Try again");
+  const discard = actionButton("discard", "Discard");
+  // For an answer that failed or was stopped: the run can run again, from scratch.
+  const retryRun = actionButton("retry-run", "Retry");
+  actions.append(retrySend, discard, retryRun);
   node.append(meta, content, typing, note, actions);
-  return { node, author, time, status, content, note, actions };
+  return { node, author, time, status, content, note, actions, retrySend, discard, retryRun };
 }
 
-function updateMessageParts(parts, message, run) {
+function actionButton(action, text) {
+  const button = el("button", "message__action", text);
+  button.type = "button";
+  button.dataset.action = action;
+  return button;
+}
+
+function updateMessageParts(parts, message, run, activeRun) {
   const { node } = parts;
   node.dataset.role = message.role;
   node.dataset.status = message.status;
@@ -956,17 +1016,33 @@ function updateMessageParts(parts, message, run) {
   if (message.client_id) node.dataset.clientId = message.client_id;
   else delete node.dataset.clientId;
   node.dataset.runStatus = run?.status ?? "";
+  node.dataset.runId = message.role === "assistant" ? message.run_id ?? "" : "";
 
   setText(parts.author, message.role === "user" ? "You" : message.agent || run?.agent || "Assistant");
   updateTime(parts.time, message.created_at);
-  const label = statusLabel(message, run);
+  const label = statusLabel(message, run, activeRun);
   setText(parts.status, label);
   parts.status.hidden = !label;
   setStreamingText(parts.content, message.content ?? "");
   const note = noteText(message, run);
   setText(parts.note, note);
   parts.note.hidden = !note;
-  parts.actions.hidden = !(message.local && message.status === "failed");
+  updateActions(parts, message, run);
+}
+
+function updateActions(parts, message, run) {
+  const failedSend = Boolean(message.local && message.status === "failed");
+  const retryable = message.role === "assistant" && Boolean(run)
+    && RUN_RETRYABLE.includes(message.status) && RUN_RETRYABLE.includes(run.status);
+  const pending = retryable && retryPending(run);
+  if (!retryable && document.activeElement === parts.retryRun) dom.input.focus(); // don't strand focus
+  parts.retrySend.hidden = !failedSend;
+  parts.discard.hidden = !failedSend;
+  parts.retryRun.hidden = !retryable;
+  parts.retryRun.disabled = pending;
+  setText(parts.retryRun, pending ? "Retrying…" : "Retry");
+  parts.retryRun.setAttribute("aria-label", pending ? "Retrying this answer" : "Retry this answer");
+  parts.actions.hidden = !failedSend && !retryable;
 }
 
 function updateTime(element, ms) {
@@ -989,16 +1065,16 @@ function setStreamingText(element, text) {
   else element.textContent = text;
 }
 
-function statusLabel(message, run) {
+function statusLabel(message, run, activeRun) {
   if (message.role === "user") {
     return { pending: "Sending…", failed: "Not sent" }[message.status] ?? "";
   }
-  if (run?.status === "retrying" && !["completed", "cancelled", "failed"].includes(message.status)) {
+  if (run?.status === "retrying" && !RUN_ENDED.includes(message.status)) {
     return "Retrying…";
   }
   switch (message.status) {
     case "pending":
-      return run?.status === "running" ? "Thinking…" : "Queued";
+      return pendingLabel(run, activeRun);
     case "streaming":
       return "Writing…";
     case "waiting":
@@ -1012,14 +1088,32 @@ function statusLabel(message, run) {
   }
 }
 
+/**
+ * The thread answers one run at a time, in order: a queued run either waits for
+ * the one before it or, when it is next, for a worker to pick it up.
+ */
+function pendingLabel(run, activeRun) {
+  if (run?.status === "running") return "Thinking…";
+  if (run?.status === "queued" && activeRun && activeRun !== run.id) {
+    return "Queued — waits for the answer before it";
+  }
+  return "Waiting for a worker…";
+}
+
 function noteText(message, run) {
   if (message.role === "user") {
     return message.status === "failed" ? message.error || "The message couldn't be sent." : "";
   }
   if (message.status === "failed") return run?.reason || "The answer failed.";
   if (message.status === "cancelled") return run?.reason || "";
-  if (run?.status === "retrying" && run.reason) return run.reason;
+  if (run?.status === "retrying" && !RUN_ENDED.includes(message.status)) return retryingNote(run);
   return "";
+}
+
+/** run.retrying names the attempt to come; the view keeps the one that failed, so add one. */
+function retryingNote(run) {
+  const attempt = run.attempt > 0 ? ` (attempt ${run.attempt + 1})` : "";
+  return run.reason ? `Retrying${attempt}: ${run.reason}` : `Retrying${attempt}…`;
 }
 
 // --- Thread list --------------------------------------------------------------
@@ -1161,7 +1255,7 @@ function wire() {
   dom.stop.addEventListener("click", stopActiveRun);
   dom.messageList.addEventListener("click", (event) => {
     const button = event.target.closest("[data-action]");
-    if (button) onFailedMessageAction(button.dataset.action, button.closest(".message").dataset.clientId);
+    if (button && !button.disabled) onMessageAction(button);
   });
   dom.errorDismiss.addEventListener("click", hideError);
   dom.scroller.addEventListener("scroll", onScroll, { passive: true });
