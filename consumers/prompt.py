@@ -28,4 +28,7 @@ def prompt_for(view: ThreadView, run_id: str) -> Prompt:
             turns.append(ChatMessage(message.role, message.content))
     while turns and turns[0].role != "user":
         turns.pop(0)
-    return Prompt(system=agent.system, messages=tuple(turns))
+    asked = view.message(run.message_id)
+    return Prompt(
+        system=agent.system, messages=tuple(turns), question=asked.content if asked else ""
+    )

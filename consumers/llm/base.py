@@ -22,13 +22,7 @@ class Prompt:
 
     system: str
     messages: tuple[ChatMessage, ...]
-
-    @property
-    def last_user_text(self) -> str:
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.content
-        return ""
+    question: str = ""  # the message being answered, as sent (turns may merge several)
 
 
 class LLM(Protocol):

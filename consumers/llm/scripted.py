@@ -1,4 +1,4 @@
-"""The offline model: a deterministic reply derived from the last user message.
+"""The offline model: a deterministic reply derived from the message it answers.
 
 Useful for demos and tests: the same message always gets the same answer,
 word by word, with a configurable pause between words. A message that starts
@@ -109,7 +109,7 @@ class ScriptedLLM:
         self.delay = delay_ms / 1000
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
-        for i, chunk in enumerate(chunks(scripted_reply(prompt.last_user_text, self.words))):
+        for i, chunk in enumerate(chunks(scripted_reply(prompt.question, self.words))):
             if self.delay and i:
                 await asyncio.sleep(self.delay)
             yield chunk
