@@ -249,48 +249,30 @@ def _finish(status: RunStatus, message_status: MessageStatus) -> _Handler:
     return handler
 
 
-def _run_retrying(view: ThreadView, event: ev.Event, entry_id: str) -> None:
-    assert isinstance(event, ev.RunRetrying)
-    run = view.runs.get(event.run_id)
-    if run is None:
-        return
-    run.status, run.reason = "retrying", event.reason
-    reply = view.message(run.reply_id)
-    if reply is not None:
-        reply.status = "pending"
+def _run_status(
+    status: RunStatus, reply_status: MessageStatus | None, *, reply_from: tuple[str, ...] = ()
+) -> _Handler:
+    """A handler that moves the run to `status` and its reply to `reply_status`.
 
+    `reply_from` limits the reply change to replies in those statuses.
+    """
 
-def _run_restarted(view: ThreadView, event: ev.Event, entry_id: str) -> None:
-    assert isinstance(event, ev.RunRestarted)
-    run = view.runs.get(event.run_id)
-    if run is None:
-        return
-    run.status, run.reason, run.ended_at = "queued", None, None
-    reply = view.message(run.reply_id)
-    if reply is not None:
-        reply.status = "pending"
+    def handler(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+        assert isinstance(event, ev.RunRetrying | ev.RunRestarted | ev.RunWaiting | ev.RunResumed)
+        run = view.runs.get(event.run_id)
+        if run is None:
+            return
+        run.status = status
+        if isinstance(event, ev.RunRetrying):
+            run.reason = event.reason
+        elif isinstance(event, ev.RunRestarted):
+            run.reason, run.ended_at = None, None
+        run.waiting_for = event.waiting_for if isinstance(event, ev.RunWaiting) else None
+        reply = view.message(run.reply_id)
+        if reply is not None and reply_status and (not reply_from or reply.status in reply_from):
+            reply.status = reply_status
 
-
-def _run_waiting(view: ThreadView, event: ev.Event, entry_id: str) -> None:
-    assert isinstance(event, ev.RunWaiting)
-    run = view.runs.get(event.run_id)
-    if run is None:
-        return
-    run.status, run.waiting_for = "waiting", event.waiting_for
-    reply = view.message(run.reply_id)
-    if reply is not None:
-        reply.status = "waiting"
-
-
-def _run_resumed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
-    assert isinstance(event, ev.RunResumed)
-    run = view.runs.get(event.run_id)
-    if run is None:
-        return
-    run.status, run.waiting_for = "running", None
-    reply = view.message(run.reply_id)
-    if reply is not None and reply.status == "waiting":
-        reply.status = "streaming"
+    return handler
 
 
 _HANDLERS: dict[str, _Handler] = {
@@ -303,8 +285,8 @@ _HANDLERS: dict[str, _Handler] = {
     "run.completed": _finish("completed", "completed"),
     "run.cancelled": _finish("cancelled", "cancelled"),
     "run.failed": _finish("failed", "failed"),
-    "run.retrying": _run_retrying,
-    "run.waiting": _run_waiting,
-    "run.resumed": _run_resumed,
-    "run.restarted": _run_restarted,
+    "run.retrying": _run_status("retrying", "pending"),
+    "run.restarted": _run_status("queued", "pending"),
+    "run.waiting": _run_status("waiting", "waiting"),
+    "run.resumed": _run_status("running", "streaming", reply_from=("waiting",)),
 }

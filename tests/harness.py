@@ -33,6 +33,12 @@ class System:
         query = f"?after={after}" if after else ""
         return f"ws://127.0.0.1:{self.port}/api/threads/{thread_id}/live{query}"
 
+    async def view(self, thread_id: str) -> dict:  # type: ignore[type-arg]
+        response = await self.http.get(f"/api/threads/{thread_id}")
+        assert response.status_code == 200, response.text
+        view: dict = response.json()  # type: ignore[type-arg]
+        return view
+
     async def new_thread(self) -> str:
         response = await self.http.post("/api/threads", json={})
         assert response.status_code == 201, response.text

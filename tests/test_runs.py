@@ -59,7 +59,7 @@ async def test_different_threads_stream_at_the_same_time(
         second = await system.send(two, "b")
 
         async def both_streaming() -> bool:
-            views = [(await system.http.get(f"/api/threads/{t}")).json() for t in (one, two)]
+            views = [await system.view(t) for t in (one, two)]
             return all(v["messages"][-1]["content"] == "First. " for v in views)
 
         await until(both_streaming)  # each thread has its first words while the model waits
@@ -77,7 +77,7 @@ async def test_reject_refuses_a_message_while_a_run_is_active(
         first = await system.send(thread_id, "long one")
 
         async def streaming() -> bool:
-            view = (await system.http.get(f"/api/threads/{thread_id}")).json()
+            view = await system.view(thread_id)
             return bool(view["messages"][-1]["content"] == "First. ")
 
         await until(streaming)  # nothing more is written until the gate opens
@@ -102,7 +102,7 @@ async def test_interrupt_cancels_the_active_run_and_answers_the_new_one(
         second = await system.send(thread_id, "never mind", on_busy="interrupt")
 
         async def first_cancelled() -> bool:
-            view = (await system.http.get(f"/api/threads/{thread_id}")).json()
+            view = await system.view(thread_id)
             return bool(view["runs"][first["run_id"]]["status"] == "cancelled")
 
         await until(first_cancelled)
@@ -137,7 +137,7 @@ async def test_cancel_stops_a_model_between_tokens_within_200_ms(
         assert llm.closed.is_set()  # the model stream itself was closed
         again = await system.http.post(f"/api/runs/{accepted['run_id']}/cancel")
         assert again.status_code == 409 and "cancelled" in again.json()["detail"]
-        view = (await system.http.get(f"/api/threads/{thread_id}")).json()
+        view = await system.view(thread_id)
     reply = view["messages"][-1]
     assert (reply["status"], reply["content"]) == ("cancelled", "First. ")
 
@@ -214,7 +214,7 @@ async def test_exhausted_retries_fail_and_a_retry_starts_afresh(
         assert retried.status_code == 202 and retried.json()["was"] == "failed"
         async with connect(system.ws_url(thread_id, after=view["last_event_id"])) as socket:
             await frames_until(socket, "run.completed", accepted["run_id"])
-        view = (await system.http.get(f"/api/threads/{thread_id}")).json()
+        view = await system.view(thread_id)
         again = await system.http.post(f"/api/runs/{accepted['run_id']}/retry")
     assert view["messages"][-1]["content"] == scripted_reply("persist", 20)
     assert view["runs"][accepted["run_id"]]["attempt"] == 4
@@ -249,7 +249,7 @@ async def test_shutdown_hands_runs_back_without_waiting_for_the_lease(
         finally:
             stop_second.set()
             await second_task
-        view = (await system.http.get(f"/api/threads/{thread_id}")).json()
+        view = await system.view(thread_id)
     assert elapsed < 5, f"took {elapsed:.1f}s; the lease is 60 s"
     assert view["runs"][accepted["run_id"]]["attempt"] == 2
     assert view["messages"][-1]["content"] == scripted_reply("hand me over", 20)
@@ -292,7 +292,7 @@ async def test_the_socket_shows_a_retry_as_a_status_not_as_duplicate_text(
             orjson.loads(await socket.recv())
             accepted = await system.send(thread_id, "once more")
             frames = await frames_until(socket, "run.completed", accepted["run_id"])
-        view = (await system.http.get(f"/api/threads/{thread_id}")).json()
+        view = await system.view(thread_id)
     kinds = [f["event"]["type"] for f in frames]
     assert kinds.count("run.started") == 2
     assert kinds.index("run.retrying") < len(kinds) - 1 - kinds[::-1].index("run.started")

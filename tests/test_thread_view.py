@@ -121,3 +121,30 @@ def test_unreadable_entries_are_kept_as_problems() -> None:
 def test_summary_names_the_active_run() -> None:
     summary = view_of(*opening()).summary()
     assert (summary.title, summary.messages, summary.active_run) == ("Hello there friend", 2, RUN)
+
+
+def test_a_retry_shows_its_reason_and_a_restart_queues_again() -> None:
+    retrying = view_of(
+        *opening(),
+        delta(1, "Hal"),
+        ev.RunRetrying(run_id=RUN, attempt=2, delay_ms=500, reason="overloaded"),
+    )
+    assert (retrying.runs[RUN].status, retrying.runs[RUN].reason) == ("retrying", "overloaded")
+    assert retrying.messages[-1].status == "pending"
+    restarted = view_of(
+        *opening(), ev.RunFailed(run_id=RUN, reason="boom"), ev.RunRestarted(run_id=RUN)
+    )
+    run = restarted.runs[RUN]
+    assert (run.status, run.reason, run.ended_at) == ("queued", None, None)
+    assert restarted.messages[-1].status == "pending"
+
+
+def test_waiting_and_resuming() -> None:
+    waiting = view_of(*opening(), ev.RunWaiting(run_id=RUN, waiting_for="approval"))
+    assert (waiting.runs[RUN].status, waiting.runs[RUN].waiting_for) == ("waiting", "approval")
+    assert waiting.messages[-1].status == "waiting"
+    resumed = view_of(
+        *opening(), ev.RunWaiting(run_id=RUN, waiting_for="approval"), ev.RunResumed(run_id=RUN)
+    )
+    assert (resumed.runs[RUN].status, resumed.runs[RUN].waiting_for) == ("running", None)
+    assert resumed.messages[-1].status == "streaming"
