@@ -24,4 +24,7 @@ AGENTS: dict[str, Agent] = {
 
 
 def known_agents() -> list[str]:
-    return sorted(AGENTS)
+    """Chat agents and workflows: a message can be addressed to any of them."""
+    from consumers import workflows
+
+    return sorted({*AGENTS, *workflows.names()})

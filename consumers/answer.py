@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from consumers.coalescer import Coalescer
@@ -41,7 +41,12 @@ class AnswerWriter:
         self.seq += 1
         a = self.attempt
         return ev.MessageDelta(
-            run_id=a.run_id, message_id=a.reply_id, seq=self.seq, text=text, attempt=a.attempt
+            run_id=a.run_id,
+            message_id=a.reply_id,
+            seq=self.seq,
+            text=text,
+            attempt=a.attempt,
+            agent=a.agent if self.seq == 1 else None,
         )
 
     async def _write(
@@ -117,14 +122,21 @@ class AnswerWriter:
         """A delta with the text not yet written, if any: it goes out with the run's end."""
         return [self._delta(self.coalescer.take())] if self.coalescer.pending else []
 
-    async def complete(self) -> str:
-        """Write the held-back tail, the full text and the run's end in one append."""
+    async def complete(
+        self,
+        then: Callable[[str], list[ev.Event]],
+        *,
+        run_fields: dict[str, str] | None = None,
+        ack: bool = False,
+    ) -> str:
+        """Write the held-back tail, the full text and what follows it, in one append."""
         a = self.attempt
         full = "".join(self.text)
         events = self.held_back()
-        events += [
-            ev.MessageCompleted(run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent),
-            ev.RunCompleted(run_id=a.run_id),
-        ]
-        await self._write(events, run_fields={"status": "completed"}, ack=a.entry_id)
+        events.append(
+            ev.MessageCompleted(run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent)
+        )
+        await self._write(
+            [*events, *then(full)], run_fields=run_fields, ack=a.entry_id if ack else None
+        )
         return full

@@ -7,13 +7,17 @@ import logging
 import random
 from dataclasses import dataclass
 
+from consumers import workflows
 from consumers.answer import AnswerWriter, Attempt
 from consumers.backoff import compute_backoff
 from consumers.llm.base import LLM
 from consumers.prompt import prompt_for
+from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workflow
+from consumers.workflows.registry import WorkflowDef
 from projections.views import ViewStore
 from slipstream import errors
 from slipstream import events as ev
+from slipstream.clock import Clock
 from slipstream.config import Settings
 from slipstream.leases import Claim
 from slipstream.store import Append, EventStore
@@ -37,8 +41,10 @@ class Runner:
         settings: Settings,
         worker: str,
         *,
+        clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
+        self.clock = clock
         self.store = store
         self.views = ViewStore(store)
         self.llm = llm
@@ -81,11 +87,22 @@ class Runner:
                 ],
                 refuse_if_cancelled=True,
             )
+            definition = workflows.get(run.agent)
+            if definition is not None:
+                asked = view.message(run.message_id)
+                question = asked.content if asked else ""
+                return await self._workflow(definition, attempt, question, cancelled)
             await writer.stream(self.llm.stream(prompt_for(view, item.run_id)), cancelled)
-            await writer.complete()
+            await writer.complete(
+                lambda _text: [ev.RunCompleted(run_id=item.run_id)],
+                run_fields={"status": "completed"},
+                ack=True,
+            )
             return "completed"
         except errors.RunCancelled:
             return await self._cancelled(attempt, writer.held_back())
+        except WorkflowFailed as exc:
+            return await self._fail(attempt, str(exc))
         except errors.ProviderError as exc:
             return await self._failure(attempt, claim, f"model error: {exc}", exc.retryable)
         except (errors.StaleFence, asyncio.CancelledError):
@@ -93,6 +110,49 @@ class Runner:
         except Exception as exc:
             log.exception("run %s attempt %d failed", item.run_id, claim.attempt)
             return await self._failure(attempt, claim, f"{type(exc).__name__}: {exc}", True)
+
+    async def _workflow(
+        self, definition: WorkflowDef, attempt: Attempt, question: str, cancelled: asyncio.Event
+    ) -> str:
+        io = RunIO(
+            self.store,
+            self.llm,
+            self.clock,
+            attempt,
+            definition.name,
+            definition.signals,
+            self.settings.flush_ms,
+            cancelled,
+        )
+        outcome = await run_workflow(definition, io, question, rng=self.rng)
+        if isinstance(outcome, Parked):
+            await self._append(
+                attempt,
+                outcome.events,
+                run_fields={
+                    "status": outcome.status,
+                    "owner": "",
+                    "lease_until": "0",
+                    "waiting_for": outcome.waiting_for,
+                },
+                timer_at_ms=outcome.until_ms,
+                release_thread=outcome.release_thread,
+                ack=True,
+            )
+            return outcome.status
+        events: list[ev.Event] = []
+        if outcome.reply_text is not None:
+            events.append(
+                ev.MessageCompleted(
+                    run_id=attempt.run_id,
+                    message_id=attempt.reply_id,
+                    text=outcome.reply_text,
+                    agent=attempt.agent,
+                )
+            )
+        events.append(ev.RunCompleted(run_id=attempt.run_id, result=outcome.result))
+        await self._append(attempt, events, run_fields={"status": "completed"}, ack=True)
+        return "completed"
 
     async def hand_back(self, item: WorkItem, claim: Claim) -> None:
         """Give an unfinished run back at once (shutdown): a fresh work item, no lease."""
@@ -116,8 +176,9 @@ class Runner:
         *,
         refuse_if_cancelled: bool = False,
         run_fields: dict[str, str] | None = None,
-        timer_in_ms: int | None = None,
+        timer_at_ms: int | None = None,
         dead_letter: str | None = None,
+        release_thread: bool = False,
         ack: bool = False,
     ) -> None:
         await self.store.append(
@@ -127,10 +188,11 @@ class Runner:
                 run_id=attempt.run_id,
                 fence=attempt.token,
                 refuse_if_cancelled=refuse_if_cancelled,
-                batch_id=events[0].event_id,
+                batch_id=events[0].event_id if events else None,
                 run_fields=run_fields or {},
-                timer_in_ms=timer_in_ms,
+                timer_at_ms=timer_at_ms,
                 dead_letter=dead_letter,
+                release_thread=release_thread,
                 ack=attempt.entry_id if ack else None,
             )
         )
@@ -170,7 +232,7 @@ class Runner:
                 "lease_until": "0",
                 "failures": str(failures),
             },
-            timer_in_ms=delay,
+            timer_at_ms=self.clock.now_ms() + delay,
             ack=True,
         )
         log.info("run %s will retry in %d ms: %s", attempt.run_id, delay, reason)

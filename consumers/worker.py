@@ -24,6 +24,7 @@ from consumers.llm.base import LLM
 from consumers.runner import Runner, WorkItem
 from slipstream import errors
 from slipstream.backend import Backend, as_entries
+from slipstream.clock import Clock, SystemClock
 from slipstream.config import Settings
 from slipstream.identity import consumer_name
 from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP
@@ -61,12 +62,14 @@ class Worker:
         settings: Settings,
         *,
         name: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.backend = backend
+        self.clock = clock or SystemClock()
         self.store = store
         self.settings = settings
         self.name = name or consumer_name()
-        self.runner = Runner(store, llm, settings, self.name)
+        self.runner = Runner(store, llm, settings, self.name, clock=self.clock)
         self.leases = Leases(backend, store.keys, lease_ms=settings.lease_ms)
         self.partitions = store.keys.all()
         self.by_work_key = {part.work: part for part in self.partitions}
@@ -283,10 +286,10 @@ class Worker:
             for part in self.partitions:
                 pipe.zrange(part.timers, 0, 0, withscores=True)
             heads = await pipe.execute()
-        now_ms = time.time() * 1000
+        now_ms = self.clock.now_ms()
         for part, head in zip(self.partitions, heads, strict=True):
-            if head and (force or head[0][1] <= now_ms + 50):
-                fired = await self._fire(keys=[part.timers, part.work], args=[100])
+            if head and (force or head[0][1] <= now_ms):
+                fired = await self._fire(keys=[part.timers, part.work], args=[100, now_ms])
                 if fired:
                     self.backend.appended()
                     self.stats["timers_fired"] += len(fired)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from slipstream import events as ev
 from slipstream.codec import Unreadable
@@ -39,6 +39,25 @@ class MessageView(BaseModel):
     seq: int = Field(0, description="last delta sequence number folded in")
 
 
+StepStatus = Literal["running", "completed", "failed", "retrying", "waiting"]
+
+
+class StepView(BaseModel):
+    """One operation of a workflow run, for the run's timeline."""
+
+    op: int
+    name: str
+    kind: str
+    status: StepStatus
+    attempts: int = 0
+    started_at: int | None = None
+    ended_at: int | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    result: JsonValue = None
+    until_ms: int | None = None
+
+
 class RunView(BaseModel):
     id: str
     status: RunStatus
@@ -51,6 +70,9 @@ class RunView(BaseModel):
     waiting_for: str | None = None
     requested_at: int
     ended_at: int | None = None
+    until_ms: int | None = Field(None, description="when a waiting run's timer is due")
+    steps: list[StepView] = Field(default_factory=list)
+    result: JsonValue = None
 
 
 class Problem(BaseModel):
@@ -200,15 +222,35 @@ def _run_started(view: ThreadView, event: ev.Event, entry_id: str) -> None:
         return
     run.status, run.attempt, run.worker = "running", event.attempt, event.worker
     reply = view.message(run.reply_id)
-    if reply is not None and event.attempt != reply.attempt:
+    if reply is not None and reply.status != "completed" and event.attempt != reply.attempt:
         # A new attempt writes the answer again: show only the current attempt's text.
+        # (A workflow's reply written by an earlier attempt stays: it is journaled.)
         reply.content, reply.seq, reply.attempt = "", 0, event.attempt
         reply.status = "streaming"
 
 
+def _message_of(
+    view: ThreadView, run_id: str, message_id: str, agent: str | None, entry_id: str
+) -> MessageView | None:
+    """The message, or a new one when a workflow's later agent turn opens it."""
+    message = view.message(message_id)
+    run = view.runs.get(run_id)
+    if message is None and run is not None:
+        message = MessageView(
+            id=message_id,
+            role="assistant",
+            agent=agent or run.agent,
+            status="streaming",
+            run_id=run_id,
+            created_at=stream_ms(entry_id),
+        )
+        view.messages.append(message)
+    return message
+
+
 def _delta(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     assert isinstance(event, ev.MessageDelta)
-    reply = view.message(event.message_id)
+    reply = _message_of(view, event.run_id, event.message_id, event.agent, entry_id)
     if reply is None or event.attempt < reply.attempt:
         return
     if event.attempt > reply.attempt:
@@ -222,7 +264,7 @@ def _delta(view: ThreadView, event: ev.Event, entry_id: str) -> None:
 
 def _message_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     assert isinstance(event, ev.MessageCompleted)
-    reply = view.message(event.message_id)
+    reply = _message_of(view, event.run_id, event.message_id, event.agent, entry_id)
     if reply is not None:
         reply.content = event.text
         reply.status = "completed"
@@ -242,6 +284,9 @@ def _finish(status: RunStatus, message_status: MessageStatus) -> _Handler:
         run.waiting_for = None
         if isinstance(event, ev.RunCancelled | ev.RunFailed):
             run.reason = event.reason or None
+        if isinstance(event, ev.RunCompleted):
+            run.result = event.result
+        run.until_ms = None
         reply = view.message(run.reply_id)
         if reply is not None and reply.status != "completed":
             reply.status = message_status
@@ -268,11 +313,63 @@ def _run_status(
         elif isinstance(event, ev.RunRestarted):
             run.reason, run.ended_at = None, None
         run.waiting_for = event.waiting_for if isinstance(event, ev.RunWaiting) else None
+        run.until_ms = event.until_ms if isinstance(event, ev.RunWaiting) else None
+        if isinstance(event, ev.RunWaiting) and event.op is not None:
+            kind = "sleep" if event.waiting_for == "timer" else "wait"
+            step = _step(
+                run,
+                event.op,
+                "sleep" if kind == "sleep" else f"wait:{event.waiting_for}",
+                kind,
+                entry_id,
+            )
+            step.status, step.until_ms = "waiting", event.until_ms
         reply = view.message(run.reply_id)
         if reply is not None and reply_status and (not reply_from or reply.status in reply_from):
             reply.status = reply_status
 
     return handler
+
+
+def _step(run: RunView, op: int, name: str, kind: str, entry_id: str) -> StepView:
+    for step in run.steps:
+        if step.op == op:
+            return step
+    step = StepView(op=op, name=name, kind=kind, status="running", started_at=stream_ms(entry_id))
+    run.steps.append(step)
+    return step
+
+
+def _step_started(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.StepStarted)
+    run = view.runs.get(event.run_id)
+    if run is None:
+        return
+    step = _step(run, event.op, event.step, event.kind, entry_id)
+    step.status, step.attempts, step.error = "running", event.attempt, None
+    step.started_at = stream_ms(entry_id)
+
+
+def _step_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.StepCompleted)
+    run = view.runs.get(event.run_id)
+    if run is None or event.step.startswith("@"):
+        return  # version and patch markers are bookkeeping, not steps
+    step = _step(run, event.op, event.step, event.kind, entry_id)
+    step.status, step.result, step.ended_at = "completed", event.result, stream_ms(entry_id)
+    step.duration_ms = step.ended_at - step.started_at if step.started_at else 0
+    step.until_ms = None
+
+
+def _step_failed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.StepFailed)
+    run = view.runs.get(event.run_id)
+    if run is None:
+        return
+    step = _step(run, event.op, event.step, "step", entry_id)
+    step.status = "failed" if event.final else "retrying"
+    step.attempts, step.error, step.ended_at = event.attempt, event.error, stream_ms(entry_id)
+    step.duration_ms = step.ended_at - step.started_at if step.started_at else 0
 
 
 _HANDLERS: dict[str, _Handler] = {
@@ -287,6 +384,9 @@ _HANDLERS: dict[str, _Handler] = {
     "run.failed": _finish("failed", "failed"),
     "run.retrying": _run_status("retrying", "pending"),
     "run.restarted": _run_status("queued", "pending"),
+    "step.started": _step_started,
+    "step.completed": _step_completed,
+    "step.failed": _step_failed,
     "run.waiting": _run_status("waiting", "waiting"),
     "run.resumed": _run_status("running", "streaming", reply_from=("waiting",)),
 }

@@ -6,21 +6,26 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 
-from projections.thread_view import ThreadSummary, ThreadView
+from consumers import workflows
+from consumers.agents import AGENTS
+from projections.thread_view import RunView, ThreadSummary, ThreadView
 from service import commands
 from service.models import (
     MAX_MESSAGE_BYTES,
+    AgentInfo,
     CancelAccepted,
     Health,
     MessageAccepted,
     NewMessage,
     NewThread,
     RestartAccepted,
+    SignalAccepted,
+    SignalIn,
     StoredEvent,
 )
 from service.runtime import Runtime
 from slipstream import codec, events
-from slipstream.keys import is_stream_id
+from slipstream.keys import is_stream_id, thread_of_run
 
 router = APIRouter()
 
@@ -147,6 +152,43 @@ async def retry_run(request: Request, run_id: RunId) -> RestartAccepted:
     """Run a failed or cancelled run again, as a fresh attempt; 409 for any other status."""
     was = await commands.restart_run(runtime(request).store, run_id, reason="retried by a user")
     return RestartAccepted(run_id=run_id, was=was)
+
+
+@router.post(
+    "/api/runs/{run_id}/signal",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SignalAccepted,
+    responses={404: {}, 409: {}},
+)
+async def signal_run(request: Request, run_id: RunId, body: SignalIn) -> SignalAccepted:
+    """Human input for a workflow: resumes it if it waits for this signal, else it is kept."""
+    was = await commands.signal_run(runtime(request).store, run_id, body.name, body.payload)
+    return SignalAccepted(run_id=run_id, name=body.name, was=was)
+
+
+@router.get("/api/runs/{run_id}", response_model=RunView, responses={404: {}})
+async def get_run(request: Request, run_id: RunId) -> RunView:
+    """One run with its steps: status, attempts, durations, errors and results."""
+    thread_id = thread_of_run(run_id) or ""
+    view = await runtime(request).views.current(thread_id)
+    run = view.runs.get(run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id!r} does not exist")
+    return run
+
+
+@router.get("/api/agents", response_model=list[AgentInfo])
+async def list_agents() -> list[AgentInfo]:
+    """Who a message can be addressed to: chat agents and workflows."""
+    chat = [AgentInfo(name=a.name, kind="chat", description=a.description) for a in AGENTS.values()]
+    flows = [
+        AgentInfo(
+            name=d.name, kind="workflow", description=d.description, signals=sorted(d.signals)
+        )
+        for d in (workflows.get(name) for name in workflows.names())
+        if d is not None
+    ]
+    return chat + flows
 
 
 @router.get("/api/schema/events")

@@ -28,6 +28,7 @@ _STATUS: dict[type[errors.SlipstreamError], int] = {
     errors.StaleFence: 409,
     errors.RunStatusChanged: 409,
     errors.ThreadBusy: 409,
+    errors.SignalRefused: 409,
 }
 
 Background = Callable[[Runtime], AsyncIterator[None]]

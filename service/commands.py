@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from pydantic import JsonValue
+
+from consumers import workflows
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.keys import new_id, new_thread_id, thread_of_run
@@ -178,6 +181,40 @@ async def restart_run(store: EventStore, run_id: str, reason: str = "") -> str:
                 "lease_until": "0",
             },
             work=True,
+        )
+    )
+    return status
+
+
+async def signal_run(store: EventStore, run_id: str, name: str, payload: JsonValue) -> str:
+    """Deliver a signal (human input) to a workflow run; it resumes if it waits for it.
+
+    A signal the workflow declares is kept even before the workflow waits for
+    it. Returns the run's status when the signal arrived.
+    """
+    thread_id = _run_thread(run_id)
+    state = await store.run_state(run_id, thread_id)
+    status = state.get("status")
+    if status is None:
+        raise errors.RunNotFound(run_id)
+    if status in TERMINAL:
+        raise errors.RunFinished(run_id, status)
+    definition = workflows.get(state.get("agent", ""))
+    if definition is None:
+        raise errors.SignalRefused(run_id, f"its agent {state.get('agent')!r} is not a workflow")
+    if name not in definition.signals:
+        accepted = ", ".join(sorted(definition.signals)) or "none"
+        raise errors.SignalRefused(
+            run_id,
+            f"workflow {definition.name!r} does not wait for {name!r} (it takes: {accepted})",
+        )
+    await store.append(
+        Append(
+            thread_id=thread_id,
+            events=[ev.SignalReceived(run_id=run_id, name=name, payload=payload)],
+            run_id=run_id,
+            refuse_if_finished=True,
+            wake_if_waiting_for=name,
         )
     )
     return status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from consumers.agents import DEFAULT_AGENT, known_agents
 
@@ -88,3 +88,21 @@ class Health(BaseModel):
     roles: list[str]
     partitions: int
     llm: str
+
+
+class SignalIn(_Body):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    payload: JsonValue = None
+
+
+class SignalAccepted(BaseModel):
+    run_id: str
+    name: str
+    was: str = Field(description="the run's status when the signal arrived")
+
+
+class AgentInfo(BaseModel):
+    name: str
+    kind: Literal["chat", "workflow"]
+    description: str
+    signals: list[str] = Field(default_factory=list)

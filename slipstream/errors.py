@@ -93,6 +93,14 @@ class ThreadBusy(SlipstreamError):
         self.run_id = run_id
 
 
+class SignalRefused(SlipstreamError):
+    """The run will never wait for this signal."""
+
+    def __init__(self, run_id: str, why: str) -> None:
+        super().__init__(f"run {run_id!r} takes no such signal: {why}")
+        self.run_id = run_id
+
+
 class ProviderError(SlipstreamError):
     """The LLM provider failed; `retryable` says whether trying again can help."""
 

@@ -65,6 +65,7 @@ class MessageDelta(_RunEvent):
     seq: int
     text: str
     attempt: int = 1
+    agent: str | None = Field(None, description="set when the delta opens a new message")
 
 
 class MessageCompleted(_RunEvent):
@@ -76,6 +77,7 @@ class MessageCompleted(_RunEvent):
 
 class RunCompleted(_RunEvent):
     type: Literal["run.completed"] = "run.completed"
+    result: JsonValue = Field(None, description="a workflow's return value")
 
 
 class RunCancelRequested(_RunEvent):
@@ -101,9 +103,13 @@ class RunRetrying(_RunEvent):
 
 
 class RunWaiting(_RunEvent):
+    """A workflow suspended: for a signal (`waiting_for` its name) or a timer ("timer")."""
+
     type: Literal["run.waiting"] = "run.waiting"
     waiting_for: str
     timeout_ms: int | None = None
+    op: int | None = Field(None, description="the workflow operation that waits")
+    until_ms: int | None = Field(None, description="when the timer (sleep or timeout) is due")
 
 
 class RunRestarted(_RunEvent):
@@ -115,6 +121,8 @@ class RunRestarted(_RunEvent):
 
 class RunResumed(_RunEvent):
     type: Literal["run.resumed"] = "run.resumed"
+    op: int | None = None
+    reason: str = ""
 
 
 class SignalReceived(_RunEvent):
@@ -127,29 +135,40 @@ class StepStarted(_RunEvent):
     type: Literal["step.started"] = "step.started"
     step: str
     attempt: int = 1
+    op: int = Field(0, description="position of the operation in the workflow")
+    kind: str = Field("step", description="step, agent, sleep, wait, or a journaled value")
 
 
 class StepCompleted(_RunEvent):
+    """A journaled result: on replay the workflow gets it back without running the step."""
+
     type: Literal["step.completed"] = "step.completed"
     step: str
     result: JsonValue = None
+    op: int = 0
+    kind: str = "step"
 
 
 class StepFailed(_RunEvent):
     type: Literal["step.failed"] = "step.failed"
     step: str
     error: str
+    op: int = 0
+    attempt: int = 1
+    final: bool = Field(False, description="no attempts left: the error goes to the workflow")
 
 
 class TimerScheduled(_RunEvent):
     type: Literal["timer.scheduled"] = "timer.scheduled"
     due_ms: int
     purpose: str
+    op: int | None = None
 
 
 class TimerFired(_RunEvent):
     type: Literal["timer.fired"] = "timer.fired"
     due_ms: int
+    op: int | None = None
 
 
 class AgentHandoff(_RunEvent):

@@ -54,7 +54,9 @@ class Append:
     admit: Admit = "queue"
     interrupt_event_id: str = ""
     ack: str | None = None
-    timer_in_ms: int | None = None
+    timer_at_ms: int | None = None
+    release_thread: bool = False
+    wake_if_waiting_for: str | None = None
     dead_letter: str | None = None
     announce_cancel: bool = False
 
@@ -125,8 +127,12 @@ class EventStore:
             options["interrupt_eid"] = request.interrupt_event_id or new_event_id()
         if request.ack:
             options["ack"] = request.ack
-        if request.timer_in_ms is not None:
-            options["timer_in"] = str(request.timer_in_ms)
+        if request.timer_at_ms is not None:
+            options["timer_at"] = str(request.timer_at_ms)
+        if request.release_thread:
+            options["release_thread"] = "1"
+        if request.wake_if_waiting_for is not None:
+            options["wake_if_waiting_for"] = request.wake_if_waiting_for
         if request.dead_letter is not None:
             options["dead"] = request.dead_letter
         if request.announce_cancel or (request.work and request.admit == "interrupt"):

@@ -13,7 +13,9 @@
 --   refuse_cancelled 1           refuse_finished 1      expect_status s1,s2
 --   dedupe_ms n (0 = forever)    batch_id id            feed_maxlen n
 --   ack work-item-id             work 1 (admit the run) admit queue|interrupt|reject
---   interrupt_eid id             timer_in ms (from now) dead reason
+--   interrupt_eid id             timer_at ms            dead reason
+--   release_thread 1 (a suspended run lets the thread's next run go)
+--   wake_if_waiting_for name (a signal: put the run back to work if it waits for it)
 --   publish channel              run.<field> value (set in the run hash)
 -- Returns {"OK"|"DUP", version, id...} or {code, detail} for a refused guard.
 
@@ -135,13 +137,14 @@ end
 
 if #run_set > 0 then redis.call("HSET", run, unpack(run_set)) end
 
--- A run that ends hands the thread to the next run in its queue.
+-- A run that ends (or suspends) hands the thread to the next run in its queue.
 local new_status = nil
 for i = 1, #run_set, 2 do
   if run_set[i] == "status" then new_status = run_set[i + 1] end
 end
-if new_status and terminal(new_status) then
-  redis.call("ZREM", timers, run_id)
+local ending = new_status and terminal(new_status)
+if ending then redis.call("ZREM", timers, run_id) end
+if ending or opt.release_thread then
   if redis.call("HGET", active, thread_id) == run_id then
     local next_run = redis.call("LPOP", queue)
     if next_run then enqueue_work(next_run) else redis.call("HDEL", active, thread_id) end
@@ -150,11 +153,17 @@ if new_status and terminal(new_status) then
   end
 end
 
-if opt.timer_in then
-  local t = redis.call("TIME")
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call("ZADD", timers, now + tonumber(opt.timer_in), run_id)
+-- A signal wakes a run that waits for exactly that signal.
+if opt.wake_if_waiting_for then
+  local state = redis.call("HMGET", run, "status", "waiting_for")
+  if state[1] == "waiting" and state[2] == opt.wake_if_waiting_for then
+    redis.call("HSET", run, "status", "queued", "waiting_for", "")
+    redis.call("ZREM", timers, run_id)
+    redis.call("XADD", work, "*", "run", run_id, "thread", thread_id)
+  end
 end
+
+if opt.timer_at then redis.call("ZADD", timers, opt.timer_at, run_id) end
 if opt.dead then
   redis.call("XADD", dead, "*", "run", run_id, "thread", thread_id, "reason", opt.dead)
 end

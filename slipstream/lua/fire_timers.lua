@@ -1,10 +1,10 @@
 -- Put every run whose timer is due back on the work stream, exactly once:
 -- ZREM decides, so of several workers firing the same timer only one wins.
+-- The caller's clock says what is due, so tests can move time forward.
 -- KEYS: 1 timers (sorted set of run ids by due ms), 2 work stream
--- ARGV: 1 most timers to fire in this call
+-- ARGV: 1 most timers to fire in this call, 2 now (ms)
 -- Returns the run ids fired.
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[2])
 local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, tonumber(ARGV[1]))
 local fired = {}
 for _, run_id in ipairs(due) do

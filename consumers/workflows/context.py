@@ -1,0 +1,413 @@
+"""What a workflow body sees: steps, sleeps, waits and journaled values.
+
+Each operation takes the next position (`op`) and asks the journal first: a
+completed position returns its journaled result without running again; the
+first unfinished one runs and is journaled. Code that disagrees with its
+journal fails the run with `NonDeterminism`, naming the position and both
+versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+from pydantic import BaseModel, JsonValue, TypeAdapter
+
+from consumers.backoff import compute_backoff
+from consumers.workflows.journal import VERSION_STEP, Journal, Op
+from slipstream import events as ev
+
+if TYPE_CHECKING:
+    from consumers.workflows.engine import RunIO
+
+T = TypeVar("T")
+
+
+class Suspend(BaseException):
+    """Unwinds the workflow to park the run: for a timer, a signal, or a step's back-off.
+
+    A BaseException so that a body's `except Exception` cannot swallow it.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: str,
+        waiting_for: str,
+        until_ms: int | None,
+        events: list[ev.Event],
+        release_thread: bool,
+    ) -> None:
+        super().__init__(f"suspended: {waiting_for}")
+        self.status = status
+        self.waiting_for = waiting_for
+        self.until_ms = until_ms
+        self.events = events
+        self.release_thread = release_thread
+
+
+class NonDeterminism(Exception):
+    """The workflow's code and its journal disagree; the run cannot be replayed."""
+
+
+class StepError(Exception):
+    """A step failed on its last attempt; the workflow may catch it."""
+
+    def __init__(self, step: str, error: str, attempts: int) -> None:
+        super().__init__(f"step {step!r} failed after {attempts} attempt(s): {error}")
+        self.step = step
+        self.error = error
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    base_ms: int = 500
+    max_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    payload: JsonValue = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    run_id: str
+    op: int
+    name: str
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of this step of this run: give it to side effects."""
+        return f"{self.run_id}:{self.op}:{self.name}"
+
+
+_current_step: contextvars.ContextVar[StepInfo] = contextvars.ContextVar("slipstream_step")
+
+
+def current_step() -> StepInfo:
+    """Inside a step function: which step of which run this is, and its idempotency key."""
+    try:
+        return _current_step.get()
+    except LookupError:
+        raise RuntimeError("current_step() is only known inside a workflow step") from None
+
+
+def _adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    try:
+        hints = get_type_hints(fn)
+    except Exception:
+        return None
+    annotation = hints.get("return")
+    if annotation is None or annotation is type(None):
+        return None
+    return TypeAdapter(annotation)
+
+
+class WorkflowContext:
+    def __init__(self, io: RunIO, journal: Journal, *, version: int, rng: random.Random) -> None:
+        self._io = io
+        self._journal = journal
+        self._next_op = 0
+        self._version = version
+        self._rng = rng
+        self.run_id = io.run_id
+        self.thread_id = io.thread_id
+        self.default_retry = RetryPolicy()
+
+    # -- positions and the journal --------------------------------------------
+
+    def _take(self, kind: str, name: str) -> tuple[int, Op | None]:
+        op = self._next_op
+        self._next_op += 1
+        recorded = self._journal.ops.get(op)
+        if recorded is not None and (recorded.name, recorded.kind) != (name, kind):
+            old = self._journal.workflow_version
+            raise NonDeterminism(
+                f"workflow {self._io.workflow!r}, operation {op}: the code asks for "
+                f"{kind} {name!r} (code version {self._version}) but the journal holds "
+                f"{recorded.kind} {recorded.name!r} (journal version {old or 'unknown'}); "
+                "renamed or reordered steps need ctx.patched() to keep old runs on the old path"
+            )
+        return op, recorded
+
+    async def _journaled(self, name: str, make: Callable[[], JsonValue]) -> JsonValue:
+        op, recorded = self._take("value", name)
+        if recorded is not None and recorded.status == "completed":
+            return recorded.result
+        value = make()
+        await self._io.write(
+            [ev.StepCompleted(run_id=self.run_id, op=op, step=name, kind="value", result=value)]
+        )
+        return value
+
+    async def start(self) -> None:
+        """Record the code version the run starts on, once."""
+        recorded = await self._journaled(VERSION_STEP, lambda: self._version)
+        self._journal.workflow_version = int(recorded) if isinstance(recorded, int) else None
+
+    # -- journaled values ------------------------------------------------------
+
+    async def now(self) -> datetime:
+        ms = await self._journaled("now", self._io.clock.now_ms)
+        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)  # type: ignore[arg-type]
+
+    async def random(self) -> float:
+        value = await self._journaled("random", self._rng.random)
+        return float(value)  # type: ignore[arg-type]
+
+    async def uuid(self) -> str:
+        value = await self._journaled(
+            "uuid", lambda: str(uuid.UUID(int=self._rng.getrandbits(128)))
+        )
+        return str(value)
+
+    async def patched(self, change_id: str) -> bool:
+        """True on the new code path. Runs journaled before the change take the old path."""
+        name = f"@patch:{change_id}"
+        op = self._next_op
+        recorded = self._journal.ops.get(op)
+        if recorded is not None and recorded.name != name:
+            return False  # an old run: this position already holds what the old code did
+        await self._journaled(name, lambda: True)
+        return True
+
+    # -- steps -----------------------------------------------------------------
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., T | Awaitable[T]],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run `fn(*args, **kwargs)` once per run: its result is journaled and replayed."""
+        op, recorded = self._take("step", name)
+        adapter = _adapter(fn)
+        if recorded is not None and recorded.status == "completed":
+            decoded: T = _decode(adapter, recorded.result)
+            return decoded
+        if recorded is not None and recorded.final:
+            raise StepError(name, recorded.error or "", recorded.attempts)
+        policy = retry or self.default_retry
+        attempt = (recorded.attempts if recorded else 0) + 1
+        await self._io.write(
+            [ev.StepStarted(run_id=self.run_id, op=op, step=name, attempt=attempt)]
+        )
+        token = _current_step.set(StepInfo(self.run_id, op, name, attempt))
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            failed = ev.StepFailed(
+                run_id=self.run_id,
+                op=op,
+                step=name,
+                error=error,
+                attempt=attempt,
+                final=attempt >= policy.max_attempts,
+            )
+            if failed.final:
+                await self._io.write([failed])
+                raise StepError(name, error, attempt) from exc
+            delay = compute_backoff(
+                attempt, base_ms=policy.base_ms, max_ms=policy.max_ms, rng=self._rng
+            )
+            raise Suspend(
+                status="retrying",
+                waiting_for="retry",
+                until_ms=self._io.clock.now_ms() + delay,
+                events=[
+                    failed,
+                    ev.RunRetrying(
+                        run_id=self.run_id,
+                        attempt=attempt + 1,
+                        delay_ms=delay,
+                        reason=f"step {name!r}: {error}",
+                    ),
+                ],
+                release_thread=False,
+            ) from exc
+        finally:
+            _current_step.reset(token)
+        result = _encode(adapter, value)
+        await self._io.write(
+            [ev.StepCompleted(run_id=self.run_id, op=op, step=name, result=result)]
+        )
+        replayed: T = _decode(adapter, result)
+        return replayed
+
+    async def run_agent(self, agent: str, prompt: str, *, name: str | None = None) -> str:
+        """An agent turn as a step: the answer streams into the thread as a message."""
+        label = name or f"agent:{agent}"
+        op, recorded = self._take("agent", label)
+        if recorded is not None and recorded.status == "completed":
+            self._io.used_message(op)
+            return str(recorded.result)
+        attempt = (recorded.attempts if recorded else 0) + 1
+        await self._io.write(
+            [ev.StepStarted(run_id=self.run_id, op=op, step=label, kind="agent", attempt=attempt)]
+        )
+        return await self._io.stream_agent(op, label, agent, prompt)
+
+    async def gather(self, *steps: Coroutine[Any, Any, Any]) -> list[Any]:
+        """Run operations concurrently; positions follow the argument order.
+
+        If one suspends or fails the others are cancelled (they run again on
+        resume, as any unfinished step does) and the first problem is raised.
+        """
+        tasks = [asyncio.ensure_future(step) for step in steps]
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = next((t for t in tasks if t.done() and t.exception() is not None), None)
+        if failed is None:
+            return [t.result() for t in tasks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise failed.exception()  # type: ignore[misc]
+
+    # -- time and people -------------------------------------------------------
+
+    async def sleep(self, duration: float | timedelta) -> None:
+        """Sleep without holding a worker: the run parks on a durable timer."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        op = self._next_op
+        recorded = self._journal.ops.get(op)
+        if recorded is not None and recorded.until_ms is not None:
+            due = recorded.until_ms
+        else:
+            due = self._io.clock.now_ms() + int(seconds * 1000)
+        await self._sleep_until_ms(due)
+
+    async def sleep_until(self, when: datetime) -> None:
+        await self._sleep_until_ms(int(when.timestamp() * 1000))
+
+    async def _sleep_until_ms(self, due: int) -> None:
+        op, recorded = self._take("sleep", "sleep")
+        if recorded is not None and recorded.status == "completed":
+            return
+        due = recorded.until_ms if recorded and recorded.until_ms is not None else due
+        if self._io.clock.now_ms() >= due:
+            await self._io.write(
+                [
+                    ev.StepCompleted(
+                        run_id=self.run_id, op=op, step="sleep", kind="sleep", result=due
+                    ),
+                    ev.RunResumed(run_id=self.run_id, op=op, reason="timer"),
+                ]
+            )
+            return
+        raise Suspend(
+            status="waiting",
+            waiting_for="timer",
+            until_ms=due,
+            events=[ev.RunWaiting(run_id=self.run_id, waiting_for="timer", op=op, until_ms=due)]
+            if recorded is None
+            else [],
+            release_thread=True,
+        )
+
+    async def wait_for(
+        self,
+        signal: str,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - durable, not asyncio's
+    ) -> Signal:
+        """Wait for a person (POST /api/runs/{id}/signal) without holding a worker.
+
+        A signal sent before the wait is kept and taken at once. With a
+        timeout, the wait ends with `Signal(timed_out=True)` when it is due.
+        """
+        if signal not in self._io.signals:
+            raise ValueError(
+                f"workflow {self._io.workflow!r} does not declare signal {signal!r}; "
+                f"add it to @workflow(signals=...)"
+            )
+        name = f"wait:{signal}"
+        op, recorded = self._take("wait", name)
+        if recorded is not None and recorded.status == "completed":
+            result = recorded.result if isinstance(recorded.result, dict) else {}
+            return Signal(signal, result.get("payload"), bool(result.get("timed_out")))
+        arrived = self._journal.signals.get(signal, [])
+        taken = self._journal.consumed(signal)
+        if len(arrived) > taken:
+            return await self._resume_wait(op, name, Signal(signal, arrived[taken]))
+        if recorded is not None and recorded.until_ms is not None:
+            due: int | None = recorded.until_ms
+        elif timeout is not None:
+            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+            due = self._io.clock.now_ms() + int(seconds * 1000)
+        else:
+            due = None
+        if due is not None and self._io.clock.now_ms() >= due:
+            return await self._resume_wait(op, name, Signal(signal, None, timed_out=True))
+        raise Suspend(
+            status="waiting",
+            waiting_for=signal,
+            until_ms=due,
+            events=[]
+            if recorded is not None
+            else [
+                ev.RunWaiting(
+                    run_id=self.run_id,
+                    waiting_for=signal,
+                    op=op,
+                    until_ms=due,
+                    timeout_ms=None if due is None else due - self._io.clock.now_ms(),
+                )
+            ],
+            release_thread=True,
+        )
+
+    async def _resume_wait(self, op: int, name: str, signal: Signal) -> Signal:
+        self._journal.ops[op] = Op(
+            op,
+            name,
+            "wait",
+            "completed",
+            result={"payload": signal.payload, "timed_out": signal.timed_out},
+        )
+        await self._io.write(
+            [
+                ev.StepCompleted(
+                    run_id=self.run_id,
+                    op=op,
+                    step=name,
+                    kind="wait",
+                    result={"payload": signal.payload, "timed_out": signal.timed_out},
+                ),
+                ev.RunResumed(
+                    run_id=self.run_id, op=op, reason="timeout" if signal.timed_out else "signal"
+                ),
+            ]
+        )
+        return signal
+
+
+def _encode(adapter: TypeAdapter[Any] | None, value: Any) -> JsonValue:
+    if adapter is not None:
+        encoded: JsonValue = adapter.dump_python(value, mode="json")
+        return encoded
+    if isinstance(value, BaseModel):
+        dumped: JsonValue = value.model_dump(mode="json")
+        return dumped
+    return TypeAdapter(JsonValue).validate_python(value)
+
+
+def _decode(adapter: TypeAdapter[Any] | None, value: JsonValue) -> Any:
+    return adapter.validate_python(value) if adapter is not None else value

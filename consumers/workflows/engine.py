@@ -1,0 +1,168 @@
+"""Runs one attempt of a workflow run: replay the journal, run on, then park or finish."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+import orjson
+from pydantic import JsonValue, TypeAdapter
+
+from consumers.agents import AGENTS, DEFAULT_AGENT
+from consumers.answer import AnswerWriter, Attempt
+from consumers.llm.base import LLM, ChatMessage, Prompt
+from consumers.workflows.context import NonDeterminism, StepError, Suspend, WorkflowContext
+from consumers.workflows.journal import journal_of
+from consumers.workflows.registry import WorkflowDef
+from slipstream import errors
+from slipstream import events as ev
+from slipstream.clock import Clock
+from slipstream.codec import Unreadable
+from slipstream.store import Append, EventStore
+
+_JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
+
+
+class WorkflowFailed(Exception):
+    """The workflow cannot finish: its reason goes to run.failed and the dead letters."""
+
+
+@dataclass
+class RunIO:
+    """The engine's side of a context: fenced writes, agent streaming, the clock."""
+
+    store: EventStore
+    llm: LLM
+    clock: Clock
+    attempt: Attempt
+    workflow: str
+    signals: frozenset[str]
+    flush_ms: int
+    cancelled: asyncio.Event
+    agent_ops: list[int] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.attempt.run_id
+
+    @property
+    def thread_id(self) -> str:
+        return self.attempt.thread_id
+
+    async def write(self, events: list[ev.Event]) -> None:
+        a = self.attempt
+        await self.store.append(
+            Append(
+                thread_id=a.thread_id,
+                events=events,
+                run_id=a.run_id,
+                fence=a.token,
+                refuse_if_cancelled=True,
+                batch_id=events[0].event_id,
+            )
+        )
+
+    def used_message(self, op: int) -> None:
+        if op not in self.agent_ops:
+            self.agent_ops.append(op)
+
+    def message_for(self, op: int) -> str:
+        """The run's reply takes the first agent turn; later turns get messages of their own."""
+        self.used_message(op)
+        if self.agent_ops[0] == op:
+            return self.attempt.reply_id
+        return "m" + orjson.dumps([self.run_id, op]).hex()[-16:]
+
+    async def stream_agent(self, op: int, label: str, agent: str, prompt: str) -> str:
+        known = AGENTS.get(agent) or AGENTS[DEFAULT_AGENT]
+        a = self.attempt
+        target = Attempt(
+            a.thread_id, a.run_id, self.message_for(op), agent, a.attempt, a.token, a.entry_id
+        )
+        writer = AnswerWriter(self.store, target, self.flush_ms)
+        question = Prompt(
+            system=known.system, messages=(ChatMessage("user", prompt),), question=prompt
+        )
+        await writer.stream(self.llm.stream(question), self.cancelled)
+        return await writer.complete(
+            lambda text: [
+                ev.StepCompleted(run_id=a.run_id, op=op, step=label, kind="agent", result=text)
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class Parked:
+    status: str
+    waiting_for: str
+    until_ms: int | None
+    events: list[ev.Event]
+    release_thread: bool
+
+
+@dataclass(frozen=True)
+class Finished:
+    result: JsonValue
+    reply_text: str | None  # the reply's text when no agent turn wrote it
+
+
+async def run_workflow(
+    definition: WorkflowDef,
+    io: RunIO,
+    question: str,
+    *,
+    rng: random.Random | None = None,
+) -> Parked | Finished:
+    """Replay and run on until the workflow finishes or parks.
+
+    Raises `RunCancelled` when cancelled, `WorkflowFailed` when it cannot go on.
+    """
+    stored = await io.store.read(io.thread_id)
+    mine = [
+        s.event
+        for s in stored
+        if not isinstance(s.event, Unreadable) and getattr(s.event, "run_id", None) == io.run_id
+    ]
+    ctx = WorkflowContext(
+        io, journal_of(mine), version=definition.version, rng=rng or random.Random()
+    )
+
+    async def body() -> JsonValue:
+        await ctx.start()
+        return _JSON.validate_python(await definition.fn(ctx, question))
+
+    task = asyncio.ensure_future(body())
+    cancel = asyncio.ensure_future(io.cancelled.wait())
+    try:
+        await asyncio.wait({task, cancel}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cancel.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise errors.RunCancelled(io.run_id)
+    try:
+        result = task.result()
+    except Suspend as parked:
+        return Parked(
+            parked.status, parked.waiting_for, parked.until_ms, parked.events, parked.release_thread
+        )
+    except NonDeterminism as exc:
+        raise WorkflowFailed(str(exc)) from exc
+    except StepError as exc:
+        raise WorkflowFailed(str(exc)) from exc
+    except (errors.RunCancelled, errors.StaleFence):
+        raise
+    except Exception as exc:
+        raise WorkflowFailed(
+            f"workflow {definition.name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    reply = None
+    if not io.agent_ops:
+        reply = (
+            result
+            if isinstance(result, str)
+            else orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+        )
+    return Finished(result, reply)

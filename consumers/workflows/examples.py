@@ -1,0 +1,116 @@
+"""The workflows that ship: `research` and `approval`, both runnable from the chat."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import timedelta
+
+from pydantic import BaseModel
+
+from consumers.workflows.context import WorkflowContext, current_step
+from consumers.workflows.registry import workflow
+
+_STOP = frozenset(
+    (
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "what",
+        "why",
+    )
+)
+MAX_REVISIONS = 3
+
+
+class Plan(BaseModel):
+    question: str
+    topics: list[str]
+
+
+class Summary(BaseModel):
+    words: int
+    sentences: int
+    topics_covered: list[str]
+
+
+def analyze(question: str) -> Plan:
+    """Pick the topics an answer must cover: the question's most frequent content words."""
+    words = [w for w in re.findall(r"[a-z0-9']+", question.lower()) if w not in _STOP]
+    topics = [word for word, _ in Counter(words).most_common(3)] or ["the question"]
+    return Plan(question=question, topics=topics)
+
+
+def finalize(answer: str, plan: Plan) -> Summary:
+    lowered = answer.lower()
+    return Summary(
+        words=len(answer.split()),
+        sentences=len(re.findall(r"[.!?](\s|$)", answer)),
+        topics_covered=[t for t in plan.topics if t in lowered],
+    )
+
+
+@workflow("research", description="Analyse the question, stream an answer, then summarise it.")
+async def research(ctx: WorkflowContext, message: str) -> dict[str, object]:
+    plan = await ctx.step("analyze", analyze, message)
+    answer = await ctx.run_agent(
+        "assistant",
+        f"{message}\n\nCover these topics: {', '.join(plan.topics)}.",
+        name="generate",
+    )
+    summary = await ctx.step("finalize", finalize, answer, plan)
+    return {"topics": plan.topics, **summary.model_dump()}
+
+
+class Publication(BaseModel):
+    published: bool
+    words: int
+    idempotency_key: str
+
+
+def publish(draft: str) -> Publication:
+    """Where a real system would post the text; the key makes a repeated post a no-op."""
+    return Publication(
+        published=True, words=len(draft.split()), idempotency_key=current_step().idempotency_key
+    )
+
+
+@workflow(
+    "approval",
+    signals=("approval",),
+    description="Draft an answer, wait for a person to approve it, then publish or revise.",
+)
+async def approval(ctx: WorkflowContext, message: str) -> dict[str, object]:
+    draft = await ctx.run_agent("assistant", message, name="draft")
+    for revision in range(MAX_REVISIONS + 1):
+        decision = await ctx.wait_for("approval", timeout=timedelta(days=7))
+        if decision.timed_out:
+            return {"status": "expired", "revisions": revision}
+        payload = decision.payload if isinstance(decision.payload, dict) else {}
+        if payload.get("approved"):
+            published = await ctx.step("publish", publish, draft)
+            return {"status": "published", "revisions": revision, **published.model_dump()}
+        if revision == MAX_REVISIONS:
+            break
+        feedback = str(payload.get("feedback") or "Make it better.")
+        draft = await ctx.run_agent(
+            "assistant", f"{message}\n\nRevise the draft. Feedback: {feedback}", name="revise"
+        )
+    return {"status": "rejected", "revisions": MAX_REVISIONS}

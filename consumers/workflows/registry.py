@@ -1,0 +1,62 @@
+"""Workflows register by name; a message addressed to that name runs one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from consumers.workflows.context import WorkflowContext
+
+WorkflowFn = Callable[["WorkflowContext", str], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class WorkflowDef:
+    name: str
+    fn: WorkflowFn
+    version: int
+    signals: frozenset[str]
+    description: str
+
+
+_REGISTRY: dict[str, WorkflowDef] = {}
+
+
+def workflow(
+    name: str | None = None,
+    *,
+    version: int = 1,
+    signals: tuple[str, ...] = (),
+    description: str = "",
+) -> Callable[[WorkflowFn], WorkflowFn]:
+    """Register `async def fn(ctx, message)` as the workflow `name` (default: its own name).
+
+    `signals` names what the workflow may `wait_for`: a signal of another name
+    is refused with 409 instead of being kept for a wait that never comes.
+    """
+
+    def register(fn: WorkflowFn) -> WorkflowFn:
+        key = name or fn.__name__
+        existing = _REGISTRY.get(key)
+        if existing is not None and existing.fn is not fn:
+            raise ValueError(f"a workflow named {key!r} is registered already ({existing.fn!r})")
+        _REGISTRY[key] = WorkflowDef(
+            name=key,
+            fn=fn,
+            version=version,
+            signals=frozenset(signals),
+            description=description or (fn.__doc__ or "").strip().split("\n")[0],
+        )
+        return fn
+
+    return register
+
+
+def get(name: str) -> WorkflowDef | None:
+    return _REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
