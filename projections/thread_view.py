@@ -90,6 +90,20 @@ class ThreadSummary(BaseModel):
     active_run: str | None
 
 
+class RunSummary(BaseModel):
+    id: str
+    thread_id: str
+    agent: str
+    status: RunStatus
+    attempt: int
+    waiting_for: str | None
+    until_ms: int | None
+    reason: str | None
+    requested_at: int
+    ended_at: int | None
+    steps: int
+
+
 class ThreadView(BaseModel):
     id: str
     stream_key: str
@@ -120,6 +134,24 @@ class ThreadView(BaseModel):
             if run.status == "queued":
                 return run.id
         return None
+
+    def run_summaries(self) -> list[RunSummary]:
+        return [
+            RunSummary(
+                id=run.id,
+                thread_id=self.id,
+                agent=run.agent,
+                status=run.status,
+                attempt=run.attempt,
+                waiting_for=run.waiting_for,
+                until_ms=run.until_ms,
+                reason=run.reason,
+                requested_at=run.requested_at,
+                ended_at=run.ended_at,
+                steps=len(run.steps),
+            )
+            for run in self.runs.values()
+        ]
 
     def summary(self) -> ThreadSummary:
         return ThreadSummary(

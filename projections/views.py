@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from projections.thread_view import ThreadSummary, ThreadView, fold
+from projections.thread_view import RunSummary, ThreadSummary, ThreadView, fold
 from slipstream.store import EventStore
 
 _STORE_LUA = (Path(__file__).parent / "store_view.lua").read_text()
@@ -34,17 +34,38 @@ class ViewStore:
 
     async def save(self, view: ThreadView, expected_last: str | None) -> bool:
         part = self.keys.partition(view.id)
+        runs: list[str] = []
+        for run in view.run_summaries():
+            runs += (run.id, run.model_dump_json())
         stored = await self._store(
-            keys=[part.view(view.id), part.summaries],
+            keys=[part.view(view.id), part.summaries, part.runs],
             args=[
                 expected_last or "",
                 view.last_event_id or "",
                 view.model_dump_json(),
                 view.id,
                 view.summary().model_dump_json(),
+                *runs,
             ],
         )
         return bool(stored)
+
+    async def runs(
+        self, *, status: str | None = None, agent: str | None = None, limit: int = 100
+    ) -> list[RunSummary]:
+        """Runs as the projector last saw them, newest first, across partitions."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for part in self.keys.all():
+                pipe.hvals(part.runs)
+            replies = await pipe.execute()
+        found = [RunSummary.model_validate_json(raw) for reply in replies for raw in reply]
+        chosen = [
+            run
+            for run in found
+            if (status is None or run.status == status) and (agent is None or run.agent == agent)
+        ]
+        chosen.sort(key=lambda run: run.requested_at, reverse=True)
+        return chosen[:limit]
 
     async def summaries(self, limit: int) -> list[ThreadSummary]:
         """The most recently active threads across partitions, newest first."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 
 from consumers import workflows
 from consumers.agents import AGENTS
-from projections.thread_view import RunView, ThreadSummary, ThreadView
+from projections.thread_view import RunStatus, RunSummary, RunView, ThreadSummary, ThreadView
 from service import commands
 from service.models import (
     MAX_MESSAGE_BYTES,
@@ -164,6 +164,17 @@ async def signal_run(request: Request, run_id: RunId, body: SignalIn) -> SignalA
     """Human input for a workflow: resumes it if it waits for this signal, else it is kept."""
     was = await commands.signal_run(runtime(request).store, run_id, body.name, body.payload)
     return SignalAccepted(run_id=run_id, name=body.name, was=was)
+
+
+@router.get("/api/runs", response_model=list[RunSummary])
+async def list_runs(
+    request: Request,
+    status_: Annotated[RunStatus | None, Query(alias="status")] = None,
+    agent: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RunSummary]:
+    """Runs by status (and agent), newest first, as projected."""
+    return await runtime(request).views.runs(status=status_, agent=agent, limit=limit)
 
 
 @router.get("/api/runs/{run_id}", response_model=RunView, responses={404: {}})

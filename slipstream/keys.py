@@ -104,6 +104,11 @@ class Partition:
         """Pub/sub channel on which cancelled run ids are announced to workers."""
         return self.key("cancels")
 
+    @property
+    def runs(self) -> str:
+        """Hash of run id to its projected summary (JSON), for listing runs."""
+        return self.key("runs")
+
     def queue(self, thread_id: str) -> str:
         """List of the runs waiting for the thread, oldest first."""
         return self.key("queue", thread_id)
