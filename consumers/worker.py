@@ -22,6 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from consumers.llm.base import LLM
 from consumers.runner import Runner, WorkItem
+from consumers.schedules import Schedules
 from slipstream import errors
 from slipstream.backend import Backend, as_entries
 from slipstream.clock import Clock, SystemClock
@@ -35,6 +36,7 @@ log = logging.getLogger("slipstream.worker")
 
 READ_BLOCK_MS = 250
 TIMER_CHECK_S = 0.2
+SCHEDULE_CHECK_S = 1.0
 REGISTRY_EVERY_S = 2.0
 LIVE_WITHIN_MS = 15_000
 CLEANUP_EVERY_S = 30.0
@@ -70,6 +72,7 @@ class Worker:
         self.settings = settings
         self.name = name or consumer_name()
         self.runner = Runner(store, llm, settings, self.name, clock=self.clock)
+        self.schedules = Schedules(store, self.clock)
         self.leases = Leases(backend, store.keys, lease_ms=settings.lease_ms)
         self.partitions = store.keys.all()
         self.by_work_key = {part.work: part for part in self.partitions}
@@ -85,6 +88,7 @@ class Worker:
     async def setup(self) -> None:
         for part in self.partitions:
             await ensure_group(self.backend, part.work, WORKERS_GROUP)
+        await self.schedules.ensure_declared()
 
     # -- the loop -------------------------------------------------------------
 
@@ -120,6 +124,7 @@ class Worker:
         handled = 0
         while True:
             await self._fire_due_timers(force=True)
+            self.stats["schedules_fired"] += await self.schedules.fire_due()
             items = await self._read(self.backend.client, count=100, block_ms=0)
             items += await self._reclaim()
             if not items:
@@ -156,6 +161,9 @@ class Worker:
         if now >= self._due.get("timers", 0):
             self._due["timers"] = now + TIMER_CHECK_S
             await self._fire_due_timers()
+        if now >= self._due.get("schedules", 0):
+            self._due["schedules"] = now + SCHEDULE_CHECK_S
+            self.stats["schedules_fired"] += await self.schedules.fire_due()
         if now >= self._due.get("registry", 0):
             self._due["registry"] = now + REGISTRY_EVERY_S
             await self.backend.client.zadd(WORKER_REGISTRY, {self.name: int(time.time() * 1000)})

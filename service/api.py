@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 
 from consumers import workflows
 from consumers.agents import AGENTS
+from consumers.schedules import Schedule, Schedules, ScheduleState
 from projections.thread_view import RunStatus, RunSummary, RunView, ThreadSummary, ThreadView
 from service import commands
 from service.models import (
@@ -25,6 +26,7 @@ from service.models import (
 )
 from service.runtime import Runtime
 from slipstream import codec, events
+from slipstream.clock import SystemClock
 from slipstream.keys import is_stream_id, thread_of_run
 
 router = APIRouter()
@@ -200,6 +202,33 @@ async def list_agents() -> list[AgentInfo]:
         if d is not None
     ]
     return chat + flows
+
+
+def schedules(request: Request) -> Schedules:
+    return Schedules(runtime(request).store, SystemClock())
+
+
+@router.get("/api/schedules", response_model=list[ScheduleState])
+async def list_schedules(request: Request) -> list[ScheduleState]:
+    """Recurring workflow runs, with when each fires next (ms since the epoch)."""
+    return await schedules(request).all()
+
+
+@router.put("/api/schedules/{name}", response_model=ScheduleState)
+async def put_schedule(request: Request, name: str, body: Schedule) -> ScheduleState:
+    """Create or replace a schedule: a cron expression (UTC) or an interval in seconds."""
+    if body.name != name:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"name in the body ({body.name!r}) differs from the path ({name!r})",
+        )
+    return await schedules(request).put(body)
+
+
+@router.delete("/api/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_schedule(request: Request, name: str) -> None:
+    if not await schedules(request).delete(name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule named {name!r}")
 
 
 @router.get("/api/schema/events")

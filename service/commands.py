@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from pydantic import JsonValue
@@ -10,93 +9,11 @@ from pydantic import JsonValue
 from consumers import workflows
 from slipstream import errors
 from slipstream import events as ev
-from slipstream.keys import new_id, new_thread_id, thread_of_run
-from slipstream.store import Admit, Append, EventStore
+from slipstream.keys import thread_of_run
+from slipstream.store import Append, EventStore
+from slipstream.threads import Sent, create_thread, create_thread_with_id, send_message
 
-# A resend with the same client id must reproduce the same ids, so they are
-# derived from it rather than drawn at random.
-_CLIENT_NAMESPACE = uuid.UUID("5b1f2b9e-8a52-4b8e-9a0e-6a4c3f1d2e7a")
-RETRY_DEDUPE_MS = 24 * 3600 * 1000
 TERMINAL = ("completed", "cancelled", "failed")
-
-
-@dataclass(frozen=True)
-class Sent:
-    thread_id: str
-    message_id: str
-    run_id: str
-    event_id: str
-    duplicate: bool
-
-
-def _derived(thread_id: str, client_id: str, what: str) -> str:
-    return uuid.uuid5(_CLIENT_NAMESPACE, f"{thread_id}\n{client_id}\n{what}").hex
-
-
-async def create_thread(store: EventStore, title: str = "") -> tuple[str, str]:
-    """Returns the new thread's id and the id of its first event."""
-    thread_id = new_thread_id()
-    appended = await store.append(
-        Append(
-            thread_id=thread_id,
-            events=[ev.ThreadCreated(title=title)],
-            existence="new",
-            dedupe_ms=RETRY_DEDUPE_MS,
-        )
-    )
-    return thread_id, appended.ids[0]
-
-
-async def send_message(
-    store: EventStore,
-    thread_id: str,
-    content: str,
-    agent: str,
-    *,
-    client_id: str | None = None,
-    expected_version: int | None = None,
-    on_busy: Admit = "queue",
-) -> Sent:
-    """Append the message and the run that answers it, and queue the run's work item."""
-    if client_id:
-        message_id = "m" + _derived(thread_id, client_id, "message")[:16]
-        run_id = f"{thread_id}.{_derived(thread_id, client_id, 'run')[:12]}"
-        reply_id = "m" + _derived(thread_id, client_id, "reply")[:16]
-        sent_eid = _derived(thread_id, client_id, "event")
-        dedupe_ms = 0  # a resend may come much later: remember it for good
-    else:
-        message_id, reply_id = new_id("m"), new_id("m")
-        run_id = f"{thread_id}.{uuid.uuid4().hex[:12]}"
-        sent_eid = ev.new_event_id()
-        dedupe_ms = RETRY_DEDUPE_MS
-    appended = await store.append(
-        Append(
-            thread_id=thread_id,
-            events=[
-                ev.MessageSent(
-                    event_id=sent_eid,
-                    message_id=message_id,
-                    content=content,
-                    agent=agent,
-                    run_id=run_id,
-                    client_id=client_id,
-                ),
-                ev.RunRequested(
-                    run_id=run_id, message_id=message_id, reply_id=reply_id, agent=agent
-                ),
-            ],
-            existence="exists",
-            expected_version=expected_version,
-            dedupe_ms=dedupe_ms,
-            run_id=run_id,
-            run_fields={"status": "queued", "thread": thread_id, "agent": agent},
-            work=True,
-            admit=on_busy,
-        )
-    )
-    return Sent(thread_id, message_id, run_id, appended.ids[0], appended.duplicate)
-
-
 # Runs no worker holds: a cancel can end them on the spot.
 UNHELD = ("queued", "retrying", "waiting")
 
@@ -218,3 +135,15 @@ async def signal_run(store: EventStore, run_id: str, name: str, payload: JsonVal
         )
     )
     return status
+
+
+__all__ = [
+    "CancelOutcome",
+    "Sent",
+    "cancel_run",
+    "create_thread",
+    "create_thread_with_id",
+    "restart_run",
+    "send_message",
+    "signal_run",
+]

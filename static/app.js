@@ -51,7 +51,9 @@ export function normaliseView(view) {
     version: 0,
     ...view,
     messages: view.messages ?? [],
-    runs: view.runs ?? {},
+    runs: Object.fromEntries(Object.entries(view.runs ?? {}).map(([id, run]) => [id, {
+      waiting_for: null, until_ms: null, result: null, ...run, steps: run.steps ?? [],
+    }])),
     problems: view.problems ?? [],
   };
 }
@@ -72,7 +74,7 @@ export function applyEvent(view, id, event) {
     view.problems = [...view.problems, { id, reason: event.reason ?? "" }].slice(-PROBLEMS_KEPT);
     return true;
   }
-  // Steps, timers, tools and signals don't change this view yet.
+  // Timers, tools and signals (signal.received) don't change this view.
   HANDLERS.get(event.type)?.(view, event, id);
   return true;
 }
@@ -144,6 +146,9 @@ function runRequested(view, event, id) {
     waiting_for: null,
     requested_at: streamMs(id),
     ended_at: null,
+    until_ms: null,
+    steps: [],
+    result: null,
   };
   view.messages.push(newMessage({
     id: event.reply_id,
@@ -166,15 +171,33 @@ function runStarted(view, event) {
   if (!run) return;
   Object.assign(run, { status: "running", attempt: event.attempt, worker: event.worker });
   const reply = findMessage(view, run.reply_id);
-  if (reply && event.attempt !== reply.attempt) {
+  if (reply && reply.status !== "completed" && event.attempt !== reply.attempt) {
     // A new attempt writes the answer again: show only the current attempt's text.
     restartReply(reply, event.attempt);
     reply.status = "streaming";
   }
 }
 
-function messageDelta(view, event) {
-  const reply = findMessage(view, event.message_id);
+/** The message, or a new one when a workflow's later agent turn opens it. */
+function messageOf(view, runId, messageId, agent, id) {
+  let message = findMessage(view, messageId);
+  const run = findRun(view, runId);
+  if (!message && run) {
+    message = newMessage({
+      id: messageId,
+      role: "assistant",
+      agent: agent || run.agent,
+      status: "streaming",
+      run_id: runId,
+      created_at: streamMs(id),
+    });
+    view.messages.push(message);
+  }
+  return message;
+}
+
+function messageDelta(view, event, id) {
+  const reply = messageOf(view, event.run_id, event.message_id, event.agent, id);
   const attempt = event.attempt ?? 1;
   if (!reply || attempt < reply.attempt) return;
   if (attempt > reply.attempt) restartReply(reply, attempt);
@@ -184,8 +207,8 @@ function messageDelta(view, event) {
   reply.status = "streaming";
 }
 
-function messageCompleted(view, event) {
-  const reply = findMessage(view, event.message_id);
+function messageCompleted(view, event, id) {
+  const reply = messageOf(view, event.run_id, event.message_id, event.agent, id);
   if (!reply) return;
   reply.content = event.text;
   reply.status = "completed";
@@ -200,49 +223,107 @@ function runEnded(runStatus, messageStatus) {
     run.ended_at = streamMs(id);
     run.waiting_for = null;
     if (event.type !== "run.completed") run.reason = event.reason || null;
+    else run.result = event.result ?? null;
+    run.until_ms = null;
     const reply = findMessage(view, run.reply_id);
     if (reply && reply.status !== "completed") reply.status = messageStatus;
   };
 }
 
-/** The attempt failed and another follows: the answer is due again, its old text stays until then. */
-function runRetrying(view, event) {
-  const run = findRun(view, event.run_id);
-  if (!run) return;
-  run.status = "retrying";
-  run.reason = event.reason;
-  const reply = findMessage(view, run.reply_id);
-  if (reply) reply.status = "pending";
-}
-
 /**
- * A failed or cancelled run asked to run again. Its text stays until run.started
- * brings a new attempt number and resets it, as for any new attempt.
+ * run.retrying, run.restarted, run.waiting and run.resumed: move the run to
+ * `runStatus` and its reply to `replyStatus` (only from `replyFrom`, if given).
+ *
+ * run.retrying: the attempt failed and another follows; the answer is due again,
+ * its old text stays until then. run.restarted: a failed or cancelled run asked
+ * to run again; its text stays until run.started brings a new attempt number.
+ * run.waiting: a workflow parked on a signal or a timer, which is also a step.
  */
-function runRestarted(view, event) {
-  const run = findRun(view, event.run_id);
-  if (!run) return;
-  Object.assign(run, { status: "queued", reason: null, ended_at: null });
-  const reply = findMessage(view, run.reply_id);
-  if (reply) reply.status = "pending";
+function runStatusChange(runStatus, replyStatus, replyFrom = []) {
+  return (view, event, id) => {
+    const run = findRun(view, event.run_id);
+    if (!run) return;
+    run.status = runStatus;
+    if (event.type === "run.retrying") {
+      run.reason = event.reason;
+    } else if (event.type === "run.restarted") {
+      run.reason = null;
+      run.ended_at = null;
+    }
+    const waiting = event.type === "run.waiting";
+    run.waiting_for = waiting ? event.waiting_for : null;
+    run.until_ms = waiting ? event.until_ms ?? null : null;
+    if (waiting && event.op != null) {
+      const sleeping = event.waiting_for === "timer";
+      const step = stepOf(
+        run,
+        event.op,
+        sleeping ? "sleep" : `wait:${event.waiting_for}`,
+        sleeping ? "sleep" : "wait",
+        id,
+      );
+      step.status = "waiting";
+      step.until_ms = event.until_ms ?? null;
+    }
+    const reply = findMessage(view, run.reply_id);
+    if (reply && replyStatus && (!replyFrom.length || replyFrom.includes(reply.status))) {
+      reply.status = replyStatus;
+    }
+  };
 }
 
-function runWaiting(view, event) {
-  const run = findRun(view, event.run_id);
-  if (!run) return;
-  run.status = "waiting";
-  run.waiting_for = event.waiting_for;
-  const reply = findMessage(view, run.reply_id);
-  if (reply) reply.status = "waiting";
+/** The run's step at position `op`, created (running) when it is new. */
+function stepOf(run, op, name, kind, id) {
+  run.steps ??= [];
+  const found = run.steps.find((step) => step.op === op);
+  if (found) return found;
+  const step = {
+    op,
+    name,
+    kind,
+    status: "running",
+    attempts: 0,
+    started_at: streamMs(id),
+    ended_at: null,
+    duration_ms: null,
+    error: null,
+    result: null,
+    until_ms: null,
+  };
+  run.steps.push(step);
+  return step;
 }
 
-function runResumed(view, event) {
+function stepStarted(view, event, id) {
   const run = findRun(view, event.run_id);
   if (!run) return;
-  run.status = "running";
-  run.waiting_for = null;
-  const reply = findMessage(view, run.reply_id);
-  if (reply?.status === "waiting") reply.status = "streaming";
+  const step = stepOf(run, event.op ?? 0, event.step, event.kind ?? "step", id);
+  step.status = "running";
+  step.attempts = event.attempt ?? 1;
+  step.error = null;
+  step.started_at = streamMs(id);
+}
+
+function stepCompleted(view, event, id) {
+  const run = findRun(view, event.run_id);
+  if (!run || event.step.startsWith("@")) return; // version and patch markers are bookkeeping
+  const step = stepOf(run, event.op ?? 0, event.step, event.kind ?? "step", id);
+  step.status = "completed";
+  step.result = event.result ?? null;
+  step.ended_at = streamMs(id);
+  step.duration_ms = step.started_at ? step.ended_at - step.started_at : 0;
+  step.until_ms = null;
+}
+
+function stepFailed(view, event, id) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  const step = stepOf(run, event.op ?? 0, event.step, "step", id);
+  step.status = event.final ? "failed" : "retrying";
+  step.attempts = event.attempt ?? 1;
+  step.error = event.error;
+  step.ended_at = streamMs(id);
+  step.duration_ms = step.started_at ? step.ended_at - step.started_at : 0;
 }
 
 const HANDLERS = new Map([
@@ -255,10 +336,13 @@ const HANDLERS = new Map([
   ["run.completed", runEnded("completed", "completed")],
   ["run.cancelled", runEnded("cancelled", "cancelled")],
   ["run.failed", runEnded("failed", "failed")],
-  ["run.retrying", runRetrying],
-  ["run.waiting", runWaiting],
-  ["run.resumed", runResumed],
-  ["run.restarted", runRestarted],
+  ["run.retrying", runStatusChange("retrying", "pending")],
+  ["run.restarted", runStatusChange("queued", "pending")],
+  ["step.started", stepStarted],
+  ["step.completed", stepCompleted],
+  ["step.failed", stepFailed],
+  ["run.waiting", runStatusChange("waiting", "waiting")],
+  ["run.resumed", runStatusChange("running", "streaming", ["waiting"])],
 ]);
 
 // ---------------------------------------------------------------------------
@@ -523,6 +607,8 @@ const SEND_RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
 const ERROR_VISIBLE_MS = 8_000;
 const RUN_ENDED = ["completed", "cancelled", "failed"];
 const RUN_RETRYABLE = ["failed", "cancelled"]; // what POST /api/runs/{id}/retry accepts
+const DEFAULT_AGENT = "assistant";
+const AGENTS_RETRY_MS = [2_000, 5_000, 15_000, 30_000];
 
 const state = {
   threads: [], // summaries for the sidebar, newest activity first
@@ -534,7 +620,11 @@ const state = {
   outbox: new Map(), // client_id → optimistic user message not yet seen in the stream
   stoppingRun: null, // run id whose cancel has been asked for, until the run ends
   retryingRuns: new Map(), // run id → the ended_at of the ending its retry was asked for
+  signalling: new Map(), // run id → the wait (waitKey) a signal was sent to, while it stands
   creatingThread: false,
+  agents: [], // from GET /api/agents: [{name, kind, description, signals}]
+  agentsLoaded: false,
+  agent: DEFAULT_AGENT, // the picker's choice
 };
 
 function threadIdFromHash() {
@@ -556,7 +646,13 @@ function openThread(threadId) {
   if (threadId === state.threadId) return;
   state.live?.stop();
   Object.assign(state, {
-    threadId, view: null, live: null, missing: null, stoppingRun: null, retryingRuns: new Map(),
+    threadId,
+    view: null,
+    live: null,
+    missing: null,
+    stoppingRun: null,
+    retryingRuns: new Map(),
+    signalling: new Map(),
   });
   clearMessages();
   stickToBottom = true;
@@ -601,7 +697,7 @@ function receiveEvent(id, event) {
   if (event.type === "message.sent" && event.client_id) {
     state.outbox.delete(event.client_id); // the optimistic copy is now the real one
   }
-  announceChange(before, assistantReply(view, event)?.status);
+  announceChange(before, assistantReply(view, event)?.status, findRun(view, event.run_id));
   settleStop(view);
   patchSummary(view);
   scheduleRender();
@@ -618,9 +714,10 @@ const ANNOUNCEMENTS = {
   failed: "Answer failed",
 };
 
-function announceChange(before, after) {
+function announceChange(before, after, run) {
   if (!after || after === before) return;
   if (after === "streaming" && before === "pending") announce("Answer started");
+  else if (after === "waiting") announce(waitingLabel(run));
   else if (after === "pending" && RUN_RETRYABLE.includes(before)) announce("Answer queued again");
   else if (ANNOUNCEMENTS[after]) announce(ANNOUNCEMENTS[after]);
 }
@@ -713,23 +810,50 @@ async function startNewThread() {
   }
 }
 
+/**
+ * What the composer would send: a message that starts with "@name " (a known
+ * agent) goes to that agent without the mention; anything else to the picker's agent.
+ */
+function composerDraft(text) {
+  const content = text.trim();
+  const mention = /^@(\S+)(?:\s+|$)/.exec(content);
+  if (mention && knownAgent(mention[1])) {
+    return { agent: mention[1], content: content.slice(mention[0].length).trim() };
+  }
+  return { agent: state.agent, content };
+}
+
+function knownAgent(name) {
+  return state.agents.some((agent) => agent.name === name);
+}
+
 function sendFromComposer() {
-  const content = dom.input.value.trim();
-  if (!content || state.missing) return;
+  const text = dom.input.value;
+  if (!composerDraft(text).content || state.missing) return;
+  dom.input.value = "";
+  onInputChanged();
+  dom.input.focus(); // clicking Send moved focus to a button that is now disabled
+  stickToBottom = true;
+  // A mention can only be told from text once the agents are known: wait for them, briefly.
+  const mention = text.trim().startsWith("@");
+  if (mention && !state.agentsLoaded) loadAgents().then(() => queueMessage(text));
+  else queueMessage(text);
+}
+
+function queueMessage(text) {
+  const { agent, content } = composerDraft(text);
+  if (!content) return;
   const entry = {
     clientId: newClientId(),
     threadId: state.threadId, // null: the thread gets created on the way
     content,
+    agent,
     createdAt: Date.now(),
     status: "pending",
     error: null,
     messageId: null,
   };
   state.outbox.set(entry.clientId, entry);
-  dom.input.value = "";
-  onInputChanged();
-  dom.input.focus(); // clicking Send moved focus to a button that is now disabled
-  stickToBottom = true;
   deliver(entry);
 }
 
@@ -744,7 +868,7 @@ async function deliver(entry) {
       if (!state.threadId) navigate(entry.threadId); // unless the reader went elsewhere meanwhile
     }
     const path = `/api/threads/${encodeURIComponent(entry.threadId)}/messages`;
-    const body = { content: entry.content, client_id: entry.clientId };
+    const body = { content: entry.content, client_id: entry.clientId, agent: entry.agent };
     const accepted = await withRetries(() => api("POST", path, body));
     entry.messageId = accepted?.message_id ?? null;
     refreshThreads();
@@ -813,8 +937,89 @@ function retryPending(run) {
 
 function onMessageAction(button) {
   const message = button.closest(".message");
-  if (button.dataset.action === "retry-run") retryRun(message.dataset.runId);
-  else onFailedMessageAction(button.dataset.action, message.dataset.clientId);
+  const action = button.dataset.action;
+  if (action === "retry-run") retryRun(message.dataset.runId);
+  else if (SIGNAL_ACTIONS.includes(action)) onSignalAction(action, button.closest(".workflow"));
+  else onFailedMessageAction(action, message.dataset.clientId);
+}
+
+// --- Agents and workflow signals ----------------------------------------------
+
+let agentsLoading = null;
+let agentsRetries = 0;
+
+/** Fetch who messages can go to. Resolves either way; a failure tries again later. */
+function loadAgents() {
+  agentsLoading ??= (async () => {
+    try {
+      const agents = await api("GET", "/api/agents");
+      state.agents = Array.isArray(agents) ? agents.filter((agent) => agent?.name) : [];
+      state.agentsLoaded = true;
+    } catch {
+      const delay = AGENTS_RETRY_MS[Math.min(agentsRetries, AGENTS_RETRY_MS.length - 1)];
+      agentsRetries += 1;
+      setTimeout(loadAgents, delay);
+    } finally {
+      agentsLoading = null;
+    }
+    renderAgentPicker();
+    renderControls();
+  })();
+  return agentsLoading;
+}
+
+const SIGNAL_ACTIONS = ["approve", "reject", "signal"];
+
+/** Which wait a run is in: a signal sent to one wait must not disable the next one's buttons. */
+function waitKey(run) {
+  const step = (run.steps ?? []).filter((candidate) => candidate.status === "waiting").at(-1);
+  return `${run.waiting_for}|${step?.op ?? ""}|${run.until_ms ?? ""}`;
+}
+
+function signalPending(run) {
+  return state.signalling.get(run.id) === waitKey(run);
+}
+
+function onSignalAction(action, panel) {
+  const runId = panel?.dataset.runId;
+  const parts = runId ? runPanels.get(runId) : null;
+  const run = state.view ? findRun(state.view, runId) : null;
+  if (!parts || !run?.waiting_for) return;
+  if (action === "approve") {
+    sendSignal(run, "approval", { approved: true }, parts.feedback);
+  } else if (action === "reject") {
+    sendSignal(run, "approval", { approved: false, feedback: parts.feedback.value.trim() }, parts.feedback);
+  } else {
+    const text = parts.payload.value.trim();
+    let payload = null;
+    try {
+      payload = text ? JSON.parse(text) : null;
+    } catch (error) {
+      showError(`The payload isn't valid JSON: ${error.message}`);
+      parts.payload.focus();
+      return;
+    }
+    sendSignal(run, run.waiting_for, payload, parts.payload);
+  }
+}
+
+/**
+ * Send a waiting run its signal. The buttons stay disabled until the run moves
+ * on (its events redraw it). Never retried: a second copy would be kept and
+ * answer the run's next wait.
+ */
+async function sendSignal(run, name, payload, input) {
+  if (run.status !== "waiting" || signalPending(run)) return;
+  state.signalling.set(run.id, waitKey(run));
+  scheduleRender();
+  try {
+    await api("POST", `/api/runs/${encodeURIComponent(run.id)}/signal`, { name, payload });
+    input.value = "";
+  } catch (error) {
+    state.signalling.delete(run.id);
+    showError(`Couldn't send “${name}”: ${error.message}`);
+  }
+  scheduleRender();
 }
 
 /** The buttons on a message that failed to send: try again with the same client_id, or drop it. */
@@ -910,7 +1115,7 @@ function renderControls() {
   dom.stop.hidden = runId === null;
   dom.stop.disabled = stopping;
   setText(dom.stopLabel, stopping ? "Stopping…" : "Stop");
-  dom.send.disabled = !dom.input.value.trim() || Boolean(state.missing);
+  dom.send.disabled = !composerDraft(dom.input.value).content || Boolean(state.missing);
   dom.newThread.disabled = state.creatingThread;
 }
 
@@ -923,6 +1128,7 @@ function visibleMessages() {
     .map((entry) => newMessage({
       id: entry.messageId ?? "",
       role: "user",
+      agent: entry.agent,
       content: entry.content,
       status: entry.status,
       client_id: entry.clientId,
@@ -939,7 +1145,9 @@ function visibleMessages() {
  */
 function renderMessages() {
   const activeRun = activeRunId(state.view); // the one queued runs wait for
+  const lastOfRun = lastMessageOfRuns(state.view);
   const used = new Set();
+  const usedPanels = new Set();
   let previous = null;
   for (const message of visibleMessages()) {
     const key = messageKey(message, used);
@@ -950,7 +1158,12 @@ function renderMessages() {
       messageNodes.set(key, parts);
     }
     const run = state.view ? findRun(state.view, message.run_id) : null;
-    updateMessageParts(parts, message, run, activeRun);
+    const last = message.role === "assistant" && lastOfRun.get(message.run_id) === message;
+    updateMessageParts(parts, message, run, activeRun, last);
+    if (last && hasPanel(run)) {
+      placePanel(parts.node, run);
+      usedPanels.add(run.id);
+    }
     const expected = previous ? previous.nextSibling : dom.messageList.firstChild;
     if (parts.node !== expected) dom.messageList.insertBefore(parts.node, expected);
     previous = parts.node;
@@ -961,6 +1174,21 @@ function renderMessages() {
       messageNodes.delete(key);
     }
   }
+  for (const [runId, panel] of runPanels) {
+    if (!usedPanels.has(runId)) {
+      panel.node.remove();
+      runPanels.delete(runId);
+    }
+  }
+}
+
+/** Run id → its last assistant message: a workflow's later agent turns add messages of their own. */
+function lastMessageOfRuns(view) {
+  const last = new Map();
+  for (const message of view?.messages ?? []) {
+    if (message.role === "assistant" && message.run_id) last.set(message.run_id, message);
+  }
+  return last;
 }
 
 /**
@@ -974,6 +1202,7 @@ function messageKey(message, used) {
 
 function clearMessages() {
   messageNodes.clear();
+  runPanels.clear();
   dom.messageList.replaceChildren();
 }
 
@@ -982,9 +1211,10 @@ function createMessageParts() {
   node.setAttribute("data-testid", "message");
   const meta = el("header", "message__meta");
   const author = el("span", "message__author");
+  const to = el("span", "message__to");
   const time = el("time", "message__time");
   const status = el("span", "message__status");
-  meta.append(author, time, status);
+  meta.append(author, to, time, status);
   const content = el("div", "content");
   const typing = el("span", "typing");
   typing.setAttribute("aria-hidden", "true");
@@ -998,7 +1228,7 @@ function createMessageParts() {
   const retryRun = actionButton("retry-run", "Retry");
   actions.append(retrySend, discard, retryRun);
   node.append(meta, content, typing, note, actions);
-  return { node, author, time, status, content, note, actions, retrySend, discard, retryRun };
+  return { node, author, to, time, status, content, note, actions, retrySend, discard, retryRun };
 }
 
 function actionButton(action, text) {
@@ -1008,10 +1238,12 @@ function actionButton(action, text) {
   return button;
 }
 
-function updateMessageParts(parts, message, run, activeRun) {
+function updateMessageParts(parts, message, run, activeRun, lastOfRun) {
   const { node } = parts;
+  const phase = messagePhase(message, run, lastOfRun);
   node.dataset.role = message.role;
   node.dataset.status = message.status;
+  node.dataset.phase = phase;
   node.dataset.messageId = message.id ?? "";
   if (message.client_id) node.dataset.clientId = message.client_id;
   else delete node.dataset.clientId;
@@ -1019,8 +1251,12 @@ function updateMessageParts(parts, message, run, activeRun) {
   node.dataset.runId = message.role === "assistant" ? message.run_id ?? "" : "";
 
   setText(parts.author, message.role === "user" ? "You" : message.agent || run?.agent || "Assistant");
+  const to = message.role === "user" && message.agent && message.agent !== DEFAULT_AGENT
+    ? `to ${message.agent}` : "";
+  setText(parts.to, to);
+  parts.to.hidden = !to;
   updateTime(parts.time, message.created_at);
-  const label = statusLabel(message, run, activeRun);
+  const label = statusLabel(message, phase, run, activeRun);
   setText(parts.status, label);
   parts.status.hidden = !label;
   setStreamingText(parts.content, message.content ?? "");
@@ -1065,20 +1301,37 @@ function setStreamingText(element, text) {
   else element.textContent = text;
 }
 
-function statusLabel(message, run, activeRun) {
+/**
+ * How an answer looks, which for a workflow's messages is not always its status:
+ * a workflow parks and resumes its reply, so a finished text can be "waiting" or
+ * "streaming" while the run waits, runs a plain step or writes a later message.
+ */
+function messagePhase(message, run, lastOfRun) {
+  const { status } = message;
+  if (message.role !== "assistant" || !run?.steps?.length) return status;
+  if (status !== "streaming" && status !== "waiting") return status;
+  if (!lastOfRun) return "completed"; // a later message of the run carries on
+  if (status === "waiting") return "waiting";
+  const writing = run.steps.some((step) => step.kind === "agent" && step.status === "running");
+  return writing ? "streaming" : "working";
+}
+
+function statusLabel(message, phase, run, activeRun) {
   if (message.role === "user") {
     return { pending: "Sending…", failed: "Not sent" }[message.status] ?? "";
   }
   if (run?.status === "retrying" && !RUN_ENDED.includes(message.status)) {
     return "Retrying…";
   }
-  switch (message.status) {
+  switch (phase) {
     case "pending":
       return pendingLabel(run, activeRun);
     case "streaming":
       return "Writing…";
+    case "working":
+      return workingLabel(run);
     case "waiting":
-      return run?.waiting_for ? `Waiting for ${run.waiting_for}` : "Waiting";
+      return waitingLabel(run);
     case "cancelled":
       return "Stopped";
     case "failed":
@@ -1093,11 +1346,24 @@ function statusLabel(message, run, activeRun) {
  * the one before it or, when it is next, for a worker to pick it up.
  */
 function pendingLabel(run, activeRun) {
-  if (run?.status === "running") return "Thinking…";
-  if (run?.status === "queued" && activeRun && activeRun !== run.id) {
+  if (run?.status === "running") return run.steps?.length ? workingLabel(run) : "Thinking…";
+  // A waiting workflow lets the thread go on, so a run queued behind it is not held up.
+  const blocking = activeRun && findRun(state.view, activeRun)?.status !== "waiting";
+  if (run?.status === "queued" && blocking && activeRun !== run.id) {
     return "Queued — waits for the answer before it";
   }
   return "Waiting for a worker…";
+}
+
+/** A workflow between its agent turns: name the step it runs. */
+function workingLabel(run) {
+  const step = (run?.steps ?? []).filter((candidate) => candidate.status === "running").at(-1);
+  return step ? `Running ${stepLabel(step)}…` : "Working…";
+}
+
+function waitingLabel(run) {
+  if (!run?.waiting_for) return "Waiting";
+  return run.waiting_for === "timer" ? "Sleeping" : `Waiting for ${run.waiting_for}`;
 }
 
 function noteText(message, run) {
@@ -1114,6 +1380,233 @@ function noteText(message, run) {
 function retryingNote(run) {
   const attempt = run.attempt > 0 ? ` (attempt ${run.attempt + 1})` : "";
   return run.reason ? `Retrying${attempt}: ${run.reason}` : `Retrying${attempt}…`;
+}
+
+// --- Workflows ------------------------------------------------------------------
+
+const runPanels = new Map(); // run id → the parts of its workflow panel
+
+/** A workflow run gets a panel: its steps, what it waits for, its result. */
+function hasPanel(run) {
+  return Boolean(run) && (run.steps?.length > 0 || run.status === "waiting" || run.result != null);
+}
+
+/**
+ * The panel sits in the run's last message, where the newest draft is. It is one
+ * element per run, moved rather than rebuilt, so typed feedback and the open or
+ * closed state of its details survive a new message.
+ */
+function placePanel(host, run) {
+  let panel = runPanels.get(run.id);
+  if (!panel) {
+    panel = createPanel();
+    runPanels.set(run.id, panel);
+  }
+  panel.node.dataset.runId = run.id;
+  updatePanel(panel, run);
+  if (panel.node.parentNode !== host) host.append(panel.node);
+}
+
+function createPanel() {
+  const node = el("section", "workflow");
+  node.setAttribute("aria-label", "Workflow");
+
+  const wait = el("div", "workflow__wait");
+  wait.setAttribute("data-testid", "workflow-wait");
+  const waitText = el("p", "workflow__wait-text");
+
+  const approval = el("div", "workflow__form");
+  const feedback = el("input", "workflow__input");
+  feedback.type = "text";
+  feedback.placeholder = "Feedback for a revision (optional)";
+  feedback.setAttribute("aria-label", "Feedback for a revision");
+  feedback.setAttribute("data-testid", "feedback-input");
+  const reject = signalButton("reject", "Reject", "reject-button", "button--quiet");
+  const approve = signalButton("approve", "Approve", "approve-button", "button--primary");
+  approval.append(feedback, reject, approve);
+
+  const generic = el("div", "workflow__form");
+  const payload = el("textarea", "workflow__input workflow__payload");
+  payload.rows = 2;
+  payload.placeholder = '{"key": "value"}';
+  payload.spellcheck = false;
+  payload.setAttribute("aria-label", "Signal payload (JSON)");
+  payload.setAttribute("data-testid", "signal-payload");
+  const send = signalButton("signal", "Send", "signal-send", "button--primary");
+  generic.append(payload, send);
+  wait.append(waitText, approval, generic);
+
+  const details = el("details", "workflow__steps");
+  details.open = true;
+  details.setAttribute("data-testid", "workflow-steps");
+  const summary = el("summary", "workflow__summary");
+  const list = el("ol", "workflow__list");
+  const result = el("details", "workflow__result");
+  result.setAttribute("data-testid", "workflow-result");
+  const resultPre = el("pre", "workflow__json");
+  result.append(el("summary", "workflow__result-summary", "Result"), resultPre);
+  details.append(summary, list, result);
+
+  node.append(wait, details);
+  return {
+    node, wait, waitText, approval, feedback, reject, approve, generic, payload, send,
+    details, summary, list, listSignature: "", result, resultPre,
+  };
+}
+
+function signalButton(action, text, testId, variant) {
+  const button = el("button", `button button--small ${variant}`, text);
+  button.type = "button";
+  button.dataset.action = action;
+  button.setAttribute("data-testid", testId);
+  return button;
+}
+
+function updatePanel(panel, run) {
+  updateWait(panel, run);
+  const steps = run.steps ?? [];
+  const done = steps.filter((step) => step.status === "completed").length;
+  setText(panel.summary, `Workflow · ${done}/${plural(steps.length, "step")} · ${run.status}`);
+  panel.node.dataset.runStatus = run.status;
+
+  const signature = JSON.stringify(steps.map((step) => [
+    step.op, step.name, step.kind, step.status, step.attempts, step.duration_ms, step.error,
+    step.until_ms, step.kind === "wait" ? step.result : null,
+  ]));
+  if (signature !== panel.listSignature) {
+    panel.listSignature = signature;
+    panel.list.replaceChildren(...steps.map(stepItem));
+  }
+
+  const showResult = run.status === "completed" && run.result != null;
+  panel.result.hidden = !showResult;
+  setText(panel.resultPre, showResult ? JSON.stringify(run.result, null, 2) : "");
+}
+
+function updateWait(panel, run) {
+  const waiting = run.status === "waiting" && Boolean(run.waiting_for);
+  const signal = waiting && run.waiting_for !== "timer" ? run.waiting_for : null;
+  if (!waiting && panel.wait.contains(document.activeElement)) dom.input.focus(); // don't strand focus
+  panel.wait.hidden = !waiting;
+  panel.wait.dataset.waitingFor = run.waiting_for ?? "";
+  setText(panel.waitText, waiting ? waitText(run) : "");
+  panel.approval.hidden = signal !== "approval";
+  panel.generic.hidden = !signal || signal === "approval";
+  const pending = Boolean(signal) && signalPending(run);
+  for (const control of [panel.feedback, panel.reject, panel.approve, panel.payload, panel.send]) {
+    control.disabled = pending;
+  }
+  panel.wait.setAttribute("aria-busy", String(pending));
+}
+
+function waitText(run) {
+  if (run.waiting_for === "timer") {
+    return run.until_ms ? `Sleeping until ${formatMoment(run.until_ms)}` : "Sleeping";
+  }
+  const what = run.waiting_for === "approval"
+    ? "Waiting for your approval"
+    : `Waiting for the “${run.waiting_for}” signal`;
+  return run.until_ms ? `${what} · expires ${formatMoment(run.until_ms)}` : what;
+}
+
+const STEP_ICONS = { completed: "✓", failed: "✕", retrying: "↻", waiting: "◷", running: "" };
+
+function stepItem(step) {
+  const item = el("li", "step");
+  item.setAttribute("data-testid", "workflow-step");
+  item.dataset.status = step.status;
+  item.dataset.name = step.name;
+  item.dataset.kind = step.kind;
+  const icon = el("span", "step__icon", STEP_ICONS[step.status] ?? "•");
+  icon.setAttribute("aria-hidden", "true");
+  const name = el("span", "step__name", stepLabel(step));
+  item.append(icon, name);
+  if (step.kind === "agent" || step.kind === "value") item.append(el("span", "step__kind", step.kind));
+  const status = el("span", "step__status", step.status);
+  if (step.status === "completed") status.className = "visually-hidden";
+  item.append(status);
+  const meta = stepMeta(step);
+  if (meta) item.append(el("span", "step__meta", meta));
+  const detail = step.error || waitOutcome(step);
+  if (detail) item.append(el("p", step.error ? "step__error" : "step__detail", detail));
+  return item;
+}
+
+/** "wait:approval" reads better as "wait for approval"; other names are the workflow's own. */
+function stepLabel(step) {
+  if (step.kind === "wait" && step.name.startsWith("wait:")) return `wait for ${step.name.slice(5)}`;
+  return step.name;
+}
+
+function stepMeta(step) {
+  const parts = [];
+  if (step.attempts > 1) parts.push(`${step.attempts} attempts`);
+  if (step.status === "waiting" && step.until_ms) {
+    parts.push(`${step.kind === "sleep" ? "until" : "expires"} ${formatMoment(step.until_ms)}`);
+  } else if (step.duration_ms != null && step.status !== "running") {
+    parts.push(formatDuration(step.duration_ms));
+  }
+  return parts.join(" · ");
+}
+
+/** What a finished wait received: its payload, compact, or that it timed out. */
+function waitOutcome(step) {
+  if (step.kind !== "wait" || step.status !== "completed") return "";
+  const result = step.result && typeof step.result === "object" ? step.result : {};
+  if (result.timed_out) return "timed out";
+  const text = JSON.stringify(result.payload ?? null);
+  return text.length > 160 ? `${text.slice(0, 159)}…` : text;
+}
+
+function formatDuration(ms) {
+  if (ms < 1_000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 60_000) return `${(ms / 1_000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  const minutes = Math.floor(ms / 60_000);
+  if (minutes < 60) return `${minutes} min ${Math.round((ms % 60_000) / 1_000)} s`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ${minutes % 60} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}
+
+/** A moment in local time: the time alone today, with the date otherwise. */
+function formatMoment(ms) {
+  const date = new Date(ms);
+  return date.toDateString() === new Date().toDateString()
+    ? timeFormat.format(date)
+    : fullFormat.format(date);
+}
+
+// --- Agent picker -----------------------------------------------------------------
+
+let agentPickerSignature = "";
+
+/** Chat agents and workflows, in two groups; test-only workflows stay out of it. */
+function renderAgentPicker() {
+  const listed = state.agents.filter((agent) => !agent.name.startsWith("test_"));
+  const agents = listed.length
+    ? listed
+    : [{ name: DEFAULT_AGENT, kind: "chat", description: "" }];
+  if (!agents.some((agent) => agent.name === state.agent)) {
+    state.agent = agents.some((agent) => agent.name === DEFAULT_AGENT) ? DEFAULT_AGENT : agents[0].name;
+  }
+  const signature = JSON.stringify(agents.map((agent) => [agent.name, agent.kind, agent.description]));
+  if (signature !== agentPickerSignature) {
+    agentPickerSignature = signature;
+    const groups = [["chat", "Chat"], ["workflow", "Workflows"]].map(([kind, label]) => {
+      const group = document.createElement("optgroup");
+      group.label = label;
+      for (const agent of agents.filter((candidate) => (candidate.kind ?? "chat") === kind)) {
+        const option = el("option", "", agent.name);
+        option.value = agent.name;
+        option.title = agent.description ?? "";
+        group.append(option);
+      }
+      return group;
+    });
+    dom.agent.replaceChildren(...groups.filter((group) => group.children.length));
+  }
+  dom.agent.value = state.agent;
+  dom.agent.title = agents.find((agent) => agent.name === state.agent)?.description ?? "";
 }
 
 // --- Thread list --------------------------------------------------------------
@@ -1221,6 +1714,7 @@ function collectDom() {
     jump: byId("jump-to-latest"),
     composer: byId("composer"),
     input: byId("message-input"),
+    agent: byId("agent-select"),
     send: byId("send-button"),
     stop: byId("stop-button"),
     stopLabel: byId("stop-label"),
@@ -1252,6 +1746,10 @@ function wire() {
   });
   dom.input.addEventListener("input", onInputChanged);
   dom.input.addEventListener("keydown", onInputKeydown);
+  dom.agent.addEventListener("change", () => {
+    state.agent = dom.agent.value;
+    renderAgentPicker();
+  });
   dom.stop.addEventListener("click", stopActiveRun);
   dom.messageList.addEventListener("click", (event) => {
     const button = event.target.closest("[data-action]");
@@ -1287,6 +1785,8 @@ function start() {
   dom = collectDom();
   wire();
   setConnection("offline");
+  renderAgentPicker();
+  loadAgents();
   refreshThreads();
   openThread(threadIdFromHash());
   scheduleRender();
