@@ -1414,6 +1414,7 @@ function createPanel() {
   const wait = el("div", "workflow__wait");
   wait.setAttribute("data-testid", "workflow-wait");
   const waitText = el("p", "workflow__wait-text");
+  wait.append(waitText);
 
   const approval = el("div", "workflow__form");
   const feedback = el("input", "workflow__input");
@@ -1434,7 +1435,6 @@ function createPanel() {
   payload.setAttribute("data-testid", "signal-payload");
   const send = signalButton("signal", "Send", "signal-send", "button--primary");
   generic.append(payload, send);
-  wait.append(waitText, approval, generic);
 
   const details = el("details", "workflow__steps");
   details.open = true;
@@ -1445,9 +1445,9 @@ function createPanel() {
   result.setAttribute("data-testid", "workflow-result");
   const resultPre = el("pre", "workflow__json");
   result.append(el("summary", "workflow__result-summary", "Result"), resultPre);
-  details.append(summary, list, result);
+  details.append(summary, list);
 
-  node.append(wait, details);
+  node.append(details);
   return {
     node, wait, waitText, approval, feedback, reject, approve, generic, payload, send,
     details, summary, list, listSignature: "", result, resultPre,
@@ -1479,19 +1479,39 @@ function updatePanel(panel, run) {
   }
 
   const showResult = run.status === "completed" && run.result != null;
-  panel.result.hidden = !showResult;
   setText(panel.resultPre, showResult ? JSON.stringify(run.result, null, 2) : "");
+  attach(panel.details, showResult ? [panel.result] : [], 2);
+}
+
+/**
+ * Keep `children` after the first `keep` children of `parent`, and nothing else.
+ * Controls a run doesn't need are taken out of the page, not hidden: a thread
+ * with several runs then has exactly one Approve button, the one that works.
+ */
+function attach(parent, children, keep = 0) {
+  const current = [...parent.children].slice(keep);
+  if (current.length === children.length && current.every((child, i) => child === children[i])) {
+    return;
+  }
+  for (const child of current) {
+    if (!children.includes(child)) child.remove();
+  }
+  for (const child of children) parent.append(child);
 }
 
 function updateWait(panel, run) {
   const waiting = run.status === "waiting" && Boolean(run.waiting_for);
   const signal = waiting && run.waiting_for !== "timer" ? run.waiting_for : null;
   if (!waiting && panel.wait.contains(document.activeElement)) dom.input.focus(); // don't strand focus
-  panel.wait.hidden = !waiting;
-  panel.wait.dataset.waitingFor = run.waiting_for ?? "";
-  setText(panel.waitText, waiting ? waitText(run) : "");
-  panel.approval.hidden = signal !== "approval";
-  panel.generic.hidden = !signal || signal === "approval";
+  if (!waiting) {
+    panel.wait.remove();
+    return;
+  }
+  if (panel.node.firstChild !== panel.wait) panel.node.prepend(panel.wait);
+  panel.wait.dataset.waitingFor = run.waiting_for;
+  setText(panel.waitText, waitText(run));
+  const form = signal === "approval" ? panel.approval : signal ? panel.generic : null;
+  attach(panel.wait, form ? [form] : [], 1);
   const pending = Boolean(signal) && signalPending(run);
   for (const control of [panel.feedback, panel.reject, panel.approve, panel.payload, panel.send]) {
     control.disabled = pending;
@@ -1543,7 +1563,7 @@ function stepMeta(step) {
   if (step.attempts > 1) parts.push(`${step.attempts} attempts`);
   if (step.status === "waiting" && step.until_ms) {
     parts.push(`${step.kind === "sleep" ? "until" : "expires"} ${formatMoment(step.until_ms)}`);
-  } else if (step.duration_ms != null && step.status !== "running") {
+  } else if (step.duration_ms != null && step.status !== "running" && step.kind !== "value") {
     parts.push(formatDuration(step.duration_ms));
   }
   return parts.join(" · ");

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from consumers.workflows.context import WorkflowContext, current_step
+from consumers.workflows.context import RetryPolicy, WorkflowContext, current_step
 from consumers.workflows.registry import workflow
 
 _STOP = frozenset(
@@ -114,3 +114,31 @@ async def approval(ctx: WorkflowContext, message: str) -> dict[str, object]:
             "assistant", f"{message}\n\nRevise the draft. Feedback: {feedback}", name="revise"
         )
     return {"status": "rejected", "revisions": MAX_REVISIONS}
+
+
+_WHEN = re.compile(
+    r"^\s*in\s+(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)\b[:,]?\s*(.*)$",
+    re.I | re.S,
+)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Reminder(BaseModel):
+    seconds: float
+    text: str
+
+
+def parse_reminder(message: str) -> Reminder:
+    """'in 10 minutes: stretch' -> 600 s, 'stretch'."""
+    match = _WHEN.match(message)
+    if match is None:
+        raise ValueError("say when first, e.g. 'in 10 minutes: stretch'")
+    amount, unit, text = match.groups()
+    return Reminder(seconds=float(amount) * _UNIT_S[unit[0].lower()], text=text.strip() or "this")
+
+
+@workflow("reminder", description="'in 10 minutes: stretch': sleeps durably, then reminds you.")
+async def reminder(ctx: WorkflowContext, message: str) -> str:
+    plan = await ctx.step("parse", parse_reminder, message, retry=RetryPolicy(max_attempts=1))
+    await ctx.sleep(plan.seconds)
+    return f"Reminder: {plan.text}"
