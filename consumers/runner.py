@@ -91,7 +91,9 @@ class Runner:
             if definition is not None:
                 asked = view.message(run.message_id)
                 question = asked.content if asked else ""
-                return await self._workflow(definition, attempt, question, cancelled)
+                return await self._workflow(
+                    definition, attempt, question, cancelled, run.requested_at
+                )
             await writer.stream(self.llm.stream(prompt_for(view, item.run_id)), cancelled)
             await writer.complete(
                 lambda _text: [ev.RunCompleted(run_id=item.run_id)],
@@ -112,7 +114,12 @@ class Runner:
             return await self._failure(attempt, claim, f"{type(exc).__name__}: {exc}", True)
 
     async def _workflow(
-        self, definition: WorkflowDef, attempt: Attempt, question: str, cancelled: asyncio.Event
+        self,
+        definition: WorkflowDef,
+        attempt: Attempt,
+        question: str,
+        cancelled: asyncio.Event,
+        requested_at: int,
     ) -> str:
         io = RunIO(
             self.store,
@@ -124,7 +131,9 @@ class Runner:
             self.settings.flush_ms,
             cancelled,
         )
-        outcome = await run_workflow(definition, io, question, rng=self.rng)
+        outcome = await run_workflow(
+            definition, io, question, requested_at=requested_at, rng=self.rng
+        )
         if isinstance(outcome, Parked):
             await self._append(
                 attempt,
@@ -140,7 +149,7 @@ class Runner:
                 ack=True,
             )
             return outcome.status
-        events: list[ev.Event] = []
+        events: list[ev.Event] = list(outcome.journal)
         if outcome.reply_text is not None:
             events.append(
                 ev.MessageCompleted(

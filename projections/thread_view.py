@@ -357,7 +357,13 @@ def _run_status(
             )
             step.status, step.until_ms = "waiting", event.until_ms
         reply = view.message(run.reply_id)
-        if reply is not None and reply_status and (not reply_from or reply.status in reply_from):
+        # A finished reply keeps its status: a workflow may go on after its first answer.
+        if (
+            reply is not None
+            and reply_status
+            and reply.status != "completed"
+            and (not reply_from or reply.status in reply_from)
+        ):
             reply.status = reply_status
 
     return handler

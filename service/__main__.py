@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 
@@ -25,6 +25,26 @@ from slipstream.identity import consumer_name
 from slipstream.process import settings_or_exit
 
 log = logging.getLogger("slipstream.service")
+
+
+def with_embedded_redis(
+    background: Callable[[Runtime], AsyncIterator[None]], embedded: EmbeddedRedis
+) -> Callable[[Runtime], AsyncIterator[None]]:
+    """Stop the private redis-server when the app shuts down.
+
+    Inside the lifespan, because uvicorn re-raises SIGTERM once it has shut
+    down, which ends the process before code after `uvicorn.run` could run.
+    """
+
+    async def wrapped(runtime: Runtime) -> AsyncIterator[None]:
+        try:
+            async for _ in background(runtime):
+                yield
+        finally:
+            await runtime.backend.close()
+            embedded.stop()
+
+    return wrapped
 
 
 async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
@@ -65,7 +85,10 @@ def main() -> None:
             )
             backend = Backend.in_process()
         runtime = Runtime.build(settings, backend, roles=["web", "worker", "projector"])
-        app = create_app(runtime, background=run_worker_and_projector)
+        background: Callable[[Runtime], AsyncIterator[None]] = run_worker_and_projector
+        if embedded is not None:
+            background = with_embedded_redis(background, embedded)
+        app = create_app(runtime, background=background)
     log.info(
         "Slipstream on http://%s:%d (redis: %s, llm: %s)",
         args.host,
@@ -77,7 +100,7 @@ def main() -> None:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws_ping_interval=None)
     finally:
         if embedded is not None:
-            embedded.stop()
+            embedded.stop()  # when startup failed before the lifespan could
 
 
 if __name__ == "__main__":

@@ -164,7 +164,9 @@ async def retry_run(request: Request, run_id: RunId) -> RestartAccepted:
 )
 async def signal_run(request: Request, run_id: RunId, body: SignalIn) -> SignalAccepted:
     """Human input for a workflow: resumes it if it waits for this signal, else it is kept."""
-    was = await commands.signal_run(runtime(request).store, run_id, body.name, body.payload)
+    was = await commands.signal_run(
+        runtime(request).store, run_id, body.name, body.payload, body.signal_id
+    )
     return SignalAccepted(run_id=run_id, name=body.name, was=was)
 
 

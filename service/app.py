@@ -40,14 +40,17 @@ def create_app(runtime: Runtime, *, background: Background | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            if background is None:
+        if background is None:
+            try:
                 yield
-            else:
-                async with asynccontextmanager(background)(runtime):
-                    yield
-        finally:
-            await runtime.hub.close()
+            finally:
+                await runtime.hub.close()
+            return
+        async with asynccontextmanager(background)(runtime):
+            try:
+                yield
+            finally:
+                await runtime.hub.close()  # sockets go before what they read from
 
     app = FastAPI(
         title="Slipstream",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from pydantic import JsonValue
@@ -13,6 +14,7 @@ from slipstream.keys import thread_of_run
 from slipstream.store import Append, EventStore
 from slipstream.threads import Sent, create_thread, create_thread_with_id, send_message
 
+_SIGNALS = uuid.UUID("0f6f0a52-3b5e-4e8e-8d0b-6c1f5b8e2a41")
 TERMINAL = ("completed", "cancelled", "failed")
 # Runs no worker holds: a cancel can end them on the spot.
 UNHELD = ("queued", "retrying", "waiting")
@@ -103,7 +105,9 @@ async def restart_run(store: EventStore, run_id: str, reason: str = "") -> str:
     return status
 
 
-async def signal_run(store: EventStore, run_id: str, name: str, payload: JsonValue) -> str:
+async def signal_run(
+    store: EventStore, run_id: str, name: str, payload: JsonValue, signal_id: str | None = None
+) -> str:
     """Deliver a signal (human input) to a workflow run; it resumes if it waits for it.
 
     A signal the workflow declares is kept even before the workflow waits for
@@ -125,13 +129,20 @@ async def signal_run(store: EventStore, run_id: str, name: str, payload: JsonVal
             run_id,
             f"workflow {definition.name!r} does not wait for {name!r} (it takes: {accepted})",
         )
+    # With the sender's own id a resent signal is a no-op, not an answer to the next wait.
+    event_id = uuid.uuid5(_SIGNALS, f"{run_id}\n{signal_id}").hex if signal_id else None
     await store.append(
         Append(
             thread_id=thread_id,
-            events=[ev.SignalReceived(run_id=run_id, name=name, payload=payload)],
+            events=[
+                ev.SignalReceived(run_id=run_id, name=name, payload=payload, event_id=event_id)
+                if event_id
+                else ev.SignalReceived(run_id=run_id, name=name, payload=payload)
+            ],
             run_id=run_id,
             refuse_if_finished=True,
             wake_if_waiting_for=name,
+            dedupe_ms=0 if signal_id else None,
         )
     )
     return status

@@ -93,6 +93,13 @@ class Health(BaseModel):
 class SignalIn(_Body):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     payload: JsonValue = None
+    signal_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="the sender's own id: a resend with it is a no-op",
+    )
 
 
 class SignalAccepted(BaseModel):

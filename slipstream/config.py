@@ -49,6 +49,7 @@ class Settings:
     feed_maxlen: int
     port: int
     data_dir: Path
+    workflow_modules: tuple[str, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,4 +81,7 @@ class Settings:
             feed_maxlen=_int(env, "SLIPSTREAM_FEED_MAXLEN", 100_000, minimum=1000),
             port=_int(env, "PORT", 8000, minimum=0),
             data_dir=Path(env.get("SLIPSTREAM_DATA_DIR") or PROJECT_DIR / ".slipstream"),
+            workflow_modules=tuple(
+                m.strip() for m in env.get("SLIPSTREAM_WORKFLOWS", "").split(",") if m.strip()
+            ),
         )

@@ -177,10 +177,16 @@ class EventStore:
         return results
 
     async def read(
-        self, thread_id: str, *, after: str | None = None, count: int | None = None
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        start: str | None = None,
+        count: int | None = None,
     ) -> list[Stored]:
+        """Events after `after` (exclusive) or from `start` (inclusive), in order."""
         key = self.stream_key(thread_id)
-        start = f"({after}" if after else "-"
+        start = f"({after}" if after else start or "-"
         entries = as_entries(await self.redis.xrange(key, start, "+", count=count))
         return [
             Stored(entry_id, codec.decode(key, entry_id, fields)) for entry_id, fields in entries

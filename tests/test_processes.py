@@ -115,3 +115,33 @@ def test_roles_refuse_to_start_without_redis_url(tmp_path: Path) -> None:
         running.append(worker)
         assert worker.wait(20) != 0
     assert "REDIS_URL is not set" in (tmp_path / "worker.log").read_text()
+
+
+def test_sigterm_stops_the_embedded_redis_server_too(tmp_path: Path) -> None:
+    port = free_port()
+    env = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(tmp_path / "data"))
+    pid_file = tmp_path / "data" / "redis" / "redis.pid"
+    try:
+        with processes() as running:
+            service = spawn("service", env, tmp_path / "service.log")
+            running.append(service)
+            wait_healthy(port, service)
+            redis_pid = int(pid_file.read_text())
+            service.send_signal(signal.SIGTERM)
+            service.wait(15)
+        deadline = time.monotonic() + 10
+        while _alive(redis_pid):
+            assert time.monotonic() < deadline, "the embedded redis-server outlived its service"
+            time.sleep(0.05)
+    finally:
+        kill_pidfile(pid_file)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of nobody still answers kill(0); it has exited all the same.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()

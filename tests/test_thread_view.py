@@ -148,3 +148,17 @@ def test_waiting_and_resuming() -> None:
     )
     assert (resumed.runs[RUN].status, resumed.runs[RUN].waiting_for) == ("running", None)
     assert resumed.messages[-1].status == "streaming"
+
+
+def test_a_workflow_reply_survives_waiting_and_a_new_attempt() -> None:
+    view = view_of(
+        *opening(),
+        delta(1, "Draft."),
+        ev.MessageCompleted(run_id=RUN, message_id="r1", text="Draft."),
+        ev.RunWaiting(run_id=RUN, waiting_for="approval", op=2),
+        ev.RunStarted(run_id=RUN, attempt=2, worker="w", token=2),
+        ev.RunResumed(run_id=RUN, op=2, reason="signal"),
+    )
+    reply = view.messages[-1]
+    assert (reply.status, reply.content) == ("completed", "Draft.")
+    assert view.runs[RUN].status == "running"

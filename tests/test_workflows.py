@@ -357,3 +357,11 @@ async def test_timers_fire_on_time_with_the_real_clock(
     finally:
         stop.set()
         await task
+
+
+async def test_a_resent_signal_with_its_id_is_kept_once(harness: Harness) -> None:
+    thread_id, run_id = await harness.start("test_wait")
+    for _ in range(2):
+        await commands.signal_run(harness.store, run_id, "go", "once", signal_id="click-1")
+    events = [s.event.type for s in await harness.store.read(thread_id)]
+    assert events.count("signal.received") == 1

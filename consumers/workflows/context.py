@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+QUICK_STEP_S = 0.05
+
 
 class Suspend(BaseException):
     """Unwinds the workflow to park the run: for a timer, a signal, or a step's back-off.
@@ -155,9 +157,19 @@ class WorkflowContext:
         return value
 
     async def start(self) -> None:
-        """Record the code version the run starts on, once."""
-        recorded = await self._journaled(VERSION_STEP, lambda: self._version)
-        self._journal.workflow_version = int(recorded) if isinstance(recorded, int) else None
+        """Record the code version the run starts on, once (with the run's next write)."""
+        op, recorded = self._take("value", VERSION_STEP)
+        if recorded is not None and recorded.status == "completed":
+            self._journal.workflow_version = (
+                int(recorded.result) if isinstance(recorded.result, int) else None
+            )
+            return
+        self._journal.workflow_version = self._version
+        self._io.defer(
+            ev.StepCompleted(
+                run_id=self.run_id, op=op, step=VERSION_STEP, kind="value", result=self._version
+            )
+        )
 
     # -- journaled values ------------------------------------------------------
 
@@ -205,14 +217,14 @@ class WorkflowContext:
             raise StepError(name, recorded.error or "", recorded.attempts)
         policy = retry or self.default_retry
         attempt = (recorded.attempts if recorded else 0) + 1
-        await self._io.write(
-            [ev.StepStarted(run_id=self.run_id, op=op, step=name, attempt=attempt)]
-        )
+        started = ev.StepStarted(run_id=self.run_id, op=op, step=name, attempt=attempt)
         token = _current_step.set(StepInfo(self.run_id, op, name, attempt))
         try:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
-                value = await value
+                value = await self._awaited(value, started)
+            else:
+                self._io.defer(started)  # quick: journaled together with its result
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             failed = ev.StepFailed(
@@ -252,6 +264,21 @@ class WorkflowContext:
         )
         replayed: T = _decode(adapter, result)
         return replayed
+
+    async def _awaited(self, value: Awaitable[T], started: ev.StepStarted) -> T:
+        """Await a step; journal its start only if it is still running after a moment.
+
+        A quick step's start goes out with its result, one append instead of two;
+        a slow one's start is journaled first, so a crash during it counts as an
+        attempt.
+        """
+        task = asyncio.ensure_future(value)
+        done, _ = await asyncio.wait({task}, timeout=QUICK_STEP_S)
+        if task in done:
+            self._io.defer(started)
+        else:
+            await self._io.write([started])
+        return await task
 
     async def run_agent(self, agent: str, prompt: str, *, name: str | None = None) -> str:
         """An agent turn as a step: the answer streams into the thread as a message."""

@@ -41,6 +41,7 @@ class RunIO:
     flush_ms: int
     cancelled: asyncio.Event
     agent_ops: list[int] = field(default_factory=list)
+    pending: list[ev.Event] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -50,7 +51,16 @@ class RunIO:
     def thread_id(self) -> str:
         return self.attempt.thread_id
 
+    def defer(self, event: ev.Event) -> None:
+        """Journal `event` with the next write rather than on its own round trip."""
+        self.pending.append(event)
+
+    def take_pending(self) -> list[ev.Event]:
+        taken, self.pending = self.pending, []
+        return taken
+
     async def write(self, events: list[ev.Event]) -> None:
+        events = [*self.take_pending(), *events]
         a = self.attempt
         await self.store.append(
             Append(
@@ -77,8 +87,15 @@ class RunIO:
     async def stream_agent(self, op: int, label: str, agent: str, prompt: str) -> str:
         known = AGENTS.get(agent) or AGENTS[DEFAULT_AGENT]
         a = self.attempt
+        # Messages are labelled with the workflow that wrote them; the agent sets the voice.
         target = Attempt(
-            a.thread_id, a.run_id, self.message_for(op), agent, a.attempt, a.token, a.entry_id
+            a.thread_id,
+            a.run_id,
+            self.message_for(op),
+            self.workflow,
+            a.attempt,
+            a.token,
+            a.entry_id,
         )
         writer = AnswerWriter(self.store, target, self.flush_ms)
         question = Prompt(
@@ -105,6 +122,7 @@ class Parked:
 class Finished:
     result: JsonValue
     reply_text: str | None  # the reply's text when no agent turn wrote it
+    journal: list[ev.Event]  # what is still to be journaled, written with the end
 
 
 async def run_workflow(
@@ -112,13 +130,15 @@ async def run_workflow(
     io: RunIO,
     question: str,
     *,
+    requested_at: int,
     rng: random.Random | None = None,
 ) -> Parked | Finished:
     """Replay and run on until the workflow finishes or parks.
 
     Raises `RunCancelled` when cancelled, `WorkflowFailed` when it cannot go on.
     """
-    stored = await io.store.read(io.thread_id)
+    # A run's events all come after its request: read from there, not the whole thread.
+    stored = await io.store.read(io.thread_id, start=f"{requested_at}-0")
     mine = [
         s.event
         for s in stored
@@ -146,7 +166,11 @@ async def run_workflow(
         result = task.result()
     except Suspend as parked:
         return Parked(
-            parked.status, parked.waiting_for, parked.until_ms, parked.events, parked.release_thread
+            parked.status,
+            parked.waiting_for,
+            parked.until_ms,
+            [*io.take_pending(), *parked.events],
+            parked.release_thread,
         )
     except NonDeterminism as exc:
         raise WorkflowFailed(str(exc)) from exc
@@ -165,4 +189,4 @@ async def run_workflow(
             if isinstance(result, str)
             else orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
         )
-    return Finished(result, reply)
+    return Finished(result, reply, io.take_pending())

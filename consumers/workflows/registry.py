@@ -60,3 +60,16 @@ def get(name: str) -> WorkflowDef | None:
 
 def names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def load_modules(modules: tuple[str, ...]) -> None:
+    """Import the modules that define a deployment's own workflows (SLIPSTREAM_WORKFLOWS)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError(
+                f"SLIPSTREAM_WORKFLOWS names {module!r}, which cannot be imported: {exc}"
+            ) from exc

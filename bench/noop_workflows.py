@@ -1,0 +1,23 @@
+"""Workflows of no-op steps, to measure what journaling a step costs."""
+
+from __future__ import annotations
+
+from consumers.workflows import WorkflowContext, workflow
+
+
+def nothing() -> None:
+    return None
+
+
+@workflow("noop4")
+async def noop4(ctx: WorkflowContext, message: str) -> int:
+    for i in range(4):
+        await ctx.step(f"noop{i}", nothing)
+    return 4
+
+
+@workflow("noop5")
+async def noop5(ctx: WorkflowContext, message: str) -> int:
+    for i in range(5):
+        await ctx.step(f"noop{i}", nothing)
+    return 5
