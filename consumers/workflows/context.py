@@ -220,11 +220,13 @@ class WorkflowContext:
         started = ev.StepStarted(run_id=self.run_id, op=op, step=name, attempt=attempt)
         token = _current_step.set(StepInfo(self.run_id, op, name, attempt))
         try:
-            value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = await self._awaited(value, started)
+            if inspect.iscoroutinefunction(fn):
+                value = await self._awaited(fn(*args, **kwargs), started)
             else:
-                self._io.defer(started)  # quick: journaled together with its result
+                # A thread, so a slow or blocking step cannot stall the lease heartbeat.
+                value = await self._awaited(asyncio.to_thread(fn, *args, **kwargs), started)
+                if inspect.isawaitable(value):
+                    value = await value
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             failed = ev.StepFailed(
