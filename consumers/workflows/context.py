@@ -108,15 +108,22 @@ def current_step() -> StepInfo:
         raise RuntimeError("current_step() is only known inside a workflow step") from None
 
 
+_JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
+_ADAPTERS: dict[Callable[..., Any], TypeAdapter[Any] | None] = {}
+
+
 def _adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    """The step's return annotation as a TypeAdapter, built once per function."""
+    if fn in _ADAPTERS:
+        return _ADAPTERS[fn]
     try:
-        hints = get_type_hints(fn)
+        annotation = get_type_hints(fn).get("return")
     except Exception:
-        return None
-    annotation = hints.get("return")
-    if annotation is None or annotation is type(None):
-        return None
-    return TypeAdapter(annotation)
+        annotation = None
+    adapter = None if annotation in (None, type(None)) else TypeAdapter(annotation)
+    if len(_ADAPTERS) < 10_000:  # lambdas made per call must not grow this for ever
+        _ADAPTERS[fn] = adapter
+    return adapter
 
 
 class WorkflowContext:
@@ -435,7 +442,7 @@ def _encode(adapter: TypeAdapter[Any] | None, value: Any) -> JsonValue:
     if isinstance(value, BaseModel):
         dumped: JsonValue = value.model_dump(mode="json")
         return dumped
-    return TypeAdapter(JsonValue).validate_python(value)
+    return _JSON.validate_python(value)
 
 
 def _decode(adapter: TypeAdapter[Any] | None, value: JsonValue) -> Any:
