@@ -8,11 +8,12 @@ from projections.thread_view import ThreadView
 
 
 def prompt_for(view: ThreadView, run_id: str) -> Prompt:
-    """The conversation up to the message the run answers.
+    """The conversation up to and including the message the run answers.
 
     Earlier answers count with the text they reached, even when cancelled;
-    answers still pending or failed add nothing. Consecutive messages of one
-    role are merged, since the Messages API wants the roles to alternate.
+    answers still pending or failed add nothing, and so do earlier answers to
+    the same message (a regenerated answer starts afresh). Consecutive
+    messages of one role are merged: the Messages API wants roles to alternate.
     """
     run = view.runs[run_id]
     agent = AGENTS.get(run.agent) or AGENTS[DEFAULT_AGENT]
@@ -21,6 +22,8 @@ def prompt_for(view: ThreadView, run_id: str) -> Prompt:
         if message.id == run.reply_id:
             break
         if not message.content or message.status in ("pending", "failed"):
+            continue
+        if message.role == "assistant" and _answers(view, message.run_id, run.message_id):
             continue
         if turns and turns[-1].role == message.role:
             turns[-1] = ChatMessage(message.role, turns[-1].content + "\n\n" + message.content)
@@ -32,3 +35,8 @@ def prompt_for(view: ThreadView, run_id: str) -> Prompt:
     return Prompt(
         system=agent.system, messages=tuple(turns), question=asked.content if asked else ""
     )
+
+
+def _answers(view: ThreadView, run_id: str | None, message_id: str) -> bool:
+    other = view.runs.get(run_id or "")
+    return other is not None and other.message_id == message_id

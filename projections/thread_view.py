@@ -83,6 +83,7 @@ class Problem(BaseModel):
 class ThreadSummary(BaseModel):
     id: str
     title: str
+    archived: bool = False
     created_at: int
     updated_at: int
     last_event_id: str | None
@@ -108,6 +109,7 @@ class ThreadView(BaseModel):
     id: str
     stream_key: str
     title: str = ""
+    archived: bool = False
     created_at: int = 0
     updated_at: int = 0
     last_event_id: str | None = None
@@ -157,6 +159,7 @@ class ThreadView(BaseModel):
         return ThreadSummary(
             id=self.id,
             title=self.title,
+            archived=self.archived,
             created_at=self.created_at,
             updated_at=self.updated_at,
             last_event_id=self.last_event_id,
@@ -200,6 +203,16 @@ def _thread_created(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     assert isinstance(event, ev.ThreadCreated)
     view.title = event.title
     view.created_at = stream_ms(entry_id)
+
+
+def _thread_renamed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.ThreadRenamed)
+    view.title = event.title
+
+
+def _thread_archived(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.ThreadArchived)
+    view.archived = event.archived
 
 
 def _message_sent(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -412,6 +425,8 @@ def _step_failed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
 
 _HANDLERS: dict[str, _Handler] = {
     "thread.created": _thread_created,
+    "thread.renamed": _thread_renamed,
+    "thread.archived": _thread_archived,
     "message.sent": _message_sent,
     "run.requested": _run_requested,
     "run.started": _run_started,

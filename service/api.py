@@ -19,10 +19,12 @@ from service.models import (
     MessageAccepted,
     NewMessage,
     NewThread,
+    Regenerated,
     RestartAccepted,
     SignalAccepted,
     SignalIn,
     StoredEvent,
+    ThreadPatch,
 )
 from service.runtime import Runtime
 from slipstream import codec, events
@@ -74,9 +76,22 @@ async def create_thread(
 
 @router.get("/api/threads", response_model=list[ThreadSummary])
 async def list_threads(
-    request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    archived: Annotated[bool, Query(description="list the archived threads instead")] = False,
 ) -> list[ThreadSummary]:
-    return await runtime(request).views.summaries(limit)
+    summaries = await runtime(request).views.summaries(limit if not archived else 500)
+    return [s for s in summaries if s.archived == archived][:limit]
+
+
+@router.patch("/api/threads/{thread_id}", response_model=ThreadSummary, responses={404: {}})
+async def update_thread(request: Request, thread_id: ThreadId, body: ThreadPatch) -> ThreadSummary:
+    """Rename a thread, or archive / unarchive it."""
+    if body.title is None and body.archived is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give title and/or archived")
+    rt = runtime(request)
+    await commands.update_thread(rt.store, thread_id, title=body.title, archived=body.archived)
+    return (await rt.views.current(thread_id)).summary()
 
 
 @router.get("/api/threads/{thread_id}", response_model=ThreadView)
@@ -142,6 +157,19 @@ async def cancel_run(request: Request, run_id: RunId) -> CancelAccepted:
         runtime(request).store, run_id, reason="cancelled by a user"
     )
     return CancelAccepted(run_id=run_id, status=outcome.status, was=outcome.was)
+
+
+@router.post(
+    "/api/runs/{run_id}/regenerate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Regenerated,
+    responses={404: {}, 409: {}},
+)
+async def regenerate(request: Request, run_id: RunId) -> Regenerated:
+    """A new answer to the same message, as a new run; 409 while the run is still going."""
+    rt = runtime(request)
+    new_run, reply_id = await commands.regenerate(rt.store, rt.views, run_id)
+    return Regenerated(run_id=new_run, message_id=reply_id)
 
 
 @router.post(

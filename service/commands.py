@@ -8,11 +8,18 @@ from dataclasses import dataclass
 from pydantic import JsonValue
 
 from consumers import workflows
+from projections.views import ViewStore
 from slipstream import errors
 from slipstream import events as ev
-from slipstream.keys import thread_of_run
+from slipstream.keys import new_id, new_run_id, thread_of_run
 from slipstream.store import Append, EventStore
-from slipstream.threads import Sent, create_thread, create_thread_with_id, send_message
+from slipstream.threads import (
+    Sent,
+    create_thread,
+    create_thread_with_id,
+    send_message,
+    update_thread,
+)
 
 _SIGNALS = uuid.UUID("0f6f0a52-3b5e-4e8e-8d0b-6c1f5b8e2a41")
 TERMINAL = ("completed", "cancelled", "failed")
@@ -75,6 +82,31 @@ async def cancel_run(store: EventStore, run_id: str, reason: str = "") -> Cancel
         except errors.RunStatusChanged:
             continue  # a worker took it meanwhile: decide again
     raise errors.RunStatusChanged(run_id, "changing too fast to cancel; try again")
+
+
+async def regenerate(store: EventStore, views: ViewStore, run_id: str) -> tuple[str, str]:
+    """A new answer to the message a finished run answered; returns (run id, reply id)."""
+    thread_id = _run_thread(run_id)
+    run = (await views.current(thread_id)).runs.get(run_id)
+    if run is None:
+        raise errors.RunNotFound(run_id)
+    if run.status not in TERMINAL:
+        raise errors.RunStatusChanged(run_id, f"{run.status}; regenerate once it has finished")
+    new_run, reply_id = new_run_id(thread_id), new_id("m")
+    await store.append(
+        Append(
+            thread_id=thread_id,
+            events=[
+                ev.RunRequested(
+                    run_id=new_run, message_id=run.message_id, reply_id=reply_id, agent=run.agent
+                )
+            ],
+            run_id=new_run,
+            run_fields={"status": "queued", "thread": thread_id, "agent": run.agent},
+            work=True,
+        )
+    )
+    return new_run, reply_id
 
 
 async def restart_run(store: EventStore, run_id: str, reason: str = "") -> str:
@@ -154,7 +186,9 @@ __all__ = [
     "cancel_run",
     "create_thread",
     "create_thread_with_id",
+    "regenerate",
     "restart_run",
     "send_message",
     "signal_run",
+    "update_thread",
 ]

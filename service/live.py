@@ -39,6 +39,38 @@ class Subscription:
             self.overflowed.set()
 
 
+# What changes a thread's line in the thread list (not every delta).
+LIST_EVENTS = frozenset(
+    {
+        "thread.created",
+        "thread.renamed",
+        "thread.archived",
+        "message.sent",
+        "run.requested",
+        "run.started",
+        "message.completed",
+        "run.completed",
+        "run.cancelled",
+        "run.failed",
+        "run.waiting",
+        "run.resumed",
+        "run.retrying",
+        "run.restarted",
+    }
+)
+
+
+@dataclass(eq=False)
+class ListSubscription:
+    """Thread ids whose summary changed, for a socket watching the thread list."""
+
+    changed: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(10_000))
+
+    def offer(self, thread_id: str) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.changed.put_nowait(thread_id)
+
+
 def event_frame(entry_id: str, event: dict[str, object]) -> str:
     """Serialised once per event, whatever the number of sockets it goes to."""
     return orjson.dumps({"type": "event", "id": entry_id, "event": event}).decode()
@@ -77,6 +109,9 @@ class _Tail:
 
     def _fan_out(self, fields: dict[str, str]) -> None:
         thread_id = fields.get("thread", "")
+        if self.hub.list_subscribers and fields.get("type") in LIST_EVENTS:
+            for watcher in self.hub.list_subscribers:
+                watcher.offer(thread_id)
         subscribers = self.subscribers.get(thread_id)
         if not subscribers:
             return
@@ -94,12 +129,39 @@ class Hub:
         self.keys = keyspace
         self.queue_size = queue_size
         self._tails: dict[int, _Tail] = {}
+        self.list_subscribers: set[ListSubscription] = set()
 
-    async def subscribe(self, thread_id: str) -> Subscription:
-        part = self.keys.partition(thread_id)
+    def _tail(self, part: Partition) -> _Tail:
         tail = self._tails.get(part.number)
         if tail is None:
             tail = self._tails[part.number] = _Tail(self, part)
+        return tail
+
+    async def subscribe_threads(self) -> ListSubscription:
+        """Watch every partition for changes to the thread list."""
+        watcher = ListSubscription()
+        self.list_subscribers.add(watcher)
+        tails = [self._tail(part) for part in self.keys.all()]
+        await asyncio.gather(*(tail.ready.wait() for tail in tails))
+        return watcher
+
+    async def unsubscribe_threads(self, watcher: ListSubscription) -> None:
+        self.list_subscribers.discard(watcher)
+        for number in list(self._tails):
+            await self._stop_if_idle(number)
+
+    async def _stop_if_idle(self, number: int) -> None:
+        tail = self._tails.get(number)
+        if tail is None or tail.subscribers or self.list_subscribers:
+            return
+        del self._tails[number]
+        tail.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tail.task
+
+    async def subscribe(self, thread_id: str) -> Subscription:
+        part = self.keys.partition(thread_id)
+        tail = self._tail(part)
         subscription = Subscription(thread_id, asyncio.Queue(self.queue_size))
         tail.subscribers.setdefault(thread_id, set()).add(subscription)
         if not tail.ready.is_set():
@@ -120,11 +182,7 @@ class Hub:
         subscribers.discard(subscription)
         if not subscribers:
             tail.subscribers.pop(subscription.thread_id, None)
-        if not tail.subscribers:
-            del self._tails[part.number]
-            tail.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tail.task
+        await self._stop_if_idle(part.number)
 
     async def close(self) -> None:
         tails, self._tails = list(self._tails.values()), {}

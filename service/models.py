@@ -113,3 +113,20 @@ class AgentInfo(BaseModel):
     kind: Literal["chat", "workflow"]
     description: str
     signals: list[str] = Field(default_factory=list)
+
+
+class ThreadPatch(_Body):
+    title: str | None = Field(None, min_length=1, max_length=MAX_TITLE_CHARS)
+    archived: bool | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip() if value is not None else None
+
+
+class Regenerated(BaseModel):
+    run_id: str
+    message_id: str = Field(description="the new answer's message id")

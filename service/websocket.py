@@ -28,6 +28,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
 PING = orjson.dumps({"type": "ping"}).decode()
+LIST_DEBOUNCE_S = 0.1
 
 
 async def _refuse(socket: WebSocket, code: int, detail: str) -> None:
@@ -138,3 +139,52 @@ async def _receive(socket: WebSocket) -> None:
         text = message.get("text")
         if text and '"ping"' in text:
             await socket.send_text('{"type":"pong"}')
+
+
+@router.websocket("/api/live/threads")
+async def live_threads(socket: WebSocket) -> None:
+    """The thread list: every summary, then each summary again when its thread changes."""
+    rt: Runtime = socket.app.state.runtime
+    await socket.accept()
+    watcher = await rt.hub.subscribe_threads()
+    receiver = asyncio.create_task(_receive(socket))
+    try:
+        summaries = await rt.views.summaries(500)
+        await socket.send_text(
+            orjson.dumps(
+                {"type": "threads", "threads": [s.model_dump(mode="json") for s in summaries]}
+            ).decode()
+        )
+        while True:
+            getter = asyncio.create_task(watcher.changed.get())
+            done, _ = await asyncio.wait(
+                {getter, receiver},
+                timeout=rt.settings.heartbeat_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if receiver in done:
+                getter.cancel()
+                return
+            if getter not in done:
+                getter.cancel()
+                await socket.send_text(PING)
+                continue
+            changed = {getter.result()}
+            # A burst of events (a run starting, a message completing) is one update each.
+            await asyncio.sleep(LIST_DEBOUNCE_S)
+            while not watcher.changed.empty():
+                changed.add(watcher.changed.get_nowait())
+            for thread_id in sorted(changed):
+                summary = (await rt.views.current(thread_id)).summary()
+                await socket.send_text(
+                    orjson.dumps(
+                        {"type": "thread", "summary": summary.model_dump(mode="json")}
+                    ).decode()
+                )
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await receiver
+        await rt.hub.unsubscribe_threads(watcher)

@@ -34,6 +34,16 @@ class ThreadCreated(_Event):
     title: str = ""
 
 
+class ThreadRenamed(_Event):
+    type: Literal["thread.renamed"] = "thread.renamed"
+    title: str
+
+
+class ThreadArchived(_Event):
+    type: Literal["thread.archived"] = "thread.archived"
+    archived: bool = True
+
+
 class MessageSent(_Event):
     """A person's message; `run_id` names the run it requested, if any."""
 
@@ -194,6 +204,8 @@ class ToolResult(_RunEvent):
 
 Event: TypeAlias = Annotated[
     ThreadCreated
+    | ThreadRenamed
+    | ThreadArchived
     | MessageSent
     | RunRequested
     | RunStarted

@@ -94,3 +94,16 @@ async def send_message(
         )
     )
     return Sent(thread_id, message_id, run_id, appended.ids[0], appended.duplicate)
+
+
+async def update_thread(
+    store: EventStore, thread_id: str, *, title: str | None = None, archived: bool | None = None
+) -> None:
+    """Rename and/or archive a thread (ThreadNotFound if it does not exist)."""
+    events: list[ev.Event] = []
+    if title is not None:
+        events.append(ev.ThreadRenamed(title=title))
+    if archived is not None:
+        events.append(ev.ThreadArchived(archived=archived))
+    if events:
+        await store.append(Append(thread_id=thread_id, events=events, dedupe_ms=RETRY_DEDUPE_MS))

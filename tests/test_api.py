@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
@@ -10,7 +10,7 @@ from consumers.llm.scripted import scripted_reply
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import System, running_system
-from tests.waits import next_millisecond
+from tests.waits import next_millisecond, until
 
 
 @pytest.fixture
@@ -158,3 +158,46 @@ async def test_health_docs_schema_and_chat_page(system: System) -> None:
     assert "message.delta" in schema["discriminator"]["mapping"]
     page = await system.http.get("/")
     assert page.status_code == 200 and 'data-testid="thread-list"' in page.text
+
+
+async def test_rename_and_archive(system: System) -> None:
+    thread_id = await system.new_thread()
+    renamed = await system.http.patch(f"/api/threads/{thread_id}", json={"title": "  Plans  "})
+    assert renamed.status_code == 200 and renamed.json()["title"] == "Plans"
+    archived = await system.http.patch(f"/api/threads/{thread_id}", json={"archived": True})
+    assert archived.json()["archived"] is True
+
+    async def listed(archived: bool) -> list[str]:
+        threads = (await system.http.get("/api/threads", params={"archived": archived})).json()
+        return [t["id"] for t in threads]
+
+    await until(lambda: _contains(listed(True), thread_id))
+    assert thread_id not in await listed(False)
+    assert (await system.http.patch(f"/api/threads/{thread_id}", json={})).status_code == 422
+    blank = await system.http.patch(f"/api/threads/{thread_id}", json={"title": "  "})
+    assert blank.status_code == 422 and "must not be blank" in blank.json()["detail"]
+    missing = await system.http.patch("/api/threads/tnope", json={"title": "x"})
+    assert missing.status_code == 404
+
+
+async def _contains(items: Awaitable[list[str]], item: str) -> bool:
+    return item in await items
+
+
+async def test_regenerate_answers_the_same_message_again(
+    system: System, settings: Settings
+) -> None:
+    thread_id = await system.new_thread()
+    first = await system.send(thread_id, "say it twice")
+    early = await system.http.post(f"/api/runs/{first['run_id']}/regenerate")
+    assert early.status_code in (202, 409)  # 409 while it still runs
+    await system.wait_for_run(thread_id, first["run_id"])
+    if early.status_code == 202:
+        await system.wait_for_run(thread_id, early.json()["run_id"])
+    again = await system.http.post(f"/api/runs/{first['run_id']}/regenerate")
+    assert again.status_code == 202
+    view = await system.wait_for_run(thread_id, again.json()["run_id"])
+    answers = [m for m in view["messages"] if m["role"] == "assistant"]
+    assert answers[-1]["id"] == again.json()["message_id"]
+    assert answers[-1]["content"] == scripted_reply("say it twice", settings.scripted_words)
+    assert view["runs"][again.json()["run_id"]]["message_id"] == first["message_id"]

@@ -12,6 +12,8 @@ from slipstream import events as ev
 
 EXAMPLES: list[ev.Event] = [
     ev.ThreadCreated(title="t"),
+    ev.ThreadRenamed(title="better"),
+    ev.ThreadArchived(archived=True),
     ev.MessageSent(
         message_id="m", content="hi", agent="assistant", run_id="t.aaaaaa", client_id="c"
     ),

@@ -144,3 +144,18 @@ async def test_an_unreadable_entry_reaches_the_socket(system: System) -> None:
     )
     view = (await system.http.get(f"/api/threads/{thread_id}")).json()
     assert view["problems"][0]["id"] == entry_id
+
+
+async def test_the_thread_list_is_live(system: System) -> None:
+    first = await system.new_thread()
+    async with connect(f"ws://127.0.0.1:{system.port}/api/live/threads") as socket:
+        listing = orjson.loads(await socket.recv())
+        assert listing["type"] == "threads" and first in [t["id"] for t in listing["threads"]]
+        second = await system.new_thread()
+        await system.http.patch(f"/api/threads/{first}", json={"title": "Renamed"})
+        seen: dict[str, str] = {}
+        async with asyncio.timeout(10):
+            while seen.get(first) != "Renamed" or second not in seen:
+                frame = orjson.loads(await socket.recv())
+                if frame["type"] == "thread":
+                    seen[frame["summary"]["id"]] = frame["summary"]["title"]

@@ -52,3 +52,15 @@ def test_later_messages_are_left_out() -> None:
     view = view_of(*asked(1, "t.aaaaa1"), *asked(2, "t.aaaaa2"))
     prompt = prompt_for(view, "t.aaaaa1")
     assert prompt.messages == (ChatMessage("user", "question 1"),)
+
+
+def test_a_regenerated_answer_does_not_see_the_answer_it_replaces() -> None:
+    view = view_of(
+        *asked(1, "t.aaaaa1"),
+        ev.MessageCompleted(run_id="t.aaaaa1", message_id="a1", text="old answer"),
+        ev.RunCompleted(run_id="t.aaaaa1"),
+        ev.RunRequested(run_id="t.aaaaa2", message_id="u1", reply_id="a2", agent="assistant"),
+    )
+    prompt = prompt_for(view, "t.aaaaa2")
+    assert prompt.messages == (ChatMessage("user", "question 1"),)
+    assert prompt.question == "question 1"
