@@ -32,14 +32,18 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-## system-deps: redis-server for the integration tests (apt-get, when root and missing)
+## system-deps: redis-server and Debian's chromium for the tests (apt-get, when root and missing)
 system-deps:
-	@command -v redis-server >/dev/null || { \
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && apt-get install -y -qq redis-server; \
+	    apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else \
-	    echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server)"; exit 1; \
-	  fi; }
+	    echo "missing:$$missing; install them (e.g. sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
 
 ## bench: latency and write-amplification benchmark (prints a table)
 bench: $(VENV)/.dev system-deps

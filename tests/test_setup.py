@@ -21,7 +21,7 @@ def test_readme_opens_with_make_run_and_make_test() -> None:
 def test_ci_runs_make_test() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
-    assert "apt-get install" in ci and "redis-server" in ci
+    assert "apt-get install" in ci and "redis-server" in ci and "chromium" in ci
 
 
 def test_makefile_targets_do_what_the_readme_says() -> None:

@@ -1,0 +1,346 @@
+/**
+ * The thread-view fold: a mirror of projections/thread_view.py, so that a
+ * snapshot plus the events after it give the same view the server would.
+ *
+ * Pure: no DOM, no network. It can be imported and tested under Node.
+ */
+
+const TITLE_CHARS = 80;
+const PROBLEMS_KEPT = 20;
+
+/** Split a stream id "ms-seq" into two numbers: ids must compare numerically, not as text. */
+export function parseEventId(id) {
+  const [ms, seq = "0"] = String(id).split("-");
+  return [Number(ms), Number(seq)];
+}
+
+export function compareEventIds(a, b) {
+  const [aMs, aSeq] = parseEventId(a);
+  const [bMs, bSeq] = parseEventId(b);
+  return aMs - bMs || aSeq - bSeq;
+}
+
+export function laterEventId(a, b) {
+  if (a == null) return b ?? null;
+  if (b == null) return a;
+  return compareEventIds(a, b) >= 0 ? a : b;
+}
+
+function streamMs(id) {
+  return parseEventId(id)[0];
+}
+
+/** Fill in what a view may leave out, so the fold never has to guard against it. */
+export function normaliseView(view) {
+  return {
+    title: "",
+    archived: false,
+    created_at: 0,
+    updated_at: 0,
+    last_event_id: null,
+    version: 0,
+    ...view,
+    messages: view.messages ?? [],
+    runs: Object.fromEntries(Object.entries(view.runs ?? {}).map(([id, run]) => [id, {
+      waiting_for: null, until_ms: null, result: null, ...run, steps: run.steps ?? [],
+    }])),
+    problems: view.problems ?? [],
+  };
+}
+
+/**
+ * Apply one stored event to `view` in place. Returns false when the event is
+ * already folded in (its id is not after the view's last one), so replays after
+ * a reconnect change nothing.
+ */
+export function applyEvent(view, id, event) {
+  if (view.last_event_id != null && compareEventIds(id, view.last_event_id) <= 0) {
+    return false;
+  }
+  view.last_event_id = id;
+  view.version += 1;
+  view.updated_at = streamMs(id);
+  if (event.type === "unreadable") {
+    view.problems = [...view.problems, { id, reason: event.reason ?? "" }].slice(-PROBLEMS_KEPT);
+    return true;
+  }
+  // Timers, tools and signals (signal.received) don't change this view.
+  HANDLERS.get(event.type)?.(view, event, id);
+  return true;
+}
+
+/** The run the thread is busy with: running ones before queued ones, as the server picks. */
+export function activeRunId(view) {
+  const runs = Object.values(view?.runs ?? {});
+  const busy = runs.find((run) => ["running", "retrying", "waiting"].includes(run.status));
+  return (busy ?? runs.find((run) => run.status === "queued"))?.id ?? null;
+}
+
+export function findMessage(view, messageId) {
+  for (let i = view.messages.length - 1; i >= 0; i -= 1) {
+    if (view.messages[i].id === messageId) return view.messages[i];
+  }
+  return null;
+}
+
+export function findRun(view, runId) {
+  return runId != null && Object.hasOwn(view.runs, runId) ? view.runs[runId] : null;
+}
+
+export function replyOf(view, runId) {
+  const run = findRun(view, runId);
+  return run ? findMessage(view, run.reply_id) : null;
+}
+
+/** Python's `" ".join(text.split())[:80]`, counting code points as Python does. */
+function titleFrom(content) {
+  const words = content.split(/\s+/).filter(Boolean).join(" ");
+  return Array.from(words).slice(0, TITLE_CHARS).join("");
+}
+
+export function newMessage(fields) {
+  return {
+    agent: null, content: "", run_id: null, client_id: null, attempt: 0, seq: 0, ...fields,
+  };
+}
+
+function threadCreated(view, event, id) {
+  view.title = event.title ?? "";
+  view.created_at = streamMs(id);
+}
+
+function threadRenamed(view, event) {
+  view.title = event.title ?? "";
+}
+
+function threadArchived(view, event) {
+  view.archived = event.archived ?? true;
+}
+
+function messageSent(view, event, id) {
+  view.messages.push(newMessage({
+    id: event.message_id,
+    role: "user",
+    agent: event.agent ?? null,
+    content: event.content,
+    status: "completed",
+    run_id: event.run_id ?? null,
+    client_id: event.client_id ?? null,
+    created_at: streamMs(id),
+  }));
+  if (!view.title) view.title = titleFrom(event.content);
+}
+
+function runRequested(view, event, id) {
+  view.runs[event.run_id] = {
+    id: event.run_id,
+    status: "queued",
+    agent: event.agent,
+    message_id: event.message_id,
+    reply_id: event.reply_id,
+    attempt: 0,
+    worker: null,
+    reason: null,
+    waiting_for: null,
+    requested_at: streamMs(id),
+    ended_at: null,
+    until_ms: null,
+    steps: [],
+    result: null,
+  };
+  view.messages.push(newMessage({
+    id: event.reply_id,
+    role: "assistant",
+    agent: event.agent,
+    status: "pending",
+    run_id: event.run_id,
+    created_at: streamMs(id),
+  }));
+}
+
+function restartReply(reply, attempt) {
+  reply.content = "";
+  reply.seq = 0;
+  reply.attempt = attempt;
+}
+
+function runStarted(view, event) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  Object.assign(run, { status: "running", attempt: event.attempt, worker: event.worker });
+  const reply = findMessage(view, run.reply_id);
+  if (reply && reply.status !== "completed" && event.attempt !== reply.attempt) {
+    // A new attempt writes the answer again: show only the current attempt's text.
+    restartReply(reply, event.attempt);
+    reply.status = "streaming";
+  }
+}
+
+/** The message, or a new one when a workflow's later agent turn opens it. */
+function messageOf(view, runId, messageId, agent, id) {
+  let message = findMessage(view, messageId);
+  const run = findRun(view, runId);
+  if (!message && run) {
+    message = newMessage({
+      id: messageId,
+      role: "assistant",
+      agent: agent || run.agent,
+      status: "streaming",
+      run_id: runId,
+      created_at: streamMs(id),
+    });
+    view.messages.push(message);
+  }
+  return message;
+}
+
+function messageDelta(view, event, id) {
+  const reply = messageOf(view, event.run_id, event.message_id, event.agent, id);
+  const attempt = event.attempt ?? 1;
+  if (!reply || attempt < reply.attempt) return;
+  if (attempt > reply.attempt) restartReply(reply, attempt);
+  if (event.seq !== reply.seq + 1) return; // a duplicate, or a gap the writer never leaves
+  reply.content += event.text;
+  reply.seq = event.seq;
+  reply.status = "streaming";
+}
+
+function messageCompleted(view, event, id) {
+  const reply = messageOf(view, event.run_id, event.message_id, event.agent, id);
+  if (!reply) return;
+  reply.content = event.text;
+  reply.status = "completed";
+}
+
+/** run.completed / run.cancelled / run.failed: end the run; a finished answer stays finished. */
+function runEnded(runStatus, messageStatus) {
+  return (view, event, id) => {
+    const run = findRun(view, event.run_id);
+    if (!run) return;
+    run.status = runStatus;
+    run.ended_at = streamMs(id);
+    run.waiting_for = null;
+    if (event.type !== "run.completed") run.reason = event.reason || null;
+    else run.result = event.result ?? null;
+    run.until_ms = null;
+    const reply = findMessage(view, run.reply_id);
+    if (reply && reply.status !== "completed") reply.status = messageStatus;
+  };
+}
+
+/**
+ * run.retrying, run.restarted, run.waiting and run.resumed: move the run to
+ * `runStatus` and its reply to `replyStatus` (only from `replyFrom`, if given).
+ *
+ * run.retrying: the attempt failed and another follows; the answer is due again,
+ * its old text stays until then. run.restarted: a failed or cancelled run asked
+ * to run again; its text stays until run.started brings a new attempt number.
+ * run.waiting: a workflow parked on a signal or a timer, which is also a step.
+ */
+function runStatusChange(runStatus, replyStatus, replyFrom = []) {
+  return (view, event, id) => {
+    const run = findRun(view, event.run_id);
+    if (!run) return;
+    run.status = runStatus;
+    if (event.type === "run.retrying") {
+      run.reason = event.reason;
+    } else if (event.type === "run.restarted") {
+      run.reason = null;
+      run.ended_at = null;
+    }
+    const waiting = event.type === "run.waiting";
+    run.waiting_for = waiting ? event.waiting_for : null;
+    run.until_ms = waiting ? event.until_ms ?? null : null;
+    if (waiting && event.op != null) {
+      const sleeping = event.waiting_for === "timer";
+      const step = stepOf(
+        run,
+        event.op,
+        sleeping ? "sleep" : `wait:${event.waiting_for}`,
+        sleeping ? "sleep" : "wait",
+        id,
+      );
+      step.status = "waiting";
+      step.until_ms = event.until_ms ?? null;
+    }
+    const reply = findMessage(view, run.reply_id);
+    if (reply && replyStatus && (!replyFrom.length || replyFrom.includes(reply.status))) {
+      reply.status = replyStatus;
+    }
+  };
+}
+
+/** The run's step at position `op`, created (running) when it is new. */
+function stepOf(run, op, name, kind, id) {
+  run.steps ??= [];
+  const found = run.steps.find((step) => step.op === op);
+  if (found) return found;
+  const step = {
+    op,
+    name,
+    kind,
+    status: "running",
+    attempts: 0,
+    started_at: streamMs(id),
+    ended_at: null,
+    duration_ms: null,
+    error: null,
+    result: null,
+    until_ms: null,
+  };
+  run.steps.push(step);
+  return step;
+}
+
+function stepStarted(view, event, id) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  const step = stepOf(run, event.op ?? 0, event.step, event.kind ?? "step", id);
+  step.status = "running";
+  step.attempts = event.attempt ?? 1;
+  step.error = null;
+  step.started_at = streamMs(id);
+}
+
+function stepCompleted(view, event, id) {
+  const run = findRun(view, event.run_id);
+  if (!run || event.step.startsWith("@")) return; // version and patch markers are bookkeeping
+  const step = stepOf(run, event.op ?? 0, event.step, event.kind ?? "step", id);
+  step.status = "completed";
+  step.result = event.result ?? null;
+  step.ended_at = streamMs(id);
+  step.duration_ms = step.started_at ? step.ended_at - step.started_at : 0;
+  step.until_ms = null;
+}
+
+function stepFailed(view, event, id) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  const step = stepOf(run, event.op ?? 0, event.step, "step", id);
+  step.status = event.final ? "failed" : "retrying";
+  step.attempts = event.attempt ?? 1;
+  step.error = event.error;
+  step.ended_at = streamMs(id);
+  step.duration_ms = step.started_at ? step.ended_at - step.started_at : 0;
+}
+
+const HANDLERS = new Map([
+  ["thread.created", threadCreated],
+  ["thread.renamed", threadRenamed],
+  ["thread.archived", threadArchived],
+  ["message.sent", messageSent],
+  ["run.requested", runRequested],
+  ["run.started", runStarted],
+  ["message.delta", messageDelta],
+  ["message.completed", messageCompleted],
+  ["run.completed", runEnded("completed", "completed")],
+  ["run.cancelled", runEnded("cancelled", "cancelled")],
+  ["run.failed", runEnded("failed", "failed")],
+  ["run.retrying", runStatusChange("retrying", "pending")],
+  ["run.restarted", runStatusChange("queued", "pending")],
+  ["step.started", stepStarted],
+  ["step.completed", stepCompleted],
+  ["step.failed", stepFailed],
+  ["run.waiting", runStatusChange("waiting", "waiting")],
+  ["run.resumed", runStatusChange("running", "streaming", ["waiting"])],
+]);

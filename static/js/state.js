@@ -1,0 +1,51 @@
+/**
+ * The app's one state object, and the render loop every module schedules through.
+ *
+ * Modules change `state`, then call scheduleRender(): the many updates of a
+ * token stream coalesce into one render per animation frame.
+ */
+
+export const DEFAULT_AGENT = "assistant";
+export const RUN_ENDED = ["completed", "cancelled", "failed"];
+export const RUN_RETRYABLE = ["failed", "cancelled"]; // what POST /api/runs/{id}/retry accepts
+
+export const state = {
+  threads: [], // unarchived summaries for the sidebar, newest activity first
+  archivedThreads: null, // archived summaries, once the Archived list has been asked for
+  showArchived: false, // the sidebar lists the archived threads instead
+  threadsFailed: false,
+  threadId: null, // the open thread, or null for a fresh conversation
+  view: null, // its folded view; null until the snapshot arrives
+  live: null, // its live socket
+  missing: null, // why the open thread can't be shown, when it doesn't exist
+  outbox: new Map(), // client_id → optimistic user message not yet seen in the stream
+  stoppingRun: null, // run id whose cancel has been asked for, until the run ends
+  retryingRuns: new Map(), // run id → the ended_at of the ending its retry was asked for
+  regenerating: new Set(), // run ids whose regeneration was asked for, until the new run shows
+  answerChoice: new Map(), // user message id → {runId, count}: the answer shown among several
+  signalling: new Map(), // run id → the wait (waitKey) a signal was sent to, while it stands
+  creatingThread: false,
+  agents: [], // from GET /api/agents: [{name, kind, description, signals}]
+  agentsLoaded: false,
+  agent: DEFAULT_AGENT, // the picker's choice
+  inspectorOpen: false,
+};
+
+const renderers = [];
+let queued = false;
+
+/** Add a step to every render, in the order they are added. */
+export function onRender(renderer) {
+  renderers.push(renderer);
+}
+
+export function scheduleRender() {
+  if (queued) return;
+  queued = true;
+  requestAnimationFrame(renderNow);
+}
+
+export function renderNow() {
+  queued = false;
+  for (const renderer of renderers) renderer();
+}

@@ -1,0 +1,82 @@
+"""A real server and Debian's Chromium, driven through Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from service.embedded import free_port
+from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+WORDS = 120
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded system (its own redis-server), answering slowly enough to act mid-answer."""
+    workdir = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    env = env_for(
+        PORT=str(port),
+        SLIPSTREAM_DATA_DIR=str(workdir / "data"),
+        SLIPSTREAM_SCRIPTED_DELAY_MS="50",
+        SLIPSTREAM_SCRIPTED_WORDS=str(WORDS),
+    )
+    process = spawn("service", env, workdir / "service.log")
+    try:
+        wait_healthy(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+        kill_pidfile(workdir / "data" / "redis" / "redis.pid")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    made = browser.new_context(viewport={"width": 1200, "height": 800})
+    made.set_default_timeout(20_000)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext, server: str) -> Page:
+    opened = context.new_page()
+    opened.goto(server)
+    return opened
+
+
+def screenshot(page: Page, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def have_chromium() -> bool:
+    return shutil.which("chromium") is not None

@@ -1,0 +1,142 @@
+"""The seed's demo in a real browser: two tabs, a streamed answer, stop, leave, reload."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect
+
+from consumers.llm.scripted import scripted_reply
+from tests.browser.conftest import WORDS, screenshot
+
+pytestmark = pytest.mark.slow
+
+ASSISTANT = '[data-testid="message"][data-role="assistant"]'
+
+
+def new_thread(page: Page) -> str:
+    page.get_by_test_id("new-thread").click()
+    page.wait_for_function("location.hash.length > 2")
+    expect(page.get_by_test_id("connection-status")).to_have_text("live")
+    return page.url
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_test_id("message-input").fill(text)
+    page.get_by_test_id("send-button").click()
+
+
+def answer(page: Page) -> str:
+    return page.locator(f"{ASSISTANT} .content").last.inner_text()
+
+
+def thread_id(url: str) -> str:
+    return url.split("#", 1)[1]
+
+
+def open_tab(context: BrowserContext, url: str) -> Page:
+    tab = context.new_page()
+    tab.goto(url)
+    expect(tab.get_by_test_id("connection-status")).to_have_text("live")
+    return tab
+
+
+def test_two_tabs_see_the_same_answer_grow(page: Page, context: BrowserContext) -> None:
+    url = new_thread(page)
+    other = open_tab(context, url)
+    send(page, "What makes streams durable?")
+    expect(page.locator('[data-testid="message"][data-role="user"]').last).to_contain_text(
+        "What makes streams durable?"
+    )
+    for tab in (page, other):
+        expect(tab.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
+    screenshot(page, "streaming")
+    reference = scripted_reply("What makes streams durable?", WORDS)
+    for tab in (page, other):
+        expect(tab.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    assert answer(page) == answer(other)
+    assert " ".join(answer(page).split()) == " ".join(reference.split())
+    screenshot(page, "completed")
+
+
+def test_either_tab_stops_the_answer_for_both(
+    page: Page, context: BrowserContext, server: str
+) -> None:
+    url = new_thread(page)
+    other = open_tab(context, url)
+    send(page, "A long answer, please")
+    expect(other.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
+    expect(other.get_by_test_id("stop-button")).to_be_visible()
+    other.get_by_test_id("stop-button").click()
+    for tab in (other, page):
+        expect(tab.locator(f'{ASSISTANT}[data-status="cancelled"]')).to_be_visible(timeout=1_000)
+    view = httpx.get(f"{server}/api/threads/{thread_id(url)}").json()
+    stopped = view["messages"][-1]["content"]
+    assert 0 < len(stopped) < len(scripted_reply("A long answer, please", WORDS))
+    for tab in (page, other):  # what each tab shows is where the server stopped
+        expect(tab.locator(f"{ASSISTANT} .content").last).to_have_text(
+            re.compile(re.escape(stopped.split()[-1]) + r"\s*$")
+        )
+    expect(page.get_by_test_id("stop-button")).to_be_hidden()
+    screenshot(other, "stopped")
+
+
+def test_the_answer_completes_after_the_sender_leaves(page: Page, context: BrowserContext) -> None:
+    url = new_thread(page)
+    send(page, "Finish without me")
+    expect(page.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
+    page.close()
+    later = open_tab(context, url)
+    expect(later.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    reference = scripted_reply("Finish without me", WORDS)
+    assert " ".join(answer(later).split()) == " ".join(reference.split())
+
+
+def test_a_reload_mid_stream_shows_each_sentence_once(page: Page) -> None:
+    new_thread(page)
+    words = " ".join(f"w{i}" for i in range(60))
+    send(page, f"echo: {words} The unique closing sentence.")
+    expect(page.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
+    page.wait_for_function(
+        "document.querySelector('[data-role=assistant] .content')?.innerText.includes('w10')"
+    )
+    page.reload()
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    text = page.locator('[data-testid="message"]').all_inner_texts()
+    joined = "\n".join(text)
+    assert joined.count("The unique closing sentence.") == 2  # the user's message and the answer
+    assert answer(page).count("The unique closing sentence.") == 1
+    assert answer(page).count("w30 ") == 1
+
+
+def test_model_markup_renders_inert(page: Page) -> None:
+    new_thread(page)
+    send(
+        page,
+        'echo: Look <img src=x onerror="window.__pwned=1"> and '
+        "[a link](javascript:window.__pwned=2) and <script>window.__pwned=3</script> done.",
+    )
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    assert page.evaluate("window.__pwned") is None
+    reply = page.locator(ASSISTANT).last
+    assert reply.locator("img[onerror]").count() == 0
+    assert reply.locator("script").count() == 0
+    hrefs = reply.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert not any(h and h.strip().lower().startswith("javascript:") for h in hrefs)
+    screenshot(page, "inert")
+
+
+def test_approving_a_waiting_workflow_from_the_page(page: Page) -> None:
+    new_thread(page)
+    page.get_by_test_id("agent-select").select_option("approval")
+    send(page, "Announce the new release")
+    expect(page.get_by_test_id("approve-button")).to_be_visible(timeout=30_000)
+    screenshot(page, "waiting-approval")
+    page.get_by_test_id("approve-button").click()
+    expect(
+        page.locator('[data-testid="workflow-step"][data-name="publish"][data-status="completed"]')
+    ).to_be_visible(timeout=30_000)
+    expect(page.get_by_test_id("approve-button")).to_have_count(0)
+    screenshot(page, "approved")
