@@ -14,15 +14,52 @@ from consumers.llm.base import LLM
 from consumers.prompt import prompt_for
 from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workflow
 from consumers.workflows.registry import WorkflowDef
+from projections.thread_view import ThreadView
 from projections.views import ViewStore
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.clock import Clock
+from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.leases import Claim
-from slipstream.store import Append, EventStore
+from slipstream.store import Append, EventStore, Stored
 
 log = logging.getLogger("slipstream.runner")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    reply_id: str
+    agent: str
+    question: str
+
+
+def facts_from(events: list[ev.Event | Unreadable], run_id: str) -> RunFacts | None:
+    """The run's ids and question, from the events since its request (None if not there)."""
+    requested = next(
+        (e for e in events if isinstance(e, ev.RunRequested) and e.run_id == run_id), None
+    )
+    if requested is None:
+        return None
+    asked = next(
+        (
+            e
+            for e in events
+            if isinstance(e, ev.MessageSent) and e.message_id == requested.message_id
+        ),
+        None,
+    )
+    if asked is None:
+        return None  # a regenerated run: its question is further back
+    return RunFacts(requested.reply_id, requested.agent, asked.content)
+
+
+def _own_events(stored: list[Stored], run_id: str) -> list[ev.Event]:
+    return [
+        s.event
+        for s in stored
+        if not isinstance(s.event, Unreadable) and getattr(s.event, "run_id", None) == run_id
+    ]
 
 
 @dataclass(frozen=True)
@@ -52,20 +89,45 @@ class Runner:
         self.worker = worker
         self.rng = rng or random.Random()
 
-    async def run(self, item: WorkItem, claim: Claim, cancelled: asyncio.Event) -> str:
-        """Returns how the run ended: completed, cancelled, retrying or failed."""
+    async def _facts(
+        self, item: WorkItem, claim: Claim
+    ) -> tuple[RunFacts | None, ThreadView | None, list[ev.Event]]:
+        """What the run answers, with one read where it can.
+
+        A workflow run reads only its own part of the thread (from `since`,
+        kept in the run hash): its question, its ids and its journal. A chat
+        run needs the conversation, so it reads the thread view.
+        """
+        if workflows.get(claim.agent) is not None and claim.since:
+            stored = await self.store.read(item.thread_id, start=claim.since)
+            own = _own_events(stored, item.run_id)
+            facts = facts_from([s.event for s in stored], item.run_id)
+            if facts is not None:
+                return facts, None, own
         view = await self.views.current(item.thread_id)
         run = view.runs.get(item.run_id)
+        if run is None:
+            return None, view, []
+        asked = view.message(run.message_id)
+        facts = RunFacts(run.reply_id, run.agent, asked.content if asked else "")
+        if workflows.get(run.agent) is None:
+            return facts, view, []
+        stored = await self.store.read(item.thread_id, start=f"{run.requested_at}-0")
+        return facts, view, _own_events(stored, item.run_id)
+
+    async def run(self, item: WorkItem, claim: Claim, cancelled: asyncio.Event) -> str:
+        """Returns how the run ended: completed, cancelled, retrying, waiting or failed."""
+        facts, view, journal = await self._facts(item, claim)
         attempt = Attempt(
             thread_id=item.thread_id,
             run_id=item.run_id,
-            reply_id=run.reply_id if run else "",
-            agent=run.agent if run else "",
+            reply_id=facts.reply_id if facts else "",
+            agent=facts.agent if facts else "",
             attempt=claim.attempt,
             token=claim.token,
             entry_id=item.entry_id,
         )
-        if run is None:
+        if facts is None:
             return await self._fail(attempt, f"run {item.run_id} is not in its thread's history")
         if claim.cancel_requested:
             return await self._cancelled(attempt, [])
@@ -87,13 +149,10 @@ class Runner:
                 ],
                 refuse_if_cancelled=True,
             )
-            definition = workflows.get(run.agent)
+            definition = workflows.get(facts.agent)
             if definition is not None:
-                asked = view.message(run.message_id)
-                question = asked.content if asked else ""
-                return await self._workflow(
-                    definition, attempt, question, cancelled, run.requested_at
-                )
+                return await self._workflow(definition, attempt, facts.question, cancelled, journal)
+            assert view is not None
             await writer.stream(self.llm.stream(prompt_for(view, item.run_id)), cancelled)
             await writer.complete(
                 lambda _text: [ev.RunCompleted(run_id=item.run_id)],
@@ -119,7 +178,7 @@ class Runner:
         attempt: Attempt,
         question: str,
         cancelled: asyncio.Event,
-        requested_at: int,
+        journal: list[ev.Event],
     ) -> str:
         io = RunIO(
             self.store,
@@ -131,9 +190,7 @@ class Runner:
             self.settings.flush_ms,
             cancelled,
         )
-        outcome = await run_workflow(
-            definition, io, question, requested_at=requested_at, rng=self.rng
-        )
+        outcome = await run_workflow(definition, io, question, journal, rng=self.rng)
         if isinstance(outcome, Parked):
             await self._append(
                 attempt,

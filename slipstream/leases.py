@@ -22,6 +22,8 @@ class Claim:
     cancel_requested: bool = False
     failures: int = 0
     detail: str = ""
+    agent: str = ""
+    since: str = ""  # stream id where the run's own events begin
 
 
 class Leases:
@@ -41,7 +43,15 @@ class Leases:
         )
         outcome = str(reply[0])
         if outcome == "OK":
-            return Claim("OK", int(reply[1]), int(reply[2]), str(reply[3]) == "1", int(reply[4]))
+            return Claim(
+                "OK",
+                int(reply[1]),
+                int(reply[2]),
+                str(reply[3]) == "1",
+                int(reply[4]),
+                agent=str(reply[5]),
+                since=str(reply[6]),
+            )
         if outcome == "FINISHED":
             return Claim("FINISHED", detail=str(reply[1]))
         if outcome == "BUSY":

@@ -129,21 +129,15 @@ async def run_workflow(
     definition: WorkflowDef,
     io: RunIO,
     question: str,
+    journal: list[ev.Event],
     *,
-    requested_at: int,
     rng: random.Random | None = None,
 ) -> Parked | Finished:
-    """Replay and run on until the workflow finishes or parks.
+    """Replay `journal` (the run's events so far) and run on until it finishes or parks.
 
     Raises `RunCancelled` when cancelled, `WorkflowFailed` when it cannot go on.
     """
-    # A run's events all come after its request: read from there, not the whole thread.
-    stored = await io.store.read(io.thread_id, start=f"{requested_at}-0")
-    mine = [
-        s.event
-        for s in stored
-        if not isinstance(s.event, Unreadable) and getattr(s.event, "run_id", None) == io.run_id
-    ]
+    mine = [e for e in journal if not isinstance(e, Unreadable)]
     ctx = WorkflowContext(
         io, journal_of(mine), version=definition.version, rng=rng or random.Random()
     )

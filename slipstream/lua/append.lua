@@ -136,6 +136,8 @@ if opt.work then
 end
 
 if #run_set > 0 then redis.call("HSET", run, unpack(run_set)) end
+-- Where a run's own events begin: a worker reads its journal from there.
+if opt.work and #ids > 0 then redis.call("HSETNX", run, "since", ids[1]) end
 
 -- A run that ends (or suspends) hands the thread to the next run in its queue.
 local new_status = nil

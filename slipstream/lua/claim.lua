@@ -5,7 +5,8 @@
 -- so a run that keeps killing its workers ends.
 -- KEYS: 1 run hash
 -- ARGV: 1 worker name, 2 lease ms
--- Returns {"OK", token, attempt, cancel, failures} | {"NORUN"} | {"FINISHED", status}
+-- Returns {"OK", token, attempt, cancel, failures, agent, since} | {"NORUN"}
+--       | {"FINISHED", status}
 --       | {"BUSY", owner, ms left}
 local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel")
 local status, owner = state[1], state[2]
@@ -27,4 +28,5 @@ local token = redis.call("HINCRBY", KEYS[1], "token", 1)
 local attempt = redis.call("HINCRBY", KEYS[1], "attempt", 1)
 redis.call("HSET", KEYS[1], "owner", ARGV[1], "lease_until", now + tonumber(ARGV[2]),
            "status", "running")
-return {"OK", token, attempt, state[4] or "0", failures}
+local about = redis.call("HMGET", KEYS[1], "agent", "since")
+return {"OK", token, attempt, state[4] or "0", failures, about[1] or "", about[2] or ""}

@@ -13,7 +13,6 @@ const IDS = {
   archivedBadge: "archived-badge",
   rename: "rename-thread",
   archive: "archive-thread",
-  archiveLabel: "archive-label",
   inspectorToggle: "inspector-toggle",
   connection: "connection-status",
   errorBanner: "error-banner",

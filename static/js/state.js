@@ -21,7 +21,7 @@ export const state = {
   outbox: new Map(), // client_id → optimistic user message not yet seen in the stream
   stoppingRun: null, // run id whose cancel has been asked for, until the run ends
   retryingRuns: new Map(), // run id → the ended_at of the ending its retry was asked for
-  regenerating: new Set(), // run ids whose regeneration was asked for, until the new run shows
+  regenerating: new Map(), // run id → its message's answer count when regeneration was asked for
   answerChoice: new Map(), // user message id → {runId, count}: the answer shown among several
   signalling: new Map(), // run id → the wait (waitKey) a signal was sent to, while it stands
   creatingThread: false,

@@ -1,0 +1,84 @@
+/**
+ * Several answers to one message: each regeneration is a new run for the same
+ * user message. The thread shows one of them, the newest unless the reader
+ * paged to another, with "‹ 2 / 3 ›" to move between them.
+ */
+
+import { state } from "./state.js";
+
+/** User message id → the runs that answer it, oldest first, for messages with several. */
+export function answerGroups(view) {
+  const groups = new Map();
+  for (const run of Object.values(view?.runs ?? {})) {
+    if (!run.message_id) continue;
+    const runs = groups.get(run.message_id) ?? [];
+    runs.push(run);
+    groups.set(run.message_id, runs);
+  }
+  for (const [messageId, runs] of groups) {
+    if (runs.length < 2) groups.delete(messageId);
+    else runs.sort((a, b) => (a.requested_at ?? 0) - (b.requested_at ?? 0));
+  }
+  return groups;
+}
+
+/** How many runs answer a user message: one, plus one per regeneration. */
+export function answersTo(view, messageId) {
+  if (!messageId) return 0;
+  return Object.values(view?.runs ?? {}).filter((run) => run.message_id === messageId).length;
+}
+
+/** The run shown: the reader's pick, until a new answer arrives and takes its place. */
+export function chosenRun(messageId, runs) {
+  const choice = state.answerChoice.get(messageId);
+  if (choice && choice.count === runs.length && runs.some((run) => run.id === choice.runId)) {
+    return choice.runId;
+  }
+  return runs.at(-1).id;
+}
+
+/** Show the answer `step` places before (-1) or after (+1) the one shown now. */
+export function pageAnswers(messageId, step) {
+  const runs = answerGroups(state.view).get(messageId);
+  if (!runs) return;
+  const index = runs.findIndex((run) => run.id === chosenRun(messageId, runs));
+  const next = runs[Math.min(runs.length - 1, Math.max(0, index + step))];
+  state.answerChoice.set(messageId, { runId: next.id, count: runs.length });
+}
+
+/**
+ * The thread's messages as shown: each message's chosen answer in the place of
+ * its first one, the others left out. Also returns, per shown run among several,
+ * its place: run id → {messageId, index, count}.
+ */
+export function shownMessages(view) {
+  const groups = answerGroups(view);
+  const groupOf = new Map(); // run id → the user message it answers, for runs among several
+  for (const [messageId, runs] of groups) {
+    for (const run of runs) groupOf.set(run.id, messageId);
+  }
+  const messagesOf = new Map(); // run id → its messages, for those runs
+  for (const message of view?.messages ?? []) {
+    if (message.role !== "assistant" || !groupOf.has(message.run_id)) continue;
+    messagesOf.set(message.run_id, [...(messagesOf.get(message.run_id) ?? []), message]);
+  }
+  const shown = [];
+  const places = new Map();
+  const placed = new Set();
+  for (const message of view?.messages ?? []) {
+    const messageId = message.role === "assistant" ? groupOf.get(message.run_id) : undefined;
+    if (messageId === undefined) {
+      shown.push(message);
+      continue;
+    }
+    if (placed.has(messageId)) continue;
+    placed.add(messageId);
+    const runs = groups.get(messageId);
+    const runId = chosenRun(messageId, runs);
+    places.set(runId, {
+      messageId, index: runs.findIndex((run) => run.id === runId), count: runs.length,
+    });
+    shown.push(...(messagesOf.get(runId) ?? []));
+  }
+  return { shown, places };
+}

@@ -1,0 +1,175 @@
+/**
+ * The composer: typing, sending (optimistically, with retries that the
+ * client_id makes safe), and stopping. Enter sends, Shift+Enter is a new line,
+ * Esc anywhere in the page stops the answer being written.
+ */
+
+import * as http from "./api.js";
+import { knownAgent, loadAgents } from "./agents.js";
+import { forgetStop, navigate } from "./conversation.js";
+import { dom, setText } from "./dom.js";
+import { activeRunId } from "./fold.js";
+import { showError } from "./notices.js";
+import { stickToBottom } from "./scroll.js";
+import { scheduleRender, state } from "./state.js";
+import { createThreadOnce } from "./threads.js";
+
+/** A v4 UUID. crypto.randomUUID only exists in secure contexts, and plain http on a LAN is not one. */
+function newClientId() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)]
+    .join("-");
+}
+
+/**
+ * What the composer would send: a message that starts with "@name " (a known
+ * agent) goes to that agent without the mention; anything else to the picker's agent.
+ */
+function composerDraft(text) {
+  const content = text.trim();
+  const mention = /^@(\S+)(?:\s+|$)/.exec(content);
+  if (mention && knownAgent(mention[1])) {
+    return { agent: mention[1], content: content.slice(mention[0].length).trim() };
+  }
+  return { agent: state.agent, content };
+}
+
+function sendFromComposer() {
+  const text = dom.input.value;
+  if (!composerDraft(text).content || state.missing) return;
+  dom.input.value = "";
+  onInputChanged();
+  dom.input.focus(); // clicking Send moved focus to a button that may now be hidden
+  stickToBottom(true);
+  // A mention can only be told from text once the agents are known: wait for them, briefly.
+  const mention = text.trim().startsWith("@");
+  if (mention && !state.agentsLoaded) loadAgents().then(() => queueMessage(text));
+  else queueMessage(text);
+}
+
+function queueMessage(text) {
+  const { agent, content } = composerDraft(text);
+  if (!content) return;
+  const entry = {
+    clientId: newClientId(),
+    threadId: state.threadId, // null: the thread gets created on the way
+    content,
+    agent,
+    createdAt: Date.now(),
+    status: "pending",
+    error: null,
+    messageId: null,
+  };
+  state.outbox.set(entry.clientId, entry);
+  deliver(entry);
+}
+
+/** POST an outbox entry. The client_id makes resending safe, so network failures retry. */
+async function deliver(entry) {
+  entry.status = "pending";
+  entry.error = null;
+  scheduleRender();
+  try {
+    if (!entry.threadId) {
+      entry.threadId = await createThreadOnce();
+      if (!state.threadId) navigate(entry.threadId); // unless the reader went elsewhere meanwhile
+    }
+    const body = { content: entry.content, client_id: entry.clientId, agent: entry.agent };
+    const accepted = await http.withRetries(() => http.sendMessage(entry.threadId, body));
+    entry.messageId = accepted?.message_id ?? null;
+  } catch (error) {
+    entry.status = "failed";
+    entry.error = error.message;
+  }
+  scheduleRender();
+}
+
+/** The buttons on a message that failed to send: try again with the same client_id, or drop it. */
+export function onFailedMessageAction(action, clientId) {
+  const entry = state.outbox.get(clientId);
+  if (entry?.status !== "failed") return;
+  if (action === "retry") {
+    deliver(entry);
+  } else if (action === "discard") {
+    state.outbox.delete(clientId);
+    scheduleRender();
+  }
+}
+
+export async function stopActiveRun() {
+  const runId = state.missing ? null : activeRunId(state.view);
+  if (!runId || state.stoppingRun === runId) return;
+  state.stoppingRun = runId;
+  scheduleRender();
+  try {
+    const answer = await http.cancelRun(runId);
+    // "cancel_requested": its worker stops it, and "Stopping…" lasts until run.cancelled ends it.
+    // "cancelled": it ended on the spot (it was queued or retrying); run.cancelled is on its way.
+    if (answer?.status === "cancelled") forgetStop(runId);
+  } catch (error) {
+    forgetStop(runId);
+    // 409: it finished before the cancel arrived, and its own events say how.
+    if (error.status !== 409) showError(`Couldn't stop the answer: ${error.message}`);
+  }
+  scheduleRender();
+}
+
+/**
+ * While the thread answers, Stop is the primary action and takes Send's place;
+ * Send comes back beside it as soon as there is text, to queue a message.
+ */
+export function renderControls() {
+  const runId = state.missing ? null : activeRunId(state.view);
+  const stopping = runId !== null && state.stoppingRun === runId;
+  const hasText = Boolean(composerDraft(dom.input.value).content);
+  const stopFocused = document.activeElement === dom.stop;
+  dom.stop.hidden = runId === null;
+  dom.stop.disabled = stopping;
+  setText(dom.stopLabel, stopping ? "Stopping…" : "Stop");
+  dom.send.hidden = runId !== null && !hasText;
+  dom.send.disabled = !hasText || Boolean(state.missing);
+  dom.send.classList.toggle("button--primary", runId === null);
+  dom.send.classList.toggle("button--quiet", runId !== null);
+  dom.send.setAttribute("aria-label", runId === null ? "Send message" : "Queue message");
+  dom.newThread.disabled = state.creatingThread;
+  if (stopFocused && dom.stop.hidden) dom.input.focus(); // don't strand focus
+}
+
+/** Grow the textarea with its text (CSS caps the height) and keep the buttons in step. */
+function onInputChanged() {
+  const input = dom.input;
+  input.style.height = "auto";
+  const borders = input.offsetHeight - input.clientHeight;
+  input.style.height = `${input.scrollHeight + borders}px`;
+  renderControls();
+}
+
+function onInputKeydown(event) {
+  // isComposing: Enter that confirms an IME composition (Japanese, Chinese…) must not send.
+  if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+  event.preventDefault();
+  sendFromComposer();
+}
+
+/** Esc stops the answer, wherever focus is, unless something closer used the key. */
+function onPageKeydown(event) {
+  if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
+  if (!activeRunId(state.view) || state.missing) return;
+  event.preventDefault();
+  stopActiveRun();
+}
+
+export function wireComposer() {
+  dom.composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendFromComposer();
+  });
+  dom.input.addEventListener("input", onInputChanged);
+  dom.input.addEventListener("keydown", onInputKeydown);
+  dom.stop.addEventListener("click", stopActiveRun);
+  document.addEventListener("keydown", onPageKeydown);
+}

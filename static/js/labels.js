@@ -1,0 +1,91 @@
+/** The words a message shows about itself: its phase, status label and note. */
+
+import { findRun } from "./fold.js";
+import { RUN_ENDED, state } from "./state.js";
+
+/**
+ * How an answer looks, which for a workflow's messages is not always its status:
+ * a workflow parks and resumes its reply, so a finished text can be "waiting" or
+ * "streaming" while the run waits, runs a plain step or writes a later message.
+ */
+export function messagePhase(message, run, lastOfRun) {
+  const { status } = message;
+  if (message.role !== "assistant" || !run?.steps?.length) return status;
+  if (status !== "streaming" && status !== "waiting") return status;
+  if (!lastOfRun) return "completed"; // a later message of the run carries on
+  if (status === "waiting") return "waiting";
+  const writing = run.steps.some((step) => step.kind === "agent" && step.status === "running");
+  return writing ? "streaming" : "working";
+}
+
+export function statusLabel(message, phase, run, activeRun) {
+  if (message.role === "user") {
+    return { pending: "Sending…", failed: "Not sent" }[message.status] ?? "";
+  }
+  if (run?.status === "retrying" && !RUN_ENDED.includes(message.status)) {
+    return "Retrying…";
+  }
+  switch (phase) {
+    case "pending":
+      return pendingLabel(run, activeRun);
+    case "streaming":
+      return "Writing…";
+    case "working":
+      return workingLabel(run);
+    case "waiting":
+      return waitingLabel(run);
+    case "cancelled":
+      return "Stopped";
+    case "failed":
+      return "Failed";
+    default:
+      return "";
+  }
+}
+
+/**
+ * The thread answers one run at a time, in order: a queued run either waits for
+ * the one before it or, when it is next, for a worker to pick it up.
+ */
+function pendingLabel(run, activeRun) {
+  if (run?.status === "running") return run.steps?.length ? workingLabel(run) : "Thinking…";
+  // A waiting workflow lets the thread go on, so a run queued behind it is not held up.
+  const blocking = activeRun && findRun(state.view, activeRun)?.status !== "waiting";
+  if (run?.status === "queued" && blocking && activeRun !== run.id) {
+    return "Queued — waits for the answer before it";
+  }
+  return "Waiting for a worker…";
+}
+
+/** A workflow between its agent turns: name the step it runs. */
+function workingLabel(run) {
+  const step = (run?.steps ?? []).filter((candidate) => candidate.status === "running").at(-1);
+  return step ? `Running ${stepLabel(step)}…` : "Working…";
+}
+
+export function waitingLabel(run) {
+  if (!run?.waiting_for) return "Waiting";
+  return run.waiting_for === "timer" ? "Sleeping" : `Waiting for ${run.waiting_for}`;
+}
+
+/** "wait:approval" reads better as "wait for approval"; other names are the workflow's own. */
+export function stepLabel(step) {
+  if (step.kind === "wait" && step.name.startsWith("wait:")) return `wait for ${step.name.slice(5)}`;
+  return step.name;
+}
+
+export function noteText(message, run) {
+  if (message.role === "user") {
+    return message.status === "failed" ? message.error || "The message couldn't be sent." : "";
+  }
+  if (message.status === "failed") return run?.reason || "The answer failed.";
+  if (message.status === "cancelled") return run?.reason || "";
+  if (run?.status === "retrying" && !RUN_ENDED.includes(message.status)) return retryingNote(run);
+  return "";
+}
+
+/** run.retrying names the attempt to come; the view keeps the one that failed, so add one. */
+function retryingNote(run) {
+  const attempt = run.attempt > 0 ? ` (attempt ${run.attempt + 1})` : "";
+  return run.reason ? `Retrying${attempt}: ${run.reason}` : `Retrying${attempt}…`;
+}

@@ -1,0 +1,74 @@
+/**
+ * Slipstream web chat: ES modules, no build step. This one wires the page.
+ *
+ *   fold.js          the thread-view fold, a mirror of projections/thread_view.py
+ *   api.js           the JSON API          live.js       websockets that reconnect
+ *   state.js         state + render loop   dom.js        the page's elements
+ *   conversation.js  the open thread       threads.js    the sidebar's thread list
+ *   header.js        title, rename, archive, connection
+ *   messages.js      messages              labels.js     what they say about themselves
+ *   answers.js       regenerated answers   actions.js    buttons on messages
+ *   markdown.js      model output          clipboard.js  copying
+ *   composer.js      send, queue, stop     agents.js     who answers
+ *   workflows.js     workflow panels       inspector.js  raw events
+ *   scroll.js        following the bottom  notices.js    errors, toasts, announcements
+ */
+
+import { wireMessageActions } from "./actions.js";
+import { loadAgents, renderAgentPicker, wireAgentPicker } from "./agents.js";
+import { renderControls, wireComposer } from "./composer.js";
+import { openThread, threadIdFromHash } from "./conversation.js";
+import { collectDom } from "./dom.js";
+import { renderHeader, setConnection, wireHeader } from "./header.js";
+import { renderInspector, wireInspector } from "./inspector.js";
+import { markdownReady } from "./markdown.js";
+import { renderEmptyState, renderMessages } from "./messages.js";
+import { wireNotices } from "./notices.js";
+import { renderScroll, wireScroll } from "./scroll.js";
+import { onRender, scheduleRender, state } from "./state.js";
+import {
+  pauseThreadList, renderThreadList, startThreadList, wakeThreadList, wireThreadList,
+} from "./threads.js";
+
+function wire() {
+  wireThreadList();
+  wireHeader();
+  wireNotices();
+  wireMessageActions();
+  wireComposer();
+  wireAgentPicker();
+  wireInspector();
+  wireScroll();
+  window.addEventListener("hashchange", () => openThread(threadIdFromHash()));
+  window.addEventListener("online", () => {
+    state.live?.wake();
+    wakeThreadList();
+  });
+  window.addEventListener("offline", () => {
+    state.live?.pause();
+    pauseThreadList();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) wakeThreadList();
+  });
+}
+
+function start() {
+  collectDom();
+  for (const step of [
+    renderHeader, renderThreadList, renderMessages, renderEmptyState, renderControls,
+    renderInspector, renderScroll,
+  ]) {
+    onRender(step);
+  }
+  wire();
+  setConnection("offline");
+  renderAgentPicker();
+  loadAgents();
+  startThreadList();
+  openThread(threadIdFromHash());
+  markdownReady.then(scheduleRender); // answers shown before it loaded become markdown
+  scheduleRender();
+}
+
+start();

@@ -1,0 +1,267 @@
+/**
+ * The conversation's messages, updated in place rather than rebuilt: streaming
+ * re-renders every frame, and rebuilding would lose focus and scroll position.
+ *
+ * User text only ever goes through textContent. Assistant text goes through
+ * markdown.js, which sanitises it, at most once per frame (the render loop's).
+ */
+
+import { regeneratePending, retryPending } from "./actions.js";
+import { shownMessages } from "./answers.js";
+import { dom, el, icon, setText } from "./dom.js";
+import { activeRunId, findRun, newMessage } from "./fold.js";
+import { fullFormat, timeFormat } from "./format.js";
+import { messagePhase, noteText, statusLabel } from "./labels.js";
+import { markdownVersion, renderMarkdown } from "./markdown.js";
+import { DEFAULT_AGENT, RUN_RETRYABLE, state } from "./state.js";
+import { hasPanel, placePanel, runPanels } from "./workflows.js";
+
+const messageNodes = new Map(); // render key → the parts of one message element
+
+/** The open thread's messages as shown, then its optimistic ones still on their way. */
+function visibleMessages() {
+  const { shown, places } = shownMessages(state.view);
+  const optimistic = [...state.outbox.values()]
+    .filter((entry) => entry.threadId === state.threadId)
+    .map((entry) => newMessage({
+      id: entry.messageId ?? "",
+      role: "user",
+      agent: entry.agent,
+      content: entry.content,
+      status: entry.status,
+      client_id: entry.clientId,
+      created_at: entry.createdAt,
+      error: entry.error,
+      local: true,
+    }));
+  return { messages: [...shown, ...optimistic], places };
+}
+
+export function renderMessages() {
+  const { messages, places } = visibleMessages();
+  const activeRun = activeRunId(state.view); // the one queued runs wait for
+  const lastOfRun = new Map(); // run id → its last message: a workflow's agent turns add more
+  for (const message of messages) {
+    if (message.role === "assistant" && message.run_id) lastOfRun.set(message.run_id, message);
+  }
+  const lastAnswer = messages.findLast((message) => message.role === "assistant");
+  const used = new Set();
+  const usedPanels = new Set();
+  let previous = null;
+  for (const message of messages) {
+    const key = messageKey(message, used);
+    used.add(key);
+    let parts = messageNodes.get(key);
+    if (!parts) {
+      parts = createMessageParts();
+      messageNodes.set(key, parts);
+    }
+    const run = state.view ? findRun(state.view, message.run_id) : null;
+    const last = message.role === "assistant" && lastOfRun.get(message.run_id) === message;
+    const context = {
+      activeRun,
+      last,
+      place: last ? places.get(message.run_id) ?? null : null,
+      regenerable: message === lastAnswer && last && !activeRun && run?.status === "completed",
+    };
+    updateMessageParts(parts, message, run, context);
+    if (last && hasPanel(run)) {
+      placePanel(parts.node, run);
+      usedPanels.add(run.id);
+    }
+    const expected = previous ? previous.nextSibling : dom.messageList.firstChild;
+    if (parts.node !== expected) dom.messageList.insertBefore(parts.node, expected);
+    previous = parts.node;
+  }
+  for (const [key, parts] of messageNodes) {
+    if (!used.has(key)) {
+      parts.node.remove();
+      messageNodes.delete(key);
+    }
+  }
+  for (const [runId, panel] of runPanels) {
+    if (!usedPanels.has(runId)) {
+      panel.node.remove();
+      runPanels.delete(runId);
+    }
+  }
+}
+
+/**
+ * User messages are keyed by client_id when they have one, so the optimistic
+ * element simply becomes the confirmed one: no flicker, no duplicate.
+ */
+function messageKey(message, used) {
+  const byClient = message.role === "user" && message.client_id ? `client:${message.client_id}` : null;
+  return byClient && !used.has(byClient) ? byClient : `message:${message.id}`;
+}
+
+export function clearMessages() {
+  messageNodes.clear();
+  runPanels.clear();
+  dom.messageList.replaceChildren();
+}
+
+function createMessageParts() {
+  const node = el("article", "message");
+  node.setAttribute("data-testid", "message");
+  const meta = el("header", "message__meta");
+  const author = el("span", "message__author");
+  const to = el("span", "message__to");
+  const time = el("time", "message__time");
+  const status = el("span", "message__status");
+  meta.append(author, to, time, status);
+  const content = el("div", "content");
+  const typing = el("span", "typing");
+  typing.setAttribute("aria-hidden", "true");
+  typing.append(el("span"), el("span"), el("span"));
+  const note = el("p", "message__note");
+  const actions = el("div", "message__actions");
+  const copy = actionButton("copy", "Copy", "copy", "Copy the answer as markdown");
+  // For the last answer of a finished run: a new answer to the same message.
+  const regenerate = actionButton("regenerate", "Regenerate", "regenerate", "Write a new answer");
+  // For an answer that failed or was stopped: the run can run again, from scratch.
+  const retryRun = actionButton("retry-run", "Retry", "retry", "Retry this answer");
+  // For a message that failed to send: it isn't in the thread, so the reader decides.
+  const retrySend = actionButton("retry", "Try again");
+  const discard = actionButton("discard", "Discard");
+  const pager = el("div", "answers");
+  pager.setAttribute("role", "group");
+  const previousAnswer = actionButton("previous-answer", "", "previous", "Previous answer");
+  const position = el("span", "answers__position");
+  const nextAnswer = actionButton("next-answer", "", "next", "Next answer");
+  pager.append(previousAnswer, position, nextAnswer);
+  actions.append(pager, copy, regenerate, retryRun, retrySend, discard);
+  node.append(meta, content, typing, note, actions);
+  return {
+    node, author, to, time, status, content, note, actions, copy, regenerate, retryRun,
+    retrySend, discard, pager, previousAnswer, position, nextAnswer, rendered: null,
+  };
+}
+
+function actionButton(action, text, iconName = null, label = null) {
+  const button = el("button", "message__action");
+  button.type = "button";
+  button.dataset.action = action;
+  if (iconName) button.append(icon(iconName));
+  if (text) button.append(el("span", "label", text));
+  if (label) button.setAttribute("aria-label", label);
+  if (label && !text) button.title = label;
+  return button;
+}
+
+function updateMessageParts(parts, message, run, context) {
+  const { node } = parts;
+  const phase = messagePhase(message, run, context.last);
+  node.dataset.role = message.role;
+  node.dataset.status = message.status;
+  node.dataset.phase = phase;
+  node.dataset.messageId = message.id ?? "";
+  if (message.client_id) node.dataset.clientId = message.client_id;
+  else delete node.dataset.clientId;
+  node.dataset.runStatus = run?.status ?? "";
+  node.dataset.runId = message.role === "assistant" ? message.run_id ?? "" : "";
+  if (context.place) node.dataset.answerOf = context.place.messageId;
+  else delete node.dataset.answerOf;
+
+  setText(parts.author, message.role === "user" ? "You" : message.agent || run?.agent || "Assistant");
+  const to = message.role === "user" && message.agent && message.agent !== DEFAULT_AGENT
+    ? `to ${message.agent}` : "";
+  setText(parts.to, to);
+  parts.to.hidden = !to;
+  updateTime(parts.time, message.created_at);
+  const label = statusLabel(message, phase, run, context.activeRun);
+  setText(parts.status, label);
+  parts.status.hidden = !label;
+  updateContent(parts, message, phase);
+  const note = noteText(message, run);
+  setText(parts.note, note);
+  parts.note.hidden = !note;
+  updateActions(parts, message, run, phase, context);
+}
+
+function updateContent(parts, message, phase) {
+  const text = message.content ?? "";
+  if (message.role === "user") {
+    setStreamingText(parts.content, text);
+    return;
+  }
+  const streaming = phase === "streaming";
+  const rendered = parts.rendered;
+  if (rendered && rendered.text === text && rendered.streaming === streaming
+      && rendered.version === markdownVersion()) return;
+  renderMarkdown(parts.content, text, { streaming });
+  parts.rendered = { text, streaming, version: markdownVersion() };
+}
+
+/** Appending to the text node keeps a reader's selection, and is cheaper than replacing it. */
+function setStreamingText(element, text) {
+  const current = element.textContent;
+  if (current === text) return;
+  const node = element.firstChild;
+  const appendable = current && text.startsWith(current)
+    && element.childNodes.length === 1 && node.nodeType === Node.TEXT_NODE;
+  if (appendable) node.appendData(text.slice(current.length));
+  else element.textContent = text;
+}
+
+function updateActions(parts, message, run, phase, context) {
+  const assistant = message.role === "assistant";
+  const failedSend = Boolean(message.local && message.status === "failed");
+  const retryable = assistant && Boolean(run)
+    && RUN_RETRYABLE.includes(message.status) && RUN_RETRYABLE.includes(run.status);
+  const retrying = retryable && retryPending(run);
+  const copyable = assistant && Boolean(message.content) && !["pending", "streaming"].includes(phase);
+  const regenerating = context.regenerable && regeneratePending(run);
+  const place = context.place;
+
+  keepFocus(parts.retryRun, retryable);
+  keepFocus(parts.regenerate, context.regenerable);
+  parts.copy.hidden = !copyable;
+  parts.regenerate.hidden = !context.regenerable;
+  parts.regenerate.disabled = regenerating;
+  setText(parts.regenerate.lastChild, regenerating ? "Regenerating…" : "Regenerate");
+  parts.retrySend.hidden = !failedSend;
+  parts.discard.hidden = !failedSend;
+  parts.retryRun.hidden = !retryable;
+  parts.retryRun.disabled = retrying;
+  setText(parts.retryRun.lastChild, retrying ? "Retrying…" : "Retry");
+  parts.retryRun.setAttribute("aria-label", retrying ? "Retrying this answer" : "Retry this answer");
+  parts.pager.hidden = !place;
+  if (place) {
+    setText(parts.position, `${place.index + 1} / ${place.count}`);
+    parts.pager.setAttribute("aria-label", `Answer ${place.index + 1} of ${place.count}`);
+    parts.previousAnswer.disabled = place.index === 0;
+    parts.nextAnswer.disabled = place.index === place.count - 1;
+  }
+  parts.actions.hidden = !copyable && !context.regenerable && !failedSend && !retryable && !place;
+}
+
+/** A control about to disappear hands focus to the composer rather than strand it. */
+function keepFocus(control, staying) {
+  if (!staying && document.activeElement === control) dom.input.focus();
+}
+
+function updateTime(element, ms) {
+  if (!ms || element.dataset.ms === String(ms)) return;
+  const date = new Date(ms);
+  element.dataset.ms = String(ms);
+  element.dateTime = date.toISOString();
+  element.title = fullFormat.format(date);
+  element.textContent = timeFormat.format(date);
+}
+
+export function renderEmptyState() {
+  const [title, body] = emptyStateText();
+  dom.empty.hidden = !title;
+  setText(dom.emptyTitle, title);
+  setText(dom.emptyBody, body);
+}
+
+function emptyStateText() {
+  if (state.missing) return ["This thread isn't available", state.missing];
+  if (messageNodes.size > 0) return ["", ""];
+  if (!state.threadId) return ["Start a conversation", "Type a message below to begin a new thread."];
+  if (!state.view) return ["Loading…", ""];
+  return ["No messages yet", "Say hello below."];
+}
