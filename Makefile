@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
+VENDOR  = static/vendor/.installed
+
 .PHONY: run test check lint typecheck bench system-deps clean
 
 $(BIN)/python:
@@ -17,12 +19,22 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
+# The chat's markdown and sanitiser come from npm and are served by the app
+# itself: no CDN at run time.
+$(VENDOR): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p static/vendor
+	cp node_modules/marked/lib/marked.esm.js static/vendor/marked.esm.js
+	cp node_modules/dompurify/dist/purify.es.mjs static/vendor/purify.es.mjs
+	touch $@
+
 ## run: the whole system, embedded, on http://127.0.0.1:8000
-run: $(VENV)/.runtime
+run: $(VENV)/.runtime $(VENDOR)
 	$(BIN)/python -m service
 
 ## test: formatting, lint, types and the whole suite
-test: $(VENV)/.dev system-deps lint typecheck
+test: $(VENV)/.dev $(VENDOR) system-deps lint typecheck
+	for f in static/js/*.js; do node --check "$$f" || exit 1; done
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev
@@ -50,4 +62,4 @@ bench: $(VENV)/.dev system-deps
 	$(BIN)/python -m bench.live_latency
 
 clean:
-	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache node_modules static/vendor

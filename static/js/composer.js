@@ -8,7 +8,7 @@ import * as http from "./api.js";
 import { knownAgent, loadAgents } from "./agents.js";
 import { forgetStop, navigate } from "./conversation.js";
 import { dom, setText } from "./dom.js";
-import { activeRunId } from "./fold.js";
+import { activeRunId, findRun } from "./fold.js";
 import { showError } from "./notices.js";
 import { stickToBottom } from "./scroll.js";
 import { scheduleRender, state } from "./state.js";
@@ -155,10 +155,15 @@ function onInputKeydown(event) {
   sendFromComposer();
 }
 
-/** Esc stops the answer, wherever focus is, unless something closer used the key. */
+/**
+ * Esc stops the answer, wherever focus is, unless something closer used the key.
+ * Not a workflow parked on a wait, though: that may have waited for days, and a
+ * stray Esc shouldn't end it (its Stop button still does).
+ */
 function onPageKeydown(event) {
   if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
-  if (!activeRunId(state.view) || state.missing) return;
+  const run = state.missing ? null : findRun(state.view, activeRunId(state.view));
+  if (!run || run.status === "waiting") return;
   event.preventDefault();
   stopActiveRun();
 }

@@ -264,7 +264,9 @@ function runStatusChange(runStatus, replyStatus, replyFrom = []) {
       step.until_ms = event.until_ms ?? null;
     }
     const reply = findMessage(view, run.reply_id);
-    if (reply && replyStatus && (!replyFrom.length || replyFrom.includes(reply.status))) {
+    // A finished reply keeps its status: a workflow may go on after its first answer.
+    if (reply && replyStatus && reply.status !== "completed"
+        && (!replyFrom.length || replyFrom.includes(reply.status))) {
       reply.status = replyStatus;
     }
   };

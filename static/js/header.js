@@ -42,7 +42,21 @@ const CONNECTION_HINTS = {
   offline: "Not connected",
 };
 
+let threadConnection = "offline"; // the open thread's socket
+let listConnection = "offline"; // the thread list's socket, shown while no thread is open
+
 export function setConnection(status) {
+  threadConnection = status;
+  showConnection();
+}
+
+export function setListConnection(status) {
+  listConnection = status;
+  showConnection();
+}
+
+function showConnection() {
+  const status = state.threadId ? threadConnection : listConnection;
   setText(dom.connection, status);
   dom.connection.dataset.state = status;
   dom.connection.title = CONNECTION_HINTS[status] ?? "";

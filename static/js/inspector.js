@@ -21,8 +21,7 @@ let failure = "";
 let lastId = null; // the last event id taken in: later frames and pages must come after it
 let total = 0; // events taken in, shown or not
 let buffer = []; // socket events that arrived while the pages were loading
-let pending = []; // rows waiting for the next frame
-let flushQueued = false;
+let pending = []; // rows waiting for the next render
 
 export function toggleInspector(open = !state.inspectorOpen) {
   state.inspectorOpen = Boolean(open);
@@ -33,9 +32,14 @@ export function toggleInspector(open = !state.inspectorOpen) {
   scheduleRender();
 }
 
-/** The open thread changed, or its snapshot arrived: load its events if they aren't shown. */
+/**
+ * The open thread changed, or a snapshot arrived: load the thread's events if
+ * they aren't shown, or catch up on those a fresh snapshot skipped over.
+ */
 export function inspectorThreadChanged() {
-  if (state.inspectorOpen && loadedThread !== state.threadId) load();
+  if (!state.inspectorOpen) return;
+  if (loadedThread !== state.threadId) load();
+  else if (!loading) fetchPages();
 }
 
 /** One event folded from the thread socket. */
@@ -57,16 +61,21 @@ function forget() {
   dom.inspectorRows.replaceChildren();
 }
 
-async function load() {
+function load() {
   forget();
-  const threadId = state.threadId;
-  loadedThread = threadId;
-  if (!threadId) return;
+  loadedThread = state.threadId;
+  if (loadedThread) fetchPages();
+}
+
+/** Page through the events after the last one shown, then take those the socket brought meanwhile. */
+async function fetchPages() {
   const token = loadToken;
+  const threadId = loadedThread;
   loading = true;
+  failure = "";
   scheduleRender();
   try {
-    let after = null;
+    let after = lastId;
     for (let page = 0; page < MAX_PAGES; page += 1) {
       const events = await threadEvents(threadId, { after, limit: PAGE });
       if (token !== loadToken) return;
@@ -90,14 +99,11 @@ function take(id, event) {
   total += 1;
   pending.push([id, event]);
   if (pending.length > MAX_ROWS) pending.splice(0, pending.length - MAX_ROWS);
-  if (!flushQueued) {
-    flushQueued = true;
-    requestAnimationFrame(flush);
-  }
+  scheduleRender();
 }
 
+/** Add the rows that came since the last render, and drop the oldest past the cap. */
 function flush() {
-  flushQueued = false;
   if (!pending.length) return;
   const list = dom.inspectorRows;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
@@ -109,7 +115,6 @@ function flush() {
     list.firstElementChild.remove();
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
-  renderInspector();
 }
 
 /** One entry: its stream id, its type, and the rest of its fields as compact JSON. */
@@ -129,6 +134,7 @@ function row(id, event) {
 
 export function renderInspector() {
   if (!state.inspectorOpen) return;
+  flush();
   const key = state.view?.stream_key ?? "";
   setText(dom.inspectorKey, state.threadId ? key || "…" : "no thread open");
   const shown = dom.inspectorRows.childElementCount;

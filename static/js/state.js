@@ -32,20 +32,32 @@ export const state = {
 };
 
 const renderers = [];
+const HIDDEN_TAB_MS = 250; // hidden tabs get no animation frames: render on a timer there
 let queued = false;
+let frame = 0;
+let timer = 0;
 
 /** Add a step to every render, in the order they are added. */
 export function onRender(renderer) {
   renderers.push(renderer);
 }
 
+/**
+ * Render at the next animation frame. Tabs in the background get no frames,
+ * so a timer stands in: every tab's page stays current (a Stop button shows
+ * in every tab), at the rate the browser allows a hidden page.
+ */
 export function scheduleRender() {
   if (queued) return;
   queued = true;
-  requestAnimationFrame(renderNow);
+  frame = requestAnimationFrame(renderNow);
+  timer = setTimeout(renderNow, HIDDEN_TAB_MS);
 }
 
 export function renderNow() {
+  if (!queued) return;
   queued = false;
+  cancelAnimationFrame(frame);
+  clearTimeout(timer);
   for (const renderer of renderers) renderer();
 }

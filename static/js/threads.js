@@ -7,6 +7,7 @@
 import * as http from "./api.js";
 import { navigate } from "./conversation.js";
 import { dom, el, icon, setText } from "./dom.js";
+import { setListConnection } from "./header.js";
 import { activeRunId, compareEventIds } from "./fold.js";
 import { formatWhen, plural } from "./format.js";
 import { liveThreads } from "./live.js";
@@ -39,6 +40,7 @@ export function pauseThreadList() {
 }
 
 function onSocketStatus(status) {
+  setListConnection(status);
   if (status === "live") {
     clearTimeout(pollTimer);
     pollTimer = null;
@@ -300,8 +302,7 @@ function threadItem(row) {
     restore.dataset.action = "unarchive";
     restore.setAttribute("data-testid", "unarchive-thread");
     restore.setAttribute("aria-label", `Unarchive “${row.title}”`);
-    restore.title = "Unarchive";
-    restore.append(icon("unarchive"));
+    restore.append(icon("unarchive"), el("span", "thread__action-label", "Unarchive"));
     item.append(restore);
   }
   return item;
