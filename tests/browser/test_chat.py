@@ -140,3 +140,44 @@ def test_approving_a_waiting_workflow_from_the_page(page: Page) -> None:
     ).to_be_visible(timeout=30_000)
     expect(page.get_by_test_id("approve-button")).to_have_count(0)
     screenshot(page, "approved")
+
+
+def test_markdown_and_the_inspector(page: Page, server: str) -> None:
+    url = new_thread(page)
+    send(
+        page,
+        "echo: ## Plan\n\n- first\n- second\n\n```py\nprint('hi')\n```\n\nSee [docs](https://example.com).",
+    )
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    reply = page.locator(ASSISTANT).last
+    expect(reply.locator("h2")).to_have_text("Plan")
+    expect(reply.locator("li")).to_have_count(2)
+    expect(reply.locator("pre code")).to_contain_text("print('hi')")
+    expect(reply.locator("a[href='https://example.com']")).to_have_attribute(
+        "rel", re.compile("noopener")
+    )
+    page.get_by_test_id("inspector-toggle").click()
+    view = httpx.get(f"{server}/api/threads/{thread_id(url)}").json()
+    expect(page.get_by_test_id("inspector-stream-key")).to_have_text(view["stream_key"])
+    expect(page.get_by_test_id("inspector-event")).to_have_count(view["version"])
+    expect(page.get_by_test_id("inspector")).to_contain_text("message.completed")
+    screenshot(page, "inspector")
+
+
+def test_a_rename_shows_in_every_tab(page: Page, context: BrowserContext) -> None:
+    url = new_thread(page)
+    send(page, "echo: hello")
+    other = open_tab(context, url)
+    page.get_by_test_id("rename-thread").click()
+    page.get_by_test_id("title-input").fill("Renamed thread")
+    page.get_by_test_id("title-input").press("Enter")
+    expect(other.get_by_test_id("thread-title")).to_have_text("Renamed thread")
+    expect(other.get_by_test_id("thread-list")).to_contain_text("Renamed thread")
+
+
+def test_escape_stops_the_answer(page: Page) -> None:
+    new_thread(page)
+    send(page, "Stop me with the keyboard")
+    expect(page.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator(f'{ASSISTANT}[data-status="cancelled"]')).to_be_visible(timeout=2_000)
