@@ -25,6 +25,32 @@ class Attempt:
     token: int
     entry_id: str
 
+    def fenced(
+        self,
+        events: list[ev.Event],
+        *,
+        refuse_if_cancelled: bool = True,
+        run_fields: dict[str, str] | None = None,
+        timer_at_ms: int | None = None,
+        dead_letter: str | None = None,
+        release_thread: bool = False,
+        ack: bool = False,
+    ) -> Append:
+        """An append of this attempt: fenced by its token, and a no-op if retried."""
+        return Append(
+            thread_id=self.thread_id,
+            events=events,
+            run_id=self.run_id,
+            fence=self.token,
+            refuse_if_cancelled=refuse_if_cancelled,
+            batch_id=events[0].event_id if events else None,
+            run_fields=run_fields or {},
+            timer_at_ms=timer_at_ms,
+            dead_letter=dead_letter,
+            release_thread=release_thread,
+            ack=self.entry_id if ack else None,
+        )
+
 
 class AnswerWriter:
     """Appends deltas for one attempt; the last delta goes out with the completion."""
@@ -50,24 +76,9 @@ class AnswerWriter:
         )
 
     async def _write(
-        self,
-        events: list[ev.Event],
-        run_fields: dict[str, str] | None = None,
-        ack: str | None = None,
+        self, events: list[ev.Event], run_fields: dict[str, str] | None = None, ack: bool = False
     ) -> None:
-        a = self.attempt
-        await self.store.append(
-            Append(
-                thread_id=a.thread_id,
-                events=events,
-                run_id=a.run_id,
-                fence=a.token,
-                refuse_if_cancelled=True,
-                batch_id=events[0].event_id,
-                run_fields=run_fields or {},
-                ack=ack,
-            )
-        )
+        await self.store.append(self.attempt.fenced(events, run_fields=run_fields, ack=ack))
         self.events_written += len(events)
 
     async def stream(self, chunks: AsyncIterator[str], cancelled: asyncio.Event) -> None:
@@ -136,7 +147,5 @@ class AnswerWriter:
         events.append(
             ev.MessageCompleted(run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent)
         )
-        await self._write(
-            [*events, *then(full)], run_fields=run_fields, ack=a.entry_id if ack else None
-        )
+        await self._write([*events, *then(full)], run_fields=run_fields, ack=ack)
         return full

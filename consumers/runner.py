@@ -248,18 +248,14 @@ class Runner:
         ack: bool = False,
     ) -> None:
         await self.store.append(
-            Append(
-                thread_id=attempt.thread_id,
-                events=events,
-                run_id=attempt.run_id,
-                fence=attempt.token,
+            attempt.fenced(
+                events,
                 refuse_if_cancelled=refuse_if_cancelled,
-                batch_id=events[0].event_id if events else None,
-                run_fields=run_fields or {},
+                run_fields=run_fields,
                 timer_at_ms=timer_at_ms,
                 dead_letter=dead_letter,
                 release_thread=release_thread,
-                ack=attempt.entry_id if ack else None,
+                ack=ack,
             )
         )
 

@@ -19,7 +19,7 @@ from slipstream import errors
 from slipstream import events as ev
 from slipstream.clock import Clock
 from slipstream.codec import Unreadable
-from slipstream.store import Append, EventStore
+from slipstream.store import EventStore
 
 _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 
@@ -60,18 +60,7 @@ class RunIO:
         return taken
 
     async def write(self, events: list[ev.Event]) -> None:
-        events = [*self.take_pending(), *events]
-        a = self.attempt
-        await self.store.append(
-            Append(
-                thread_id=a.thread_id,
-                events=events,
-                run_id=a.run_id,
-                fence=a.token,
-                refuse_if_cancelled=True,
-                batch_id=events[0].event_id,
-            )
-        )
+        await self.store.append(self.attempt.fenced([*self.take_pending(), *events]))
 
     def used_message(self, op: int) -> None:
         if op not in self.agent_ops:
