@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -22,6 +23,7 @@ from slipstream import codec
 from slipstream.keys import is_stream_id, is_valid_id
 
 router = APIRouter()
+T = TypeVar("T")
 log = logging.getLogger("slipstream.websocket")
 
 CLOSE_BAD_REQUEST = 4400
@@ -96,38 +98,39 @@ async def _forward(
     last: str | None,
     receiver: asyncio.Task[None],
 ) -> None:
-    heartbeat = rt.settings.heartbeat_s
     queue = subscription.queue
     overflow = asyncio.create_task(subscription.overflowed.wait())
     try:
-        while True:
-            getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait(
-                {getter, overflow, receiver}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-            )
-            if overflow in done:
-                getter.cancel()
-                if socket.client_state == WebSocketState.CONNECTED:
-                    await _refuse(
-                        socket, CLOSE_TOO_SLOW, "too slow: reconnect with after=<last id>"
-                    )
-                return
-            if receiver in done:
-                getter.cancel()
-                return
-            if getter not in done:
-                getter.cancel()
-                await socket.send_text(PING)
-                continue
-            batch = [getter.result()]
+        stops: set[asyncio.Future[Any]] = {overflow, receiver}
+        while (first := await _next(socket, queue, rt.settings.heartbeat_s, stops)) is not None:
+            batch = [first]
             while not queue.empty():
                 batch.append(queue.get_nowait())
             for entry_id, frame in batch:
                 if is_after(entry_id, last):
                     await socket.send_text(frame)
                     last = entry_id
+        if overflow.done() and socket.client_state == WebSocketState.CONNECTED:
+            await _refuse(socket, CLOSE_TOO_SLOW, "too slow: reconnect with after=<last id>")
     finally:
         overflow.cancel()
+
+
+async def _next(
+    socket: WebSocket, queue: asyncio.Queue[T], heartbeat: float, stops: set[asyncio.Future[Any]]
+) -> T | None:
+    """The next queued item, with a ping after each idle `heartbeat`; None once a stop is done."""
+    while True:
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait(
+            {getter, *stops}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        if done:
+            return None
+        await socket.send_text(PING)
 
 
 async def _receive(socket: WebSocket) -> None:
@@ -155,21 +158,9 @@ async def live_threads(socket: WebSocket) -> None:
                 {"type": "threads", "threads": [s.model_dump(mode="json") for s in summaries]}
             ).decode()
         )
-        while True:
-            getter = asyncio.create_task(watcher.changed.get())
-            done, _ = await asyncio.wait(
-                {getter, receiver},
-                timeout=rt.settings.heartbeat_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if receiver in done:
-                getter.cancel()
-                return
-            if getter not in done:
-                getter.cancel()
-                await socket.send_text(PING)
-                continue
-            changed = {getter.result()}
+        stops: set[asyncio.Future[Any]] = {receiver}
+        while first := await _next(socket, watcher.changed, rt.settings.heartbeat_s, stops):
+            changed = {first}
             # A burst of events (a run starting, a message completing) is one update each.
             await asyncio.sleep(LIST_DEBOUNCE_S)
             while not watcher.changed.empty():
