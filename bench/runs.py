@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from bench.feeds import count_until, feed_ends
 from bench.live_latency import ROOT, redis_server
 from service import commands
 from slipstream.backend import Backend
@@ -124,25 +125,10 @@ async def throughput(store: EventStore, url: str, processes: int, runs: int) -> 
     with workers(url, processes, SLIPSTREAM_SCRIPTED_DELAY_MS="0", SLIPSTREAM_SCRIPTED_WORDS="30"):
         threads = [(await commands.create_thread(store))[0] for _ in range(runs)]
         await asyncio.sleep(1.0)  # let the workers connect and create their groups first
-        feeds = {part.feed: "$" for part in store.keys.all()}
-        for feed in feeds:
-            last = await store.redis.xrevrange(feed, count=1)
-            feeds[feed] = last[0][0] if last else "0-0"
+        feeds = await feed_ends(store)
         began = time.perf_counter()
         await asyncio.gather(*(commands.send_message(store, t, "go", "assistant") for t in threads))
-        completed = 0
-        reader = store.backend.reader()
-        try:
-            # Count completions as they land in the partition feeds: no polling load.
-            while completed < runs:
-                reply = await reader.xread(feeds, block=10_000, count=1000)
-                if not reply:
-                    raise TimeoutError(f"only {completed} of {runs} runs completed")
-                for feed, entries in reply:
-                    feeds[feed] = entries[-1][0]
-                    completed += sum(1 for _, f in entries if f.get("type") == "run.completed")
-        finally:
-            await store.backend.release(reader)
+        await count_until(store, feeds, lambda counts: counts["run.completed"] >= runs)
         return runs / (time.perf_counter() - began)
 
 

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import time
 
+from bench.feeds import count_until, feed_ends
 from bench.live_latency import redis_server
 from bench.runs import PARTITIONS, workers
 from slipstream import threads
@@ -29,30 +30,23 @@ async def round_of(store: EventStore, agent: str, runs: int, steps: int) -> tupl
             *(threads.create_thread(store) for _ in range(min(500, runs - start)))
         )
         thread_ids += [thread_id for thread_id, _ in made]
-    feeds: dict[str, str] = {}
-    for part in store.keys.all():
-        last = await store.redis.xrevrange(part.feed, count=1)
-        feeds[part.feed] = last[0][0] if last else "0-0"
+    feeds = await feed_ends(store)
     began = time.perf_counter()
     for start in range(0, runs, 500):
         await asyncio.gather(
             *(threads.send_message(store, t, "go", agent) for t in thread_ids[start : start + 500])
         )
-    done = journaled = 0
-    reader = store.backend.reader()
-    try:
-        while done < runs:
-            reply = await reader.xread(feeds, block=30_000, count=5000)
-            if not reply:
-                raise TimeoutError(f"only {done} of {runs} workflows finished")
-            for feed, entries in reply:
-                feeds[feed] = entries[-1][0]
-                for _, fields in entries:
-                    kind = fields.get("type")
-                    done += kind == "run.completed"
-                    journaled += kind == "step.completed" and '"kind":"step"' in fields["body"]
-    finally:
-        await store.backend.release(reader)
+
+    def classify(fields: dict[str, str]) -> str | None:
+        kind = fields.get("type")
+        if kind == "step.completed":
+            return "step" if '"kind":"step"' in fields["body"] else None
+        return kind
+
+    counts = await count_until(
+        store, feeds, lambda counts: counts["run.completed"] >= runs, classify=classify
+    )
+    journaled = counts["step"]
     elapsed = time.perf_counter() - began
     assert journaled == runs * steps, f"{journaled} steps journaled, expected {runs * steps}"
     return elapsed, journaled
