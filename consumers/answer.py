@@ -34,6 +34,7 @@ class Attempt:
         timer_at_ms: int | None = None,
         dead_letter: str | None = None,
         release_thread: bool = False,
+        signals_seen: tuple[str, int] | None = None,
         ack: bool = False,
     ) -> Append:
         """An append of this attempt: fenced by its token, and a no-op if retried."""
@@ -48,6 +49,7 @@ class Attempt:
             timer_at_ms=timer_at_ms,
             dead_letter=dead_letter,
             release_thread=release_thread,
+            signals_seen=signals_seen,
             ack=self.entry_id if ack else None,
         )
 
@@ -143,9 +145,16 @@ class AnswerWriter:
         """Write the held-back tail, the full text and what follows it, in one append."""
         a = self.attempt
         full = "".join(self.text)
-        events = self.held_back()
+        held = self.coalescer.take() if self.coalescer.pending else ""
+        events: list[ev.Event] = [self._delta(held)] if held else []
         events.append(
             ev.MessageCompleted(run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent)
         )
-        await self._write([*events, *then(full)], run_fields=run_fields, ack=ack)
+        try:
+            await self._write([*events, *then(full)], run_fields=run_fields, ack=ack)
+        except BaseException:
+            if held:  # not written: it goes out with whatever ends the run instead
+                self.seq -= 1
+                self.coalescer.restore(held)
+            raise
         return full

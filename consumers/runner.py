@@ -190,21 +190,32 @@ class Runner:
             self.settings.flush_ms,
             cancelled,
         )
-        outcome = await run_workflow(definition, io, question, journal, rng=self.rng)
+        try:
+            outcome = await run_workflow(definition, io, question, journal, rng=self.rng)
+        except errors.RunCancelled:
+            # What the interrupted agent turn had not written yet stays with the stopped text.
+            return await self._cancelled(attempt, io.held_back)
         if isinstance(outcome, Parked):
-            await self._append(
-                attempt,
-                outcome.events,
-                run_fields={
-                    "status": outcome.status,
-                    "owner": "",
-                    "lease_until": "0",
-                    "waiting_for": outcome.waiting_for,
-                },
-                timer_at_ms=outcome.until_ms,
-                release_thread=outcome.release_thread,
-                ack=True,
-            )
+            try:
+                await self._append(
+                    attempt,
+                    outcome.events,
+                    refuse_if_cancelled=True,  # a cancel that raced the park wins
+                    run_fields={
+                        "status": outcome.status,
+                        "owner": "",
+                        "lease_until": "0",
+                        "waiting_for": outcome.waiting_for,
+                    },
+                    timer_at_ms=outcome.until_ms,
+                    release_thread=outcome.release_thread,
+                    signals_seen=None
+                    if outcome.signals_seen is None
+                    else (outcome.waiting_for, outcome.signals_seen),
+                    ack=True,
+                )
+            except errors.RunCancelled:
+                return await self._cancelled(attempt, [])
             return outcome.status
         events: list[ev.Event] = list(outcome.journal)
         if outcome.reply_text is not None:
@@ -229,7 +240,13 @@ class Runner:
                 run_id=item.run_id,
                 fence=claim.token,
                 refuse_if_finished=True,
-                run_fields={"owner": "", "lease_until": "0", "status": "queued"},
+                # A new token, so nothing this worker still has in flight can write.
+                run_fields={
+                    "owner": "",
+                    "lease_until": "0",
+                    "status": "queued",
+                    "token": str(claim.token + 1),
+                },
                 work=True,
                 ack=item.entry_id,
             )
@@ -245,6 +262,7 @@ class Runner:
         timer_at_ms: int | None = None,
         dead_letter: str | None = None,
         release_thread: bool = False,
+        signals_seen: tuple[str, int] | None = None,
         ack: bool = False,
     ) -> None:
         await self.store.append(
@@ -255,6 +273,7 @@ class Runner:
                 timer_at_ms=timer_at_ms,
                 dead_letter=dead_letter,
                 release_thread=release_thread,
+                signals_seen=signals_seen,
                 ack=ack,
             )
         )
@@ -281,22 +300,29 @@ class Runner:
             max_ms=self.settings.retry_max_ms,
             rng=self.rng,
         )
-        await self._append(
-            attempt,
-            [
-                ev.RunRetrying(
-                    run_id=attempt.run_id, attempt=claim.attempt + 1, delay_ms=delay, reason=reason
-                )
-            ],
-            run_fields={
-                "status": "retrying",
-                "owner": "",
-                "lease_until": "0",
-                "failures": str(failures),
-            },
-            timer_at_ms=self.clock.now_ms() + delay,
-            ack=True,
-        )
+        try:
+            await self._append(
+                attempt,
+                [
+                    ev.RunRetrying(
+                        run_id=attempt.run_id,
+                        attempt=claim.attempt + 1,
+                        delay_ms=delay,
+                        reason=reason,
+                    )
+                ],
+                refuse_if_cancelled=True,  # a cancel that raced the failure wins
+                run_fields={
+                    "status": "retrying",
+                    "owner": "",
+                    "lease_until": "0",
+                    "failures": str(failures),
+                },
+                timer_at_ms=self.clock.now_ms() + delay,
+                ack=True,
+            )
+        except errors.RunCancelled:
+            return await self._cancelled(attempt, [])
         log.info("run %s will retry in %d ms: %s", attempt.run_id, delay, reason)
         return "retrying"
 

@@ -178,8 +178,8 @@ class Worker:
             log.warning("work item %s %s names no run; dropped", item.stream, item.entry_id)
             await self._drop(item)
             return
-        claim = await self.leases.claim(item.run_id, item.thread_id, self.name)
-        if claim.outcome in ("NORUN", "FINISHED"):
+        claim = await self.leases.claim(item.run_id, item.thread_id, self.name, item.entry_id)
+        if claim.outcome in ("NORUN", "FINISHED", "DUPLICATE"):
             log.info("run %s: %s; work item dropped", item.run_id, claim.outcome.lower())
             await self._drop(item)
             return

@@ -73,7 +73,8 @@ async def cancel_run(store: EventStore, run_id: str, reason: str = "") -> Cancel
                     thread_id=thread_id,
                     events=[ev.RunCancelRequested(run_id=run_id, reason=reason)],
                     run_id=run_id,
-                    refuse_if_finished=True,
+                    # Still held: if it parked or ended meanwhile, decide again.
+                    expect_status=("running",),
                     run_fields={"cancel": "1"},
                     announce_cancel=True,
                 )

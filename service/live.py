@@ -86,7 +86,13 @@ class _Tail:
 
     async def _run(self) -> None:
         backend = self.hub.backend
-        last = as_entries(await backend.client.xrevrange(self.part.feed, "+", "-", count=1))
+        while True:  # the cursor must be fixed before any subscriber reads its backlog
+            try:
+                last = as_entries(await backend.client.xrevrange(self.part.feed, "+", "-", count=1))
+                break
+            except (ConnectionError, TimeoutError, RedisError):
+                log.exception("tail of %s cannot start; retrying", self.part.feed)
+                await asyncio.sleep(0.5)
         cursor = last[0][0] if last else "0-0"
         self.ready.set()
         reader = backend.reader()

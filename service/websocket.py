@@ -107,10 +107,14 @@ async def _forward(
             while not queue.empty():
                 batch.append(queue.get_nowait())
             for entry_id, frame in batch:
+                if subscription.overflowed.is_set():
+                    break  # an event was dropped: sending past it would leave a gap
                 if is_after(entry_id, last):
                     await socket.send_text(frame)
                     last = entry_id
-        if overflow.done() and socket.client_state == WebSocketState.CONNECTED:
+            if subscription.overflowed.is_set():
+                break
+        if subscription.overflowed.is_set() and socket.client_state == WebSocketState.CONNECTED:
             await _refuse(socket, CLOSE_TOO_SLOW, "too slow: reconnect with after=<last id>")
     finally:
         overflow.cancel()

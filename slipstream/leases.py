@@ -16,7 +16,7 @@ def _lua(name: str) -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: Literal["OK", "NORUN", "FINISHED", "BUSY"]
+    outcome: Literal["OK", "NORUN", "FINISHED", "BUSY", "DUPLICATE"]
     token: int = 0
     attempt: int = 0
     cancel_requested: bool = False
@@ -37,9 +37,9 @@ class Leases:
     def _partition(self, thread_id: str) -> Partition:
         return self.keys.partition(thread_id)
 
-    async def claim(self, run_id: str, thread_id: str, worker: str) -> Claim:
+    async def claim(self, run_id: str, thread_id: str, worker: str, entry_id: str = "") -> Claim:
         reply = await self._claim(
-            keys=[self._partition(thread_id).run(run_id)], args=[worker, self.lease_ms]
+            keys=[self._partition(thread_id).run(run_id)], args=[worker, self.lease_ms, entry_id]
         )
         outcome = str(reply[0])
         if outcome == "OK":
@@ -54,6 +54,8 @@ class Leases:
             )
         if outcome == "FINISHED":
             return Claim("FINISHED", detail=str(reply[1]))
+        if outcome == "DUPLICATE":
+            return Claim("DUPLICATE")
         if outcome == "BUSY":
             return Claim("BUSY", detail=f"{reply[1]} holds it for {reply[2]} ms more")
         return Claim("NORUN")

@@ -57,6 +57,7 @@ class Append:
     timer_at_ms: int | None = None
     release_thread: bool = False
     wake_if_waiting_for: str | None = None
+    signals_seen: tuple[str, int] | None = None
     dead_letter: str | None = None
     announce_cancel: bool = False
 
@@ -133,6 +134,8 @@ class EventStore:
             options["release_thread"] = "1"
         if request.wake_if_waiting_for is not None:
             options["wake_if_waiting_for"] = request.wake_if_waiting_for
+        if request.signals_seen is not None:
+            options["signals_seen"] = f"{request.signals_seen[0]}:{request.signals_seen[1]}"
         if request.dead_letter is not None:
             options["dead"] = request.dead_letter
         if request.announce_cancel or (request.work and request.admit == "interrupt"):

@@ -159,3 +159,40 @@ async def test_the_thread_list_is_live(system: System) -> None:
                 frame = orjson.loads(await socket.recv())
                 if frame["type"] == "thread":
                     seen[frame["summary"]["id"]] = frame["summary"]["title"]
+
+
+class RecordingSocket:
+    """Just enough of a websocket to see what _forward sends and how it closes."""
+
+    def __init__(self) -> None:
+        from starlette.websockets import WebSocketState
+
+        self.client_state = WebSocketState.CONNECTED
+        self.sent: list[dict] = []  # type: ignore[type-arg]
+        self.closed: int | None = None
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(orjson.loads(text))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = code
+
+
+async def test_a_slow_socket_is_dropped_at_its_first_lost_event(
+    backend: Backend, settings: Settings
+) -> None:
+    from service.live import Subscription, event_frame
+    from service.runtime import Runtime
+    from service.websocket import CLOSE_TOO_SLOW, _forward
+
+    subscription = Subscription("t1", asyncio.Queue(3))
+    for seq in range(1, 7):  # e4..e6 find the queue full: e4 is lost
+        subscription.offer(f"1-{seq}", event_frame(f"1-{seq}", {"type": "x", "seq": seq}))
+    socket = RecordingSocket()
+    never = asyncio.get_running_loop().create_future()
+    rt = Runtime.build(settings, backend)
+    await _forward(rt, socket, subscription, None, never)  # type: ignore[arg-type]
+    never.cancel()
+    ids = [frame["id"] for frame in socket.sent if frame["type"] == "event"]
+    assert ids == []  # nothing past a gap; the client resumes from what it had
+    assert socket.closed == CLOSE_TOO_SLOW

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import random
 import time
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -14,9 +15,11 @@ from websockets.asyncio.client import connect
 from consumers.backoff import compute_backoff
 from consumers.llm.scripted import ScriptedLLM, scripted_reply
 from consumers.worker import Worker
+from projections.views import ViewStore
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.errors import ProviderError
+from slipstream.store import EventStore
 from tests.fake_llm import FlakyLLM, GatedLLM
 from tests.harness import System, frames_until, running_system
 from tests.waits import until
@@ -126,6 +129,10 @@ async def test_cancel_stops_a_model_between_tokens_within_200_ms(
             connect(system.ws_url(thread_id)) as one,
             connect(system.ws_url(thread_id)) as two,
         ):
+            # The snapshots first: a socket's snapshot is taken after its handshake, and one
+            # taken after the cancel would already hold the run.cancelled we wait for below.
+            for socket in (one, two):
+                assert orjson.loads(await socket.recv())["type"] == "snapshot"
             await asyncio.wait_for(llm.started.wait(), 10)
             began = time.perf_counter()
             response = await system.http.post(f"/api/runs/{accepted['run_id']}/cancel")
@@ -243,8 +250,7 @@ async def test_shutdown_hands_runs_back_without_waiting_for_the_lease(
         stop_second = asyncio.Event()
         second_task = asyncio.create_task(second.run(stop_second))
         try:
-            async with connect(system.ws_url(thread_id)) as socket:
-                await frames_until(socket, "run.completed")
+            await system.wait_for_run(thread_id, accepted["run_id"])
             elapsed = time.perf_counter() - began
         finally:
             stop_second.set()
@@ -303,3 +309,30 @@ async def test_the_socket_shows_a_retry_as_a_status_not_as_duplicate_text(
     ]
     assert "".join(second_attempt) == scripted_reply("once more", 20)
     assert view["messages"][-1]["content"] == scripted_reply("once more", 20)
+
+
+class CancelledAtTheEnd:
+    """Streams text with no sentence end, then the run is cancelled before it can finish."""
+
+    name = "cancelled-at-the-end"
+
+    def __init__(self, store: object, thread_id: str) -> None:
+        self.store, self.thread_id, self.run_id = store, thread_id, ""
+
+    async def stream(self, prompt: object) -> AsyncIterator[str]:
+        yield "Hello there"
+        key = self.store.keys.partition(self.thread_id).run(self.run_id)  # type: ignore[attr-defined]
+        await self.store.redis.hset(key, "cancel", "1")  # type: ignore[attr-defined]
+
+
+async def test_text_held_back_at_a_cancel_is_kept(store: EventStore, settings: Settings) -> None:
+    from service import commands
+
+    thread_id, _ = await commands.create_thread(store)
+    sent = await commands.send_message(store, thread_id, "hi", "assistant")
+    llm = CancelledAtTheEnd(store, thread_id)
+    llm.run_id = sent.run_id
+    await Worker(store.backend, store, llm, settings).run_once()  # type: ignore[arg-type]
+    view = await ViewStore(store).current(thread_id)
+    reply = view.messages[-1]
+    assert (reply.status, reply.content) == ("cancelled", "Hello there")

@@ -365,3 +365,71 @@ async def test_a_resent_signal_with_its_id_is_kept_once(harness: Harness) -> Non
         await commands.signal_run(harness.store, run_id, "go", "once", signal_id="click-1")
     events = [s.event.type for s in await harness.store.read(thread_id)]
     assert events.count("signal.received") == 1
+
+
+async def send_go_now(payload: str) -> str:
+    """A step that signals its own run: a signal arriving while the run is busy."""
+    store, run_id = flags["store"], flags["run_id"]
+    await commands.signal_run(store, run_id, "go", payload)  # type: ignore[arg-type]
+    return payload
+
+
+@workflow("test_signal_while_busy", signals=("go",))
+async def busy_flow(ctx: WorkflowContext, message: str) -> object:
+    await ctx.step("meanwhile", send_go_now, "mid-run")
+    return (await ctx.wait_for("go")).payload
+
+
+async def test_a_signal_sent_while_the_run_is_busy_is_not_lost(harness: Harness) -> None:
+    thread_id, run_id = await harness.start("test_signal_while_busy")
+    flags.update(store=harness.store, run_id=run_id)
+    run = await harness.run(thread_id, run_id)
+    assert (run["status"], run["result"]) == ("completed", "mid-run")
+
+
+async def test_a_timer_then_a_signal_make_one_work_item(harness: Harness) -> None:
+    thread_id, run_id = await harness.start("test_wait")
+    await harness.run(thread_id, run_id)  # parked, with a one-hour timeout
+    harness.clock.advance(hours=1)
+    await harness.worker._fire_due_timers(force=True)
+    await commands.signal_run(harness.store, run_id, "go", "late")
+    part = harness.store.keys.partition(thread_id)
+    assert await harness.store.redis.xlen(part.work) == 1
+    run = await harness.run(thread_id, run_id)
+    assert run["status"] == "completed" and run["attempt"] == 2
+
+
+async def cancel_myself() -> None:
+    store, run_id, thread_id = flags["store"], flags["run_id"], flags["thread_id"]
+    key = store.keys.partition(thread_id).run(run_id)  # type: ignore[attr-defined]
+    await store.redis.hset(key, "cancel", "1")  # type: ignore[attr-defined]
+
+
+@workflow("test_cancel_before_park", signals=("go",))
+async def cancel_before_park_flow(ctx: WorkflowContext, message: str) -> object:
+    await ctx.step("cancelled meanwhile", cancel_myself)
+    return (await ctx.wait_for("go")).payload
+
+
+async def test_a_cancel_that_races_a_park_wins(harness: Harness) -> None:
+    thread_id, run_id = await harness.start("test_cancel_before_park")
+    flags.update(store=harness.store, run_id=run_id, thread_id=thread_id)
+    run = await harness.run(thread_id, run_id)
+    assert run["status"] == "cancelled"
+
+
+async def two_steps(ctx: WorkflowContext, name: str) -> str:
+    await ctx.step(f"fetch {name}", count, name)
+    return str(await ctx.step(f"parse {name}", count, name))
+
+
+@workflow("test_gather_misuse")
+async def gather_misuse_flow(ctx: WorkflowContext, message: str) -> object:
+    return await ctx.gather(two_steps(ctx, "a"), two_steps(ctx, "b"))
+
+
+async def test_gather_takes_one_operation_per_argument(harness: Harness) -> None:
+    thread_id, run_id = await harness.start("test_gather_misuse")
+    run = await harness.run(thread_id, run_id)
+    assert run["status"] == "failed"
+    assert "one operation per argument" in run["reason"]

@@ -47,6 +47,7 @@ class Suspend(BaseException):
         until_ms: int | None,
         events: list[ev.Event],
         release_thread: bool,
+        signals_seen: int | None = None,
     ) -> None:
         super().__init__(f"suspended: {waiting_for}")
         self.status = status
@@ -54,6 +55,7 @@ class Suspend(BaseException):
         self.until_ms = until_ms
         self.events = events
         self.release_thread = release_thread
+        self.signals_seen = signals_seen  # for a signal wait: how many the journal holds
 
 
 class NonDeterminism(Exception):
@@ -98,6 +100,14 @@ class StepInfo:
 
 
 _current_step: contextvars.ContextVar[StepInfo] = contextvars.ContextVar("slipstream_step")
+# Inside ctx.gather: how many operations this argument has taken (it may take one).
+_branch: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "slipstream_branch", default=None
+)
+
+
+class GatherMisuse(Exception):
+    """A gather argument ran more than one operation, so replay could not place them."""
 
 
 def current_step() -> StepInfo:
@@ -140,6 +150,15 @@ class WorkflowContext:
     # -- positions and the journal --------------------------------------------
 
     def _take(self, kind: str, name: str) -> tuple[int, Op | None]:
+        branch = _branch.get()
+        if branch is not None:
+            branch[0] += 1
+            if branch[0] > 1:
+                raise GatherMisuse(
+                    f"{kind} {name!r} is a second operation in one argument of ctx.gather; "
+                    "on replay the positions of such branches interleave differently. "
+                    "Give gather one operation per argument (a step, an agent turn, ...)"
+                )
         op = self._next_op
         self._next_op += 1
         recorded = self._journal.ops.get(op)
@@ -308,7 +327,12 @@ class WorkflowContext:
         If one suspends or fails the others are cancelled (they run again on
         resume, as any unfinished step does) and the first problem is raised.
         """
-        tasks = [asyncio.ensure_future(step) for step in steps]
+
+        async def one(step: Coroutine[Any, Any, Any]) -> Any:
+            _branch.set([0])
+            return await step
+
+        tasks = [asyncio.ensure_future(one(step)) for step in steps]
         _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         failed = next((t for t in tasks if t.done() and t.exception() is not None), None)
         if failed is None:
@@ -408,6 +432,7 @@ class WorkflowContext:
                 )
             ],
             release_thread=True,
+            signals_seen=len(arrived),
         )
 
     async def _resume_wait(self, op: int, name: str, signal: Signal) -> Signal:

@@ -12,7 +12,13 @@ from pydantic import JsonValue, TypeAdapter
 from consumers.agents import AGENTS, DEFAULT_AGENT
 from consumers.answer import AnswerWriter, Attempt
 from consumers.llm.base import LLM, ChatMessage, Prompt
-from consumers.workflows.context import NonDeterminism, StepError, Suspend, WorkflowContext
+from consumers.workflows.context import (
+    GatherMisuse,
+    NonDeterminism,
+    StepError,
+    Suspend,
+    WorkflowContext,
+)
 from consumers.workflows.journal import journal_of
 from consumers.workflows.registry import WorkflowDef
 from slipstream import errors
@@ -42,6 +48,7 @@ class RunIO:
     cancelled: asyncio.Event
     agent_ops: list[int] = field(default_factory=list)
     pending: list[ev.Event] = field(default_factory=list)
+    held_back: list[ev.Event] = field(default_factory=list)  # an interrupted turn's unsent tail
 
     @property
     def run_id(self) -> str:
@@ -90,7 +97,11 @@ class RunIO:
         question = Prompt(
             system=known.system, messages=(ChatMessage("user", prompt),), question=prompt
         )
-        await writer.stream(self.llm.stream(question), self.cancelled)
+        try:
+            await writer.stream(self.llm.stream(question), self.cancelled)
+        except errors.RunCancelled:
+            self.held_back = writer.held_back()
+            raise
         return await writer.complete(
             lambda text: [
                 ev.StepCompleted(run_id=a.run_id, op=op, step=label, kind="agent", result=text)
@@ -105,6 +116,7 @@ class Parked:
     until_ms: int | None
     events: list[ev.Event]
     release_thread: bool
+    signals_seen: int | None
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,12 @@ async def run_workflow(
     cancel = asyncio.ensure_future(io.cancelled.wait())
     try:
         await asyncio.wait({task, cancel}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        # The attempt itself was cancelled (lease lost, shutdown): stop the body too,
+        # or it would go on starting steps beside the run's next owner.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
     finally:
         cancel.cancel()
     if not task.done():
@@ -154,10 +172,11 @@ async def run_workflow(
             parked.until_ms,
             [*io.take_pending(), *parked.events],
             parked.release_thread,
+            parked.signals_seen,
         )
     except NonDeterminism as exc:
         raise WorkflowFailed(str(exc)) from exc
-    except StepError as exc:
+    except (StepError, GatherMisuse) as exc:
         raise WorkflowFailed(str(exc)) from exc
     except (errors.RunCancelled, errors.StaleFence):
         raise

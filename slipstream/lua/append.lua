@@ -15,7 +15,10 @@
 --   ack work-item-id             work 1 (admit the run) admit queue|interrupt|reject
 --   interrupt_eid id             timer_at ms            dead reason
 --   release_thread 1 (a suspended run lets the thread's next run go)
---   wake_if_waiting_for name (a signal: put the run back to work if it waits for it)
+--   wake_if_waiting_for name (a signal: count it, and put the run back to work if it
+--     waits for it)
+--   signals_seen name:n (parking to wait for `name` with n such signals in its journal:
+--     if more have arrived meanwhile, go back to work instead of waiting)
 --   publish channel              run.<field> value (set in the run hash)
 -- Returns {"OK"|"DUP", version, id...} or {code, detail} for a refused guard.
 
@@ -156,16 +159,26 @@ if ending or opt.release_thread then
 end
 
 -- A signal wakes a run that waits for exactly that signal.
+local function wake()
+  redis.call("HSET", run, "status", "queued", "waiting_for", "")
+  redis.call("ZREM", timers, run_id)
+  redis.call("XADD", work, "*", "run", run_id, "thread", thread_id)
+end
 if opt.wake_if_waiting_for then
+  redis.call("HINCRBY", run, "signals:" .. opt.wake_if_waiting_for, 1)
   local state = redis.call("HMGET", run, "status", "waiting_for")
-  if state[1] == "waiting" and state[2] == opt.wake_if_waiting_for then
-    redis.call("HSET", run, "status", "queued", "waiting_for", "")
-    redis.call("ZREM", timers, run_id)
-    redis.call("XADD", work, "*", "run", run_id, "thread", thread_id)
+  if state[1] == "waiting" and state[2] == opt.wake_if_waiting_for then wake() end
+end
+local parked_on_signal = false
+if opt.signals_seen then
+  local name, seen = string.match(opt.signals_seen, "^(.*):(%d+)$")
+  -- A signal that arrived while the run was busy would otherwise wait for ever.
+  if tonumber(redis.call("HGET", run, "signals:" .. name) or "0") > tonumber(seen) then
+    wake()
+    parked_on_signal = true
   end
 end
-
-if opt.timer_at then redis.call("ZADD", timers, opt.timer_at, run_id) end
+if opt.timer_at and not parked_on_signal then redis.call("ZADD", timers, opt.timer_at, run_id) end
 if opt.dead then
   redis.call("XADD", dead, "*", "run", run_id, "thread", thread_id, "reason", opt.dead)
 end

@@ -4,11 +4,11 @@
 -- worker that still owned the run (it died or hung) counts as a failure,
 -- so a run that keeps killing its workers ends.
 -- KEYS: 1 run hash
--- ARGV: 1 worker name, 2 lease ms
+-- ARGV: 1 worker name, 2 lease ms, 3 the work item's id
 -- Returns {"OK", token, attempt, cancel, failures, agent, since} | {"NORUN"}
---       | {"FINISHED", status}
+--       | {"FINISHED", status} | {"DUPLICATE"} (this worker runs it from another item)
 --       | {"BUSY", owner, ms left}
-local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel")
+local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel", "item")
 local status, owner = state[1], state[2]
 if not status then return {"NORUN"} end
 if status == "completed" or status == "cancelled" or status == "failed" then
@@ -17,8 +17,9 @@ end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ = tonumber(state[3] or "0") or 0
-if owner and owner ~= "" and owner ~= ARGV[1] and until_ > now then
-  return {"BUSY", owner, until_ - now}
+if owner and owner ~= "" and until_ > now then
+  if owner ~= ARGV[1] then return {"BUSY", owner, until_ - now} end
+  if state[5] and state[5] ~= ARGV[3] then return {"DUPLICATE"} end
 end
 local failures = tonumber(redis.call("HGET", KEYS[1], "failures") or "0")
 if owner and owner ~= "" then
@@ -27,6 +28,6 @@ end
 local token = redis.call("HINCRBY", KEYS[1], "token", 1)
 local attempt = redis.call("HINCRBY", KEYS[1], "attempt", 1)
 redis.call("HSET", KEYS[1], "owner", ARGV[1], "lease_until", now + tonumber(ARGV[2]),
-           "status", "running")
+           "status", "running", "item", ARGV[3])
 local about = redis.call("HMGET", KEYS[1], "agent", "since")
 return {"OK", token, attempt, state[4] or "0", failures, about[1] or "", about[2] or ""}
