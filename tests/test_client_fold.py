@@ -1,0 +1,126 @@
+"""The web chat's fold (static/js/fold.js) agrees with the server's, event for event.
+
+Real histories (chat answers, a cancel, a retry, a failure, a restart, a
+regenerate, a rename and archive, an approval workflow with a revision) are
+folded by the server; the page's fold, run in Node, must reach the same view
+from an empty one and from every snapshot along the way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.llm.scripted import ScriptedLLM
+from consumers.worker import Worker
+from projections.thread_view import ThreadView, fold
+from service import commands
+from slipstream import codec
+from slipstream.config import Settings
+from slipstream.errors import ProviderError
+from slipstream.store import EventStore, Stored
+from tests.fake_llm import FlakyLLM
+from tests.test_workflows import FakeClock
+
+SCRIPT = Path(__file__).resolve().parent / "js" / "fold_replay.mjs"
+
+
+def js_fold(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH; the web chat's fold cannot be checked")
+    done = subprocess.run(
+        [node, str(SCRIPT)], input=json.dumps(cases), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    views: list[dict[str, Any]] = json.loads(done.stdout)
+    return views
+
+
+async def histories(store: EventStore, settings: Settings) -> list[str]:
+    clock = FakeClock()
+    worker = Worker(store.backend, store, ScriptedLLM(words=25, delay_ms=0), settings, clock=clock)
+    threads = []
+
+    chat, _ = await commands.create_thread(store, "chat")
+    first = await commands.send_message(store, chat, "first question", "assistant")
+    await commands.send_message(store, chat, "second question", "assistant")
+    await worker.run_once()
+    await commands.regenerate(store, worker.runner.views, first.run_id)
+    await worker.run_once()
+    await commands.update_thread(store, chat, title="renamed", archived=True)
+    threads.append(chat)
+
+    cancelled, _ = await commands.create_thread(store)
+    queued = await commands.send_message(store, cancelled, "one", "assistant")
+    await commands.cancel_run(store, queued.run_id)
+    threads.append(cancelled)
+
+    flaky_thread, _ = await commands.create_thread(store)
+    await commands.send_message(store, flaky_thread, "try twice", "assistant")
+    boom = ProviderError("overloaded", retryable=True)
+    flaky = Worker(
+        store.backend,
+        store,
+        FlakyLLM([boom, ProviderError("no", retryable=False)]),
+        settings,
+        clock=clock,
+    )
+    await flaky.run_once()
+    clock.advance(minutes=1)
+    await flaky.run_once()
+    runs = (await worker.runner.views.current(flaky_thread)).runs
+    await commands.restart_run(store, next(iter(runs)))
+    await worker.run_once()
+    threads.append(flaky_thread)
+
+    approval, _ = await commands.create_thread(store)
+    asked = await commands.send_message(store, approval, "announce it", "approval")
+    await worker.run_once()
+    await commands.signal_run(
+        store, asked.run_id, "approval", {"approved": False, "feedback": "shorter"}
+    )
+    await worker.run_once()
+    await commands.signal_run(store, asked.run_id, "approval", {"approved": True})
+    await worker.run_once()
+    threads.append(approval)
+    return threads
+
+
+async def test_the_page_folds_events_as_the_server_does(
+    store: EventStore, settings: Settings
+) -> None:
+    cases, expected = [], []
+    for thread_id in await histories(store, settings):
+        stored = await store.read(thread_id)
+        empty = ThreadView.empty(thread_id, store.stream_key(thread_id))
+        final = fold(empty, stored).model_dump(mode="json")
+        for cut in range(0, len(stored) + 1, 3):  # from snapshots all along the history
+            snapshot = fold(empty, stored[:cut]).model_dump(mode="json")
+            cases.append({"start": snapshot, "events": frames(stored[cut:])})
+            expected.append(final)
+    for got, want in zip(js_fold(cases), expected, strict=True):
+        assert comparable(got) == comparable(want)
+
+
+def frames(stored: list[Stored]) -> list[dict[str, Any]]:
+    return [{"id": s.id, "event": codec.event_json(s.event)} for s in stored]
+
+
+def comparable(view: dict[str, Any]) -> dict[str, Any]:
+    """Drop what is null or empty on one side and absent on the other."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v not in (None, [], {})}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    cleaned: dict[str, Any] = clean(view)
+    return cleaned
