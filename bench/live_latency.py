@@ -4,8 +4,9 @@
 
 Starts its own redis-server and a `python -m service` web process on free
 loopback ports. For latency this process plays the worker: it appends deltas
-through the real append script and times each one until it arrives on a
-websocket watching that thread (one clock, so no skew). For write volume it
+through the real append script, and a separate process (bench.watchers)
+holds one websocket per answer and notes when each delta arrives; both read
+CLOCK_MONOTONIC, so there is no skew. For write volume it
 runs the real worker on the scripted model at several speeds and counts the
 entries each answer wrote. Prints two tables.
 """
@@ -29,7 +30,6 @@ from pathlib import Path
 import httpx
 import orjson
 import redis
-from websockets.asyncio.client import connect
 
 from consumers.llm.scripted import ScriptedLLM
 from consumers.worker import Worker
@@ -113,30 +113,29 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def latency_round(store: EventStore, port: int, answers: int, deltas: int) -> list[float]:
-    """`answers` threads stream at once, one delta per thread every 20 ms."""
+    """`answers` threads stream at once, one delta per thread every 20 ms.
+
+    The sockets live in a process of their own (bench.watchers), so the
+    writer's work and theirs do not queue behind each other in one event loop.
+    """
     threads = [(await commands.create_thread(store))[0] for _ in range(answers)]
     sent_at: dict[tuple[str, int], float] = {}
-    latencies: list[float] = []
-    expected = answers * deltas
-
-    async def watch(thread_id: str, ready: asyncio.Event) -> None:
-        async with connect(f"ws://127.0.0.1:{port}/api/threads/{thread_id}/live") as socket:
-            await socket.recv()  # the snapshot
-            ready.set()
-            seen = 0
-            async for raw in socket:
-                arrived = time.perf_counter()
-                frame = orjson.loads(raw)
-                event = frame.get("event", {})
-                if event.get("type") == "message.delta":
-                    latencies.append(arrived - sent_at[(thread_id, event["seq"])])
-                    seen += 1
-                    if seen == deltas:
-                        return
-
-    readies = [asyncio.Event() for _ in threads]
-    watchers = [asyncio.create_task(watch(t, r)) for t, r in zip(threads, readies, strict=True)]
-    await asyncio.gather(*(r.wait() for r in readies))
+    watchers = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.watchers",
+        str(port),
+        str(deltas),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=64 * 1024 * 1024,  # the arrivals come back as one JSON line
+    )
+    assert watchers.stdin is not None and watchers.stdout is not None
+    watchers.stdin.write("\n".join(threads).encode() + b"\n")
+    await watchers.stdin.drain()
+    watchers.stdin.close()
+    assert (await watchers.stdout.readline()).strip() == b"ready"
 
     async def write(thread_id: str) -> None:
         for seq in range(1, deltas + 1):
@@ -151,8 +150,14 @@ async def latency_round(store: EventStore, port: int, answers: int, deltas: int)
             await asyncio.sleep(0.02)
 
     await asyncio.gather(*(write(t) for t in threads))
-    await asyncio.wait_for(asyncio.gather(*watchers), 60)
-    assert len(latencies) == expected
+    arrivals = orjson.loads(await asyncio.wait_for(watchers.stdout.readline(), 120))
+    await watchers.wait()
+    latencies = [
+        arrived - sent_at[(thread_id, int(seq))]
+        for thread_id, seen in arrivals.items()
+        for seq, arrived in seen.items()
+    ]
+    assert len(latencies) == answers * deltas
     return latencies
 
 

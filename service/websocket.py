@@ -98,26 +98,23 @@ async def _forward(
     last: str | None,
     receiver: asyncio.Task[None],
 ) -> None:
-    queue = subscription.queue
-    overflow = asyncio.create_task(subscription.overflowed.wait())
-    try:
-        stops: set[asyncio.Future[Any]] = {overflow, receiver}
-        while (first := await _next(socket, queue, rt.settings.heartbeat_s, stops)) is not None:
-            batch = [first]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            for entry_id, frame in batch:
-                if subscription.overflowed.is_set():
-                    break  # an event was dropped: sending past it would leave a gap
-                if is_after(entry_id, last):
-                    await socket.send_text(frame)
-                    last = entry_id
-            if subscription.overflowed.is_set():
-                break
-        if subscription.overflowed.is_set() and socket.client_state == WebSocketState.CONNECTED:
-            await _refuse(socket, CLOSE_TOO_SLOW, "too slow: reconnect with after=<last id>")
-    finally:
-        overflow.cancel()
+    receiver.add_done_callback(lambda _: subscription.wake())
+    pending = subscription.pending
+    while not receiver.done():
+        woke = await subscription.wait(rt.settings.heartbeat_s)
+        if subscription.overflowed or receiver.done():
+            break
+        if not woke and not pending:
+            await socket.send_text(PING)
+            continue
+        while pending and not subscription.overflowed:
+            entry_id, frame = pending.popleft()
+            if is_after(entry_id, last):
+                await socket.send_text(frame)
+                last = entry_id
+    # After a lost event nothing more is sent: the client resumes from what it has.
+    if subscription.overflowed and socket.client_state == WebSocketState.CONNECTED:
+        await _refuse(socket, CLOSE_TOO_SLOW, "too slow: reconnect with after=<last id>")
 
 
 async def _next(

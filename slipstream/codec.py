@@ -99,3 +99,41 @@ def event_json(event: Event | Unreadable) -> dict[str, Any]:
     if isinstance(event, Unreadable):
         return event.as_json()
     return event.model_dump(mode="json", exclude_none=True)
+
+
+def delta_json(fields: Mapping[str, str]) -> dict[str, Any] | None:
+    """A well-formed message.delta entry as event JSON, without building the model.
+
+    Deltas are most of what fans out to sockets, so they skip pydantic when
+    they hold exactly what `encode` writes; anything else returns None and
+    goes through `decode`, which reports what is wrong.
+    """
+    if fields.get("type") != "message.delta" or fields.get("v") != str(SCHEMA_VERSION):
+        return None
+    try:
+        body = orjson.loads(fields.get("body", ""))
+    except orjson.JSONDecodeError:
+        return None
+    if not (
+        isinstance(body, dict)
+        and isinstance(body.get("seq"), int)
+        and isinstance(body.get("text"), str)
+        and isinstance(body.get("message_id"), str)
+        and isinstance(body.get("attempt", 1), int)
+        and "eid" in fields
+        and "run" in fields
+        and set(body) <= _DELTA_BODY
+    ):
+        return None
+    event: dict[str, Any] = {
+        "type": "message.delta",
+        "event_id": fields["eid"],
+        "run_id": fields["run"],
+        **body,
+    }
+    if "agent" in fields:
+        event["agent"] = fields["agent"]
+    return event
+
+
+_DELTA_BODY = frozenset({"message_id", "seq", "text", "attempt"})

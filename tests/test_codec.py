@@ -94,3 +94,42 @@ def test_exported_schema_is_current() -> None:
         "static/events.schema.json is stale: run `python -m slipstream.schema > "
         "static/events.schema.json`"
     )
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        ev.MessageDelta(run_id="t.aaaaaa", message_id="r", seq=3, text="Hé ✓"),
+        ev.MessageDelta(
+            run_id="t.aaaaaa", message_id="r", seq=1, text="x", attempt=2, agent="research"
+        ),
+    ],
+)
+def test_the_fast_delta_path_gives_what_decoding_gives(delta: ev.MessageDelta) -> None:
+    entry = codec.encode(delta)
+    assert codec.delta_json(entry) == codec.event_json(codec.decode("k", "1-0", entry))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "message.delta", "v": "1", "eid": "e", "run": "r", "body": '{"seq": "1"}'},
+        {
+            "type": "message.delta",
+            "v": "1",
+            "eid": "e",
+            "run": "r",
+            "body": '{"seq": 1, "text": "x", "message_id": "m", "extra": 1}',
+        },
+        {
+            "type": "message.delta",
+            "v": "2",
+            "eid": "e",
+            "run": "r",
+            "body": '{"seq": 1, "text": "x", "message_id": "m"}',
+        },
+        {"type": "run.completed", "v": "1", "eid": "e", "run": "r", "body": "{}"},
+    ],
+)
+def test_anything_unusual_leaves_the_fast_path(fields: dict[str, str]) -> None:
+    assert codec.delta_json(fields) is None

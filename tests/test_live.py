@@ -185,7 +185,7 @@ async def test_a_slow_socket_is_dropped_at_its_first_lost_event(
     from service.runtime import Runtime
     from service.websocket import CLOSE_TOO_SLOW, _forward
 
-    subscription = Subscription("t1", asyncio.Queue(3))
+    subscription = Subscription("t1", 3)
     for seq in range(1, 7):  # e4..e6 find the queue full: e4 is lost
         subscription.offer(f"1-{seq}", event_frame(f"1-{seq}", {"type": "x", "seq": seq}))
     socket = RecordingSocket()
