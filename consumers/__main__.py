@@ -12,6 +12,7 @@ import asyncio
 from consumers import status
 from consumers.llm import provider_from_settings
 from consumers.worker import Worker
+from consumers.workflows.registry import load_modules_or_exit
 from slipstream import logs
 from slipstream.keys import Keyspace
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
@@ -21,6 +22,7 @@ from slipstream.store import EventStore
 async def work() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "worker")
+    load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
     store = EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
     try:

@@ -15,6 +15,7 @@ import uvicorn
 
 from consumers.llm import provider_from_settings
 from consumers.worker import Worker
+from consumers.workflows.registry import load_modules_or_exit
 from projections.projector import Projector
 from service.app import create_app
 from service.embedded import EmbeddedRedis
@@ -63,6 +64,7 @@ async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
 
 def main() -> None:
     settings = settings_or_exit()
+    load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.port)

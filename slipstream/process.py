@@ -23,18 +23,10 @@ def connect_or_exit(settings: Settings, role: str) -> Backend:
 
 
 def settings_or_exit() -> Settings:
-    """Settings from the environment, with the deployment's own workflows imported."""
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
-    from consumers.workflows.registry import load_modules
-
-    try:
-        load_modules(settings.workflow_modules)
-    except ImportError as exc:
-        sys.exit(f"configuration error: {exc}")
-    return settings
 
 
 async def until_signalled(body: Callable[[asyncio.Event], Awaitable[None]]) -> None:

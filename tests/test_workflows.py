@@ -433,3 +433,13 @@ async def test_gather_takes_one_operation_per_argument(harness: Harness) -> None
     run = await harness.run(thread_id, run_id)
     assert run["status"] == "failed"
     assert "one operation per argument" in run["reason"]
+
+
+def test_deployments_add_workflows_by_module() -> None:
+    from consumers import workflows
+    from consumers.workflows.registry import load_modules
+
+    load_modules(("bench.noop_workflows",))
+    assert {"noop4", "noop5"} <= set(workflows.names())
+    with pytest.raises(ImportError, match=r"SLIPSTREAM_WORKFLOWS names 'no\.such\.module'"):
+        load_modules(("no.such.module",))

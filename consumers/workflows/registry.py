@@ -73,3 +73,13 @@ def load_modules(modules: tuple[str, ...]) -> None:
             raise ImportError(
                 f"SLIPSTREAM_WORKFLOWS names {module!r}, which cannot be imported: {exc}"
             ) from exc
+
+
+def load_modules_or_exit(modules: tuple[str, ...]) -> None:
+    """For the processes' entry points: a module that cannot load stops the process."""
+    import sys
+
+    try:
+        load_modules(modules)
+    except ImportError as exc:
+        sys.exit(f"configuration error: {exc}")
