@@ -29,7 +29,9 @@ $(VENDOR): package.json package-lock.json
 	touch $@
 
 ## run: the whole system, embedded, on http://127.0.0.1:8000
-run: $(VENV)/.runtime $(VENDOR)
+run: $(VENV)/.runtime
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(VENDOR); \
+	else echo "npm not found: answers show as plain text (install npm for markdown)"; fi
 	$(BIN)/python -m service
 
 ## test: formatting, lint, types and the whole suite
