@@ -137,17 +137,18 @@ class Runner:
             )
         writer = AnswerWriter(self.store, attempt, self.settings.flush_ms)
         try:
-            await self._append(
-                attempt,
-                [
-                    ev.RunStarted(
-                        run_id=item.run_id,
-                        attempt=claim.attempt,
-                        worker=self.worker,
-                        token=claim.token,
-                    )
-                ],
-                refuse_if_cancelled=True,
+            await self.store.append(
+                attempt.fenced(
+                    [
+                        ev.RunStarted(
+                            run_id=item.run_id,
+                            attempt=claim.attempt,
+                            worker=self.worker,
+                            token=claim.token,
+                        )
+                    ],
+                    refuse_if_cancelled=True,
+                )
             )
             definition = workflows.get(facts.agent)
             if definition is not None:
@@ -197,22 +198,23 @@ class Runner:
             return await self._cancelled(attempt, io.held_back)
         if isinstance(outcome, Parked):
             try:
-                await self._append(
-                    attempt,
-                    outcome.events,
-                    refuse_if_cancelled=True,  # a cancel that raced the park wins
-                    run_fields={
-                        "status": outcome.status,
-                        "owner": "",
-                        "lease_until": "0",
-                        "waiting_for": outcome.waiting_for,
-                    },
-                    timer_at_ms=outcome.until_ms,
-                    release_thread=outcome.release_thread,
-                    signals_seen=None
-                    if outcome.signals_seen is None
-                    else (outcome.waiting_for, outcome.signals_seen),
-                    ack=True,
+                await self.store.append(
+                    attempt.fenced(
+                        outcome.events,
+                        refuse_if_cancelled=True,  # a cancel that raced the park wins
+                        run_fields={
+                            "status": outcome.status,
+                            "owner": "",
+                            "lease_until": "0",
+                            "waiting_for": outcome.waiting_for,
+                        },
+                        timer_at_ms=outcome.until_ms,
+                        release_thread=outcome.release_thread,
+                        signals_seen=None
+                        if outcome.signals_seen is None
+                        else (outcome.waiting_for, outcome.signals_seen),
+                        ack=True,
+                    )
                 )
             except errors.RunCancelled:
                 return await self._cancelled(attempt, [])
@@ -228,7 +230,11 @@ class Runner:
                 )
             )
         events.append(ev.RunCompleted(run_id=attempt.run_id, result=outcome.result))
-        await self._append(attempt, events, run_fields={"status": "completed"}, ack=True)
+        await self.store.append(
+            attempt.fenced(
+                events, run_fields={"status": "completed"}, ack=True, refuse_if_cancelled=False
+            )
+        )
         return "completed"
 
     async def hand_back(self, item: WorkItem, claim: Claim) -> None:
@@ -252,39 +258,15 @@ class Runner:
             )
         )
 
-    async def _append(
-        self,
-        attempt: Attempt,
-        events: list[ev.Event],
-        *,
-        refuse_if_cancelled: bool = False,
-        run_fields: dict[str, str] | None = None,
-        timer_at_ms: int | None = None,
-        dead_letter: str | None = None,
-        release_thread: bool = False,
-        signals_seen: tuple[str, int] | None = None,
-        ack: bool = False,
-    ) -> None:
-        await self.store.append(
-            attempt.fenced(
-                events,
-                refuse_if_cancelled=refuse_if_cancelled,
-                run_fields=run_fields,
-                timer_at_ms=timer_at_ms,
-                dead_letter=dead_letter,
-                release_thread=release_thread,
-                signals_seen=signals_seen,
-                ack=ack,
-            )
-        )
-
     async def _cancelled(self, attempt: Attempt, held_back: list[ev.Event]) -> str:
         """The partial text stays, with what was still held back, marked cancelled."""
-        await self._append(
-            attempt,
-            [*held_back, ev.RunCancelled(run_id=attempt.run_id, reason="cancelled by request")],
-            run_fields={"status": "cancelled"},
-            ack=True,
+        await self.store.append(
+            attempt.fenced(
+                [*held_back, ev.RunCancelled(run_id=attempt.run_id, reason="cancelled by request")],
+                run_fields={"status": "cancelled"},
+                ack=True,
+                refuse_if_cancelled=False,
+            )
         )
         return "cancelled"
 
@@ -301,25 +283,26 @@ class Runner:
             rng=self.rng,
         )
         try:
-            await self._append(
-                attempt,
-                [
-                    ev.RunRetrying(
-                        run_id=attempt.run_id,
-                        attempt=claim.attempt + 1,
-                        delay_ms=delay,
-                        reason=reason,
-                    )
-                ],
-                refuse_if_cancelled=True,  # a cancel that raced the failure wins
-                run_fields={
-                    "status": "retrying",
-                    "owner": "",
-                    "lease_until": "0",
-                    "failures": str(failures),
-                },
-                timer_at_ms=self.clock.now_ms() + delay,
-                ack=True,
+            await self.store.append(
+                attempt.fenced(
+                    [
+                        ev.RunRetrying(
+                            run_id=attempt.run_id,
+                            attempt=claim.attempt + 1,
+                            delay_ms=delay,
+                            reason=reason,
+                        )
+                    ],
+                    refuse_if_cancelled=True,  # a cancel that raced the failure wins
+                    run_fields={
+                        "status": "retrying",
+                        "owner": "",
+                        "lease_until": "0",
+                        "failures": str(failures),
+                    },
+                    timer_at_ms=self.clock.now_ms() + delay,
+                    ack=True,
+                )
             )
         except errors.RunCancelled:
             return await self._cancelled(attempt, [])
@@ -330,12 +313,14 @@ class Runner:
         fields = {"status": "failed"}
         if failures is not None:
             fields["failures"] = str(failures)
-        await self._append(
-            attempt,
-            [ev.RunFailed(run_id=attempt.run_id, reason=reason)],
-            run_fields=fields,
-            dead_letter=reason,
-            ack=True,
+        await self.store.append(
+            attempt.fenced(
+                [ev.RunFailed(run_id=attempt.run_id, reason=reason)],
+                run_fields=fields,
+                dead_letter=reason,
+                ack=True,
+                refuse_if_cancelled=False,
+            )
         )
         log.warning("run %s failed: %s", attempt.run_id, reason)
         return "failed"

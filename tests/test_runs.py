@@ -32,6 +32,12 @@ async def events(system: System, thread_id: str) -> list[dict]:  # type: ignore[
     return [e["event"] for e in response.json()]
 
 
+async def first_words_written(system: System, *thread_ids: str) -> bool:
+    """The gated model's first sentence is in each thread's last message."""
+    views = [await system.view(t) for t in thread_ids]
+    return all(v["messages"][-1]["content"] == "First. " for v in views)
+
+
 def quick(settings: Settings, **changes: int) -> Settings:
     return dataclasses.replace(settings, retry_base_ms=20, retry_max_ms=100, **changes)
 
@@ -61,11 +67,8 @@ async def test_different_threads_stream_at_the_same_time(
         first = await system.send(one, "a")
         second = await system.send(two, "b")
 
-        async def both_streaming() -> bool:
-            views = [await system.view(t) for t in (one, two)]
-            return all(v["messages"][-1]["content"] == "First. " for v in views)
-
-        await until(both_streaming)  # each thread has its first words while the model waits
+        # Each thread has its first words while the model waits.
+        await until(lambda: first_words_written(system, one, two))
         llm.gate.set()
         await system.wait_for_run(one, first["run_id"])
         await system.wait_for_run(two, second["run_id"])
@@ -79,11 +82,8 @@ async def test_reject_refuses_a_message_while_a_run_is_active(
         thread_id = await system.new_thread()
         first = await system.send(thread_id, "long one")
 
-        async def streaming() -> bool:
-            view = await system.view(thread_id)
-            return bool(view["messages"][-1]["content"] == "First. ")
-
-        await until(streaming)  # nothing more is written until the gate opens
+        # Nothing more is written until the gate opens.
+        await until(lambda: first_words_written(system, thread_id))
         version = await system.runtime.store.version(thread_id)
         refused = await system.http.post(
             f"/api/threads/{thread_id}/messages", json={"content": "b", "on_busy": "reject"}
