@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
 from consumers.llm.base import LLM
@@ -28,9 +29,10 @@ from slipstream.backend import Backend, as_entries
 from slipstream.clock import Clock, SystemClock
 from slipstream.config import Settings
 from slipstream.identity import consumer_name
-from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP
+from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, Partition
 from slipstream.leases import Claim, Leases
 from slipstream.store import EventStore
+from slipstream.supervise import Liveness, Loop, is_redis_fault, run_loops, until_done
 
 log = logging.getLogger("slipstream.worker")
 
@@ -65,9 +67,12 @@ class Worker:
         *,
         name: str | None = None,
         clock: Clock | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.backend = backend
+        self._own_clock = clock is not None
         self.clock = clock or SystemClock()
+        self.liveness = liveness or Liveness()
         self.store = store
         self.settings = settings
         self.name = name or consumer_name()
@@ -80,9 +85,13 @@ class Worker:
         self.inflight: dict[str, InFlight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._due: dict[str, float] = {}
-        self._fire = backend.client.register_script(
-            resources.files("slipstream").joinpath("lua/fire_timers.lua").read_text()
+        self._rotation = 0
+        self._reader: Redis | None = None
+        self._pubsub: PubSub | None = None
+        lua = resources.files("slipstream").joinpath
+        self._fire = backend.client.register_script(lua("lua/fire_timers.lua").read_text())
+        self._give_back_script = backend.client.register_script(
+            lua("lua/give_back.lua").read_text()
         )
 
     async def setup(self) -> None:
@@ -90,33 +99,47 @@ class Worker:
             await ensure_group(self.backend, part.work, WORKERS_GROUP)
         await self.schedules.ensure_declared()
 
-    # -- the loop -------------------------------------------------------------
+    # -- the loops ------------------------------------------------------------
+
+    def loops(self) -> list[Loop]:
+        """The worker's jobs, each supervised on its own so one fault stops none of the others."""
+        takeover_every = max(0.5, self.settings.lease_ms / 4000)
+        return [
+            Loop("worker.read", self._read_pass, log=log, on_missing_group=self.setup),
+            Loop(
+                "worker.takeover",
+                self._takeover_pass,
+                every_s=takeover_every,
+                stale_after_s=max(10.0, 3 * takeover_every),
+                log=log,
+                on_missing_group=self.setup,
+            ),
+            Loop("worker.timers", self._fire_due_timers, every_s=TIMER_CHECK_S, log=log),
+            Loop("worker.schedules", self._schedules_pass, every_s=SCHEDULE_CHECK_S, log=log),
+            Loop("worker.registry", self._register, every_s=REGISTRY_EVERY_S, log=log),
+            Loop(
+                "worker.cleanup",
+                self._forget_dead_consumers,
+                every_s=CLEANUP_EVERY_S,
+                stale_after_s=3 * CLEANUP_EVERY_S,
+                log=log,
+            ),
+            Loop("worker.cancels", self._cancel_pass, log=log),
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take and run work until `stop` is set, then hand unfinished runs back."""
-        await self.setup()
-        reader = self.backend.reader()
-        listener = asyncio.create_task(self._listen_for_cancels())
+        if not await until_done("worker.setup", self.setup, stop, log):
+            return
         log.info("worker %s taking work from %d partitions", self.name, len(self.partitions))
         try:
-            while not stop.is_set():
-                await self._housekeeping()
-                free = self.settings.worker_concurrency - len(self._tasks)
-                if free <= 0:
-                    await asyncio.wait(
-                        self._tasks, timeout=TIMER_CHECK_S, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    continue
-                # A short block rather than a cancelled one: a read cancelled after
-                # Redis delivered would strand items until their lease ran out.
-                for item in await self._read(reader, count=free, block_ms=READ_BLOCK_MS):
-                    self._spawn(item)
+            await run_loops(self.loops(), stop, self.liveness)
         finally:
             await self._shut_down()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-            await self.backend.release(reader)
+            await self._close_listener()
+            if self._reader is not None:
+                await self.backend.release(self._reader)
+                self._reader = None
 
     async def run_once(self) -> int:
         """Burst mode: run everything waiting (due timers too), then return the count."""
@@ -125,15 +148,73 @@ class Worker:
         while True:
             await self._fire_due_timers(force=True)
             self.stats["schedules_fired"] += await self.schedules.fire_due()
-            items = await self._read(self.backend.client, count=100, block_ms=0)
-            items += await self._reclaim()
+            items = await self._read(self.backend.client, self.partitions, count=100, block_ms=0)
+            items += await self._reclaim(limit=10_000)
             if not items:
                 return handled
             await asyncio.gather(*(self.handle(item) for item in items))
             handled += len(items)
 
-    async def _read(self, reader: Redis, *, count: int, block_ms: int) -> list[WorkItem]:
-        streams = {part.work: ">" for part in self.partitions}
+    @property
+    def free_slots(self) -> int:
+        return self.settings.worker_concurrency - len(self._tasks)
+
+    async def _read_pass(self) -> None:
+        free = self.free_slots
+        if free <= 0:
+            await asyncio.wait(
+                self._tasks, timeout=TIMER_CHECK_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            return
+        if self._reader is None:
+            self._reader = self.backend.reader()
+        try:
+            items = await self._read_at_most(self._reader, free)
+        except Exception:
+            # A fresh connection for the next pass: this one may be mid-reply.
+            await self.backend.release(self._reader)
+            self._reader = None
+            raise
+        for item in items:
+            self._spawn(item)
+
+    async def _read_at_most(self, reader: Redis, free: int) -> list[WorkItem]:
+        """New work items, never more than `free` (XREADGROUP's COUNT is per stream)."""
+        count = len(self.partitions)
+        if free >= count:
+            # A short block rather than a cancelled one: a read cancelled after
+            # Redis delivered would strand items until their lease ran out.
+            return await self._read(
+                reader, self.partitions, count=free // count, block_ms=READ_BLOCK_MS
+            )
+        # Fewer free slots than partitions: one item from each of `free` partitions
+        # in turn, so every partition is read and none is favoured.
+        for _ in range(-(-count // free)):
+            chosen = [self.partitions[(self._rotation + i) % count] for i in range(free)]
+            self._rotation = (self._rotation + free) % count
+            items = await self._read(reader, chosen, count=1, block_ms=0)
+            if items:
+                return items
+        # Nothing waiting anywhere: block on all of them, and hand back what is too much.
+        items = await self._read(reader, self.partitions, count=1, block_ms=READ_BLOCK_MS)
+        await self._give_back(items[free:])
+        return items[:free]
+
+    async def _give_back(self, items: list[WorkItem]) -> None:
+        """Return work items this worker read but has no room for, to the end of their stream."""
+        by_stream: dict[str, list[str]] = {}
+        for item in items:
+            by_stream.setdefault(item.stream, []).append(item.entry_id)
+        for stream, ids in by_stream.items():
+            await self._give_back_script(keys=[stream], args=[WORKERS_GROUP, *ids])
+            self.stats["given_back"] += len(ids)
+        if by_stream:
+            self.backend.appended()
+
+    async def _read(
+        self, reader: Redis, partitions: list[Partition], *, count: int, block_ms: int
+    ) -> list[WorkItem]:
+        streams = {part.work: ">" for part in partitions}
         reply = await self.backend.xreadgroup(
             reader, WORKERS_GROUP, self.name, streams, count=count, block_ms=block_ms
         )
@@ -148,28 +229,35 @@ class Worker:
         return WorkItem(stream, entry_id, fields.get("run", ""), fields.get("thread", ""))
 
     def _spawn(self, item: WorkItem) -> None:
-        task = asyncio.create_task(self.handle(item), name=f"run {item.run_id}")
+        task = asyncio.create_task(self._guarded(item), name=f"run {item.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if now >= self._due.get("reclaim", 0):
-            self._due["reclaim"] = now + max(0.5, self.settings.lease_ms / 4000)
-            for item in await self._reclaim():
+    async def _guarded(self, item: WorkItem) -> None:
+        try:
+            await self.handle(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Most often Redis went away mid-run. The item stays pending: once its
+            # lease lapses a worker takes it over, and the attempt counts.
+            self.stats["errors"] += 1
+            if is_redis_fault(exc):
+                log.warning("run %s: Redis fault (%s); left for takeover", item.run_id, exc)
+            else:
+                log.exception("run %s: unexpected error; left for takeover", item.run_id)
+
+    async def _takeover_pass(self) -> None:
+        free = self.free_slots
+        if free > 0:
+            for item in await self._reclaim(limit=free):
                 self._spawn(item)
-        if now >= self._due.get("timers", 0):
-            self._due["timers"] = now + TIMER_CHECK_S
-            await self._fire_due_timers()
-        if now >= self._due.get("schedules", 0):
-            self._due["schedules"] = now + SCHEDULE_CHECK_S
-            self.stats["schedules_fired"] += await self.schedules.fire_due()
-        if now >= self._due.get("registry", 0):
-            self._due["registry"] = now + REGISTRY_EVERY_S
-            await self.backend.client.zadd(WORKER_REGISTRY, {self.name: int(time.time() * 1000)})
-        if now >= self._due.get("cleanup", 0):
-            self._due["cleanup"] = now + CLEANUP_EVERY_S
-            await self._forget_dead_consumers()
+
+    async def _schedules_pass(self) -> None:
+        self.stats["schedules_fired"] += await self.schedules.fire_due()
+
+    async def _register(self) -> None:
+        await self.backend.client.zadd(WORKER_REGISTRY, {self.name: int(time.time() * 1000)})
 
     # -- one run --------------------------------------------------------------
 
@@ -215,15 +303,19 @@ class Worker:
     async def _heartbeat(self, flight: InFlight, running: asyncio.Task[None]) -> None:
         interval = self.settings.lease_ms / 3000
         item = flight.item
+        failing = False
         while True:
             await asyncio.sleep(interval)
             try:
                 ours, cancel = await self.leases.renew(
                     item.run_id, item.thread_id, flight.claim.token, self.name, item.entry_id
                 )
-            except RedisError:
-                log.warning("run %s: lease renewal failed; trying again", item.run_id)
+            except RedisError as exc:
+                if not failing:
+                    log.warning("run %s: lease renewal failed (%s); trying again", item.run_id, exc)
+                failing = True
                 continue
+            failing = False
             if cancel:
                 flight.cancelled.set()  # the cancel message may have been missed
             if not ours:
@@ -248,37 +340,51 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.backend.client.zrem(WORKER_REGISTRY, self.name)
+        with contextlib.suppress(RedisError, OSError):  # it drops out of the registry anyway
+            await self.backend.client.zrem(WORKER_REGISTRY, self.name)
 
     # -- cancels, takeovers, timers, consumers --------------------------------
 
-    async def _listen_for_cancels(self) -> None:
+    async def _cancel_pass(self) -> None:
         """Cancel announcements reach the run within milliseconds, between tokens too."""
-        while True:
+        if self._pubsub is None:
             pubsub = self.backend.client.pubsub()
             try:
                 await pubsub.subscribe(*[part.cancels for part in self.partitions])
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message and message.get("type") == "message":
-                        flight = self.inflight.get(str(message["data"]))
-                        if flight is not None:
-                            flight.cancelled.set()
-            except (RedisError, OSError):
-                log.warning("cancel listener lost Redis; resubscribing")
-                await asyncio.sleep(0.5)
-            finally:
+            except BaseException:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+                raise
+            self._pubsub = pubsub
+        try:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        except BaseException:
+            await self._close_listener()  # subscribe again on the next pass
+            raise
+        if message and message.get("type") == "message":
+            flight = self.inflight.get(str(message["data"]))
+            if flight is not None:
+                flight.cancelled.set()
 
-    async def _reclaim(self) -> list[WorkItem]:
-        """Take over work whose worker stopped renewing its lease (XAUTOCLAIM)."""
+    async def _close_listener(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _reclaim(self, *, limit: int) -> list[WorkItem]:
+        """Take over at most `limit` items whose worker stopped renewing its lease."""
         items: list[WorkItem] = []
         for part in self.partitions:
             cursor = "0-0"
-            while True:
+            while len(items) < limit:
                 reply = await self.backend.client.xautoclaim(
-                    part.work, WORKERS_GROUP, self.name, self.settings.lease_ms, cursor, count=50
+                    part.work,
+                    WORKERS_GROUP,
+                    self.name,
+                    self.settings.lease_ms,
+                    cursor,
+                    count=min(50, limit - len(items)),
                 )
                 cursor = str(reply[0])
                 # Redis 7.0 also returns ids whose entries were deleted: as_entries drops them.
@@ -291,10 +397,13 @@ class Worker:
 
     async def _fire_due_timers(self, *, force: bool = False) -> None:
         async with self.backend.client.pipeline(transaction=False) as pipe:
+            pipe.time()
             for part in self.partitions:
                 pipe.zrange(part.timers, 0, 0, withscores=True)
-            heads = await pipe.execute()
-        now_ms = self.clock.now_ms()
+            (seconds, micros), *heads = await pipe.execute()
+        # Redis's clock decides what is due, as it does for leases, so workers whose
+        # clocks differ agree; a clock given to the worker (tests) replaces it.
+        now_ms = self.clock.now_ms() if self._own_clock else seconds * 1000 + micros // 1000
         for part, head in zip(self.partitions, heads, strict=True):
             if head and (force or head[0][1] <= now_ms):
                 fired = await self._fire(keys=[part.timers, part.work], args=[100, now_ms])

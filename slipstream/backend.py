@@ -1,9 +1,16 @@
 """Connections to Redis, real or in-process.
 
 redis-py's defaults do not suit a stream consumer: a blocking read longer
-than the socket timeout is retried, and a full pool raises. So commands use a
-`BlockingConnectionPool`, and each blocking reader gets a client of its own
-with no socket timeout.
+than the socket timeout is retried, a full pool raises, and a timed-out
+command is retried ten times, so a paused Redis holds a caller for a minute.
+So commands use a `BlockingConnectionPool` with short timeouts (a paused or
+unreachable Redis is an error within about a second, which callers turn into
+a 503 or a retried pass) and one retry, on a dropped connection only: a
+command that timed out may have run, and is not sent twice. Each blocking
+reader gets a client of its own with no socket timeout (a read must not time
+out while Redis is merely idle; and redis-py 8 can leave a read with a socket
+timeout hanging when it is cancelled) and TCP keep-alive, so a peer that
+vanished without a reset is still noticed.
 
 In-process fakeredis cannot block on streams the way Redis does, so there
 readers poll without blocking and wait on a `Notifier` that every append
@@ -18,8 +25,21 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 Entry = tuple[str, dict[str, str]]
+
+COMMAND_TIMEOUT_S = 1.0
+
+
+def _one_reconnect() -> Retry:
+    # A connection killed while idle in the pool fails its next command: one
+    # fresh connection answers it. Timeouts are not retried (the command may have run).
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 StreamReply = list[tuple[str, list[Entry]]]
 
 
@@ -73,14 +93,18 @@ class Backend:
         return self.fake_server is None
 
     @classmethod
-    def connect(cls, url: str, *, max_connections: int = 64) -> Backend:
+    def connect(
+        cls, url: str, *, max_connections: int = 64, timeout_s: float = COMMAND_TIMEOUT_S
+    ) -> Backend:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=10,
+            timeout=timeout_s,
             decode_responses=True,
-            socket_timeout=10,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
             health_check_interval=30,
+            retry=_one_reconnect(),
         )
         return cls(client=aioredis.Redis.from_pool(pool), url=url)
 
@@ -93,14 +117,17 @@ class Backend:
         return cls(client=client, url=None, fake_server=server, notifier=Notifier())
 
     def reader(self) -> aioredis.Redis:
-        """A client of its own for one blocking reader (no socket timeout)."""
+        """A client of its own for one blocking reader."""
         if self.fake_server is not None:
             return self.client
         reader = aioredis.Redis.from_url(
             self.url or "",
             decode_responses=True,
             socket_timeout=None,
+            socket_keepalive=True,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
             single_connection_client=True,
+            retry=Retry(NoBackoff(), 0),
         )
         self._readers.append(reader)
         return reader
