@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,6 +30,7 @@ from slipstream.config import Settings
 from slipstream.identity import consumer_name
 from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, Partition
 from slipstream.leases import Claim, Leases
+from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import EventStore
 from slipstream.supervise import Liveness, Loop, is_redis_fault, run_loops, until_done
 
@@ -40,7 +40,6 @@ READ_BLOCK_MS = 250
 TIMER_CHECK_S = 0.2
 SCHEDULE_CHECK_S = 1.0
 REGISTRY_EVERY_S = 2.0
-LIVE_WITHIN_MS = 15_000
 CLEANUP_EVERY_S = 30.0
 
 
@@ -257,7 +256,7 @@ class Worker:
         self.stats["schedules_fired"] += await self.schedules.fire_due()
 
     async def _register(self) -> None:
-        await self.backend.client.zadd(WORKER_REGISTRY, {self.name: int(time.time() * 1000)})
+        await register(self.backend.client, WORKER_REGISTRY, self.name)
 
     # -- one run --------------------------------------------------------------
 
@@ -413,12 +412,10 @@ class Worker:
 
     async def _forget_dead_consumers(self) -> None:
         """Remove consumers of dead workers that hold no work, so XINFO stays readable."""
-        cutoff = int(time.time() * 1000) - LIVE_WITHIN_MS
-        live = set(await self.backend.client.zrangebyscore(WORKER_REGISTRY, cutoff, "+inf"))
-        await self.backend.client.zremrangebyscore(WORKER_REGISTRY, "-inf", cutoff)
-        for part in self.partitions:
-            for consumer in await self.backend.client.xinfo_consumers(part.work, WORKERS_GROUP):
-                name = str(consumer["name"])
-                if consumer["pending"] == 0 and name != self.name and name not in live:
-                    await self.backend.client.xgroup_delconsumer(part.work, WORKERS_GROUP, name)
-                    self.stats["consumers_forgotten"] += 1
+        self.stats["consumers_forgotten"] += await forget_dead_consumers(
+            self.backend.client,
+            WORKER_REGISTRY,
+            [part.work for part in self.partitions],
+            WORKERS_GROUP,
+            self.name,
+        )

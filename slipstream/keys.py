@@ -15,6 +15,7 @@ PREFIX = "ss"
 WORKERS_GROUP = "workers"
 WORKER_REGISTRY = f"{PREFIX}:workers"  # sorted set: worker name -> last seen (ms)
 PROJECTORS_GROUP = "projectors"
+PROJECTOR_REGISTRY = f"{PREFIX}:projectors"  # sorted set: projector name -> last seen (ms)
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RUN_ID = re.compile(r"^([A-Za-z0-9_-]{1,64})\.([a-f0-9]{6,32})$")
