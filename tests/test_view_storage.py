@@ -216,3 +216,22 @@ async def test_get_and_the_snapshot_show_the_right_view_of_an_unusable_one(
     async with connect(system.ws_url(thread_id)) as socket:
         snapshot = orjson.loads(await socket.recv())
     assert snapshot["view"] == truth and snapshot["last_event_id"] == truth["last_event_id"]
+
+
+async def test_the_list_takes_the_projected_summary_once_it_has_the_change(
+    store: EventStore,
+) -> None:
+    thread_id = await thread_of(store, 4)
+    await Projector(store.backend, store, "p1").project_thread(thread_id)
+    part = store.keys.partition(thread_id)
+    projected = (await ViewStore(store).current(thread_id)).summary()
+    planted = projected.model_copy(update={"title": "as projected"})
+    await store.redis.hset(part.summaries, thread_id, planted.model_dump_json())
+    views = ViewStore(store)
+    assert await views.summary(thread_id, at_least=projected.last_event_id) == planted
+
+    renamed = await store.append(Append(thread_id, [ev.ThreadRenamed(title="renamed")]))
+    behind = await views.summary(thread_id, at_least=renamed.ids[-1])  # not projected yet
+    assert (behind.title, behind.last_event_id) == ("renamed", renamed.ids[-1])
+    await store.redis.hset(part.summaries, thread_id, "{garbled")
+    assert (await views.summary(thread_id)).title == "renamed"
