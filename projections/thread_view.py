@@ -132,11 +132,13 @@ class ThreadView(BaseModel):
                 return message
         return None
 
-    def active_run(self) -> str | None:
-        for run in self.runs.values():
+    def active_run(self, among: Iterable[str] | None = None) -> str | None:
+        """The run that has the thread; `among`: the unfinished runs' ids in order, if known."""
+        runs = list(self.runs.values()) if among is None else [self.runs[i] for i in among]
+        for run in runs:
             if run.status in ("running", "retrying", "waiting"):
                 return run.id
-        for run in self.runs.values():
+        for run in runs:
             if run.status == "queued":
                 return run.id
         return None
@@ -159,7 +161,7 @@ class ThreadView(BaseModel):
             steps=len(run.steps),
         )
 
-    def summary(self) -> ThreadSummary:
+    def summary(self, among: Iterable[str] | None = None) -> ThreadSummary:
         return ThreadSummary(
             id=self.id,
             title=self.title,
@@ -168,7 +170,7 @@ class ThreadView(BaseModel):
             updated_at=self.updated_at,
             last_event_id=self.last_event_id,
             messages=len(self.messages),
-            active_run=self.active_run(),
+            active_run=self.active_run(among),
         )
 
 

@@ -22,7 +22,6 @@ from projections.thread_view import (
     SCHEMA_VERSION,
     Changes,
     RunStatus,
-    RunSummary,
     ThreadSummary,
     ThreadView,
     fold_into,
@@ -54,6 +53,8 @@ class Snapshot:
     stored_last: str | None = None  # the stored `last` the save compares against
     rebuild: bool = True  # the next save rewrites the whole hash
     bad: bool = False  # what is stored is unusable: overwrite it even from a reader
+    # Runs not finished, so the summary's active run is found without a look at every run.
+    unfinished: set[str] = field(default_factory=set)
 
 
 class ViewStore:
@@ -83,7 +84,8 @@ class ViewStore:
                 "view of thread %s is unusable (%s); rebuilding it from the stream", thread_id, exc
             )
             return Snapshot(self._empty(thread_id), stored_last=last, bad=True)
-        return Snapshot(view, numbers, last, rebuild=False)
+        unfinished = {run.id for run in view.runs.values() if run.status not in TERMINAL}
+        return Snapshot(view, numbers, last, rebuild=False, unfinished=unfinished)
 
     async def load(self, thread_id: str) -> ThreadView | None:
         """The stored view as it is, or None if there is none it can use."""
@@ -111,7 +113,7 @@ class ViewStore:
                 thread_id,
                 exc,
             )
-        snapshot.view, snapshot.numbers = self._empty(thread_id), {}
+        snapshot.view, snapshot.numbers, snapshot.unfinished = self._empty(thread_id), {}, set()
         snapshot.rebuild = snapshot.bad = True
         everything = await self.store.read(thread_id)
         try:
@@ -133,7 +135,12 @@ class ViewStore:
         part = self.keys.partition(view.id)
         pairs, runs = encode(view, snapshot.numbers, None if snapshot.rebuild else changes)
         run_args: list[str] = []
+        unfinished = set(snapshot.unfinished)
         for run in runs:
+            if run.status in TERMINAL:
+                unfinished.discard(run.id)
+            else:
+                unfinished.add(run.id)
             ended = run.ended_at if run.status in TERMINAL and run.ended_at is not None else None
             run_args += (
                 run.id,
@@ -160,7 +167,9 @@ class ViewStore:
                 str(SCHEMA_VERSION),
                 "replace" if snapshot.rebuild else "update",
                 view.id,
-                view.summary().model_dump_json(),
+                view.summary(
+                    sorted(unfinished, key=snapshot.numbers.__getitem__)
+                ).model_dump_json(),
                 cutoff,
                 str(TRIM_PER_SAVE),
                 str(len(pairs) // 2),
@@ -169,7 +178,7 @@ class ViewStore:
             ],
         )
         if stored:
-            snapshot.stored_last = view.last_event_id
+            snapshot.stored_last, snapshot.unfinished = view.last_event_id, unfinished
             snapshot.rebuild = snapshot.bad = False
         return bool(stored)
 
@@ -234,6 +243,3 @@ def _parsed(raw: str | None) -> ThreadSummary | None:
         return ThreadSummary.model_validate_json(raw)
     except ValidationError:
         return None
-
-
-__all__ = ["FoldFailed", "RunSummary", "Snapshot", "ViewStore"]

@@ -235,3 +235,29 @@ async def test_the_list_takes_the_projected_summary_once_it_has_the_change(
     assert (behind.title, behind.last_event_id) == ("renamed", renamed.ids[-1])
     await store.redis.hset(part.summaries, thread_id, "{garbled")
     assert (await views.summary(thread_id)).title == "renamed"
+
+
+async def test_the_stored_summary_names_the_same_active_run_as_the_fold(
+    store: EventStore,
+) -> None:
+    thread_id = await thread_of(store, 4)
+    projector = Projector(store.backend, store, "p1")
+    first, second = new_run_id(thread_id), new_run_id(thread_id)
+    steps: list[list[ev.Event]] = [
+        exchange(first)[:2],  # queued
+        exchange(second)[:2],  # two queued: the first is active
+        [ev.RunStarted(run_id=second, attempt=1, worker="w", token=1)],  # running beats queued
+        [ev.RunFailed(run_id=second, reason="no")],
+        [ev.RunCancelled(run_id=first)],  # nothing active
+        [ev.RunRestarted(run_id=second)],  # queued again, at its old place
+    ]
+    part = store.keys.partition(thread_id)
+    actives = []
+    for events in steps:
+        await store.append(Append(thread_id, events))
+        await projector.project_thread(thread_id)
+        raw = await store.redis.hget(part.summaries, thread_id)
+        expected = (await rebuilt(store, thread_id)).summary()
+        assert raw == expected.model_dump_json()
+        actives.append(expected.active_run)
+    assert actives == [first, first, second, first, None, second]
