@@ -10,6 +10,7 @@ cursor means "more may follow".
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,8 +74,10 @@ async def page(
         chunk = limit - len(found) if agent is None else max(limit, 100)
         candidates: list[tuple[Entry, Partition]] = []
         horizon: Entry | None = None  # below it, a partition may hold entries not fetched
-        for part in partitions:
-            entries, full = await _below(redis, index(part), position, chunk)
+        below = await asyncio.gather(
+            *(_below(redis, index(part), position, chunk) for part in partitions)
+        )
+        for part, (entries, full) in zip(partitions, below, strict=True):
             candidates += ((entry, part) for entry in entries)
             if full and (horizon is None or entries[-1] > horizon):
                 horizon = entries[-1]
