@@ -58,8 +58,10 @@ def decode(fields: Mapping[str, str]) -> tuple[ThreadView, dict[str, int]]:
             numbers[run.id] = n
     except ValidationError as exc:
         raise Unparseable(f"a field the model rejects: {exc.errors()[0]['msg']}") from exc
-    except ValueError as exc:  # int() of a bad field name; Unparseable passes through
-        raise exc if isinstance(exc, Unparseable) else Unparseable(str(exc)) from exc
+    except Unparseable:
+        raise
+    except ValueError as exc:  # a field name whose number is not one
+        raise Unparseable(str(exc)) from exc
     if view.last_event_id != fields.get("last"):
         raise Unparseable("meta and last name different events")
     return view, numbers

@@ -145,7 +145,12 @@ async def corrupt_meta(store: EventStore, thread_id: str) -> None:
     await store.redis.hset(store.keys.partition(thread_id).view(thread_id), "meta", "[]")
 
 
-SPOILERS = [old_schema, corrupt_message, rejected_run, other_schema, corrupt_meta]
+async def misnumbered(store: EventStore, thread_id: str) -> None:
+    key = store.keys.partition(thread_id).view(thread_id)
+    await store.redis.hset(key, mapping={"m:x": "{}", "m:99": "{}"})
+
+
+SPOILERS = [old_schema, corrupt_message, rejected_run, other_schema, corrupt_meta, misnumbered]
 
 
 @pytest.mark.parametrize("spoil", SPOILERS, ids=lambda f: f.__name__)
