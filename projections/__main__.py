@@ -16,7 +16,7 @@ async def main() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "projector")
     store = EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
-    projector = Projector(backend, store, consumer_name())
+    projector = Projector(backend, store, consumer_name(), run_retention_s=settings.run_retention_s)
     try:
         await until_signalled(projector.run)
     finally:

@@ -5,6 +5,11 @@ so several projectors share the work); the thread stream is the truth the
 fold reads from. A view is stored with the id of the last event folded in,
 by compare-and-set, so a feed entry seen twice, or by two projectors, folds
 nothing twice.
+
+The views it folded stay in a bounded in-memory cache: the next pass folds
+the new events into the cached view and writes only what they changed. The
+compare-and-set is the cache's validation: if another writer moved the
+stored view on, the save is refused, and the view is read again.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from projections.thread_view import ThreadView, fold
-from projections.views import ViewStore
+from projections.thread_view import ThreadView
+from projections.views import DEFAULT_RUN_RETENTION_S, FoldFailed, Snapshot, ViewStore
 from slipstream.backend import Backend, as_entries, as_stream_reply
 from slipstream.keys import PROJECTOR_REGISTRY, PROJECTORS_GROUP, Partition, stream_id_tuple
 from slipstream.registry import forget_dead_consumers, register
@@ -42,11 +47,15 @@ class Projector:
         *,
         batch: int = 500,
         claim_idle_ms: int = 10_000,
+        view_cache: int = 256,
+        run_retention_s: int = DEFAULT_RUN_RETENTION_S,
         liveness: Liveness | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
-        self.views = ViewStore(store)
+        self.views = ViewStore(store, run_retention_s=run_retention_s)
+        self.view_cache = view_cache
+        self._cache: OrderedDict[str, Snapshot] = OrderedDict()
         self.name = name
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
@@ -227,15 +236,29 @@ class Projector:
     async def project_thread(self, thread_id: str) -> ThreadView | None:
         """Bring one thread's stored view up to the end of its stream."""
         for _ in range(CAS_ATTEMPTS):
-            stored = await self.views.load(thread_id)
-            view = stored or ThreadView.empty(thread_id, self.store.stream_key(thread_id))
-            missing = await self.store.read(thread_id, after=view.last_event_id)
-            if not missing:
-                return view
-            new = fold(view, missing)
-            if await self.views.save(new, view.last_event_id if stored else None):
-                self.stats["folded"] += len(missing)
-                return new
+            # Taken out of the cache while folding: a failed save must not leave it there.
+            snapshot = self._cache.pop(thread_id, None) or await self.views.read(thread_id)
+            try:
+                changes = await self.views.advance(snapshot)
+            except FoldFailed:
+                log.exception(
+                    "thread %s: its events do not fold; its view is left as it is", thread_id
+                )
+                self.stats["unfoldable"] += 1
+                return None
+            if not changes.events:
+                if not snapshot.rebuild:
+                    self._remember(thread_id, snapshot)
+                return snapshot.view
+            if await self.views.save(snapshot, changes):
+                self.stats["folded"] += changes.events
+                self._remember(thread_id, snapshot)
+                return snapshot.view
             self.stats["conflicts"] += 1
         log.warning("thread %s: view kept changing under us; left for the next pass", thread_id)
         return None
+
+    def _remember(self, thread_id: str, snapshot: Snapshot) -> None:
+        self._cache[thread_id] = snapshot
+        while len(self._cache) > self.view_cache:
+            self._cache.popitem(last=False)

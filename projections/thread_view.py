@@ -8,6 +8,7 @@ models, so they are tested with lists of events and no Redis.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
@@ -20,6 +21,9 @@ MessageStatus = Literal["pending", "streaming", "completed", "cancelled", "faile
 RunStatus = Literal["queued", "running", "retrying", "waiting", "completed", "cancelled", "failed"]
 TITLE_CHARS = 80
 PROBLEMS_KEPT = 20
+# The stored layout of a view (projections/views.py). Bump it when a model here
+# changes shape: stored views of another version are rebuilt from their stream.
+SCHEMA_VERSION = 2
 
 
 def stream_ms(entry_id: str) -> int:
@@ -128,34 +132,36 @@ class ThreadView(BaseModel):
                 return message
         return None
 
-    def active_run(self) -> str | None:
-        for run in self.runs.values():
+    def active_run(self, among: Iterable[str] | None = None) -> str | None:
+        """The run that has the thread; `among`: the unfinished runs' ids in order, if known."""
+        runs = list(self.runs.values()) if among is None else [self.runs[i] for i in among]
+        for run in runs:
             if run.status in ("running", "retrying", "waiting"):
                 return run.id
-        for run in self.runs.values():
+        for run in runs:
             if run.status == "queued":
                 return run.id
         return None
 
     def run_summaries(self) -> list[RunSummary]:
-        return [
-            RunSummary(
-                id=run.id,
-                thread_id=self.id,
-                agent=run.agent,
-                status=run.status,
-                attempt=run.attempt,
-                waiting_for=run.waiting_for,
-                until_ms=run.until_ms,
-                reason=run.reason,
-                requested_at=run.requested_at,
-                ended_at=run.ended_at,
-                steps=len(run.steps),
-            )
-            for run in self.runs.values()
-        ]
+        return [self.run_summary(run) for run in self.runs.values()]
 
-    def summary(self) -> ThreadSummary:
+    def run_summary(self, run: RunView) -> RunSummary:
+        return RunSummary(
+            id=run.id,
+            thread_id=self.id,
+            agent=run.agent,
+            status=run.status,
+            attempt=run.attempt,
+            waiting_for=run.waiting_for,
+            until_ms=run.until_ms,
+            reason=run.reason,
+            requested_at=run.requested_at,
+            ended_at=run.ended_at,
+            steps=len(run.steps),
+        )
+
+    def summary(self, among: Iterable[str] | None = None) -> ThreadSummary:
         return ThreadSummary(
             id=self.id,
             title=self.title,
@@ -164,7 +170,7 @@ class ThreadView(BaseModel):
             updated_at=self.updated_at,
             last_event_id=self.last_event_id,
             messages=len(self.messages),
-            active_run=self.active_run(),
+            active_run=self.active_run(among),
         )
 
 
@@ -174,6 +180,56 @@ def fold(view: ThreadView, stored: Iterable[Stored]) -> ThreadView:
     for item in stored:
         apply(result, item)
     return result
+
+
+@dataclass
+class Changes:
+    """What a fold touched, so a store can rewrite only that: messages by position, runs by id."""
+
+    events: int = 0
+    messages: set[int] = field(default_factory=set)
+    runs: set[str] = field(default_factory=set)
+
+
+def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
+    """Apply `stored` to `view` in place and say which messages and runs changed.
+
+    Thread-level fields change with every event, so they are always rewritten.
+    A handler reaches a message or run only through the event's own ids (its
+    `run_id`, `message_id`, `reply_id`, or the reply of its run) or by
+    appending, so those are what an event marks as changed.
+    """
+    changes = Changes()
+    for item in stored:
+        before = view.version
+        count = len(view.messages)
+        apply(view, item)
+        if view.version == before:
+            continue
+        changes.events += 1
+        changes.messages.update(range(count, len(view.messages)))
+        event = item.event
+        if isinstance(event, Unreadable):
+            continue
+        run_id = getattr(event, "run_id", None)
+        ids = {getattr(event, "message_id", None), getattr(event, "reply_id", None)}
+        if isinstance(run_id, str) and run_id in view.runs:
+            changes.runs.add(run_id)
+            ids.add(view.runs[run_id].reply_id)
+        for message_id in ids:
+            if isinstance(message_id, str):
+                index = message_index(view, message_id)
+                if index is not None:
+                    changes.messages.add(index)
+    return changes
+
+
+def message_index(view: ThreadView, message_id: str) -> int | None:
+    """Where the message is; searched from the end, where the messages that change are."""
+    for index in range(len(view.messages) - 1, -1, -1):
+        if view.messages[index].id == message_id:
+            return index
+    return None
 
 
 def apply(view: ThreadView, item: Stored) -> ThreadView:

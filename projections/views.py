@@ -1,71 +1,213 @@
-"""Stored thread views: load, catch up from the stream, save with a checkpoint."""
+"""Stored thread views: read once, catch up from the stream, save what changed.
+
+A view is a hash laid out by `view_layout` (one field per message and run),
+saved by `store_view.lua` with compare-and-set on the id of the last event
+folded in. A stored view of another schema version, or one that does not
+parse, is rebuilt from the thread stream and overwritten, by whoever reads it
+first (a reader or the projector), with one warning.
+"""
 
 from __future__ import annotations
 
 import heapq
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
-import orjson
+from pydantic import ValidationError
 
-from projections.thread_view import RunSummary, ThreadSummary, ThreadView, fold
+from projections import run_index
+from projections.thread_view import (
+    SCHEMA_VERSION,
+    Changes,
+    RunStatus,
+    ThreadSummary,
+    ThreadView,
+    fold_into,
+    stream_ms,
+)
+from projections.view_layout import Unparseable, decode, encode
+from slipstream.keys import stream_id_tuple
 from slipstream.store import EventStore
 
+log = logging.getLogger("slipstream.views")
+
 _STORE_LUA = (Path(__file__).parent / "store_view.lua").read_text()
+STATUSES: tuple[str, ...] = get_args(RunStatus)
+TERMINAL = frozenset({"completed", "cancelled", "failed"})
+DEFAULT_RUN_RETENTION_S = 7 * 86_400
+TRIM_PER_SAVE = 20  # each run saves many times, so this outpaces the runs that finish
+
+
+class FoldFailed(Exception):
+    """The thread's events do not fold, even into an empty view: a fold bug, not bad state."""
+
+
+@dataclass
+class Snapshot:
+    """A view as read (or rebuilt), with what its next save must compare and write."""
+
+    view: ThreadView
+    numbers: dict[str, int] = field(default_factory=dict)  # run id -> its field number
+    stored_last: str | None = None  # the stored `last` the save compares against
+    rebuild: bool = True  # the next save rewrites the whole hash
+    bad: bool = False  # what is stored is unusable: overwrite it even from a reader
+    # Runs not finished, so the summary's active run is found without a look at every run.
+    unfinished: set[str] = field(default_factory=set)
 
 
 class ViewStore:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(
+        self, store: EventStore, *, run_retention_s: int = DEFAULT_RUN_RETENTION_S
+    ) -> None:
         self.store = store
         self.redis = store.redis
         self.keys = store.keys
+        self.run_retention_ms = run_retention_s * 1000
         self._store = self.redis.register_script(_STORE_LUA)
 
+    def _empty(self, thread_id: str) -> ThreadView:
+        return ThreadView.empty(thread_id, self.store.stream_key(thread_id))
+
+    async def read(self, thread_id: str) -> Snapshot:
+        """The stored view, in one HGETALL; an empty one to rebuild if it is missing or unusable."""
+        reply = await self.redis.hgetall(self.keys.partition(thread_id).view(thread_id))
+        fields = {str(name): str(value) for name, value in reply.items()}
+        if not fields:
+            return Snapshot(self._empty(thread_id))
+        last = fields.get("last")
+        try:
+            view, numbers = decode(fields)
+        except Unparseable as exc:
+            log.warning(
+                "view of thread %s is unusable (%s); rebuilding it from the stream", thread_id, exc
+            )
+            return Snapshot(self._empty(thread_id), stored_last=last, bad=True)
+        unfinished = {run.id for run in view.runs.values() if run.status not in TERMINAL}
+        return Snapshot(view, numbers, last, rebuild=False, unfinished=unfinished)
+
     async def load(self, thread_id: str) -> ThreadView | None:
-        raw = await self.redis.hget(self.keys.partition(thread_id).view(thread_id), "view")
-        return ThreadView.model_validate_json(raw) if raw else None
+        """The stored view as it is, or None if there is none it can use."""
+        snapshot = await self.read(thread_id)
+        return None if snapshot.rebuild else snapshot.view
+
+    async def advance(self, snapshot: Snapshot) -> Changes:
+        """Fold the stream's events past the snapshot into it, in place.
+
+        If they do not fold into the stored view, it is treated as unusable
+        and rebuilt from the whole stream; FoldFailed if even that fails.
+        """
+        thread_id = snapshot.view.id
+        after = snapshot.view.last_event_id
+        missing = await self.store.read(thread_id, after=after)
+        if not missing:
+            return Changes()
+        try:
+            return fold_into(snapshot.view, missing)
+        except Exception as exc:
+            if after is None:
+                raise FoldFailed(thread_id) from exc
+            log.warning(
+                "thread %s: its events do not fold into the stored view (%r); rebuilding it",
+                thread_id,
+                exc,
+            )
+        snapshot.view, snapshot.numbers, snapshot.unfinished = self._empty(thread_id), {}, set()
+        snapshot.rebuild = snapshot.bad = True
+        everything = await self.store.read(thread_id)
+        try:
+            return fold_into(snapshot.view, everything)
+        except Exception as exc:
+            raise FoldFailed(thread_id) from exc
 
     async def current(self, thread_id: str) -> ThreadView:
         """The stored view brought up to the stream's end: fresh even if projectors lag."""
-        view = await self.load(thread_id)
-        if view is None:
-            view = ThreadView.empty(thread_id, self.store.stream_key(thread_id))
-        missing = await self.store.read(thread_id, after=view.last_event_id)
-        return fold(view, missing) if missing else view
+        snapshot = await self.read(thread_id)
+        changes = await self.advance(snapshot)
+        if snapshot.bad and changes.events:
+            await self.save(snapshot, changes)  # if a projector got there first, it wins
+        return snapshot.view
 
-    async def save(self, view: ThreadView, expected_last: str | None) -> bool:
+    async def save(self, snapshot: Snapshot, changes: Changes) -> bool:
+        """Write what `changes` touched (all, for a rebuild) if the stored view is unchanged."""
+        view = snapshot.view
         part = self.keys.partition(view.id)
-        runs: list[str] = []
-        for run in view.run_summaries():
-            runs += (run.id, run.model_dump_json())
+        pairs, runs = encode(view, snapshot.numbers, None if snapshot.rebuild else changes)
+        run_args: list[str] = []
+        unfinished = set(snapshot.unfinished)
+        for run in runs:
+            if run.status in TERMINAL:
+                unfinished.discard(run.id)
+            else:
+                unfinished.add(run.id)
+            ended = run.ended_at if run.status in TERMINAL and run.ended_at is not None else None
+            run_args += (
+                run.id,
+                view.run_summary(run).model_dump_json(),
+                str(run.requested_at),
+                str(STATUSES.index(run.status) + 1),
+                "" if ended is None else str(ended),
+            )
+        cutoff = (
+            str(stream_ms(view.last_event_id) - self.run_retention_ms) if view.last_event_id else ""
+        )
         stored = await self._store(
-            keys=[part.view(view.id), part.summaries, part.runs],
+            keys=[
+                part.view(view.id),
+                part.summaries,
+                part.runs,
+                part.runs_by_time,
+                part.runs_ended,
+                *(part.runs_with_status(status) for status in STATUSES),
+            ],
             args=[
-                expected_last or "",
+                snapshot.stored_last or "",
                 view.last_event_id or "",
-                view.model_dump_json(),
+                str(SCHEMA_VERSION),
+                "replace" if snapshot.rebuild else "update",
                 view.id,
-                view.summary().model_dump_json(),
-                *runs,
+                view.summary(
+                    sorted(unfinished, key=snapshot.numbers.__getitem__)
+                ).model_dump_json(),
+                cutoff,
+                str(TRIM_PER_SAVE),
+                str(len(pairs) // 2),
+                *pairs,
+                *run_args,
             ],
         )
+        if stored:
+            snapshot.stored_last, snapshot.unfinished = view.last_event_id, unfinished
+            snapshot.rebuild = snapshot.bad = False
         return bool(stored)
 
     async def runs(
-        self, *, status: str | None = None, agent: str | None = None, limit: int = 100
-    ) -> list[RunSummary]:
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 100,
+        before: run_index.Cursor | None = None,
+    ) -> run_index.RunPage:
         """Runs as the projector last saw them, newest first, across partitions."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for part in self.keys.all():
-                pipe.hvals(part.runs)
-            replies = await pipe.execute()
-        found = [RunSummary.model_validate_json(raw) for reply in replies for raw in reply]
-        chosen = [
-            run
-            for run in found
-            if (status is None or run.status == status) and (agent is None or run.agent == agent)
-        ]
-        chosen.sort(key=lambda run: run.requested_at, reverse=True)
-        return chosen[:limit]
+        return await run_index.page(
+            self.redis, self.keys.all(), status=status, agent=agent, limit=limit, before=before
+        )
+
+    async def summary(self, thread_id: str, *, at_least: str | None = None) -> ThreadSummary:
+        """The projected summary if it has folded `at_least`, else one built from the stream."""
+        raw = await self.redis.hget(self.keys.partition(thread_id).summaries, thread_id)
+        summary = _parsed(str(raw) if raw else None)
+        if summary is not None and (
+            at_least is None
+            or (
+                summary.last_event_id is not None
+                and stream_id_tuple(summary.last_event_id) >= stream_id_tuple(at_least)
+            )
+        ):
+            return summary
+        return (await self.current(thread_id)).summary()
 
     async def summaries(self, limit: int) -> list[ThreadSummary]:
         """The most recently active threads across partitions, newest first."""
@@ -85,11 +227,19 @@ class ViewStore:
             raws = await pipe.execute()
         result: list[ThreadSummary] = []
         for (thread_id, score), raw in zip(newest, raws, strict=True):
-            if raw:
-                summary = ThreadSummary.model_validate(orjson.loads(raw))
-            else:
-                # Not projected yet: build it from the stream so a new thread shows at once.
+            summary = _parsed(str(raw) if raw else None)
+            if summary is None:
+                # Not projected yet (or unreadable): build it so a new thread shows at once.
                 summary = (await self.current(thread_id)).summary()
             summary.updated_at = max(summary.updated_at, int(score))
             result.append(summary)
         return result
+
+
+def _parsed(raw: str | None) -> ThreadSummary | None:
+    if not raw:
+        return None
+    try:
+        return ThreadSummary.model_validate_json(raw)
+    except ValidationError:
+        return None

@@ -53,7 +53,12 @@ async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
     worker = Worker(
         runtime.backend, runtime.store, provider_from_settings(runtime.settings), runtime.settings
     )
-    projector = Projector(runtime.backend, runtime.store, consumer_name())
+    projector = Projector(
+        runtime.backend,
+        runtime.store,
+        consumer_name(),
+        run_retention_s=runtime.settings.run_retention_s,
+    )
     tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(projector.run(stop))]
     try:
         yield

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 from consumers import workflows
 from consumers.agents import AGENTS
 from consumers.schedules import Schedule, Schedules, ScheduleState
+from projections.run_index import Cursor
 from projections.thread_view import RunStatus, RunSummary, RunView, ThreadSummary, ThreadView
 from service import commands
 from service.models import (
@@ -198,15 +199,39 @@ async def signal_run(request: Request, run_id: RunId, body: SignalIn) -> SignalA
     return SignalAccepted(run_id=run_id, name=body.name, was=was)
 
 
-@router.get("/api/runs", response_model=list[RunSummary])
+@router.get(
+    "/api/runs",
+    response_model=list[RunSummary],
+    responses={400: {}, 200: {"headers": {"X-Next-Cursor": {"description": "the next page"}}}},
+)
 async def list_runs(
     request: Request,
+    response: Response,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
     agent: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(description="X-Next-Cursor of the previous page: the page after it")
+    ] = None,
 ) -> list[RunSummary]:
-    """Runs by status (and agent), newest first, as projected."""
-    return await runtime(request).views.runs(status=status_, agent=agent, limit=limit)
+    """Runs by status (and agent), newest first, as projected, a page at a time.
+
+    When more may follow, the answer has an `X-Next-Cursor` header (and a
+    `Link: <…>; rel="next"`); a page filtered by agent may be short and still
+    have one.
+    """
+    try:
+        before = Cursor.parse(cursor) if cursor is not None else None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    page = await runtime(request).views.runs(
+        status=status_, agent=agent, limit=limit, before=before
+    )
+    if page.next is not None:
+        following = request.url.include_query_params(cursor=str(page.next))
+        response.headers["X-Next-Cursor"] = str(page.next)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return page.runs
 
 
 @router.get("/api/runs/{run_id}", response_model=RunView, responses={404: {}})

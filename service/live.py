@@ -97,13 +97,13 @@ LIST_EVENTS = frozenset(
 
 @dataclass(eq=False)
 class ListSubscription:
-    """Thread ids whose summary changed, for a socket watching the thread list."""
+    """(thread id, event id) of changes to the thread list, for a socket watching it."""
 
-    changed: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(10_000))
+    changed: asyncio.Queue[tuple[str, str]] = field(default_factory=lambda: asyncio.Queue(10_000))
 
-    def offer(self, thread_id: str) -> None:
+    def offer(self, thread_id: str, entry_id: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):
-            self.changed.put_nowait(thread_id)
+            self.changed.put_nowait((thread_id, entry_id))
 
 
 def event_frame(entry_id: str, event: dict[str, object]) -> str:
@@ -152,7 +152,7 @@ class _Tail:
         thread_id = fields.get("thread", "")
         if self.hub.list_subscribers and fields.get("type") in LIST_EVENTS:
             for watcher in self.hub.list_subscribers:
-                watcher.offer(thread_id)
+                watcher.offer(thread_id, fields.get("tid", ""))
         subscribers = self.subscribers.get(thread_id)
         if not subscribers:
             return

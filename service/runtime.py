@@ -32,7 +32,7 @@ class Runtime:
             settings=settings,
             backend=backend,
             store=store,
-            views=ViewStore(store),
+            views=ViewStore(store, run_retention_s=settings.run_retention_s),
             hub=Hub(backend, keyspace),
             roles=roles or ["web"],
             redis_label=backend.url or "in-process fakeredis",

@@ -145,6 +145,13 @@ async def _receive(socket: WebSocket) -> None:
             await socket.send_text('{"type":"pong"}')
 
 
+def _drain(queue: asyncio.Queue[T]) -> list[T]:
+    items: list[T] = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
 @router.websocket("/api/live/threads")
 async def live_threads(socket: WebSocket) -> None:
     """The thread list: every summary, then each summary again when its thread changes."""
@@ -161,13 +168,17 @@ async def live_threads(socket: WebSocket) -> None:
         )
         stops: set[asyncio.Future[Any]] = {receiver}
         while first := await _next(socket, watcher.changed, rt.settings.heartbeat_s, stops):
-            changed = {first}
+            changed: dict[str, str] = {}
             # A burst of events (a run starting, a message completing) is one update each.
             await asyncio.sleep(LIST_DEBOUNCE_S)
-            while not watcher.changed.empty():
-                changed.add(watcher.changed.get_nowait())
-            for thread_id in sorted(changed):
-                summary = (await rt.views.current(thread_id)).summary()
+            for thread_id, entry_id in [first, *_drain(watcher.changed)]:
+                if thread_id not in changed or is_after(entry_id, changed[thread_id]):
+                    changed[thread_id] = entry_id
+            for thread_id, entry_id in sorted(changed.items()):
+                # The projected summary, unless the projector has not reached the change yet.
+                summary = await rt.views.summary(
+                    thread_id, at_least=entry_id if is_stream_id(entry_id) else None
+                )
                 await socket.send_text(
                     orjson.dumps(
                         {"type": "thread", "summary": summary.model_dump(mode="json")}

@@ -47,6 +47,7 @@ class Settings:
     worker_concurrency: int
     heartbeat_s: float
     feed_maxlen: int
+    run_retention_s: int
     port: int
     data_dir: Path
     workflow_modules: tuple[str, ...]
@@ -79,6 +80,7 @@ class Settings:
             worker_concurrency=_int(env, "SLIPSTREAM_WORKER_CONCURRENCY", 32, minimum=1),
             heartbeat_s=_int(env, "SLIPSTREAM_WS_HEARTBEAT_MS", 15_000, minimum=100) / 1000,
             feed_maxlen=_int(env, "SLIPSTREAM_FEED_MAXLEN", 100_000, minimum=1000),
+            run_retention_s=_int(env, "SLIPSTREAM_RUN_RETENTION_S", 7 * 86_400, minimum=1),
             port=_int(env, "PORT", 8000, minimum=0),
             data_dir=Path(env.get("SLIPSTREAM_DATA_DIR") or PROJECT_DIR / ".slipstream"),
             workflow_modules=tuple(

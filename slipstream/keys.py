@@ -110,6 +110,20 @@ class Partition:
         """Hash of run id to its projected summary (JSON), for listing runs."""
         return self.key("runs")
 
+    @property
+    def runs_by_time(self) -> str:
+        """Sorted set of the projected run ids by requested time (ms), for paging runs."""
+        return self.key("runs", "requested")
+
+    def runs_with_status(self, status: str) -> str:
+        """Sorted set of the projected run ids in `status`, by requested time (ms)."""
+        return self.key("runs", "status", status)
+
+    @property
+    def runs_ended(self) -> str:
+        """Sorted set of the projected finished run ids by end time (ms), for retention."""
+        return self.key("runs", "ended")
+
     def queue(self, thread_id: str) -> str:
         """List of the runs waiting for the thread, oldest first."""
         return self.key("queue", thread_id)
