@@ -24,6 +24,7 @@ from slipstream import logs
 from slipstream.backend import Backend
 from slipstream.identity import consumer_name
 from slipstream.process import settings_or_exit
+from slipstream.supervise import keep_running
 
 log = logging.getLogger("slipstream.service")
 
@@ -49,17 +50,30 @@ def with_embedded_redis(
 
 
 async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
+    """The embedded worker and projector, each kept running beside the web role."""
     stop = asyncio.Event()
     worker = Worker(
-        runtime.backend, runtime.store, provider_from_settings(runtime.settings), runtime.settings
+        runtime.backend,
+        runtime.store,
+        provider_from_settings(runtime.settings),
+        runtime.settings,
+        liveness=runtime.liveness,
     )
     projector = Projector(
         runtime.backend,
         runtime.store,
         consumer_name(),
         run_retention_s=runtime.settings.run_retention_s,
+        liveness=runtime.liveness,
     )
-    tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(projector.run(stop))]
+    tasks = [
+        asyncio.create_task(
+            keep_running("worker", worker.run, stop, log, liveness=runtime.liveness)
+        ),
+        asyncio.create_task(
+            keep_running("projector", projector.run, stop, log, liveness=runtime.liveness)
+        ),
+    ]
     try:
         yield
     finally:

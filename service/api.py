@@ -294,17 +294,22 @@ async def event_schema() -> dict[str, object]:
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(request: Request, response: Response) -> Health:
+    """ok (200), or degraded (503) with what is wrong: Redis, or a loop that is stuck."""
     rt = runtime(request)
     try:
         await rt.backend.client.ping()
         redis = "ok"
     except Exception as exc:
-        redis = f"unreachable: {exc}"
+        redis = f"unreachable: {type(exc).__name__}: {str(exc)[:200]}"
+    down = rt.liveness.down()
+    healthy = redis == "ok" and not down
+    if not healthy:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Health(
-        status="ok" if redis == "ok" else "degraded",
+        status="ok" if healthy else "degraded",
         redis=redis,
         roles=rt.roles,
         partitions=rt.settings.partitions,
         llm=rt.settings.llm,
+        down=down,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,10 +11,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
 
 from service import api, websocket
 from service.runtime import Runtime
 from slipstream import errors
+from slipstream.supervise import is_redis_fault
+
+log = logging.getLogger("slipstream.web")
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_BODY_BYTES = 64 * 1024
@@ -65,6 +70,20 @@ def create_app(runtime: Runtime, *, background: Background | None = None) -> Fas
     @app.exception_handler(errors.SlipstreamError)
     async def _domain_error(request: Request, exc: errors.SlipstreamError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=_STATUS.get(type(exc), 400))
+
+    @app.exception_handler(RedisError)
+    async def _redis_error(request: Request, exc: RedisError) -> JSONResponse:
+        if not is_redis_fault(exc):
+            log.error("%s %s: Redis refused a command: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": "internal error"}, status_code=500)
+        return JSONResponse(
+            {
+                "detail": f"Redis is unavailable ({type(exc).__name__}); try again shortly. "
+                "A resend with the same client_id is never applied twice."
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

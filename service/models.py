@@ -88,6 +88,9 @@ class Health(BaseModel):
     roles: list[str]
     partitions: int
     llm: str
+    down: dict[str, str] = Field(
+        default_factory=dict, description="loops of this process that made no progress, and why"
+    )
 
 
 class SignalIn(_Body):

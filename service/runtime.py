@@ -10,6 +10,7 @@ from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
 from slipstream.store import EventStore
+from slipstream.supervise import Liveness
 
 
 @dataclass
@@ -21,6 +22,8 @@ class Runtime:
     hub: Hub
     roles: list[str] = field(default_factory=lambda: ["web"])
     redis_label: str = ""
+    # Progress of every supervised loop in this process, for /healthz.
+    liveness: Liveness = field(default_factory=Liveness)
 
     @classmethod
     def build(

@@ -31,7 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 Entry = tuple[str, dict[str, str]]
 
-COMMAND_TIMEOUT_S = 1.0
+# A paused or unreachable Redis must turn into an answer (503) well within a second.
+COMMAND_TIMEOUT_S = 0.75
 
 
 def _one_reconnect() -> Retry:

@@ -110,7 +110,7 @@ class Loop:
     on_missing_group: Callable[[], Awaitable[object]] | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("slipstream.loop"))
     base_ms: int = 100
-    max_ms: int = 5_000
+    max_ms: int = 2_000
     rng: random.Random = field(default_factory=random.Random)
 
     async def run(self, stop: asyncio.Event, liveness: Liveness | None = None) -> None:
@@ -190,6 +190,40 @@ async def run_loops(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def keep_running(
+    name: str,
+    role: Callable[[asyncio.Event], Awaitable[None]],
+    stop: asyncio.Event,
+    log: logging.Logger,
+    *,
+    liveness: Liveness | None = None,
+) -> None:
+    """Run a whole role (a worker, a projector) until `stop`; start it again if it ends.
+
+    Its loops survive faults on their own; this is the last line, for a role
+    that ends through a bug, so one process running every role keeps them all.
+    """
+    failures = 0
+    while not stop.is_set():
+        try:
+            await role(stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s stopped unexpectedly; starting it again", name)
+        else:
+            if stop.is_set():
+                return
+            log.error("%s ended although nobody asked it to; starting it again", name)
+        failures += 1
+        if liveness is not None:
+            liveness.register(name, 0.0)  # reported down until it is back
+            liveness.failed(name, "restarting")
+        await _sleep_unless(stop, compute_backoff(min(failures, 20), base_ms=200) / 1000)
+        if liveness is not None:
+            liveness.forget(name)
 
 
 async def until_done(
