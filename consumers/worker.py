@@ -161,6 +161,7 @@ class Worker:
     async def _read_pass(self) -> None:
         free = self.free_slots
         if free <= 0:
+            self.stats["full"] += 1
             await asyncio.wait(
                 self._tasks, timeout=TIMER_CHECK_S, return_when=asyncio.FIRST_COMPLETED
             )

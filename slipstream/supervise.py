@@ -158,6 +158,10 @@ class Loop:
                     liveness.ok(self.name)
                 if self.every_s:
                     await _sleep_unless(stop, self.every_s)
+                else:
+                    await asyncio.sleep(
+                        0
+                    )  # a pass that found its answer at once must not starve the rest
         finally:
             if liveness is not None:
                 liveness.forget(self.name)
