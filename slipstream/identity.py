@@ -9,4 +9,4 @@ import socket
 
 def consumer_name() -> str:
     """`host:pid:nonce`; the nonce keeps a restarted process with a reused pid distinct."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
