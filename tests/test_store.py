@@ -66,8 +66,8 @@ async def test_expected_version_conflict_writes_nothing(store: EventStore) -> No
 async def test_same_batch_twice_is_written_once(store: EventStore) -> None:
     await new_thread(store)
     batch = [message()]
-    first = await store.append(Append("t1", batch, dedupe_ms=60_000))
-    again = await store.append(Append("t1", batch, dedupe_ms=60_000))
+    first = await store.append(Append("t1", batch, dedupe=True))
+    again = await store.append(Append("t1", batch, dedupe=True))
     assert again.duplicate and again.ids == first.ids
     assert await store.version("t1") == 2
 
