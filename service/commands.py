@@ -13,7 +13,7 @@ from consumers import workflows
 from projections.views import ViewStore
 from slipstream import errors
 from slipstream import events as ev
-from slipstream.keys import RUN_ID_HEX, derived_hex, new_id, new_run_id, thread_of_run
+from slipstream.keys import new_id, new_run_id, thread_of_run
 from slipstream.store import Append, EventStore
 from slipstream.threads import (
     Sent,
@@ -46,17 +46,13 @@ def _run_thread(run_id: str) -> str:
     return thread_id
 
 
-def _command_event_id(run_id: str, command: str, client_id: str | None) -> str | None:
-    """The first event id of a command sent with a client id: its resends share it."""
+def _command_key(run_id: str, command: str, client_id: str | None) -> str | None:
+    """The dedupe key of a command sent with a client id: its resends share it."""
     if not client_id:
         return None
-    if command == "signal":  # as signal_id always made it, so older resends still match
+    if command == "signal":  # as signal_id always named it, so older resends still match
         return uuid.uuid5(_SIGNALS, f"{run_id}\n{client_id}").hex
     return uuid.uuid5(_COMMANDS, f"{run_id}\n{command}\n{client_id}").hex
-
-
-def _named(event_id: str | None) -> dict[str, str]:
-    return {"event_id": event_id} if event_id else {}
 
 
 def _encode(reply: Reply) -> str:
@@ -72,15 +68,15 @@ class _Once:
     that has since stopped still answers what the first cancel did).
     """
 
-    def __init__(self, store: EventStore, thread_id: str, event_id: str | None) -> None:
+    def __init__(self, store: EventStore, thread_id: str, key: str | None) -> None:
         self.store = store
         self.thread_id = thread_id
-        self.event_id = event_id
+        self.key = key
 
     async def first(self) -> Reply | None:
-        if self.event_id is None:
+        if self.key is None:
             return None
-        stored = await self.store.recall(self.thread_id, self.event_id)
+        stored = await self.store.recall(self.thread_id, self.key)
         if not stored:
             return None
         reply: Reply = orjson.loads(stored)
@@ -88,11 +84,11 @@ class _Once:
 
     async def append(self, request: Append, reply: Reply) -> Reply:
         """`request` with this command's dedupe key and reply; a twin's reply if it came first."""
-        if self.event_id is None:
+        if self.key is None:
             await self.store.append(request)
             return reply
         appended = await self.store.append(
-            dataclasses.replace(request, dedupe=True, reply=_encode(reply))
+            dataclasses.replace(request, dedupe=True, dedupe_key=self.key, reply=_encode(reply))
         )
         if appended.duplicate and appended.reply:
             earlier: Reply = orjson.loads(appended.reply)
@@ -101,10 +97,10 @@ class _Once:
 
     async def without_events(self, reply: Reply) -> Reply:
         """An answer that wrote nothing is kept too, so its resends get it back."""
-        if self.event_id is None:
+        if self.key is None:
             return reply
         kept: Reply = orjson.loads(
-            await self.store.remember(self.thread_id, self.event_id, _encode(reply))
+            await self.store.remember(self.thread_id, self.key, _encode(reply))
         )
         return kept
 
@@ -121,7 +117,7 @@ async def cancel_run(
 ) -> CancelOutcome:
     """Stop a run from any client: at once if no worker holds it, else via its worker."""
     thread_id = _run_thread(run_id)
-    once = _Once(store, thread_id, _command_event_id(run_id, "cancel", client_id))
+    once = _Once(store, thread_id, _command_key(run_id, "cancel", client_id))
     reply = await once.first()
     if reply is None:
         try:
@@ -143,7 +139,7 @@ async def _cancel(
             raise errors.RunFinished(run_id, status)
         if state.get("cancel") == "1":
             return await once.without_events({"status": "cancel_requested", "was": status})
-        requested = ev.RunCancelRequested(run_id=run_id, reason=reason, **_named(once.event_id))
+        requested = ev.RunCancelRequested(run_id=run_id, reason=reason)
         try:
             if status in UNHELD:
                 return await once.append(
@@ -181,8 +177,7 @@ async def regenerate(
 ) -> tuple[str, str]:
     """A new answer to the message a finished run answered; returns (run id, reply id)."""
     thread_id = _run_thread(run_id)
-    event_id = _command_event_id(run_id, "regenerate", client_id)
-    once = _Once(store, thread_id, event_id)
+    once = _Once(store, thread_id, _command_key(run_id, "regenerate", client_id))
     reply = await once.first()
     if reply is None:
         try:
@@ -200,11 +195,9 @@ async def _regenerate(
         raise errors.RunNotFound(run_id)
     if run.status not in TERMINAL:
         raise errors.RunStatusChanged(run_id, f"{run.status}; regenerate once it has finished")
-    if once.event_id:  # a twin sent at the same moment must name the same run
-        new_run = f"{thread_id}.{derived_hex('run', once.event_id, digits=RUN_ID_HEX)}"
-        reply_id = "m" + derived_hex("reply", once.event_id)
-    else:
-        new_run, reply_id = new_run_id(thread_id), new_id("m")
+    # Fresh ids even with a client id: a twin that comes second is answered the
+    # first one's (the dedupe key decides), one after the resend window is new.
+    new_run, reply_id = new_run_id(thread_id), new_id("m")
     return await once.append(
         Append(
             thread_id=thread_id,
@@ -214,7 +207,6 @@ async def _regenerate(
                     message_id=run.message_id,
                     reply_id=reply_id,
                     agent=run.agent,
-                    **_named(once.event_id),
                 )
             ],
             run_id=new_run,
@@ -234,7 +226,7 @@ async def restart_run(
     Returns the run's status before the restart.
     """
     thread_id = _run_thread(run_id)
-    once = _Once(store, thread_id, _command_event_id(run_id, "retry", client_id))
+    once = _Once(store, thread_id, _command_key(run_id, "retry", client_id))
     reply = await once.first()
     if reply is None:
         try:
@@ -256,7 +248,7 @@ async def _restart(
     return await once.append(
         Append(
             thread_id=thread_id,
-            events=[ev.RunRestarted(run_id=run_id, reason=reason, **_named(once.event_id))],
+            events=[ev.RunRestarted(run_id=run_id, reason=reason)],
             run_id=run_id,
             expect_status=("failed", "cancelled"),
             run_fields={
@@ -288,7 +280,7 @@ async def signal_run(
     not kept a second time, so it cannot answer the next wait.
     """
     thread_id = _run_thread(run_id)
-    once = _Once(store, thread_id, _command_event_id(run_id, "signal", signal_id))
+    once = _Once(store, thread_id, _command_key(run_id, "signal", signal_id))
     reply = await once.first()
     if reply is None:
         try:
@@ -324,11 +316,7 @@ async def _signal(
     return await once.append(
         Append(
             thread_id=thread_id,
-            events=[
-                ev.SignalReceived(
-                    run_id=run_id, name=name, payload=payload, **_named(once.event_id)
-                )
-            ],
+            events=[ev.SignalReceived(run_id=run_id, name=name, payload=payload)],
             run_id=run_id,
             refuse_if_finished=True,
             wake_if_waiting_for=name,

@@ -48,9 +48,11 @@ class Append:
     refuse_if_cancelled: bool = False
     refuse_if_finished: bool = False
     expect_status: Sequence[str] = ()
-    # Remember the batch by its first event id for the store's resend window, so
-    # a resend writes nothing; `reply` is kept with it and given back to the resend.
+    # Remember the batch for the store's resend window under `dedupe_key` (by
+    # default its first event id), so a resend writes nothing; `reply` is kept
+    # with it and given back to the resend.
     dedupe: bool = False
+    dedupe_key: str | None = None
     reply: str | None = None
     batch_id: str | None = None
     run_fields: Mapping[str, str] = field(default_factory=dict)
@@ -125,7 +127,7 @@ class EventStore:
     def _call(self, request: Append) -> tuple[list[str], list[str]]:
         part = self.keys.partition(request.thread_id)
         run_id = request.run_id or ""
-        first = request.events[0].event_id if request.events else "-"
+        first = request.dedupe_key or (request.events[0].event_id if request.events else "-")
         keys = [
             part.thread(request.thread_id),
             part.feed,
@@ -242,19 +244,19 @@ class EventStore:
     async def exists(self, thread_id: str) -> bool:
         return bool(await self.redis.exists(self.stream_key(thread_id)))
 
-    async def recall(self, thread_id: str, event_id: str) -> str | None:
-        """The reply a deduplicated call kept under `event_id`, if it is still remembered."""
-        value = await self.redis.get(self.keys.partition(thread_id).dedupe(event_id))
+    async def recall(self, thread_id: str, dedupe_key: str) -> str | None:
+        """The reply a deduplicated call kept under `dedupe_key`, if it is still remembered."""
+        value = await self.redis.get(self.keys.partition(thread_id).dedupe(dedupe_key))
         if value is None:
             return None
         return str(value).partition("\n")[2]
 
-    async def remember(self, thread_id: str, event_id: str, reply: str) -> str:
+    async def remember(self, thread_id: str, dedupe_key: str, reply: str) -> str:
         """Keep a reply for a call that wrote no events; the first one kept wins and is returned."""
-        key = self.keys.partition(thread_id).dedupe(event_id)
+        key = self.keys.partition(thread_id).dedupe(dedupe_key)
         if await self.redis.set(key, "\n" + reply, nx=True, px=self.dedupe_window_ms):
             return reply
-        return await self.recall(thread_id, event_id) or reply
+        return await self.recall(thread_id, dedupe_key) or reply
 
     async def run_state(self, run_id: str, thread_id: str) -> dict[str, str]:
         key = self.keys.partition(thread_id).run(run_id)

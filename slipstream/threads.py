@@ -6,11 +6,11 @@ import uuid
 from dataclasses import dataclass
 
 from slipstream import events as ev
-from slipstream.keys import RUN_ID_HEX, derived_hex, new_id, new_run_id, new_thread_id
+from slipstream.keys import new_id, new_run_id, new_thread_id
 from slipstream.store import Admit, Append, EventStore
 
-# A resend with the same client id must reproduce the same ids, so they are
-# derived from it rather than drawn at random.
+# A resend with the same client id must find the first send's dedupe key, so
+# the key is derived from the client id.
 _CLIENT_NAMESPACE = uuid.UUID("5b1f2b9e-8a52-4b8e-9a0e-6a4c3f1d2e7a")
 
 
@@ -23,22 +23,10 @@ class Sent:
     duplicate: bool
 
 
-def _derived(thread_id: str, client_id: str, what: str) -> str:
-    return uuid.uuid5(_CLIENT_NAMESPACE, f"{thread_id}\n{client_id}\n{what}").hex
-
-
-def derived_ids(thread_id: str, client_id: str) -> tuple[str, str, str, str]:
-    """(message id, run id, reply id, event id) of the message a client id names.
-
-    The event id names the dedupe key, so it is made as it always was: a
-    resend across an upgrade still finds the first send.
-    """
-    return (
-        "m" + derived_hex("message", thread_id, client_id),
-        f"{thread_id}.{derived_hex('run', thread_id, client_id, digits=RUN_ID_HEX)}",
-        "m" + derived_hex("reply", thread_id, client_id),
-        _derived(thread_id, client_id, "event"),
-    )
+def message_dedupe_key(thread_id: str, client_id: str) -> str:
+    """The dedupe key of a message sent with a client id (named as it always was, so a
+    resend across an upgrade still finds the first send)."""
+    return uuid.uuid5(_CLIENT_NAMESPACE, f"{thread_id}\n{client_id}\nevent").hex
 
 
 async def create_thread(store: EventStore, title: str = "") -> tuple[str, str]:
@@ -75,18 +63,14 @@ async def send_message(
     (SLIPSTREAM_DEDUPE_WINDOW_S) answers the first send's ids and writes
     nothing; after the window it is a new message.
     """
-    if client_id:
-        message_id, run_id, reply_id, sent_eid = derived_ids(thread_id, client_id)
-    else:
-        message_id, reply_id = new_id("m"), new_id("m")
-        run_id = new_run_id(thread_id)
-        sent_eid = ev.new_event_id()
+    # Fresh ids even with a client id: a resend in the window gets the first send's
+    # back from its event; one after the window is a new message with ids of its own.
+    message_id, reply_id, run_id = new_id("m"), new_id("m"), new_run_id(thread_id)
     appended = await store.append(
         Append(
             thread_id=thread_id,
             events=[
                 ev.MessageSent(
-                    event_id=sent_eid,
                     message_id=message_id,
                     content=content,
                     agent=agent,
@@ -100,6 +84,7 @@ async def send_message(
             existence="exists",
             expected_version=expected_version,
             dedupe=True,
+            dedupe_key=message_dedupe_key(thread_id, client_id) if client_id else None,
             run_id=run_id,
             run_fields={"status": "queued", "thread": thread_id, "agent": agent},
             work=True,
@@ -108,8 +93,7 @@ async def send_message(
         )
     )
     if appended.duplicate:
-        # The first send's own event says which ids it gave (they were derived
-        # differently before run ids grew to 64 bits).
+        # The first send's own event says which ids it gave.
         first = await store.read(thread_id, start=appended.ids[0], count=1)
         if first and isinstance(first[0].event, ev.MessageSent) and first[0].event.run_id:
             message_id, run_id = first[0].event.message_id, first[0].event.run_id
