@@ -49,7 +49,9 @@ async def test_a_corrupt_stored_view_fails_the_run_at_the_bound(
     await store.redis.hset(view_key, mapping={"view": '{"id": "' + SECRET, "last": "0-1"})
 
     with caplog.at_level(logging.ERROR, "slipstream.runner"):
-        worker = Worker(store.backend, store, ScriptedLLM(words=20, delay_ms=0), two_attempts(settings))
+        worker = Worker(
+            store.backend, store, ScriptedLLM(words=20, delay_ms=0), two_attempts(settings)
+        )
         await worker.run_once()
 
     state = await store.run_state(sent.run_id, thread_id)

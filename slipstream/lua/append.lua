@@ -96,10 +96,14 @@ if opt.fence or opt.refuse_cancelled or opt.refuse_finished or opt.expect_status
 end
 
 -- Admission: one active run per thread; the others wait in the thread's queue.
-local holder = nil
+local holder, holder_key = nil, nil
 if opt.work then
   holder = redis.call("HGET", active, thread_id)
   if holder == run_id then holder = nil end
+  -- The holder shares this partition's hash tag, so its key is in this slot.
+  if holder then holder_key = string.gsub(run, "[^:]+$", holder) end
+  -- A holder whose run hash is gone would never hand the thread on: it holds nothing.
+  if holder and redis.call("EXISTS", holder_key) == 0 then holder = nil end
   if holder and opt.admit == "reject" then return {"BUSY", holder} end
   if holder and opt.queue_max then
     local waiting = redis.call("LLEN", queue)
@@ -138,11 +142,7 @@ if opt.work then
     enqueue_work(run_id)
   elseif opt.admit == "interrupt" then
     redis.call("LPUSH", queue, run_id)
-    -- The holder shares this partition's hash tag, so its key is in this slot.
-    local holder_key = string.gsub(run, "[^:]+$", holder)
-    local holder_status = redis.call("HGET", holder_key, "status")
-    -- (an HSET on a run hash that is gone would bring back a key with no lifetime)
-    if holder_status and not terminal(holder_status) then
+    if not terminal(redis.call("HGET", holder_key, "status")) then
       redis.call("HSET", holder_key, "cancel", "1")
       ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", opt.interrupt_eid,
                            "run", holder, "body", '{"reason":"interrupted by a newer message"}'})
