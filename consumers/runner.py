@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import re
 from dataclasses import dataclass
 
 from consumers import workflows
@@ -61,6 +62,14 @@ def _own_events(stored: list[Stored], run_id: str) -> list[ev.Event]:
         for s in stored
         if not isinstance(s.event, Unreadable) and getattr(s.event, "run_id", None) == run_id
     ]
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def _without_urls(text: str) -> str:
+    """A provider's message, minus URLs (a base URL or a query string may carry a key)."""
+    return _URL.sub("<url>", text)
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,8 @@ class Runner:
         except WorkflowFailed as exc:
             return await self._fail(attempt, str(exc))
         except errors.ProviderError as exc:
-            return await self._failure(attempt, claim, f"model error: {exc}", exc.retryable)
+            reason = f"model error: {_without_urls(str(exc))}"
+            return await self._failure(attempt, claim, reason, exc.retryable)
         except (errors.StaleFence, asyncio.CancelledError):
             raise
         except Exception as exc:

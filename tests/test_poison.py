@@ -19,8 +19,10 @@ from projections.views import ViewStore
 from service import commands
 from slipstream.backend import Backend
 from slipstream.config import Settings
+from slipstream.errors import ProviderError
 from slipstream.keys import WORKERS_GROUP
 from slipstream.store import EventStore
+from tests.fake_llm import FlakyLLM
 from tests.waits import until
 
 SECRET = "https://provider.example/v1?key=sk-secret-123"
@@ -139,3 +141,17 @@ async def test_a_run_that_keeps_killing_its_worker_ends_after_the_bound(
     [dead] = await dead_letters(store, thread_id)
     assert dead["reason"] == "gave up after 2 attempts: its worker was lost each time"
     assert await store.redis.xlen(part.work) == 0
+
+
+async def test_a_model_error_is_kept_without_the_urls_in_it(
+    store: EventStore, settings: Settings
+) -> None:
+    failure = ProviderError(f"anthropic: HTTPStatusError: 404 for url {SECRET}", retryable=False)
+    thread_id, _ = await commands.create_thread(store)
+    sent = await commands.send_message(store, thread_id, "hello", "assistant")
+    await Worker(store.backend, store, FlakyLLM([failure]), settings).run_once()
+    view = await ViewStore(store).current(thread_id)
+    assert (
+        view.runs[sent.run_id].reason
+        == "model error: anthropic: HTTPStatusError: 404 for url <url>"
+    )
