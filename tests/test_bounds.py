@@ -207,3 +207,18 @@ async def test_a_signal_resend_window_key_expires(store: EventStore) -> None:
     await commands.signal_run(store, sent.run_id, "approval", {"approved": True}, "s-1")
     dedupe = [str(k) for k in await store.redis.keys("*:dedupe:*")]
     assert dedupe and all([0 < await store.redis.pttl(k) <= 1000 for k in dedupe])
+
+
+def test_the_bounds_are_settings_with_documented_defaults(real_backend: Backend) -> None:
+    defaults = Settings.from_env({})
+    assert (
+        defaults.dedupe_window_s,
+        defaults.run_retention_s,
+        defaults.dead_maxlen,
+        defaults.queue_max,
+    ) == (86_400, 604_800, 10_000, 100)
+    chosen = Settings.from_env({"SLIPSTREAM_QUEUE_MAX": "7", "SLIPSTREAM_DEDUPE_WINDOW_S": "60"})
+    store = EventStore.from_settings(real_backend, chosen)
+    assert (store.queue_max, store.dedupe_window_ms) == (7, 60_000)
+    with pytest.raises(errors.ConfigError, match="SLIPSTREAM_QUEUE_MAX=0 must be at least 1"):
+        Settings.from_env({"SLIPSTREAM_QUEUE_MAX": "0"})
