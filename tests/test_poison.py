@@ -23,6 +23,7 @@ from slipstream.errors import ProviderError
 from slipstream.keys import WORKERS_GROUP
 from slipstream.store import EventStore
 from tests.fake_llm import FlakyLLM
+from tests.harness import running_system
 from tests.waits import until
 
 SECRET = "https://provider.example/v1?key=sk-secret-123"
@@ -155,3 +156,28 @@ async def test_a_model_error_is_kept_without_the_urls_in_it(
         view.runs[sent.run_id].reason
         == "model error: anthropic: HTTPStatusError: 404 for url <url>"
     )
+
+
+async def test_in_the_running_service_a_poisoned_run_fails_and_the_queue_moves_on(
+    real_backend: Backend, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = runner.prompt_for
+
+    def prompt_for(view: ThreadView, run_id: str) -> object:
+        asked = view.message(view.runs[run_id].message_id)
+        if asked is not None and asked.content == "poison":
+            raise RuntimeError(SECRET)
+        return real(view, run_id)
+
+    monkeypatch.setattr(runner, "prompt_for", prompt_for)
+    async with running_system(real_backend, two_attempts(settings)) as system:
+        thread_id = await system.new_thread()
+        first = await system.send(thread_id, "poison")
+        second = await system.send(thread_id, "after it")
+        view = await system.wait_for_run(thread_id, second["run_id"])
+        dead = await dead_letters(system.runtime.store, thread_id)
+    assert view["runs"][first["run_id"]]["status"] == "failed"
+    assert view["runs"][first["run_id"]]["attempt"] == 2
+    assert view["runs"][second["run_id"]]["status"] == "completed"
+    assert [d["run"] for d in dead] == [first["run_id"]]
+    assert "RuntimeError" in dead[0]["reason"] and "sk-secret" not in dead[0]["reason"]
