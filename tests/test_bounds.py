@@ -222,3 +222,23 @@ def test_the_bounds_are_settings_with_documented_defaults(real_backend: Backend)
     assert (store.queue_max, store.dedupe_window_ms) == (7, 60_000)
     with pytest.raises(errors.ConfigError, match="SLIPSTREAM_QUEUE_MAX=0 must be at least 1"):
         Settings.from_env({"SLIPSTREAM_QUEUE_MAX": "0"})
+
+
+async def test_keys_from_before_lifetimes_get_theirs_once(
+    store: EventStore, settings: Settings
+) -> None:
+    from slipstream.retention import backfill
+
+    part = store.keys.partition("t1")
+    await store.redis.set(part.dedupe("old-client"), "1-0,1-1")  # kept for good, as before
+    await store.redis.hset(part.run("t1.aaaaaa"), mapping={"status": "completed"})
+    await store.redis.hset(part.run("t1.bbbbbb"), mapping={"status": "running"})
+    await store.redis.set(part.dedupe("new"), "1-2", px=500)
+    done = await backfill(store.backend, dataclasses.replace(settings, run_retention_s=60))
+    assert done == {"dedupe keys": 1, "finished run hashes": 1}
+    assert 0 < await store.redis.pttl(part.dedupe("old-client")) <= 86_400_000
+    assert 0 < await store.redis.pttl(part.run("t1.aaaaaa")) <= 60_000
+    assert await store.redis.pttl(part.run("t1.bbbbbb")) == -1  # it may still run
+    assert await store.redis.pttl(part.dedupe("new")) <= 500
+    again = await backfill(store.backend, settings)
+    assert sum(again.values()) == 0
