@@ -1,7 +1,7 @@
 """A run that cannot be handled ends at the attempt bound: failed, dead-lettered, thread freed.
 
-Faults are injected here (a corrupt stored view, a prompt builder that
-raises, a worker that dies mid-run), on a real redis-server.
+Faults are injected here (a thread view that cannot be read, a prompt builder
+that raises, a worker that dies mid-run), on a real redis-server.
 """
 
 from __future__ import annotations
@@ -43,28 +43,36 @@ async def dead_letters(store: EventStore, thread_id: str) -> list[dict[str, str]
     return [fields for _, fields in entries]
 
 
-async def test_a_corrupt_stored_view_fails_the_run_at_the_bound(
-    store: EventStore, settings: Settings, caplog: pytest.LogCaptureFixture
+async def test_a_thread_view_that_cannot_be_read_fails_the_run_at_the_bound(
+    store: EventStore,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     thread_id, _ = await commands.create_thread(store)
     sent = await commands.send_message(store, thread_id, "hello", "assistant")
-    view_key = store.keys.partition(thread_id).view(thread_id)
-    await store.redis.hset(view_key, mapping={"view": '{"id": "' + SECRET, "last": "0-1"})
+    # As a stored view that does not parse did before views rebuilt themselves; injected
+    # here, so the run's bound is what is tested, whatever the views do.
+    real = ViewStore.current
 
+    async def unreadable(self: ViewStore, thread: str) -> ThreadView:
+        raise ValueError(f"view does not parse: {SECRET}")
+
+    monkeypatch.setattr(ViewStore, "current", unreadable)
     with caplog.at_level(logging.ERROR, "slipstream.runner"):
         worker = Worker(
             store.backend, store, ScriptedLLM(words=20, delay_ms=0), two_attempts(settings)
         )
         await worker.run_once()
+    monkeypatch.setattr(ViewStore, "current", real)
 
     state = await store.run_state(sent.run_id, thread_id)
     assert (state["status"], state["attempt"], state["failures"]) == ("failed", "2", "2")
-    await store.redis.delete(view_key)  # to read the outcome; the run did not need this
     view = await ViewStore(store).current(thread_id)
     run = view.runs[sent.run_id]
     assert run.status == "failed"
     assert run.reason == (
-        "internal error (ValidationError) while preparing the run (gave up after 2 attempts)"
+        "internal error (ValueError) while preparing the run (gave up after 2 attempts)"
     )
     [dead] = await dead_letters(store, thread_id)
     assert (dead["run"], dead["reason"]) == (sent.run_id, run.reason)
@@ -73,6 +81,23 @@ async def test_a_corrupt_stored_view_fails_the_run_at_the_bound(
     events = [s.event.model_dump_json() for s in await store.read(thread_id)]
     assert not any("sk-secret" in e for e in events)
     assert "sk-secret" in caplog.text
+
+
+async def test_a_corrupt_stored_view_never_makes_its_run_loop(
+    store: EventStore, settings: Settings
+) -> None:
+    """Whether the view is rebuilt (the run answers) or not (it fails at the bound), it ends."""
+    thread_id, _ = await commands.create_thread(store)
+    sent = await commands.send_message(store, thread_id, "hello", "assistant")
+    view_key = store.keys.partition(thread_id).view(thread_id)
+    await store.redis.hset(view_key, mapping={"view": '{"id": "' + SECRET, "last": "0-1"})
+    worker = Worker(store.backend, store, ScriptedLLM(words=20, delay_ms=0), two_attempts(settings))
+    await worker.run_once()  # returns only once nothing is left to run
+    state = await store.run_state(sent.run_id, thread_id)
+    assert state["status"] in ("completed", "failed") and int(state["attempt"]) <= 2
+    dead = [d["run"] for d in await dead_letters(store, thread_id)]
+    assert dead == ([sent.run_id] if state["status"] == "failed" else [])
+    assert await store.redis.hget(store.keys.partition(thread_id).active, thread_id) is None
 
 
 async def test_a_raising_prompt_builder_fails_its_run_and_the_next_one_is_answered(
