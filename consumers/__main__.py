@@ -23,7 +23,7 @@ async def work() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "worker")
     load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
-    store = EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
+    store = EventStore.from_settings(backend, settings)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
     try:
         await until_signalled(worker.run)

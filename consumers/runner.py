@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+import re
 from dataclasses import dataclass
 
 from consumers import workflows
@@ -62,6 +64,14 @@ def _own_events(stored: list[Stored], run_id: str) -> list[ev.Event]:
     ]
 
 
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def _without_urls(text: str) -> str:
+    """A provider's message, minus URLs (a base URL or a query string may carry a key)."""
+    return _URL.sub("<url>", text)
+
+
 @dataclass(frozen=True)
 class WorkItem:
     stream: str
@@ -116,26 +126,40 @@ class Runner:
         return facts, view, _own_events(stored, item.run_id)
 
     async def run(self, item: WorkItem, claim: Claim, cancelled: asyncio.Event) -> str:
-        """Returns how the run ended: completed, cancelled, retrying, waiting or failed."""
-        facts, view, journal = await self._facts(item, claim)
+        """Returns how the run ended: completed, cancelled, retrying, waiting or failed.
+
+        Any exception but a lost lease or a shutdown counts as a failed
+        attempt, wherever it comes from, so a run that cannot be handled ends
+        at the attempt bound instead of being taken over for ever.
+        """
         attempt = Attempt(
             thread_id=item.thread_id,
             run_id=item.run_id,
-            reply_id=facts.reply_id if facts else "",
-            agent=facts.agent if facts else "",
+            reply_id="",
+            agent=claim.agent,
             attempt=claim.attempt,
             token=claim.token,
             entry_id=item.entry_id,
         )
-        if facts is None:
-            return await self._fail(attempt, f"run {item.run_id} is not in its thread's history")
+        # Before anything that can fail: a run whose worker keeps dying (or whose
+        # handling keeps raising past this method) ends here.
         if claim.cancel_requested:
             return await self._cancelled(attempt, [])
         if claim.failures >= self.settings.max_attempts:
             return await self._fail(
                 attempt, f"gave up after {claim.failures} attempts: its worker was lost each time"
             )
+        try:
+            facts, view, journal = await self._facts(item, claim)
+        except (errors.StaleFence, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            return await self._crashed(attempt, claim, exc, "while preparing the run")
+        if facts is None:
+            return await self._fail(attempt, f"run {item.run_id} is not in its thread's history")
+        attempt = dataclasses.replace(attempt, reply_id=facts.reply_id, agent=facts.agent)
         writer = AnswerWriter(self.store, attempt, self.settings.flush_ms)
+        stage = "while starting the run"
         try:
             await self.store.append(
                 attempt.fenced(
@@ -152,9 +176,14 @@ class Runner:
             )
             definition = workflows.get(facts.agent)
             if definition is not None:
+                stage = "in the workflow engine"
                 return await self._workflow(definition, attempt, facts.question, cancelled, journal)
             assert view is not None
-            await writer.stream(self.llm.stream(prompt_for(view, item.run_id)), cancelled)
+            stage = "while building the prompt"
+            prompt = prompt_for(view, item.run_id)
+            stage = "while streaming the answer"
+            await writer.stream(self.llm.stream(prompt), cancelled)
+            stage = "while completing the answer"
             await writer.complete(
                 lambda _text: [ev.RunCompleted(run_id=item.run_id)],
                 run_fields={"status": "completed"},
@@ -166,12 +195,29 @@ class Runner:
         except WorkflowFailed as exc:
             return await self._fail(attempt, str(exc))
         except errors.ProviderError as exc:
-            return await self._failure(attempt, claim, f"model error: {exc}", exc.retryable)
+            reason = f"model error: {_without_urls(str(exc))}"
+            return await self._failure(attempt, claim, reason, exc.retryable)
         except (errors.StaleFence, asyncio.CancelledError):
             raise
         except Exception as exc:
-            log.exception("run %s attempt %d failed", item.run_id, claim.attempt)
-            return await self._failure(attempt, claim, f"{type(exc).__name__}: {exc}", True)
+            return await self._crashed(attempt, claim, exc, stage)
+
+    async def _crashed(self, attempt: Attempt, claim: Claim, exc: Exception, stage: str) -> str:
+        """An unexpected exception: a failed attempt whose reason names only its class.
+
+        Exception text can carry secrets or provider URLs, so it stays in the
+        worker's log with the traceback and never reaches the thread's events.
+        """
+        log.error(
+            "run %s attempt %d: internal error %s",
+            attempt.run_id,
+            claim.attempt,
+            stage,
+            exc_info=exc,
+        )
+        return await self._failure(
+            attempt, claim, f"internal error ({type(exc).__name__}) {stage}", retryable=True
+        )
 
     async def _workflow(
         self,

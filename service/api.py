@@ -16,6 +16,7 @@ from service.models import (
     MAX_MESSAGE_BYTES,
     AgentInfo,
     CancelAccepted,
+    Command,
     Health,
     MessageAccepted,
     NewMessage,
@@ -104,7 +105,7 @@ async def get_thread(request: Request, thread_id: ThreadId) -> ThreadView:
     "/api/threads/{thread_id}/messages",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=MessageAccepted,
-    responses={404: {}, 409: {}, 413: {}, 422: {}},
+    responses={404: {}, 409: {}, 413: {}, 422: {}, 429: {}},
 )
 async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) -> MessageAccepted:
     size = len(body.content.encode())
@@ -152,10 +153,15 @@ async def thread_events(
     response_model=CancelAccepted,
     responses={404: {}, 409: {}},
 )
-async def cancel_run(request: Request, run_id: RunId) -> CancelAccepted:
+async def cancel_run(
+    request: Request, run_id: RunId, body: Annotated[Command | None, Body()] = None
+) -> CancelAccepted:
     """Stop a run from any client; 409 once it has finished."""
     outcome = await commands.cancel_run(
-        runtime(request).store, run_id, reason="cancelled by a user"
+        runtime(request).store,
+        run_id,
+        reason="cancelled by a user",
+        client_id=(body or Command()).client_id,
     )
     return CancelAccepted(run_id=run_id, status=outcome.status, was=outcome.was)
 
@@ -164,12 +170,16 @@ async def cancel_run(request: Request, run_id: RunId) -> CancelAccepted:
     "/api/runs/{run_id}/regenerate",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Regenerated,
-    responses={404: {}, 409: {}},
+    responses={404: {}, 409: {}, 429: {}},
 )
-async def regenerate(request: Request, run_id: RunId) -> Regenerated:
+async def regenerate(
+    request: Request, run_id: RunId, body: Annotated[Command | None, Body()] = None
+) -> Regenerated:
     """A new answer to the same message, as a new run; 409 while the run is still going."""
     rt = runtime(request)
-    new_run, reply_id = await commands.regenerate(rt.store, rt.views, run_id)
+    new_run, reply_id = await commands.regenerate(
+        rt.store, rt.views, run_id, client_id=(body or Command()).client_id
+    )
     return Regenerated(run_id=new_run, message_id=reply_id)
 
 
@@ -177,11 +187,18 @@ async def regenerate(request: Request, run_id: RunId) -> Regenerated:
     "/api/runs/{run_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RestartAccepted,
-    responses={404: {}, 409: {}},
+    responses={404: {}, 409: {}, 429: {}},
 )
-async def retry_run(request: Request, run_id: RunId) -> RestartAccepted:
+async def retry_run(
+    request: Request, run_id: RunId, body: Annotated[Command | None, Body()] = None
+) -> RestartAccepted:
     """Run a failed or cancelled run again, as a fresh attempt; 409 for any other status."""
-    was = await commands.restart_run(runtime(request).store, run_id, reason="retried by a user")
+    was = await commands.restart_run(
+        runtime(request).store,
+        run_id,
+        reason="retried by a user",
+        client_id=(body or Command()).client_id,
+    )
     return RestartAccepted(run_id=run_id, was=was)
 
 
@@ -194,7 +211,7 @@ async def retry_run(request: Request, run_id: RunId) -> RestartAccepted:
 async def signal_run(request: Request, run_id: RunId, body: SignalIn) -> SignalAccepted:
     """Human input for a workflow: resumes it if it waits for this signal, else it is kept."""
     was = await commands.signal_run(
-        runtime(request).store, run_id, body.name, body.payload, body.signal_id
+        runtime(request).store, run_id, body.name, body.payload, body.sender_id
     )
     return SignalAccepted(run_id=run_id, name=body.name, was=was)
 

@@ -34,6 +34,7 @@ _STATUS: dict[type[errors.SlipstreamError], int] = {
     errors.RunStatusChanged: 409,
     errors.ThreadBusy: 409,
     errors.SignalRefused: 409,
+    errors.QueueFull: 429,
 }
 
 Background = Callable[[Runtime], AsyncIterator[None]]

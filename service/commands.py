@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from pydantic import JsonValue
 
 from consumers import workflows
@@ -22,9 +24,12 @@ from slipstream.threads import (
 )
 
 _SIGNALS = uuid.UUID("0f6f0a52-3b5e-4e8e-8d0b-6c1f5b8e2a41")
+_COMMANDS = uuid.UUID("8d3c6a1e-2f47-4b0e-9c55-7e1a0b9d4f26")
 TERMINAL = ("completed", "cancelled", "failed")
 # Runs no worker holds: a cancel can end them on the spot.
 UNHELD = ("queued", "retrying", "waiting")
+
+Reply = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,90 @@ def _run_thread(run_id: str) -> str:
     return thread_id
 
 
-async def cancel_run(store: EventStore, run_id: str, reason: str = "") -> CancelOutcome:
+def _command_key(run_id: str, command: str, client_id: str | None) -> str | None:
+    """The dedupe key of a command sent with a client id: its resends share it."""
+    if not client_id:
+        return None
+    if command == "signal":  # as signal_id always named it, so older resends still match
+        return uuid.uuid5(_SIGNALS, f"{run_id}\n{client_id}").hex
+    return uuid.uuid5(_COMMANDS, f"{run_id}\n{command}\n{client_id}").hex
+
+
+def _encode(reply: Reply) -> str:
+    return orjson.dumps(reply).decode()
+
+
+class _Once:
+    """A command sent with a client id answers its resends what it answered first.
+
+    The first answer is kept with the command's dedupe key, written in the
+    same append as its events, for the resend window; a resend finds it and
+    writes nothing, even once the run has moved on (a resent cancel of a run
+    that has since stopped still answers what the first cancel did).
+    """
+
+    def __init__(self, store: EventStore, thread_id: str, key: str | None) -> None:
+        self.store = store
+        self.thread_id = thread_id
+        self.key = key
+
+    async def first(self) -> Reply | None:
+        if self.key is None:
+            return None
+        stored = await self.store.recall(self.thread_id, self.key)
+        if not stored:
+            return None
+        reply: Reply = orjson.loads(stored)
+        return reply
+
+    async def append(self, request: Append, reply: Reply) -> Reply:
+        """`request` with this command's dedupe key and reply; a twin's reply if it came first."""
+        if self.key is None:
+            await self.store.append(request)
+            return reply
+        appended = await self.store.append(
+            dataclasses.replace(request, dedupe=True, dedupe_key=self.key, reply=_encode(reply))
+        )
+        if appended.duplicate and appended.reply:
+            earlier: Reply = orjson.loads(appended.reply)
+            return earlier
+        return reply
+
+    async def without_events(self, reply: Reply) -> Reply:
+        """An answer that wrote nothing is kept too, so its resends get it back."""
+        if self.key is None:
+            return reply
+        kept: Reply = orjson.loads(
+            await self.store.remember(self.thread_id, self.key, _encode(reply))
+        )
+        return kept
+
+    async def or_first(self, exc: errors.SlipstreamError) -> Reply:
+        """A refusal, unless a twin of this call was accepted meanwhile."""
+        first = await self.first()
+        if first is None:
+            raise exc
+        return first
+
+
+async def cancel_run(
+    store: EventStore, run_id: str, reason: str = "", client_id: str | None = None
+) -> CancelOutcome:
     """Stop a run from any client: at once if no worker holds it, else via its worker."""
     thread_id = _run_thread(run_id)
+    once = _Once(store, thread_id, _command_key(run_id, "cancel", client_id))
+    reply = await once.first()
+    if reply is None:
+        try:
+            reply = await _cancel(store, once, thread_id, run_id, reason)
+        except errors.SlipstreamError as exc:
+            reply = await once.or_first(exc)
+    return CancelOutcome(run_id, reply["status"], reply["was"])
+
+
+async def _cancel(
+    store: EventStore, once: _Once, thread_id: str, run_id: str, reason: str
+) -> Reply:
     for _ in range(3):
         state = await store.run_state(run_id, thread_id)
         status = state.get("status")
@@ -52,74 +138,114 @@ async def cancel_run(store: EventStore, run_id: str, reason: str = "") -> Cancel
         if status in TERMINAL:
             raise errors.RunFinished(run_id, status)
         if state.get("cancel") == "1":
-            return CancelOutcome(run_id, "cancel_requested", status)
+            return await once.without_events({"status": "cancel_requested", "was": status})
+        requested = ev.RunCancelRequested(run_id=run_id, reason=reason)
         try:
             if status in UNHELD:
-                await store.append(
+                return await once.append(
                     Append(
                         thread_id=thread_id,
                         events=[
-                            ev.RunCancelRequested(run_id=run_id, reason=reason),
+                            requested,
                             ev.RunCancelled(run_id=run_id, reason=reason or "cancelled"),
                         ],
                         run_id=run_id,
                         expect_status=UNHELD,
                         run_fields={"cancel": "1", "status": "cancelled"},
-                    )
+                    ),
+                    {"status": "cancelled", "was": status},
                 )
-                return CancelOutcome(run_id, "cancelled", status)
-            await store.append(
+            return await once.append(
                 Append(
                     thread_id=thread_id,
-                    events=[ev.RunCancelRequested(run_id=run_id, reason=reason)],
+                    events=[requested],
                     run_id=run_id,
                     # Still held: if it parked or ended meanwhile, decide again.
                     expect_status=("running",),
                     run_fields={"cancel": "1"},
                     announce_cancel=True,
-                )
+                ),
+                {"status": "cancel_requested", "was": status},
             )
-            return CancelOutcome(run_id, "cancel_requested", status)
         except errors.RunStatusChanged:
             continue  # a worker took it meanwhile: decide again
     raise errors.RunStatusChanged(run_id, "changing too fast to cancel; try again")
 
 
-async def regenerate(store: EventStore, views: ViewStore, run_id: str) -> tuple[str, str]:
+async def regenerate(
+    store: EventStore, views: ViewStore, run_id: str, client_id: str | None = None
+) -> tuple[str, str]:
     """A new answer to the message a finished run answered; returns (run id, reply id)."""
     thread_id = _run_thread(run_id)
+    once = _Once(store, thread_id, _command_key(run_id, "regenerate", client_id))
+    reply = await once.first()
+    if reply is None:
+        try:
+            reply = await _regenerate(store, views, once, thread_id, run_id)
+        except errors.SlipstreamError as exc:
+            reply = await once.or_first(exc)
+    return reply["run_id"], reply["message_id"]
+
+
+async def _regenerate(
+    store: EventStore, views: ViewStore, once: _Once, thread_id: str, run_id: str
+) -> Reply:
     run = (await views.current(thread_id)).runs.get(run_id)
     if run is None:
         raise errors.RunNotFound(run_id)
     if run.status not in TERMINAL:
         raise errors.RunStatusChanged(run_id, f"{run.status}; regenerate once it has finished")
+    # Fresh ids even with a client id: a twin that comes second is answered the
+    # first one's (the dedupe key decides), one after the resend window is new.
     new_run, reply_id = new_run_id(thread_id), new_id("m")
-    await store.append(
+    return await once.append(
         Append(
             thread_id=thread_id,
             events=[
                 ev.RunRequested(
-                    run_id=new_run, message_id=run.message_id, reply_id=reply_id, agent=run.agent
+                    run_id=new_run,
+                    message_id=run.message_id,
+                    reply_id=reply_id,
+                    agent=run.agent,
                 )
             ],
             run_id=new_run,
             run_fields={"status": "queued", "thread": thread_id, "agent": run.agent},
             work=True,
-        )
+            refuse_if_queue_full=True,
+        ),
+        {"run_id": new_run, "message_id": reply_id},
     )
-    return new_run, reply_id
 
 
-async def restart_run(store: EventStore, run_id: str, reason: str = "") -> str:
-    """Run a failed or cancelled run again from scratch; it queues behind the thread's run."""
+async def restart_run(
+    store: EventStore, run_id: str, reason: str = "", client_id: str | None = None
+) -> str:
+    """Run a failed or cancelled run again from scratch; it queues behind the thread's run.
+
+    Returns the run's status before the restart.
+    """
     thread_id = _run_thread(run_id)
+    once = _Once(store, thread_id, _command_key(run_id, "retry", client_id))
+    reply = await once.first()
+    if reply is None:
+        try:
+            reply = await _restart(store, once, thread_id, run_id, reason)
+        except errors.SlipstreamError as exc:
+            reply = await once.or_first(exc)
+    return reply["was"]
+
+
+async def _restart(
+    store: EventStore, once: _Once, thread_id: str, run_id: str, reason: str
+) -> Reply:
     state = await store.run_state(run_id, thread_id)
     status = state.get("status")
     if status is None:
         raise errors.RunNotFound(run_id)
     if status not in ("failed", "cancelled"):
         raise errors.RunStatusChanged(run_id, f"{status}; only failed or cancelled runs restart")
-    await store.append(
+    return await once.append(
         Append(
             thread_id=thread_id,
             events=[ev.RunRestarted(run_id=run_id, reason=reason)],
@@ -133,20 +259,45 @@ async def restart_run(store: EventStore, run_id: str, reason: str = "") -> str:
                 "lease_until": "0",
             },
             work=True,
-        )
+            refuse_if_queue_full=True,
+        ),
+        {"was": status},
     )
-    return status
 
 
 async def signal_run(
-    store: EventStore, run_id: str, name: str, payload: JsonValue, signal_id: str | None = None
+    store: EventStore,
+    run_id: str,
+    name: str,
+    payload: JsonValue,
+    signal_id: str | None = None,
 ) -> str:
     """Deliver a signal (human input) to a workflow run; it resumes if it waits for it.
 
     A signal the workflow declares is kept even before the workflow waits for
-    it. Returns the run's status when the signal arrived.
+    it. Returns the run's status when the signal arrived. With the sender's
+    own id (`signal_id`, the API's client id) a resend answers the same and is
+    not kept a second time, so it cannot answer the next wait.
     """
     thread_id = _run_thread(run_id)
+    once = _Once(store, thread_id, _command_key(run_id, "signal", signal_id))
+    reply = await once.first()
+    if reply is None:
+        try:
+            reply = await _signal(store, once, thread_id, run_id, name, payload)
+        except errors.SlipstreamError as exc:
+            reply = await once.or_first(exc)
+    return reply["was"]
+
+
+async def _signal(
+    store: EventStore,
+    once: _Once,
+    thread_id: str,
+    run_id: str,
+    name: str,
+    payload: JsonValue,
+) -> Reply:
     state = await store.run_state(run_id, thread_id)
     status = state.get("status")
     if status is None:
@@ -162,23 +313,16 @@ async def signal_run(
             run_id,
             f"workflow {definition.name!r} does not wait for {name!r} (it takes: {accepted})",
         )
-    # With the sender's own id a resent signal is a no-op, not an answer to the next wait.
-    event_id = uuid.uuid5(_SIGNALS, f"{run_id}\n{signal_id}").hex if signal_id else None
-    await store.append(
+    return await once.append(
         Append(
             thread_id=thread_id,
-            events=[
-                ev.SignalReceived(run_id=run_id, name=name, payload=payload, event_id=event_id)
-                if event_id
-                else ev.SignalReceived(run_id=run_id, name=name, payload=payload)
-            ],
+            events=[ev.SignalReceived(run_id=run_id, name=name, payload=payload)],
             run_id=run_id,
             refuse_if_finished=True,
             wake_if_waiting_for=name,
-            dedupe_ms=0 if signal_id else None,
-        )
+        ),
+        {"was": status},
     )
-    return status
 
 
 __all__ = [

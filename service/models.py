@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from consumers.agents import DEFAULT_AGENT, known_agents
 
@@ -14,6 +14,16 @@ MAX_TITLE_CHARS = 200
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _client_id(about: str) -> str | None:
+    return Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description=about,
+    )
 
 
 class NewThread(_Body):
@@ -93,16 +103,33 @@ class Health(BaseModel):
     )
 
 
+class Command(_Body):
+    """The body of cancel, regenerate and retry: all optional."""
+
+    client_id: str | None = _client_id(
+        "the client's own id for this command: a resend with it within the resend window "
+        "answers what the first call answered and writes nothing"
+    )
+
+
 class SignalIn(_Body):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     payload: JsonValue = None
-    signal_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9_.:-]+$",
-        description="the sender's own id: a resend with it is a no-op",
+    client_id: str | None = _client_id(
+        "the sender's own id for this signal: a resend with it answers what the first call "
+        "answered and is not kept twice"
     )
+    signal_id: str | None = _client_id("the older name of client_id")
+
+    @model_validator(mode="after")
+    def _one_id(self) -> SignalIn:
+        if self.client_id and self.signal_id and self.client_id != self.signal_id:
+            raise ValueError("client_id and signal_id differ; give one of them")
+        return self
+
+    @property
+    def sender_id(self) -> str | None:
+        return self.client_id or self.signal_id
 
 
 class SignalAccepted(BaseModel):

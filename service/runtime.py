@@ -30,7 +30,7 @@ class Runtime:
         cls, settings: Settings, backend: Backend, *, roles: list[str] | None = None
     ) -> Runtime:
         keyspace = Keyspace(settings.partitions)
-        store = EventStore(backend, keyspace, feed_maxlen=settings.feed_maxlen)
+        store = EventStore.from_settings(backend, settings)
         return cls(
             settings=settings,
             backend=backend,

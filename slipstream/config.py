@@ -47,7 +47,10 @@ class Settings:
     worker_concurrency: int
     heartbeat_s: float
     feed_maxlen: int
+    dedupe_window_s: int
     run_retention_s: int
+    dead_maxlen: int
+    queue_max: int
     port: int
     data_dir: Path
     workflow_modules: tuple[str, ...]
@@ -80,7 +83,12 @@ class Settings:
             worker_concurrency=_int(env, "SLIPSTREAM_WORKER_CONCURRENCY", 32, minimum=1),
             heartbeat_s=_int(env, "SLIPSTREAM_WS_HEARTBEAT_MS", 15_000, minimum=100) / 1000,
             feed_maxlen=_int(env, "SLIPSTREAM_FEED_MAXLEN", 100_000, minimum=1000),
-            run_retention_s=_int(env, "SLIPSTREAM_RUN_RETENTION_S", 7 * 86_400, minimum=1),
+            # How long a resend (same client id) is recognised; after it, it is new.
+            dedupe_window_s=_int(env, "SLIPSTREAM_DEDUPE_WINDOW_S", 24 * 3600, minimum=1),
+            # How long a finished run's write-side state (and projected index) is kept.
+            run_retention_s=_int(env, "SLIPSTREAM_RUN_RETENTION_S", 7 * 24 * 3600, minimum=1),
+            dead_maxlen=_int(env, "SLIPSTREAM_DEAD_MAXLEN", 10_000, minimum=1),
+            queue_max=_int(env, "SLIPSTREAM_QUEUE_MAX", 100, minimum=1),
             port=_int(env, "PORT", 8000, minimum=0),
             data_dir=Path(env.get("SLIPSTREAM_DATA_DIR") or PROJECT_DIR / ".slipstream"),
             workflow_modules=tuple(

@@ -93,6 +93,18 @@ class ThreadBusy(SlipstreamError):
         self.run_id = run_id
 
 
+class QueueFull(SlipstreamError):
+    """The thread already has as many runs waiting as its queue may hold."""
+
+    def __init__(self, thread_id: str, waiting: int) -> None:
+        super().__init__(
+            f"thread {thread_id!r} already has {waiting} runs waiting, its limit "
+            "(SLIPSTREAM_QUEUE_MAX); nothing was written: send again once some have finished"
+        )
+        self.thread_id = thread_id
+        self.waiting = waiting
+
+
 class SignalRefused(SlipstreamError):
     """The run will never wait for this signal."""
 

@@ -6,6 +6,7 @@ touch them atomically and Redis Cluster keeps them on one node.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import zlib
@@ -30,9 +31,22 @@ def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(8)
 
 
+RUN_ID_HEX = 16  # 64 random bits; ids made before had 12 hex digits, and still parse
+
+
 def new_run_id(thread_id: str) -> str:
     """Run ids carry their thread, so any process can find the run's partition."""
-    return f"{thread_id}.{secrets.token_hex(6)}"
+    return f"{thread_id}.{secrets.token_hex(RUN_ID_HEX // 2)}"
+
+
+def derived_hex(*parts: str, digits: int = 16) -> str:
+    """`digits` hex digits (64 bits by default) hashed from `parts`: the same in every process.
+
+    For ids a retry must reproduce (a resend's run, a workflow turn's message);
+    every part counts, each with its length, so no two lists of parts collide.
+    """
+    named = "".join(f"{len(part)}:{part}" for part in parts)
+    return hashlib.blake2b(named.encode(), digest_size=digits // 2).hexdigest()
 
 
 def is_valid_id(value: str) -> bool:

@@ -17,6 +17,7 @@ from redis.commands.core import AsyncScript
 from slipstream import codec, errors
 from slipstream.backend import Backend, as_entries
 from slipstream.codec import Unreadable
+from slipstream.config import Settings
 from slipstream.events import Event, new_event_id
 from slipstream.keys import Keyspace
 
@@ -47,11 +48,17 @@ class Append:
     refuse_if_cancelled: bool = False
     refuse_if_finished: bool = False
     expect_status: Sequence[str] = ()
-    dedupe_ms: int | None = None  # None: no dedupe key; 0: kept forever
+    # Remember the batch for the store's resend window under `dedupe_key` (by
+    # default its first event id), so a resend writes nothing; `reply` is kept
+    # with it and given back to the resend.
+    dedupe: bool = False
+    dedupe_key: str | None = None
+    reply: str | None = None
     batch_id: str | None = None
     run_fields: Mapping[str, str] = field(default_factory=dict)
     work: bool = False  # admit the run: a work item now, or a place in the thread's queue
     admit: Admit = "queue"
+    refuse_if_queue_full: bool = False  # QueueFull rather than queue past the store's bound
     interrupt_event_id: str = ""
     ack: str | None = None
     timer_at_ms: int | None = None
@@ -67,6 +74,7 @@ class Appended:
     ids: list[str]
     version: int
     duplicate: bool
+    reply: str = ""  # on a duplicate, what the first call kept with its dedupe key
 
 
 @dataclass(frozen=True)
@@ -78,12 +86,40 @@ class Stored:
 
 
 class EventStore:
-    def __init__(self, backend: Backend, keyspace: Keyspace, *, feed_maxlen: int = 100_000):
+    """Appends and reads; the bounds are those of `Settings` (the defaults are theirs)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        keyspace: Keyspace,
+        *,
+        feed_maxlen: int = 100_000,
+        dedupe_window_ms: int = 24 * 3600 * 1000,
+        run_retention_ms: int = 7 * 24 * 3600 * 1000,
+        dead_maxlen: int = 10_000,
+        queue_max: int = 100,
+    ):
         self.backend = backend
         self.redis = backend.client
         self.keys = keyspace
         self.feed_maxlen = feed_maxlen
+        self.dedupe_window_ms = dedupe_window_ms
+        self.run_retention_ms = run_retention_ms
+        self.dead_maxlen = dead_maxlen
+        self.queue_max = queue_max
         self._append: AsyncScript = self.redis.register_script(_APPEND_LUA)
+
+    @classmethod
+    def from_settings(cls, backend: Backend, settings: Settings) -> EventStore:
+        return cls(
+            backend,
+            Keyspace(settings.partitions),
+            feed_maxlen=settings.feed_maxlen,
+            dedupe_window_ms=settings.dedupe_window_s * 1000,
+            run_retention_ms=settings.run_retention_s * 1000,
+            dead_maxlen=settings.dead_maxlen,
+            queue_max=settings.queue_max,
+        )
 
     def stream_key(self, thread_id: str) -> str:
         return self.keys.partition(thread_id).thread(thread_id)
@@ -91,7 +127,7 @@ class EventStore:
     def _call(self, request: Append) -> tuple[list[str], list[str]]:
         part = self.keys.partition(request.thread_id)
         run_id = request.run_id or ""
-        first = request.events[0].event_id if request.events else "-"
+        first = request.dedupe_key or (request.events[0].event_id if request.events else "-")
         keys = [
             part.thread(request.thread_id),
             part.feed,
@@ -108,6 +144,8 @@ class EventStore:
             "existence": request.existence,
             "feed_maxlen": str(self.feed_maxlen),
         }
+        if request.run_id:
+            options["retention_ms"] = str(self.run_retention_ms)
         if request.expected_version is not None:
             options["expected_version"] = str(request.expected_version)
         if request.fence is not None:
@@ -118,14 +156,18 @@ class EventStore:
             options["refuse_finished"] = "1"
         if request.expect_status:
             options["expect_status"] = ",".join(request.expect_status)
-        if request.dedupe_ms is not None:
-            options["dedupe_ms"] = str(request.dedupe_ms)
+        if request.dedupe:
+            options["dedupe_ms"] = str(self.dedupe_window_ms)
+            if request.reply is not None:
+                options["reply"] = request.reply
         if request.batch_id:
             options["batch_id"] = request.batch_id
         if request.work:
             options["work"] = "1"
             options["admit"] = request.admit
             options["interrupt_eid"] = request.interrupt_event_id or new_event_id()
+            if request.refuse_if_queue_full:
+                options["queue_max"] = str(self.queue_max)
         if request.ack:
             options["ack"] = request.ack
         if request.timer_at_ms is not None:
@@ -138,6 +180,7 @@ class EventStore:
             options["signals_seen"] = f"{request.signals_seen[0]}:{request.signals_seen[1]}"
         if request.dead_letter is not None:
             options["dead"] = request.dead_letter
+            options["dead_maxlen"] = str(self.dead_maxlen)
         if request.announce_cancel or (request.work and request.admit == "interrupt"):
             options["publish"] = part.cancels
         for name, value in request.run_fields.items():
@@ -201,6 +244,20 @@ class EventStore:
     async def exists(self, thread_id: str) -> bool:
         return bool(await self.redis.exists(self.stream_key(thread_id)))
 
+    async def recall(self, thread_id: str, dedupe_key: str) -> str | None:
+        """The reply a deduplicated call kept under `dedupe_key`, if it is still remembered."""
+        value = await self.redis.get(self.keys.partition(thread_id).dedupe(dedupe_key))
+        if value is None:
+            return None
+        return str(value).partition("\n")[2]
+
+    async def remember(self, thread_id: str, dedupe_key: str, reply: str) -> str:
+        """Keep a reply for a call that wrote no events; the first one kept wins and is returned."""
+        key = self.keys.partition(thread_id).dedupe(dedupe_key)
+        if await self.redis.set(key, "\n" + reply, nx=True, px=self.dedupe_window_ms):
+            return reply
+        return await self.recall(thread_id, dedupe_key) or reply
+
     async def run_state(self, run_id: str, thread_id: str) -> dict[str, str]:
         key = self.keys.partition(thread_id).run(run_id)
         state = await self.redis.hgetall(key)
@@ -211,7 +268,10 @@ def _result(request: Append, reply: list[str | int]) -> Appended:
     code = str(reply[0])
     if code in ("OK", "DUP"):
         return Appended(
-            ids=[str(i) for i in reply[2:]], version=int(reply[1]), duplicate=code == "DUP"
+            ids=[str(i) for i in reply[3:]],
+            version=int(reply[1]),
+            duplicate=code == "DUP",
+            reply=str(reply[2]),
         )
     detail = str(reply[1]) if len(reply) > 1 else ""
     run_id = request.run_id or ""
@@ -233,4 +293,6 @@ def _result(request: Append, reply: list[str | int]) -> Appended:
         raise errors.RunStatusChanged(run_id, detail)
     if code == "BUSY":
         raise errors.ThreadBusy(request.thread_id, detail)
+    if code == "QUEUEFULL":
+        raise errors.QueueFull(request.thread_id, int(detail))
     raise RuntimeError(f"append script replied {reply!r}")

@@ -6,13 +6,12 @@ import uuid
 from dataclasses import dataclass
 
 from slipstream import events as ev
-from slipstream.keys import new_id, new_thread_id
+from slipstream.keys import new_id, new_run_id, new_thread_id
 from slipstream.store import Admit, Append, EventStore
 
-# A resend with the same client id must reproduce the same ids, so they are
-# derived from it rather than drawn at random.
+# A resend with the same client id must find the first send's dedupe key, so
+# the key is derived from the client id.
 _CLIENT_NAMESPACE = uuid.UUID("5b1f2b9e-8a52-4b8e-9a0e-6a4c3f1d2e7a")
-RETRY_DEDUPE_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -24,8 +23,10 @@ class Sent:
     duplicate: bool
 
 
-def _derived(thread_id: str, client_id: str, what: str) -> str:
-    return uuid.uuid5(_CLIENT_NAMESPACE, f"{thread_id}\n{client_id}\n{what}").hex
+def message_dedupe_key(thread_id: str, client_id: str) -> str:
+    """The dedupe key of a message sent with a client id (named as it always was, so a
+    resend across an upgrade still finds the first send)."""
+    return uuid.uuid5(_CLIENT_NAMESPACE, f"{thread_id}\n{client_id}\nevent").hex
 
 
 async def create_thread(store: EventStore, title: str = "") -> tuple[str, str]:
@@ -40,7 +41,7 @@ async def create_thread_with_id(store: EventStore, thread_id: str, title: str) -
             thread_id=thread_id,
             events=[ev.ThreadCreated(title=title)],
             existence="new",
-            dedupe_ms=RETRY_DEDUPE_MS,
+            dedupe=True,
         )
     )
     return thread_id, appended.ids[0]
@@ -56,24 +57,20 @@ async def send_message(
     expected_version: int | None = None,
     on_busy: Admit = "queue",
 ) -> Sent:
-    """Append the message and the run that answers it, and queue the run's work item."""
-    if client_id:
-        message_id = "m" + _derived(thread_id, client_id, "message")[:16]
-        run_id = f"{thread_id}.{_derived(thread_id, client_id, 'run')[:12]}"
-        reply_id = "m" + _derived(thread_id, client_id, "reply")[:16]
-        sent_eid = _derived(thread_id, client_id, "event")
-        dedupe_ms = 0  # a resend may come much later: remember it for good
-    else:
-        message_id, reply_id = new_id("m"), new_id("m")
-        run_id = f"{thread_id}.{uuid.uuid4().hex[:12]}"
-        sent_eid = ev.new_event_id()
-        dedupe_ms = RETRY_DEDUPE_MS
+    """Append the message and the run that answers it, and queue the run's work item.
+
+    A resend with the same client id within the store's resend window
+    (SLIPSTREAM_DEDUPE_WINDOW_S) answers the first send's ids and writes
+    nothing; after the window it is a new message.
+    """
+    # Fresh ids even with a client id: a resend in the window gets the first send's
+    # back from its event; one after the window is a new message with ids of its own.
+    message_id, reply_id, run_id = new_id("m"), new_id("m"), new_run_id(thread_id)
     appended = await store.append(
         Append(
             thread_id=thread_id,
             events=[
                 ev.MessageSent(
-                    event_id=sent_eid,
                     message_id=message_id,
                     content=content,
                     agent=agent,
@@ -86,13 +83,20 @@ async def send_message(
             ],
             existence="exists",
             expected_version=expected_version,
-            dedupe_ms=dedupe_ms,
+            dedupe=True,
+            dedupe_key=message_dedupe_key(thread_id, client_id) if client_id else None,
             run_id=run_id,
             run_fields={"status": "queued", "thread": thread_id, "agent": agent},
             work=True,
             admit=on_busy,
+            refuse_if_queue_full=True,
         )
     )
+    if appended.duplicate:
+        # The first send's own event says which ids it gave.
+        first = await store.read(thread_id, start=appended.ids[0], count=1)
+        if first and isinstance(first[0].event, ev.MessageSent) and first[0].event.run_id:
+            message_id, run_id = first[0].event.message_id, first[0].event.run_id
     return Sent(thread_id, message_id, run_id, appended.ids[0], appended.duplicate)
 
 
@@ -106,4 +110,4 @@ async def update_thread(
     if archived is not None:
         events.append(ev.ThreadArchived(archived=archived))
     if events:
-        await store.append(Append(thread_id=thread_id, events=events, dedupe_ms=RETRY_DEDUPE_MS))
+        await store.append(Append(thread_id=thread_id, events=events, dedupe=True))

@@ -104,7 +104,7 @@ def test_procfile_roles_run_as_separate_processes(redis_url: str, tmp_path: Path
         events = httpx.get(f"{base}/api/threads/{chats[0][0]}/events").json()
         started = next(e["event"] for e in events if e["event"]["type"] == "run.started")
         _host, pid, nonce = started["worker"].split(":")
-        assert int(pid) in {w.pid for w in workers} and len(nonce) == 6
+        assert int(pid) in {w.pid for w in workers} and len(nonce) == 16
         summaries = httpx.get(f"{base}/api/threads").json()
         assert {s["id"] for s in summaries} >= {t for t, _ in chats}
 

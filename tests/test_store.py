@@ -66,8 +66,8 @@ async def test_expected_version_conflict_writes_nothing(store: EventStore) -> No
 async def test_same_batch_twice_is_written_once(store: EventStore) -> None:
     await new_thread(store)
     batch = [message()]
-    first = await store.append(Append("t1", batch, dedupe_ms=60_000))
-    again = await store.append(Append("t1", batch, dedupe_ms=60_000))
+    first = await store.append(Append("t1", batch, dedupe=True))
+    again = await store.append(Append("t1", batch, dedupe=True))
     assert again.duplicate and again.ids == first.ids
     assert await store.version("t1") == 2
 
@@ -156,3 +156,31 @@ async def test_malformed_entries_are_reported_not_dropped(store: EventStore) -> 
     assert [(p.stream, p.id) for p in problems] == [(key, bad_json), (key, unknown)]
     assert "JSON" in problems[0].reason
     assert "mystery" in problems[1].reason
+
+
+async def test_a_resend_gets_back_the_reply_kept_with_its_dedupe_key(store: EventStore) -> None:
+    await new_thread(store)
+    first = await store.append(
+        Append("t1", [message()], dedupe=True, dedupe_key="client-1", reply='{"was":"x"}')
+    )
+    again = await store.append(
+        Append("t1", [message()], dedupe=True, dedupe_key="client-1", reply='{"was":"y"}')
+    )
+    assert (first.duplicate, first.reply) == (False, '{"was":"x"}')
+    assert (again.duplicate, again.reply, again.ids) == (True, '{"was":"x"}', first.ids)
+    assert await store.version("t1") == 2
+    assert await store.recall("t1", "client-1") == '{"was":"x"}'
+    ttl = await store.redis.pttl(store.keys.partition("t1").dedupe("client-1"))
+    assert 0 < ttl <= store.dedupe_window_ms
+
+
+async def test_a_holder_whose_run_is_gone_does_not_block_its_thread(store: EventStore) -> None:
+    await new_thread(store)
+    part = store.keys.partition("t1")
+    await store.redis.hset(part.active, "t1", "t1.ghost0")  # its run hash never was, or expired
+    await store.append(
+        Append("t1", [message()], run_id="t1.cccccc", run_fields={"status": "queued"}, work=True)
+    )
+    assert await store.redis.hget(part.active, "t1") == "t1.cccccc"
+    assert await store.redis.xlen(part.work) == 1
+    assert not await store.redis.exists(part.run("t1.ghost0"))

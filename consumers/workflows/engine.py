@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass, field
 
@@ -25,13 +26,24 @@ from slipstream import errors
 from slipstream import events as ev
 from slipstream.clock import Clock
 from slipstream.codec import Unreadable
+from slipstream.keys import derived_hex
 from slipstream.store import EventStore
 
 _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
+log = logging.getLogger("slipstream.workflows")
 
 
 class WorkflowFailed(Exception):
     """The workflow cannot finish: its reason goes to run.failed and the dead letters."""
+
+
+def turn_message_id(run_id: str, op: int) -> str:
+    """A later agent turn's message id: 64 bits hashed from the whole run id and the position.
+
+    Every fire of a schedule runs in one thread, so ids from anything less
+    than the whole run id would let two runs write into one message.
+    """
+    return "m" + derived_hex("turn", run_id, str(op))
 
 
 @dataclass
@@ -78,7 +90,7 @@ class RunIO:
         self.used_message(op)
         if self.agent_ops[0] == op:
             return self.attempt.reply_id
-        return "m" + orjson.dumps([self.run_id, op]).hex()[-16:]
+        return turn_message_id(self.run_id, op)
 
     async def stream_agent(self, op: int, label: str, agent: str, prompt: str) -> str:
         known = AGENTS.get(agent) or AGENTS[DEFAULT_AGENT]
@@ -181,8 +193,10 @@ async def run_workflow(
     except (errors.RunCancelled, errors.StaleFence):
         raise
     except Exception as exc:
+        # Its text may carry secrets or URLs: the traceback goes to the log, the class to the run.
+        log.error("run %s: workflow %r raised", io.run_id, definition.name, exc_info=exc)
         raise WorkflowFailed(
-            f"workflow {definition.name!r} raised {type(exc).__name__}: {exc}"
+            f"workflow {definition.name!r} raised {type(exc).__name__} (see the worker's log)"
         ) from exc
     reply = None
     if not io.agent_ops:

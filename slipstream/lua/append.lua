@@ -11,7 +11,10 @@
 -- Options (all optional):
 --   existence new|exists|any     expected_version n     fence token
 --   refuse_cancelled 1           refuse_finished 1      expect_status s1,s2
---   dedupe_ms n (0 = forever)    batch_id id            feed_maxlen n
+--   dedupe_ms n (the resend window, > 0)   reply s (kept with the dedupe key, given back
+--     to a resend)               batch_id id            feed_maxlen n
+--   dead_maxlen n                retention_ms n (a run hash's life once its run ended)
+--   queue_max n (refuse QUEUEFULL rather than make the thread's queue longer than n)
 --   ack work-item-id             work 1 (admit the run) admit queue|interrupt|reject
 --   interrupt_eid id             timer_at ms            dead reason
 --   release_thread 1 (a suspended run lets the thread's next run go)
@@ -20,7 +23,8 @@
 --   signals_seen name:n (parking to wait for `name` with n such signals in its journal:
 --     if more have arrived meanwhile, go back to work instead of waiting)
 --   publish channel              run.<field> value (set in the run hash)
--- Returns {"OK"|"DUP", version, id...} or {code, detail} for a refused guard.
+-- Returns {"OK"|"DUP", version, reply, id...} (reply: what the first call stored, or "")
+-- or {code, detail} for a refused guard.
 
 local thread, feed, work, run, dedupe, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local active, queue, timers, dead = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -45,8 +49,8 @@ local function split(s)
   return out
 end
 
-local function reply_with(code, version, ids)
-  local reply = {code, version}
+local function reply_with(code, version, stored, ids)
+  local reply = {code, version, stored}
   for _, id in ipairs(ids) do reply[#reply + 1] = id end
   return reply
 end
@@ -56,12 +60,17 @@ local function terminal(status)
 end
 
 -- A retried call (same batch) is answered with what the first one wrote.
+-- A dedupe key holds the ids written, then (after a newline) the reply the caller stored.
 if opt.dedupe_ms then
   local seen = redis.call("GET", dedupe)
-  if seen then return reply_with("DUP", redis.call("XLEN", thread), split(seen)) end
+  if seen then
+    local written, stored = string.match(seen, "^([^\n]*)\n?(.*)$")
+    return reply_with("DUP", redis.call("XLEN", thread), stored, split(written))
+  end
 end
 if opt.batch_id and redis.call("HGET", run, "last_batch") == opt.batch_id then
-  return reply_with("DUP", redis.call("XLEN", thread), split(redis.call("HGET", run, "last_ids")))
+  local written = redis.call("HGET", run, "last_ids")
+  return reply_with("DUP", redis.call("XLEN", thread), "", split(written))
 end
 
 local exists = redis.call("EXISTS", thread) == 1
@@ -87,11 +96,19 @@ if opt.fence or opt.refuse_cancelled or opt.refuse_finished or opt.expect_status
 end
 
 -- Admission: one active run per thread; the others wait in the thread's queue.
-local holder = nil
+local holder, holder_key = nil, nil
 if opt.work then
   holder = redis.call("HGET", active, thread_id)
   if holder == run_id then holder = nil end
+  -- The holder shares this partition's hash tag, so its key is in this slot.
+  if holder then holder_key = string.gsub(run, "[^:]+$", holder) end
+  -- A holder whose run hash is gone would never hand the thread on: it holds nothing.
+  if holder and redis.call("EXISTS", holder_key) == 0 then holder = nil end
   if holder and opt.admit == "reject" then return {"BUSY", holder} end
+  if holder and opt.queue_max then
+    local waiting = redis.call("LLEN", queue)
+    if waiting >= tonumber(opt.queue_max) then return {"QUEUEFULL", waiting} end
+  end
 end
 
 local function add(fields)
@@ -125,8 +142,6 @@ if opt.work then
     enqueue_work(run_id)
   elseif opt.admit == "interrupt" then
     redis.call("LPUSH", queue, run_id)
-    -- The holder shares this partition's hash tag, so its key is in this slot.
-    local holder_key = string.gsub(run, "[^:]+$", holder)
     if not terminal(redis.call("HGET", holder_key, "status")) then
       redis.call("HSET", holder_key, "cancel", "1")
       ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", opt.interrupt_eid,
@@ -149,6 +164,15 @@ for i = 1, #run_set, 2 do
 end
 local ending = new_status and terminal(new_status)
 if ending then redis.call("ZREM", timers, run_id) end
+-- A finished run's hash lives on for the retention (cancel, retry and signal read it);
+-- a restarted one lives again until it ends.
+if new_status and opt.retention_ms then
+  if ending then
+    redis.call("PEXPIRE", run, opt.retention_ms)
+  else
+    redis.call("PERSIST", run)
+  end
+end
 if ending or opt.release_thread then
   if redis.call("HGET", active, thread_id) == run_id then
     local next_run = redis.call("LPOP", queue)
@@ -180,7 +204,8 @@ if opt.signals_seen then
 end
 if opt.timer_at and not parked_on_signal then redis.call("ZADD", timers, opt.timer_at, run_id) end
 if opt.dead then
-  redis.call("XADD", dead, "*", "run", run_id, "thread", thread_id, "reason", opt.dead)
+  redis.call("XADD", dead, "MAXLEN", "~", opt.dead_maxlen or "10000", "*",
+             "run", run_id, "thread", thread_id, "reason", opt.dead)
 end
 if opt.ack then
   redis.call("XACK", work, "workers", opt.ack)
@@ -189,14 +214,14 @@ end
 if opt.publish and not opt.work then redis.call("PUBLISH", opt.publish, run_id) end
 
 local joined = table.concat(ids, ",")
-if opt.dedupe_ms == "0" then
-  redis.call("SET", dedupe, joined)
-elseif opt.dedupe_ms then
-  redis.call("SET", dedupe, joined, "PX", opt.dedupe_ms)
+if opt.dedupe_ms then
+  local value = joined
+  if opt.reply then value = joined .. "\n" .. opt.reply end
+  redis.call("SET", dedupe, value, "PX", opt.dedupe_ms)
 end
 if opt.batch_id then redis.call("HSET", run, "last_batch", opt.batch_id, "last_ids", joined) end
 if #ids > 0 then
   redis.call("ZADD", index, tonumber(string.match(ids[#ids], "^(%d+)")), thread_id)
 end
 
-return reply_with("OK", version + #ids, ids)
+return reply_with("OK", version + #ids, opt.reply or "", ids)

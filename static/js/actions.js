@@ -46,7 +46,8 @@ function onMessageAction(button) {
 /**
  * Run a failed or stopped answer again. Nothing changes here on success: the
  * run.restarted, run.started and deltas that follow redraw it through the fold.
- * Not retried on network errors: a second POST after a lost 202 would only get a 409.
+ * Retried on network errors with the same client id, which answers a resend
+ * the first 202 rather than a 409.
  */
 async function retryRun(runId) {
   const run = state.view ? findRun(state.view, runId) : null;
@@ -55,7 +56,8 @@ async function retryRun(runId) {
   retrying.set(runId, run.ended_at);
   scheduleRender();
   try {
-    await http.retryRun(runId);
+    const clientId = http.newClientId();
+    await http.withRetries(() => http.retryRun(runId, clientId));
     // The entry stays, so the button stays disabled until run.restarted hides it.
   } catch (error) {
     retrying.delete(runId);
@@ -71,8 +73,8 @@ export function retryPending(run) {
 
 /**
  * A new answer to the message a finished run answered: a new run, whose
- * run.requested (same message_id, new reply_id) brings the new answer in. Not
- * retried either: a second POST would write a second answer.
+ * run.requested (same message_id, new reply_id) brings the new answer in.
+ * Retried with the same client id, so a resend starts no second answer.
  */
 async function regenerate(runId) {
   const run = state.view ? findRun(state.view, runId) : null;
@@ -81,7 +83,8 @@ async function regenerate(runId) {
   state.answerChoice.delete(run.message_id); // show the new answer when it comes
   scheduleRender();
   try {
-    await http.regenerateRun(runId);
+    const clientId = http.newClientId();
+    await http.withRetries(() => http.regenerateRun(runId, clientId));
   } catch (error) {
     state.regenerating.delete(runId);
     // 409: the run isn't finished after all, or another tab regenerated it first.

@@ -16,6 +16,20 @@ export class ApiError extends Error {
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * A v4 UUID, the client id that makes a resent request harmless. crypto.randomUUID
+ * only exists in secure contexts, and plain http on a LAN is not one.
+ */
+export function newClientId() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)]
+    .join("-");
+}
+
 /** Call the JSON API. Resolves with the parsed body (null if empty); rejects with an ApiError. */
 export async function api(method, path, body) {
   const init = { method, headers: { Accept: "application/json" } };
@@ -82,8 +96,12 @@ export function threadEvents(threadId, { after = null, limit = 1000 } = {}) {
   if (after) query.set("after", after);
   return api("GET", `${thread(threadId)}/events?${query}`);
 }
-export const cancelRun = (id) => api("POST", `${run(id)}/cancel`, {});
-export const retryRun = (id) => api("POST", `${run(id)}/retry`, {});
-export const regenerateRun = (id) => api("POST", `${run(id)}/regenerate`, {});
-export const signalRun = (id, name, payload) => api("POST", `${run(id)}/signal`, { name, payload });
+// Commands on runs carry a client id: a resend of one (withRetries) answers what the
+// first answered and writes nothing, so a lost 202 is safe to ask again.
+export const cancelRun = (id, clientId) => api("POST", `${run(id)}/cancel`, { client_id: clientId });
+export const retryRun = (id, clientId) => api("POST", `${run(id)}/retry`, { client_id: clientId });
+export const regenerateRun = (id, clientId) =>
+  api("POST", `${run(id)}/regenerate`, { client_id: clientId });
+export const signalRun = (id, name, payload, clientId) =>
+  api("POST", `${run(id)}/signal`, { name, payload, client_id: clientId });
 export const listAgents = () => api("GET", "/api/agents");

@@ -14,17 +14,6 @@ import { stickToBottom } from "./scroll.js";
 import { scheduleRender, state } from "./state.js";
 import { createThreadOnce } from "./threads.js";
 
-/** A v4 UUID. crypto.randomUUID only exists in secure contexts, and plain http on a LAN is not one. */
-function newClientId() {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)]
-    .join("-");
-}
-
 /**
  * What the composer would send: a message that starts with "@name " (a known
  * agent) goes to that agent without the mention; anything else to the picker's agent.
@@ -55,7 +44,7 @@ function queueMessage(text) {
   const { agent, content } = composerDraft(text);
   if (!content) return;
   const entry = {
-    clientId: newClientId(),
+    clientId: http.newClientId(),
     threadId: state.threadId, // null: the thread gets created on the way
     content,
     agent,
@@ -106,7 +95,8 @@ export async function stopActiveRun() {
   state.stoppingRun = runId;
   scheduleRender();
   try {
-    const answer = await http.cancelRun(runId);
+    const clientId = http.newClientId(); // one per Stop: its resends are the same cancel
+    const answer = await http.withRetries(() => http.cancelRun(runId, clientId));
     // "cancel_requested": its worker stops it, and "Stopping…" lasts until run.cancelled ends it.
     // "cancelled": it ended on the spot (it was queued or retrying); run.cancelled is on its way.
     if (answer?.status === "cancelled") forgetStop(runId);

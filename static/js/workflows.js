@@ -3,7 +3,7 @@
  * waits for (with Approve / Reject or a signal form), and its result.
  */
 
-import { signalRun } from "./api.js";
+import { newClientId, signalRun, withRetries } from "./api.js";
 import { dom, el, setText } from "./dom.js";
 import { findRun } from "./fold.js";
 import { formatDuration, formatMoment, plural } from "./format.js";
@@ -238,15 +238,16 @@ export function onSignalAction(action, panel) {
 
 /**
  * Send a waiting run its signal. The buttons stay disabled until the run moves
- * on (its events redraw it). Never retried: a second copy would be kept and
- * answer the run's next wait.
+ * on (its events redraw it). Retried with the same client id: the server keeps
+ * one copy, so a resend cannot answer the run's next wait.
  */
 async function sendSignal(run, name, payload, input) {
   if (run.status !== "waiting" || signalPending(run)) return;
   state.signalling.set(run.id, waitKey(run));
   scheduleRender();
   try {
-    await signalRun(run.id, name, payload);
+    const clientId = newClientId();
+    await withRetries(() => signalRun(run.id, name, payload, clientId));
     input.value = "";
   } catch (error) {
     state.signalling.delete(run.id);
