@@ -41,6 +41,9 @@ TIMER_CHECK_S = 0.2
 SCHEDULE_CHECK_S = 1.0
 REGISTRY_EVERY_S = 2.0
 CLEANUP_EVERY_S = 30.0
+# Deliveries past the attempt bound before an item counts as undeliverable: a run
+# whose worker dies is delivered once per attempt, so this never cuts a real one short.
+UNDELIVERABLE_MARGIN = 3
 
 
 async def ensure_group(backend: Backend, stream: str, group: str) -> None:
@@ -144,6 +147,12 @@ class Worker:
         """Burst mode: run everything waiting (due timers too), then return the count."""
         await self.setup()
         handled = 0
+        slots = asyncio.Semaphore(self.settings.worker_concurrency)
+
+        async def bounded(item: WorkItem) -> None:
+            async with slots:
+                await self._guarded(item)
+
         while True:
             await self._fire_due_timers(force=True)
             self.stats["schedules_fired"] += await self.schedules.fire_due()
@@ -151,7 +160,7 @@ class Worker:
             items += await self._reclaim(limit=10_000)
             if not items:
                 return handled
-            await asyncio.gather(*(self.handle(item) for item in items))
+            await asyncio.gather(*(bounded(item) for item in items))
             handled += len(items)
 
     @property
@@ -388,12 +397,48 @@ class Worker:
                 )
                 cursor = str(reply[0])
                 # Redis 7.0 also returns ids whose entries were deleted: as_entries drops them.
-                items += [self._item(part.work, i, f) for i, f in as_entries(reply[1])]
+                taken = [self._item(part.work, i, f) for i, f in as_entries(reply[1])]
+                items += await self._unless_undeliverable(part, taken)
                 if cursor == "0-0":
                     break
         if items:
             log.info("worker %s took over %d work items", self.name, len(items))
         return items
+
+    async def _unless_undeliverable(self, part: Partition, items: list[WorkItem]) -> list[WorkItem]:
+        """Dead-letter items taken over far more often than any run may be attempted.
+
+        A run's attempts are counted in its run hash; this is the bound for an
+        item whose handling fails before that count can be kept (a run hash that
+        cannot be read), so that nothing is taken over for ever.
+        """
+        if not items:
+            return items
+        async with self.backend.client.pipeline(transaction=False) as pipe:
+            for item in items:
+                pipe.xpending_range(part.work, WORKERS_GROUP, item.entry_id, item.entry_id, 1)
+            replies = await pipe.execute()
+        bound = self.settings.max_attempts + UNDELIVERABLE_MARGIN
+        kept: list[WorkItem] = []
+        for item, reply in zip(items, replies, strict=True):
+            delivered = int(reply[0]["times_delivered"]) if reply else 0
+            if delivered <= bound:
+                kept.append(item)
+                continue
+            reason = f"work item delivered {delivered} times without an end; run state unreadable"
+            log.error("run %s: %s; dead-lettered", item.run_id, reason)
+            async with self.backend.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    part.dead,
+                    {"run": item.run_id, "thread": item.thread_id, "reason": reason},
+                    maxlen=self.settings.dead_maxlen,
+                    approximate=True,
+                )
+                pipe.xack(part.work, WORKERS_GROUP, item.entry_id)
+                pipe.xdel(part.work, item.entry_id)
+                await pipe.execute()
+            self.stats["undeliverable"] += 1
+        return kept
 
     async def _fire_due_timers(self, *, force: bool = False) -> None:
         async with self.backend.client.pipeline(transaction=False) as pipe:

@@ -33,6 +33,9 @@ Entry = tuple[str, dict[str, str]]
 
 # A paused or unreachable Redis must turn into an answer (503) well within a second.
 COMMAND_TIMEOUT_S = 0.75
+# A burst may wait for a free connection longer than a command may take: each
+# busy connection frees itself within COMMAND_TIMEOUT_S even when Redis hangs.
+POOL_WAIT_S = 5.0
 
 
 def _one_reconnect() -> Retry:
@@ -100,7 +103,7 @@ class Backend:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_s,
+            timeout=POOL_WAIT_S,
             decode_responses=True,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
