@@ -35,8 +35,8 @@ _FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
     ("month", 1, 12, _MONTHS),
     ("day-of-week", 0, 7, _WEEKDAYS),
 )
-# Matches repeat every 400 years; cronsim gives up after 50 without one, which no
-# expression that fires at all reaches (the longest gap, a weekday on Feb 29, is 40).
+# Matches repeat every 400 years; cronsim gives up after 50 without one. The rarest
+# expressions that fire at all (a given weekday on Feb 29) go at most 40 years between.
 _REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
 
 
