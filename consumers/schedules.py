@@ -1,10 +1,12 @@
 """Recurring workflow runs, by cron expression or interval, fired once across workers.
 
-A schedule's next fire time lives in Redis. Any worker may fire a due
-schedule: it sends the run's message with a client id made of the schedule
-and the due time (a second sender is a no-op), then moves the next fire time
-on by compare-and-set. So a fire is never doubled, and a worker dying
-between the two steps only means the next worker sends the same no-op again.
+A schedule's next fire time lives in Redis, written with its definition in
+one script. Any worker may fire a due schedule: it sends the run's message
+with a client id made of the schedule and the due time (a second sender is a
+no-op), then moves the next fire time on by compare-and-set. So a fire is
+never doubled, and a worker dying between the two steps only means the next
+worker sends the same no-op again. "Due" is by the Redis server's clock, as
+for leases, so workers with skewed clocks agree.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from consumers import workflows
 from consumers.workflows.cron import CronError, next_fire, parse
 from slipstream import errors, threads
-from slipstream.clock import Clock
+from slipstream.clock import Clock, ServerClock, SystemClock
 from slipstream.keys import PREFIX
 from slipstream.store import EventStore
 
@@ -30,9 +32,20 @@ DEFINITIONS = f"{PREFIX}:{{schedules}}:defs"  # hash: name -> Schedule JSON
 NEXT = f"{PREFIX}:{{schedules}}:next"  # hash: name -> next fire (ms)
 ON_TIME_MS = 60_000  # a fire this late still counts as on time under "skip"
 
+# KEYS: NEXT; ARGV: name, the due time read, the next one ("" takes it off the table).
 _ADVANCE = """
 if redis.call("HGET", KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == "" then redis.call("HDEL", KEYS[1], ARGV[1]) return 1 end
 redis.call("HSET", KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS: DEFINITIONS, NEXT; ARGV: name, definition JSON, next fire (ms), "1" to replace.
+# One script, so no reader sees a definition without its fire time or the reverse.
+_PUT = """
+if ARGV[4] ~= "1" and redis.call("HEXISTS", KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], ARGV[1], ARGV[2])
+redis.call("HSET", KEYS[2], ARGV[1], ARGV[3])
 return 1
 """
 
@@ -40,22 +53,29 @@ return 1
 class Schedule(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     workflow: str
-    cron: str | None = Field(None, description="five fields, UTC, e.g. '0 * * * *'")
+    cron: str | None = Field(
+        None, description="five fields or an @alias, UTC, as Vixie cron reads them: '0 * * * *'"
+    )
     every_s: int | None = Field(None, ge=1, description="or an interval in seconds")
     input: str = Field("", max_length=32 * 1024, description="the message each run gets")
     missed: Literal["skip", "run_once"] = Field(
         "skip", description="after downtime: skip the missed fires, or run once for them"
     )
 
+    @field_validator("cron")
+    @classmethod
+    def _fires(cls, cron: str | None) -> str | None:
+        if cron is not None:
+            try:
+                parse(cron)
+            except CronError as exc:
+                raise ValueError(str(exc)) from None
+        return cron
+
     @model_validator(mode="after")
     def _check(self) -> Schedule:
         if (self.cron is None) == (self.every_s is None):
             raise ValueError("give exactly one of cron and every_s")
-        if self.cron is not None:
-            try:
-                parse(self.cron)
-            except CronError as exc:
-                raise ValueError(str(exc)) from None
         if workflows.get(self.workflow) is None:
             raise ValueError(f"no workflow named {self.workflow!r}; known: {workflows.names()}")
         return self
@@ -66,6 +86,7 @@ class Schedule(BaseModel):
         return "s" + hashlib.sha256(self.name.encode()).hexdigest()[:16]
 
     def next_after(self, ms: int) -> int:
+        """The first fire strictly after `ms`; CronError if there is none."""
         if self.every_s is not None:
             return ms + self.every_s * 1000
         after = datetime.fromtimestamp(ms / 1000, tz=UTC)
@@ -88,37 +109,46 @@ def schedule(**definition: object) -> Schedule:
 
 
 class Schedules:
-    def __init__(self, store: EventStore, clock: Clock) -> None:
+    """Schedules in Redis. Now is the Redis server's time unless a test passes a clock;
+    a `SystemClock` counts as no clock, since real time is the server's."""
+
+    def __init__(self, store: EventStore, clock: Clock | None = None) -> None:
         self.store = store
         self.redis = store.redis
-        self.clock = clock
+        self.clock = None if clock is None or isinstance(clock, SystemClock) else clock
+        self.server_clock = ServerClock(self.redis)
         self._advance = self.redis.register_script(_ADVANCE)
+        self._put = self.redis.register_script(_PUT)
+        self._unreadable: set[str] = set()  # logged once each, not once a second
+
+    async def now_ms(self) -> int:
+        return self.clock.now_ms() if self.clock else await self.server_clock.now_ms()
 
     async def ensure_declared(self) -> None:
         for declared in _IN_CODE.values():
             await self.put(declared, replace=False)
 
     async def put(self, definition: Schedule, *, replace: bool = True) -> ScheduleState:
-        """Create (or replace) a schedule; its first fire is the next one from now."""
+        """Create (or replace) a schedule; its first fire is the next one from now.
+
+        CronError if it never fires from now, with nothing written.
+        """
+        next_ms = definition.next_after(await self.now_ms())
         with contextlib.suppress(errors.ThreadExists):
             await threads.create_thread_with_id(
                 self.store, definition.thread_id, f"Schedule: {definition.name}"
             )
-        if replace:
-            await self.redis.hset(DEFINITIONS, definition.name, definition.model_dump_json())
-            await self.redis.hset(NEXT, definition.name, definition.next_after(self.clock.now_ms()))
-        else:
-            created = await self.redis.hsetnx(
-                DEFINITIONS, definition.name, definition.model_dump_json()
-            )
-            if created:
-                await self.redis.hset(
-                    NEXT, definition.name, definition.next_after(self.clock.now_ms())
-                )
+        await self._put(
+            keys=[DEFINITIONS, NEXT],
+            args=[definition.name, definition.model_dump_json(), next_ms, "1" if replace else "0"],
+        )
         return (await self.get(definition.name)) or ScheduleState(schedule=definition, next_ms=None)
 
     async def get(self, name: str) -> ScheduleState | None:
-        raw, next_ms = await self.redis.hget(DEFINITIONS, name), await self.redis.hget(NEXT, name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(DEFINITIONS, name)
+            pipe.hget(NEXT, name)
+            raw, next_ms = await pipe.execute()
         if raw is None:
             return None
         return ScheduleState(
@@ -126,31 +156,51 @@ class Schedules:
         )
 
     async def all(self) -> list[ScheduleState]:
-        found = []
-        for name in sorted(await self.redis.hkeys(DEFINITIONS)):
-            state = await self.get(str(name))
-            if state is not None:
-                found.append(state)
-        return found
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(DEFINITIONS)
+            pipe.hgetall(NEXT)
+            definitions, fire_times = await pipe.execute()
+        return [
+            ScheduleState(
+                schedule=Schedule.model_validate_json(definitions[name]),
+                next_ms=int(fire_times[name]) if name in fire_times else None,
+            )
+            for name in sorted(definitions)
+        ]
 
     async def delete(self, name: str) -> bool:
-        removed = await self.redis.hdel(DEFINITIONS, name)
-        await self.redis.hdel(NEXT, name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(DEFINITIONS, name)
+            pipe.hdel(NEXT, name)
+            removed, _ = await pipe.execute()
         return bool(removed)
 
     async def fire_due(self) -> int:
         """Start a run for every due schedule; returns how many this call started."""
         fired = 0
-        now = self.clock.now_ms()
+        now = await self.now_ms()
         for name, raw_next in (await self.redis.hgetall(NEXT)).items():
             name, raw_next = str(name), str(raw_next)
             due = int(raw_next)
             if due > now:
                 continue
-            state = await self.get(name)
+            try:
+                state = await self.get(name)
+            except ValidationError as exc:
+                # Say, a worker of an older deploy without the workflow: leave the
+                # schedule to workers that can read it.
+                if name not in self._unreadable:
+                    self._unreadable.add(name)
+                    log.error("schedule %s: cannot read its definition; not fired: %s", name, exc)
+                continue
             if state is None:
                 continue
             definition = state.schedule
+            try:
+                upcoming: int | str = definition.next_after(max(due, now))
+            except CronError as exc:
+                log.error("schedule %s: %s; it fires no more until replaced", name, exc)
+                upcoming = ""
             late = now - due > ON_TIME_MS
             if not late or definition.missed == "run_once":
                 sent = await threads.send_message(
@@ -163,6 +213,5 @@ class Schedules:
                 fired += 0 if sent.duplicate else 1
             else:
                 log.info("schedule %s: skipped the fire due at %d (missed: skip)", name, due)
-            upcoming = definition.next_after(max(due, now))
             await self._advance(keys=[NEXT], args=[name, raw_next, upcoming])
         return fired

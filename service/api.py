@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 from consumers import workflows
 from consumers.agents import AGENTS
 from consumers.schedules import Schedule, Schedules, ScheduleState
+from consumers.workflows.cron import CronError
 from projections.run_index import Cursor
 from projections.thread_view import RunStatus, RunSummary, RunView, ThreadSummary, ThreadView
 from service import commands
@@ -30,7 +31,6 @@ from service.models import (
 )
 from service.runtime import Runtime
 from slipstream import codec, events
-from slipstream.clock import SystemClock
 from slipstream.keys import is_stream_id, thread_of_run
 
 router = APIRouter()
@@ -277,7 +277,7 @@ async def list_agents() -> list[AgentInfo]:
 
 
 def schedules(request: Request) -> Schedules:
-    return Schedules(runtime(request).store, SystemClock())
+    return Schedules(runtime(request).store)  # fire times by the Redis server's clock
 
 
 @router.get("/api/schedules", response_model=list[ScheduleState])
@@ -294,7 +294,10 @@ async def put_schedule(request: Request, name: str, body: Schedule) -> ScheduleS
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"name in the body ({body.name!r}) differs from the path ({name!r})",
         )
-    return await schedules(request).put(body)
+    try:
+        return await schedules(request).put(body)
+    except CronError as exc:  # fires in principle, but not from now on: nothing written
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 @router.delete("/api/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT)
