@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -26,7 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slipstream import codec
-from slipstream.backend import Backend, as_entries
+from slipstream.backend import Backend
 from slipstream.keys import Keyspace, Partition, stream_id_tuple
 from slipstream.supervise import Liveness, Loop
 
@@ -61,6 +62,8 @@ class Subscription:
     _waiter: asyncio.Future[None] | None = None
 
     def offer(self, entry_id: str, frame: str) -> None:
+        if self.overflowed:
+            return  # nothing past a lost event is sent
         if len(self.pending) >= self.limit:
             # A slow socket is dropped and resyncs; it must never slow the others.
             self.drop(TOO_SLOW)
@@ -149,10 +152,12 @@ def event_frame(entry_id: str, event: dict[str, object]) -> str:
 class _Tail:
     """Reads one partition feed from `cursor` on, and hands each entry to its watchers."""
 
-    def __init__(self, hub: Hub, part: Partition, cursor: str) -> None:
+    def __init__(self, hub: Hub, part: Partition, cursor: str, ordinal: int) -> None:
         self.hub = hub
         self.part = part
         self.cursor = cursor
+        # How many entries the feed had had up to and including the cursor's.
+        self.ordinal = ordinal
         self.name = f"live.tail.p{part.number:02d}"
         self.subscribers: dict[str, set[Subscription]] = {}
         self.stats = {"faults": 0, "resyncs": 0}
@@ -206,24 +211,29 @@ class _Tail:
             self._suspect = False
         for feed_id, fields in entries:
             self.cursor = feed_id
+            self.ordinal += 1
             self._fan_out(fields)
 
     async def _trimmed_past_cursor(self) -> bool:
-        """Whether entries after the cursor left the feed before this tail read them."""
-        try:
-            info = await self.hub.backend.client.xinfo_stream(self.part.feed)
-        except ResponseError as exc:
-            if "no such key" not in str(exc).lower():
-                raise
+        """Whether entries after the cursor left the feed before this tail read them.
+
+        Redis does not record the last id it trimmed, but it counts the entries
+        ever added: those after the cursor, less those still there, are lost.
+        """
+        info = await feed_info(self.hub.backend.client, self.part.feed)
+        if info is None:
             return self.cursor != "0-0"  # the feed is gone, and whatever it held
-        deleted = info.get("max-deleted-entry-id")
-        if deleted is not None:  # Redis 7: the last id trimmed (or deleted), 0-0 if none
-            return stream_id_tuple(str(deleted)) > stream_id_tuple(self.cursor)
-        # An older server: judge by the first id left, which may resync needlessly.
         first = info.get("first-entry")
-        if not first:
-            return False
-        return stream_id_tuple(str(first[0])) > stream_id_tuple(self.cursor)
+        if first and stream_id_tuple(str(first[0])) <= stream_id_tuple(self.cursor):
+            return False  # the cursor's own entry is still there: nothing after it went
+        added, length = info.get("entries-added"), int(info.get("length") or 0)
+        if added is None:  # a server before 7.0 does not count: assume the worst
+            last = str(info.get("last-generated-id") or "0-0")
+            return stream_id_tuple(last) > stream_id_tuple(self.cursor)
+        # Everything left is after the cursor; the entries before it are behind us.
+        missing = int(added) - self.ordinal - length
+        self.ordinal = int(added) - length
+        return missing > 0
 
     def _resync(self) -> None:
         watchers = sum(len(subs) for subs in self.subscribers.values())
@@ -309,8 +319,12 @@ class Hub:
 
     async def _start(self, part: Partition) -> None:
         try:
-            last = as_entries(await self.backend.client.xrevrange(part.feed, "+", "-", count=1))
-            self._tails[part.number] = _Tail(self, part, last[0][0] if last else "0-0")
+            # The last id and the count of entries ever added, read at one instant.
+            info = await feed_info(self.backend.client, part.feed) or {}
+            cursor = str(info.get("last-generated-id") or "0-0")
+            self._tails[part.number] = _Tail(
+                self, part, cursor, int(info.get("entries-added") or 0)
+            )
         finally:
             self._starting.pop(part.number, None)
 
@@ -367,6 +381,17 @@ class Hub:
         for tail in tails:
             tail.task.cancel()
         await asyncio.gather(*(t.task for t in tails), return_exceptions=True)
+
+
+async def feed_info(client: Redis, feed: str) -> dict[str, Any] | None:
+    """XINFO STREAM of a feed; None if nothing was ever written to it."""
+    try:
+        info: dict[str, Any] = await client.xinfo_stream(feed)
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+    return info
 
 
 def is_after(entry_id: str, last: str | None) -> bool:
