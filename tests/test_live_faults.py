@@ -360,3 +360,53 @@ async def test_an_idle_tail_beats_after_every_empty_read(
         assert liveness.loops == {}
     finally:
         await hub.close()
+
+
+async def test_a_tail_gives_up_on_a_read_that_a_paused_redis_never_answers(
+    own_redis: tuple[str, int],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="slipstream.live")
+    monkeypatch.setattr(live, "TAIL_BLOCK_MS", 200)
+    monkeypatch.setattr(live, "READ_GRACE_S", 0.3)
+    url, pid = own_redis
+    backend = Backend.connect(url)
+    keys = Keyspace(settings.partitions)
+    store = EventStore(backend, keys)
+    hub = Hub(backend, keys)
+    try:
+        thread_id, _ = await create_thread(store)
+        subscription = await hub.subscribe(thread_id)
+        name = tail_name(keys, thread_id)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+
+            async def gave_up_twice() -> bool:
+                return hub.tail_stats()[name]["faults"] >= 2
+
+            await until(gave_up_twice)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        ids = [await rename(store, thread_id, f"title {i}") for i in range(3)]
+
+        async def caught_up() -> bool:
+            return len(subscription.pending) >= len(ids)
+
+        await until(caught_up)
+        assert [entry_id for entry_id, _ in subscription.pending] == ids
+        assert len(warnings_of(caplog, name, "Redis fault (TimeoutError: no reply")) == 1
+        assert len(warnings_of(caplog, name, "working again")) == 1
+    finally:
+        await hub.close()
+        await backend.close()
+
+
+def test_a_thread_list_that_overflows_is_sent_whole_again() -> None:
+    from service.live import ListSubscription
+
+    watcher = ListSubscription(changed=asyncio.Queue(2))
+    for n in range(3):
+        watcher.offer(f"t{n}", f"1-{n}")
+    assert watcher.reload
