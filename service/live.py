@@ -4,6 +4,12 @@ A subscriber is registered before its backlog is read, and the tail's cursor
 is an explicit feed id fixed before that, so every event after the backlog
 reaches the subscriber: no gap. Positions in a thread only grow, so anything
 at or below what a socket already sent is skipped: no duplicate.
+
+A tail is a supervised `Loop`: on a Redis fault it backs off, takes a fresh
+reader and reads on from its cursor, so its sockets only wait. The feed is
+trimmed, though: if what followed the cursor was trimmed before the tail read
+it (after an outage, or a tail that fell a whole feed behind), the tail cannot
+know what it missed, and every socket of that partition is told to resync.
 """
 
 from __future__ import annotations
@@ -13,17 +19,31 @@ import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slipstream import codec
-from slipstream.backend import Backend, as_entries
+from slipstream.backend import Backend
 from slipstream.keys import Keyspace, Partition, stream_id_tuple
+from slipstream.supervise import Liveness, Loop
 
 log = logging.getLogger("slipstream.live")
 
 _ENVELOPE = frozenset({"thread", "tid"})
+
+TAIL_BLOCK_MS = 5_000
+TAIL_COUNT = 500
+# A blocking read still unanswered this long after its block is on a dead or
+# paused connection (the reader has no socket timeout): give up on it.
+READ_GRACE_S = 2.0
+# A tail on an idle feed beats after every empty read, once per block.
+TAIL_STALE_S = 3 * TAIL_BLOCK_MS / 1000
+TOO_SLOW = "too slow"
+MISSED = "missed events"
 
 
 @dataclass(eq=False)
@@ -38,14 +58,23 @@ class Subscription:
     limit: int
     pending: deque[tuple[str, str]] = field(default_factory=deque)
     overflowed: bool = False
+    why: str = ""
     _waiter: asyncio.Future[None] | None = None
 
     def offer(self, entry_id: str, frame: str) -> None:
+        if self.overflowed:
+            return  # nothing past a lost event is sent
         if len(self.pending) >= self.limit:
             # A slow socket is dropped and resyncs; it must never slow the others.
-            self.overflowed = True
+            self.drop(TOO_SLOW)
         else:
             self.pending.append((entry_id, frame))
+        self.wake()
+
+    def drop(self, why: str) -> None:
+        """An event may be lost to this socket: it sends nothing more and resyncs."""
+        if not self.overflowed:
+            self.overflowed, self.why = True, why
         self.wake()
 
     def wake(self) -> None:
@@ -100,10 +129,19 @@ class ListSubscription:
     """(thread id, event id) of changes to the thread list, for a socket watching it."""
 
     changed: asyncio.Queue[tuple[str, str]] = field(default_factory=lambda: asyncio.Queue(10_000))
+    reload: bool = False
 
     def offer(self, thread_id: str, entry_id: str) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self.changed.put_nowait((thread_id, entry_id))
+        except asyncio.QueueFull:
+            self.resync()
+
+    def resync(self) -> None:
+        """Changes were lost: the socket sends the whole list again."""
+        self.reload = True
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the socket anyway
+            self.changed.put_nowait(("", ""))
 
 
 def event_frame(entry_id: str, event: dict[str, object]) -> str:
@@ -112,41 +150,114 @@ def event_frame(entry_id: str, event: dict[str, object]) -> str:
 
 
 class _Tail:
-    def __init__(self, hub: Hub, part: Partition) -> None:
+    """Reads one partition feed from `cursor` on, and hands each entry to its watchers."""
+
+    def __init__(self, hub: Hub, part: Partition, cursor: str, ordinal: int) -> None:
         self.hub = hub
         self.part = part
+        self.cursor = cursor
+        # How many entries the feed had had up to and including the cursor's.
+        self.ordinal = ordinal
+        self.name = f"live.tail.p{part.number:02d}"
         self.subscribers: dict[str, set[Subscription]] = {}
-        self.ready = asyncio.Event()
-        self.task = asyncio.create_task(self._run(), name=f"tail {part.feed}")
+        self.stats = {"faults": 0, "resyncs": 0}
+        self._reader: Redis | None = None
+        self._suspect = False  # a read failed: what follows the cursor may be trimmed since
+        loop = Loop(self.name, self._pass, stale_after_s=TAIL_STALE_S, log=log)
+        self.task = asyncio.create_task(self._run(loop), name=self.name)
 
-    async def _run(self) -> None:
-        backend = self.hub.backend
-        while True:  # the cursor must be fixed before any subscriber reads its backlog
-            try:
-                last = as_entries(await backend.client.xrevrange(self.part.feed, "+", "-", count=1))
-                break
-            except (ConnectionError, TimeoutError, RedisError):
-                log.exception("tail of %s cannot start; retrying", self.part.feed)
-                await asyncio.sleep(0.5)
-        cursor = last[0][0] if last else "0-0"
-        self.ready.set()
-        reader = backend.reader()
+    async def _run(self, loop: Loop) -> None:
         try:
-            while True:
-                try:
-                    reply = await backend.xread(
-                        reader, {self.part.feed: cursor}, count=500, block_ms=5000
-                    )
-                except (ConnectionError, TimeoutError, RedisError):
-                    log.exception("tail of %s lost Redis; retrying", self.part.feed)
-                    await asyncio.sleep(0.5)
-                    continue
-                for _stream, entries in reply:
-                    for feed_id, fields in entries:
-                        cursor = feed_id
-                        self._fan_out(fields)
+            # Never set: a tail is stopped by cancelling it (its reader has no
+            # socket timeout, so a cancelled read leaves nothing hanging).
+            await loop.run(asyncio.Event(), self.hub.liveness)
         finally:
-            await backend.release(reader)
+            await self._drop_reader()
+
+    async def _pass(self) -> None:
+        try:
+            await self._read_once()
+        except Exception:
+            self._suspect = True
+            self.stats["faults"] += 1
+            raise
+
+    async def _read_once(self) -> None:
+        backend = self.hub.backend
+        if self._reader is None:
+            self._reader = backend.reader()
+        guard = asyncio.timeout(TAIL_BLOCK_MS / 1000 + READ_GRACE_S)
+        try:
+            async with guard:
+                reply = await backend.xread(
+                    self._reader,
+                    {self.part.feed: self.cursor},
+                    count=TAIL_COUNT,
+                    block_ms=TAIL_BLOCK_MS,
+                )
+        except Exception as exc:
+            await self._drop_reader()  # it may be mid-reply: the next pass takes a fresh one
+            if guard.expired():
+                raise RedisTimeoutError(
+                    f"no reply to a {TAIL_BLOCK_MS} ms blocking read {READ_GRACE_S} s after it"
+                ) from exc
+            raise
+        entries = [entry for _stream, batch in reply for entry in batch]
+        # Only a tail that was away, or a whole batch behind, can have been overtaken
+        # by the trimming; checked before anything past a possible gap is handed out.
+        if self._suspect or len(entries) >= TAIL_COUNT:
+            if await self._trimmed_past_cursor():
+                self._resync()
+            self._suspect = False
+        for feed_id, fields in entries:
+            self.cursor = feed_id
+            self.ordinal += 1
+            self._fan_out(fields)
+
+    async def _trimmed_past_cursor(self) -> bool:
+        """Whether entries after the cursor left the feed before this tail read them.
+
+        Redis does not record the last id it trimmed, but it counts the entries
+        ever added: those after the cursor, less those still there, are lost.
+        """
+        info = await feed_info(self.hub.backend.client, self.part.feed)
+        if info is None:
+            return self.cursor != "0-0"  # the feed is gone, and whatever it held
+        first = info.get("first-entry")
+        if first and stream_id_tuple(str(first[0])) <= stream_id_tuple(self.cursor):
+            return False  # the cursor's own entry is still there: nothing after it went
+        added, length = info.get("entries-added"), int(info.get("length") or 0)
+        if added is None:  # a server before 7.0 does not count: assume the worst
+            last = str(info.get("last-generated-id") or "0-0")
+            return stream_id_tuple(last) > stream_id_tuple(self.cursor)
+        # Everything left is after the cursor; the entries before it are behind us.
+        missing = int(added) - self.ordinal - length
+        self.ordinal = int(added) - length
+        return missing > 0
+
+    def _resync(self) -> None:
+        watchers = sum(len(subs) for subs in self.subscribers.values())
+        log.warning(
+            "%s: %s was trimmed past %s before this tail read it; %d sockets of the "
+            "partition resync and %d thread lists reload",
+            self.name,
+            self.part.feed,
+            self.cursor,
+            watchers,
+            len(self.hub.list_subscribers),
+        )
+        self.stats["resyncs"] += 1
+        for subscriptions in self.subscribers.values():
+            for subscription in subscriptions:
+                subscription.drop(MISSED)
+        for watcher in self.hub.list_subscribers:
+            watcher.resync()
+
+    async def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.hub.backend.release(reader)
 
     def _fan_out(self, fields: dict[str, str]) -> None:
         thread_id = fields.get("thread", "")
@@ -167,25 +278,68 @@ class _Tail:
 
 
 class Hub:
-    def __init__(self, backend: Backend, keyspace: Keyspace, *, queue_size: int = 2000) -> None:
+    """The tails of one web process, started by the first socket of a partition.
+
+    `liveness` records each tail's progress as `live.tail.pNN`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        keyspace: Keyspace,
+        *,
+        queue_size: int = 2000,
+        liveness: Liveness | None = None,
+    ) -> None:
         self.backend = backend
         self.keys = keyspace
         self.queue_size = queue_size
+        self.liveness = liveness
         self._tails: dict[int, _Tail] = {}
+        self._starting: dict[int, asyncio.Future[None]] = {}
         self.list_subscribers: set[ListSubscription] = set()
 
-    def _tail(self, part: Partition) -> _Tail:
-        tail = self._tails.get(part.number)
-        if tail is None:
-            tail = self._tails[part.number] = _Tail(self, part)
-        return tail
+    async def _tail(self, part: Partition) -> _Tail:
+        """The partition's running tail, started if need be; a Redis fault on the way raises.
+
+        Returns without yielding once the tail is there, so the caller registers
+        with it before it can be stopped as idle.
+        """
+        while True:
+            tail = self._tails.get(part.number)
+            if tail is not None:
+                return tail
+            starting = self._starting.get(part.number)
+            if starting is None:
+                starting = self._starting[part.number] = asyncio.ensure_future(self._start(part))
+                # Retrieved even if every caller went away meanwhile.
+                starting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            # Shielded: one caller going away must not fail the others' start.
+            await asyncio.shield(starting)
+
+    async def _start(self, part: Partition) -> None:
+        try:
+            # The last id and the count of entries ever added, read at one instant.
+            info = await feed_info(self.backend.client, part.feed) or {}
+            cursor = str(info.get("last-generated-id") or "0-0")
+            self._tails[part.number] = _Tail(
+                self, part, cursor, int(info.get("entries-added") or 0)
+            )
+        finally:
+            self._starting.pop(part.number, None)
+
+    def tail_stats(self) -> dict[str, dict[str, int]]:
+        return {tail.name: dict(tail.stats) for tail in self._tails.values()}
 
     async def subscribe_threads(self) -> ListSubscription:
         """Watch every partition for changes to the thread list."""
         watcher = ListSubscription()
         self.list_subscribers.add(watcher)
-        tails = [self._tail(part) for part in self.keys.all()]
-        await asyncio.gather(*(tail.ready.wait() for tail in tails))
+        try:
+            await asyncio.gather(*(self._tail(part) for part in self.keys.all()))
+        except BaseException:
+            await self.unsubscribe_threads(watcher)
+            raise
         return watcher
 
     async def unsubscribe_threads(self, watcher: ListSubscription) -> None:
@@ -203,17 +357,10 @@ class Hub:
             await tail.task
 
     async def subscribe(self, thread_id: str) -> Subscription:
-        part = self.keys.partition(thread_id)
-        tail = self._tail(part)
+        """Register for the thread's events; a Redis fault starting its tail raises."""
+        tail = await self._tail(self.keys.partition(thread_id))
         subscription = Subscription(thread_id, self.queue_size)
         tail.subscribers.setdefault(thread_id, set()).add(subscription)
-        if not tail.ready.is_set():
-            ready = asyncio.create_task(tail.ready.wait())
-            await asyncio.wait({ready, tail.task}, return_when=asyncio.FIRST_COMPLETED)
-            ready.cancel()
-            if not tail.ready.is_set():
-                await self.unsubscribe(subscription)
-                raise RuntimeError(f"cannot tail {part.feed}: the tail stopped before it started")
         return subscription
 
     async def unsubscribe(self, subscription: Subscription) -> None:
@@ -229,9 +376,22 @@ class Hub:
 
     async def close(self) -> None:
         tails, self._tails = list(self._tails.values()), {}
+        for starting in self._starting.values():
+            starting.cancel()
         for tail in tails:
             tail.task.cancel()
         await asyncio.gather(*(t.task for t in tails), return_exceptions=True)
+
+
+async def feed_info(client: Redis, feed: str) -> dict[str, Any] | None:
+    """XINFO STREAM of a feed; None if nothing was ever written to it."""
+    try:
+        info: dict[str, Any] = await client.xinfo_stream(feed)
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+    return info
 
 
 def is_after(entry_id: str, last: str | None) -> bool:

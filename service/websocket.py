@@ -2,8 +2,9 @@
 
 Frames are JSON text: ``snapshot`` (when connecting without ``after``),
 ``event``, ``ping`` (heartbeat while idle) and ``error`` (before a refusal).
-Close codes: 4400 bad request, 4404 unknown thread, 4008 too slow (reconnect
-with ``after``).
+Close codes: 4400 bad request, 4404 unknown thread, 4008 too slow or events
+missed (reconnect with ``after``), 1013 Redis unavailable while connecting
+(try again later, with ``after`` if you have events).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from service.live import Subscription, event_frame, is_after
+from service.live import ListSubscription, Subscription, event_frame, is_after
 from service.runtime import Runtime
 from slipstream import codec
 from slipstream.keys import is_stream_id, is_valid_id
+from slipstream.supervise import is_redis_fault
 
 router = APIRouter()
 T = TypeVar("T")
@@ -29,6 +31,7 @@ log = logging.getLogger("slipstream.websocket")
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
+CLOSE_TRY_AGAIN = 1013
 PING = orjson.dumps({"type": "ping"}).decode()
 LIST_DEBOUNCE_S = 0.1
 
@@ -36,6 +39,16 @@ LIST_DEBOUNCE_S = 0.1
 async def _refuse(socket: WebSocket, code: int, detail: str) -> None:
     await socket.send_text(orjson.dumps({"type": "error", "detail": detail}).decode())
     await socket.close(code=code, reason=detail[:120])
+
+
+async def _unavailable(socket: WebSocket, exc: Exception) -> None:
+    """Redis failed a command of this socket's: close it, saying to come back later."""
+    log.debug("live socket closed on a Redis fault: %s", exc)
+    if socket.client_state != WebSocketState.CONNECTED:
+        return
+    # The client may be gone too; there is nobody left to tell then.
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await _refuse(socket, CLOSE_TRY_AGAIN, "Redis is unavailable: try again later")
 
 
 @router.websocket("/api/threads/{thread_id}/live")
@@ -48,16 +61,27 @@ async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> N
     if after is not None and not is_stream_id(after):
         await _refuse(socket, CLOSE_BAD_REQUEST, f"after={after!r} is not a stream id (<ms>-<seq>)")
         return
-    if not await rt.store.exists(thread_id):
-        await _refuse(socket, CLOSE_NOT_FOUND, f"thread {thread_id!r} does not exist")
+    try:
+        if not await rt.store.exists(thread_id):
+            await _refuse(socket, CLOSE_NOT_FOUND, f"thread {thread_id!r} does not exist")
+            return
+        subscription = await rt.hub.subscribe(thread_id)
+    except Exception as exc:
+        if not is_redis_fault(exc):
+            raise
+        await _unavailable(socket, exc)
         return
-    subscription = await rt.hub.subscribe(thread_id)
     receiver = asyncio.create_task(_receive(socket))
     try:
         last = await _catch_up(rt, socket, thread_id, after)
+        # From here on nothing reads Redis: a tail's outage only makes this wait.
         await _forward(rt, socket, subscription, last, receiver)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away; nothing to tell it
+    except Exception as exc:
+        if not is_redis_fault(exc):
+            raise
+        await _unavailable(socket, exc)
     finally:
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
@@ -114,7 +138,7 @@ async def _forward(
                 last = entry_id
     # After a lost event nothing more is sent: the client resumes from what it has.
     if subscription.overflowed and socket.client_state == WebSocketState.CONNECTED:
-        await _refuse(socket, CLOSE_TOO_SLOW, "too slow: reconnect with after=<last id>")
+        await _refuse(socket, CLOSE_TOO_SLOW, f"{subscription.why}: reconnect with after=<last id>")
 
 
 async def _next(
@@ -154,40 +178,68 @@ def _drain(queue: asyncio.Queue[T]) -> list[T]:
 
 @router.websocket("/api/live/threads")
 async def live_threads(socket: WebSocket) -> None:
-    """The thread list: every summary, then each summary again when its thread changes."""
+    """The thread list: every summary, then each summary again when its thread changes.
+
+    The whole list again if changes were lost (the feed was trimmed past a tail).
+    """
     rt: Runtime = socket.app.state.runtime
     await socket.accept()
-    watcher = await rt.hub.subscribe_threads()
+    try:
+        watcher = await rt.hub.subscribe_threads()
+    except Exception as exc:
+        if not is_redis_fault(exc):
+            raise
+        await _unavailable(socket, exc)
+        return
     receiver = asyncio.create_task(_receive(socket))
     try:
-        summaries = await rt.views.summaries(500)
-        await socket.send_text(
-            orjson.dumps(
-                {"type": "threads", "threads": [s.model_dump(mode="json") for s in summaries]}
-            ).decode()
-        )
-        stops: set[asyncio.Future[Any]] = {receiver}
-        while first := await _next(socket, watcher.changed, rt.settings.heartbeat_s, stops):
-            changed: dict[str, str] = {}
-            # A burst of events (a run starting, a message completing) is one update each.
-            await asyncio.sleep(LIST_DEBOUNCE_S)
-            for thread_id, entry_id in [first, *_drain(watcher.changed)]:
-                if thread_id not in changed or is_after(entry_id, changed[thread_id]):
-                    changed[thread_id] = entry_id
-            for thread_id, entry_id in sorted(changed.items()):
-                # The projected summary, unless the projector has not reached the change yet.
-                summary = await rt.views.summary(
-                    thread_id, at_least=entry_id if is_stream_id(entry_id) else None
-                )
-                await socket.send_text(
-                    orjson.dumps(
-                        {"type": "thread", "summary": summary.model_dump(mode="json")}
-                    ).decode()
-                )
+        await _send_list(rt, socket)
+        await _follow_list(rt, socket, watcher, receiver)
     except (WebSocketDisconnect, RuntimeError):
         pass
+    except Exception as exc:
+        # A summary read failed: the client reconnects and gets the whole list.
+        if not is_redis_fault(exc):
+            raise
+        await _unavailable(socket, exc)
     finally:
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
             await receiver
         await rt.hub.unsubscribe_threads(watcher)
+
+
+async def _send_list(rt: Runtime, socket: WebSocket) -> None:
+    summaries = await rt.views.summaries(500)
+    await socket.send_text(
+        orjson.dumps(
+            {"type": "threads", "threads": [s.model_dump(mode="json") for s in summaries]}
+        ).decode()
+    )
+
+
+async def _follow_list(
+    rt: Runtime, socket: WebSocket, watcher: ListSubscription, receiver: asyncio.Task[None]
+) -> None:
+    stops: set[asyncio.Future[Any]] = {receiver}
+    while first := await _next(socket, watcher.changed, rt.settings.heartbeat_s, stops):
+        changed: dict[str, str] = {}
+        # A burst of events (a run starting, a message completing) is one update each.
+        await asyncio.sleep(LIST_DEBOUNCE_S)
+        for thread_id, entry_id in [first, *_drain(watcher.changed)]:
+            if thread_id and (thread_id not in changed or is_after(entry_id, changed[thread_id])):
+                changed[thread_id] = entry_id
+        if watcher.reload:
+            watcher.reload = False
+            await _send_list(rt, socket)
+            continue
+        for thread_id, entry_id in sorted(changed.items()):
+            # The projected summary, unless the projector has not reached the change yet.
+            summary = await rt.views.summary(
+                thread_id, at_least=entry_id if is_stream_id(entry_id) else None
+            )
+            await socket.send_text(
+                orjson.dumps(
+                    {"type": "thread", "summary": summary.model_dump(mode="json")}
+                ).decode()
+            )
