@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Literal
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, RedisError
+from redis.retry import Retry
 
 from slipstream.process import StartupError
 
@@ -44,9 +46,14 @@ def free_port() -> int:
         return port
 
 
+def _probe(port: int) -> redis.Redis:
+    """A client that asks once: redis-py's own retries take seconds on a closed port."""
+    return redis.Redis(port=port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
 def _state(port: int) -> Literal["ready", "loading", "down"]:
     try:
-        with redis.Redis(port=port, socket_timeout=1) as client:
+        with _probe(port) as client:
             client.ping()
     except BusyLoadingError:
         return "loading"
@@ -57,7 +64,7 @@ def _state(port: int) -> Literal["ready", "loading", "down"]:
 
 def _server_pid(port: int) -> int | None:
     try:
-        with redis.Redis(port=port, socket_timeout=1) as client:
+        with _probe(port) as client:
             info = client.info("server")
     except RedisError:
         return None
