@@ -72,23 +72,20 @@ def _server_pid(port: int) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
-def _is_redis(pid: int) -> bool:
-    """Whether `pid` is a live redis-server (not a pid reused by something else)."""
+def _serves(pid: int, directory: Path) -> bool:
+    """Whether `pid` is a live redis-server on `directory` (redis-server makes its --dir
+    its working directory), not a pid reused by something else since."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # ours runs as we do
         return False
-    except PermissionError:
-        return True
     proc = Path(f"/proc/{pid}")
     if not proc.exists():  # no procfs: trust the pid
         return True
     try:
-        status = (proc / "status").read_text()
-        command = (proc / "cmdline").read_bytes()
-    except OSError:
+        return Path(os.readlink(proc / "cwd")) == directory.resolve()
+    except OSError:  # gone, or a zombie
         return False
-    return "zombie" not in status and b"redis-server" in command
 
 
 def _last_line(path: Path) -> str:
@@ -161,12 +158,12 @@ class EmbeddedRedis:
             port, pid = int(port_file.read_text()), int(pid_file.read_text())
         except (OSError, ValueError):
             return False
-        if not _is_redis(pid):
+        if not _serves(pid, self.dir):
             return False
         # The server its killed owner left: it may still be loading or shutting down.
         deadline = time.monotonic() + START_TIMEOUT_S
         while (state := _state(port)) != "ready":
-            if not _is_redis(pid):
+            if not _serves(pid, self.dir):
                 return False  # it was on its way out
             if state == "down" and time.monotonic() > deadline:
                 raise StartupError(
@@ -254,7 +251,7 @@ class EmbeddedRedis:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
-            while _is_redis(pid):  # not our child: its parent, init, reaps it
+            while _serves(pid, self.dir):  # not our child: its parent, init, reaps it
                 if time.monotonic() > deadline:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
@@ -273,7 +270,7 @@ class EmbeddedRedis:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 2
-        while _is_redis(pid) and time.monotonic() < deadline:
+        while _serves(pid, self.dir) and time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 break  # our child: reaped
             time.sleep(0.02)

@@ -341,3 +341,34 @@ def test_a_stop_that_hangs_ends_after_the_grace_period(tmp_path: Path) -> None:
     assert log.read_text().splitlines()[-1] == (
         f"worker: still stopping after {STOP_GRACE_S:g} s: stopping at once"
     )
+
+
+def test_a_left_redis_server_that_does_not_answer_is_named_not_shared(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    pid_file = data / "redis" / "redis.pid"
+    env = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(data))
+    redis_pid = 0
+    try:
+        with processes() as running:
+            first = spawn("service", env, tmp_path / "first.log")
+            running.append(first)
+            wait_healthy(port, first)
+            first.kill()
+            first.wait()
+            redis_pid = int(pid_file.read_text())
+            os.kill(redis_pid, signal.SIGSTOP)
+
+            second = spawn("service", env, tmp_path / "second.log")
+            running.append(second)
+            assert exits_within(second, START_TIMEOUT_S + 5) == 1
+        assert (tmp_path / "second.log").read_text().splitlines()[-1] == (
+            f"slipstream: the redis-server left running on {data / 'redis'} (pid {redis_pid}) "
+            f"does not answer on port {(data / 'redis' / 'port').read_text()}; "
+            f"stop it (kill {redis_pid}) and start again"
+        )
+        assert pid_alive(redis_pid), "it was not ours to stop"
+    finally:
+        if redis_pid:
+            os.kill(redis_pid, signal.SIGCONT)
+        kill_pidfile(pid_file)
