@@ -114,6 +114,11 @@ async def serve(
 
 def main() -> None:
     process.on_signals(PROG)
+    with process.exit_on_startup_error(PROG):
+        _start_and_serve()
+
+
+def _start_and_serve() -> None:
     settings = settings_or_exit()
     load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -122,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     logs.setup("web")
 
-    with process.exit_on_startup_error(PROG), contextlib.ExitStack() as started:
+    with contextlib.ExitStack() as started:  # closed in reverse: roles, Redis, socket
         sock = listen(args.host, args.port)
         started.callback(sock.close)
         background: Callable[[Runtime], AsyncIterator[None]] | None = None
