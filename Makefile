@@ -64,4 +64,4 @@ bench: $(VENV)/.dev system-deps
 	$(BIN)/python -m bench.live_latency
 
 clean:
-	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache node_modules static/vendor
+	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache node_modules $(VENDOR) build *.egg-info

@@ -13,7 +13,7 @@ from consumers import status
 from consumers.llm import provider_from_settings
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
-from slipstream import logs
+from slipstream import logs, process
 from slipstream.keys import Keyspace
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
@@ -47,8 +47,10 @@ def main() -> None:
     if args.command == "status":
         asyncio.run(show_status())
         return
+    process.on_signals("worker")
     logs.setup("worker")
-    asyncio.run(work())
+    with process.exit_on_startup_error("worker"):
+        asyncio.run(work())
 
 
 if __name__ == "__main__":

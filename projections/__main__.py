@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from projections.projector import Projector
-from slipstream import logs
+from slipstream import logs, process
 from slipstream.identity import consumer_name
 from slipstream.keys import Keyspace
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
 
 
-async def main() -> None:
+async def project() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "projector")
     store = EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
@@ -23,6 +23,12 @@ async def main() -> None:
         await backend.close()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    process.on_signals("projector")
     logs.setup("projector")
-    asyncio.run(main())
+    with process.exit_on_startup_error("projector"):
+        asyncio.run(project())
+
+
+if __name__ == "__main__":
+    main()

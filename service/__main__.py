@@ -2,14 +2,20 @@
 
 Embedded (no REDIS_URL): web, worker and projector in one process on a
 private redis-server from PATH, or on in-process fakeredis when there is none.
+
+The port is bound first, so a start on a taken port has started nothing; then
+the embedded redis-server, then the roles. A start that fails stops what it
+started and exits with one line; see slipstream/process.py for the signals.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 
@@ -20,33 +26,17 @@ from projections.projector import Projector
 from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.runtime import Runtime
-from slipstream import logs
+from slipstream import logs, process
 from slipstream.backend import Backend
 from slipstream.identity import consumer_name
-from slipstream.process import settings_or_exit
+from slipstream.process import StartupError, settings_or_exit
 from slipstream.supervise import keep_running
 
 log = logging.getLogger("slipstream.service")
 
-
-def with_embedded_redis(
-    background: Callable[[Runtime], AsyncIterator[None]], embedded: EmbeddedRedis
-) -> Callable[[Runtime], AsyncIterator[None]]:
-    """Stop the private redis-server when the app shuts down.
-
-    Inside the lifespan, because uvicorn re-raises SIGTERM once it has shut
-    down, which ends the process before code after `uvicorn.run` could run.
-    """
-
-    async def wrapped(runtime: Runtime) -> AsyncIterator[None]:
-        try:
-            async for _ in background(runtime):
-                yield
-        finally:
-            await runtime.backend.close()
-            embedded.stop()
-
-    return wrapped
+PROG = "slipstream"
+GRACEFUL_HTTP_S = 3
+"""How long open requests and sockets get to finish when the web role stops."""
 
 
 async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
@@ -81,7 +71,73 @@ async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The web role's listening socket, bound before anything else starts."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {where}: {_reason(exc)}") from None
+    try:
+        # Lets a restart bind while the last one's connections sit in TIME_WAIT; on
+        # Linux it never lets two listeners share the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {where}: {_reason(exc)}") from None
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # slipstream.process owns SIGTERM and SIGINT
+
+
+async def serve(
+    runtime: Runtime,
+    background: Callable[[Runtime], AsyncIterator[None]] | None,
+    sock: socket.socket,
+) -> None:
+    """The web role (and `background` beside it) until a signal stops them."""
+    app = create_app(runtime, background=background)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        ws_ping_interval=None,
+        timeout_graceful_shutdown=GRACEFUL_HTTP_S,
+    )
+    server = _Server(config)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    try:
+        with process.stopping_with(stop):
+            try:
+                await server.serve(sockets=[sock])
+            except SystemExit:  # uvicorn's way to say the lifespan failed, logged above
+                raise StartupError("the roles did not start (see the error above)") from None
+    finally:
+        await runtime.backend.close()
+
+
 def main() -> None:
+    process.on_signals(PROG)
+    with process.exit_on_startup_error(PROG):
+        _start_and_serve()
+
+
+def _start_and_serve() -> None:
     settings = settings_or_exit()
     load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -90,38 +146,37 @@ def main() -> None:
     args = parser.parse_args()
     logs.setup("web")
 
-    embedded: EmbeddedRedis | None = None
-    if settings.redis_url:
-        backend = Backend.connect(settings.redis_url)
-        runtime = Runtime.build(settings, backend, roles=["web"])
-        app = create_app(runtime)
-    else:
-        if EmbeddedRedis.available():
-            embedded = EmbeddedRedis(settings.data_dir)
-            backend = Backend.connect(embedded.start())
+    with contextlib.ExitStack() as started:  # closed in reverse: roles, Redis, socket
+        sock = listen(args.host, args.port)
+        started.callback(sock.close)
+        background: Callable[[Runtime], AsyncIterator[None]] | None = None
+        if settings.redis_url:
+            backend = Backend.connect(settings.redis_url)
+            runtime = Runtime.build(settings, backend, roles=["web"])
         else:
-            log.warning(
-                "NO redis-server ON PATH: running on in-process fakeredis. NOTHING SURVIVES A "
-                "RESTART. Install redis-server (apt-get install redis-server) to keep your data."
-            )
-            backend = Backend.in_process()
-        runtime = Runtime.build(settings, backend, roles=["web", "worker", "projector"])
-        background: Callable[[Runtime], AsyncIterator[None]] = run_worker_and_projector
-        if embedded is not None:
-            background = with_embedded_redis(background, embedded)
-        app = create_app(runtime, background=background)
-    log.info(
-        "Slipstream on http://%s:%d (redis: %s, llm: %s)",
-        args.host,
-        args.port,
-        runtime.redis_label,
-        settings.llm,
-    )
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws_ping_interval=None)
-    finally:
-        if embedded is not None:
-            embedded.stop()  # when startup failed before the lifespan could
+            if EmbeddedRedis.available():
+                embedded = EmbeddedRedis(settings.data_dir)
+                started.callback(embedded.stop)  # after the roles: they use it to stop
+                process.before_forced_exit(embedded.abandon)
+                backend = Backend.connect(embedded.start())
+            else:
+                log.warning(
+                    "NO redis-server ON PATH: running on in-process fakeredis. NOTHING SURVIVES "
+                    "A RESTART. Install redis-server (apt-get install redis-server) to keep "
+                    "your data."
+                )
+                backend = Backend.in_process()
+            runtime = Runtime.build(settings, backend, roles=["web", "worker", "projector"])
+            background = run_worker_and_projector
+        host, port = sock.getsockname()[:2]
+        log.info(
+            "Slipstream on http://%s:%d (redis: %s, llm: %s)",
+            f"[{host}]" if ":" in host else host,
+            port,
+            runtime.redis_label,
+            settings.llm,
+        )
+        asyncio.run(serve(runtime, background, sock))
 
 
 if __name__ == "__main__":

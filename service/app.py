@@ -20,7 +20,16 @@ from slipstream.supervise import is_redis_fault
 
 log = logging.getLogger("slipstream.web")
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+def _static_dir() -> Path:
+    """The chat's files: `service/static` in an installed wheel (pyproject maps the
+    repository's static/ there), static/ beside the package in a source tree."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "static"
+    return packaged if packaged.is_dir() else here.parent / "static"
+
+
+STATIC_DIR = _static_dir()
 MAX_BODY_BYTES = 64 * 1024
 
 _STATUS: dict[type[errors.SlipstreamError], int] = {

@@ -30,13 +30,15 @@ class Runtime:
         cls, settings: Settings, backend: Backend, *, roles: list[str] | None = None
     ) -> Runtime:
         keyspace = Keyspace(settings.partitions)
+        liveness = Liveness()
         store = EventStore.from_settings(backend, settings)
         return cls(
             settings=settings,
             backend=backend,
             store=store,
             views=ViewStore(store, run_retention_s=settings.run_retention_s),
-            hub=Hub(backend, keyspace),
+            hub=Hub(backend, keyspace, liveness=liveness),
+            liveness=liveness,
             roles=roles or ["web"],
             redis_label=backend.url or "in-process fakeredis",
         )

@@ -12,8 +12,6 @@ from slipstream.errors import ConfigError
 
 LLMName = Literal["scripted", "anthropic"]
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
     raw = env.get(name)
@@ -90,7 +88,9 @@ class Settings:
             dead_maxlen=_int(env, "SLIPSTREAM_DEAD_MAXLEN", 10_000, minimum=1),
             queue_max=_int(env, "SLIPSTREAM_QUEUE_MAX", 100, minimum=1),
             port=_int(env, "PORT", 8000, minimum=0),
-            data_dir=Path(env.get("SLIPSTREAM_DATA_DIR") or PROJECT_DIR / ".slipstream"),
+            # The working directory, not the package's: an installed package lives in
+            # site-packages, which is neither the operator's nor always writable.
+            data_dir=Path(env.get("SLIPSTREAM_DATA_DIR") or Path.cwd() / ".slipstream"),
             workflow_modules=tuple(
                 m.strip() for m in env.get("SLIPSTREAM_WORKFLOWS", "").split(",") if m.strip()
             ),

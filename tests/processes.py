@@ -19,11 +19,75 @@ from tests.conftest import subprocess_env
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    module: str,
+    env: dict[str, str],
+    log: Path,
+    *args: str,
+    python: str = sys.executable,
+    cwd: Path = ROOT,
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [python, "-m", module, *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
         )
+
+
+def exits_within(process: subprocess.Popen[bytes], seconds: float) -> int:
+    """The process's exit status; fails the test if it is still running after `seconds`."""
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"pid {process.pid} still running after {seconds}s") from None
+
+
+def wait_for_log(
+    log: Path, text: str, process: subprocess.Popen[bytes], within: float = 20
+) -> None:
+    deadline = time.monotonic() + within
+    while text not in log.read_text(errors="replace"):
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} before logging {text!r}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged within {within}s")
+        time.sleep(0.02)
+
+
+def wait_for_status(
+    base: str, thread_id: str, run_id: str, statuses: set[str], within: float = 30
+) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + within
+    view: dict = {}  # type: ignore[type-arg]
+    while time.monotonic() < deadline:
+        view = httpx.get(f"{base}/api/threads/{thread_id}", timeout=5).json()
+        if view["runs"].get(run_id, {}).get("status") in statuses:
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} never reached {statuses}: {view.get('runs')}")
+
+
+def chat(base: str, content: str) -> tuple[str, str]:
+    thread_id = httpx.post(f"{base}/api/threads", json={}).json()["id"]
+    accepted = httpx.post(f"{base}/api/threads/{thread_id}/messages", json={"content": content})
+    assert accepted.status_code == 202, accepted.text
+    return thread_id, accepted.json()["run_id"]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of nobody still answers kill(0); it has exited all the same.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+def gone_within(pid: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still running after {seconds}s"
+        time.sleep(0.02)
 
 
 def wait_healthy(port: int, process: subprocess.Popen[bytes], within: float = 30) -> dict:  # type: ignore[type-arg]

@@ -4,37 +4,31 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
 from consumers.llm.scripted import scripted_reply
-from service.embedded import free_port
-from tests.processes import env_for, kill_pidfile, processes, spawn, wait_healthy
+from service.embedded import START_TIMEOUT_S, free_port
+from slipstream.process import STOP_GRACE_S
+from tests.processes import (
+    chat,
+    env_for,
+    exits_within,
+    gone_within,
+    kill_pidfile,
+    pid_alive,
+    processes,
+    redis_with_aof,
+    spawn,
+    wait_for_log,
+    wait_for_status,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for_status(
-    base: str, thread_id: str, run_id: str, statuses: set[str], within: float = 30
-) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + within
-    view: dict = {}  # type: ignore[type-arg]
-    while time.monotonic() < deadline:
-        view = httpx.get(f"{base}/api/threads/{thread_id}", timeout=5).json()
-        if view["runs"].get(run_id, {}).get("status") in statuses:
-            return view
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} never reached {statuses}: {view.get('runs')}")
-
-
-def chat(base: str, content: str) -> tuple[str, str]:
-    thread_id = httpx.post(f"{base}/api/threads", json={}).json()["id"]
-    accepted = httpx.post(f"{base}/api/threads/{thread_id}/messages", json={"content": content})
-    assert accepted.status_code == 202, accepted.text
-    return thread_id, accepted.json()["run_id"]
 
 
 def test_embedded_restart_resumes_an_unfinished_run(tmp_path: Path) -> None:
@@ -129,19 +123,252 @@ def test_sigterm_stops_the_embedded_redis_server_too(tmp_path: Path) -> None:
             redis_pid = int(pid_file.read_text())
             service.send_signal(signal.SIGTERM)
             service.wait(15)
-        deadline = time.monotonic() + 10
-        while _alive(redis_pid):
-            assert time.monotonic() < deadline, "the embedded redis-server outlived its service"
-            time.sleep(0.05)
+        gone_within(redis_pid)
     finally:
         kill_pidfile(pid_file)
 
 
-def _alive(pid: int) -> bool:
+def test_a_second_start_on_a_taken_port_or_data_dir_exits_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    env = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(data))
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of nobody still answers kill(0); it has exited all the same.
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" not in status.read_text()
+        with processes() as running:
+            first = spawn("service", env, tmp_path / "first.log")
+            running.append(first)
+            wait_healthy(port, first)
+            redis_pid = int((data / "redis" / "redis.pid").read_text())
+
+            second = spawn("service", env, tmp_path / "second.log")
+            running.append(second)
+            assert exits_within(second, 5) == 1
+            assert (tmp_path / "second.log").read_text().splitlines() == [
+                f"slipstream: cannot listen on 127.0.0.1:{port}: address already in use"
+            ]
+
+            other_port = env_for(PORT=str(free_port()), SLIPSTREAM_DATA_DIR=str(data))
+            third = spawn("service", other_port, tmp_path / "third.log")
+            running.append(third)
+            assert exits_within(third, 5) == 1
+            assert (tmp_path / "third.log").read_text().splitlines() == [
+                f"slipstream: the data dir {data} is in use by another Slipstream "
+                f"(pid {first.pid}); stop that one, or give this one its own SLIPSTREAM_DATA_DIR"
+            ]
+
+            # The first kept its redis-server and its roles.
+            assert pid_alive(redis_pid)
+            thread_id, run_id = chat(f"http://127.0.0.1:{port}", "still mine")
+            wait_for_status(f"http://127.0.0.1:{port}", thread_id, run_id, {"completed"})
+            first.send_signal(signal.SIGINT)
+            assert exits_within(first, 5) == 0
+        gone_within(redis_pid)
+    finally:
+        kill_pidfile(data / "redis" / "redis.pid")
+
+
+def test_a_port_that_cannot_be_bound_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = tmp_path / "data"
+        env = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(data))
+        with processes() as running:
+            service = spawn("service", env, tmp_path / "service.log")
+            running.append(service)
+            assert exits_within(service, 5) == 1
+    assert (tmp_path / "service.log").read_text().splitlines() == [
+        f"slipstream: cannot listen on 127.0.0.1:{port}: address already in use"
+    ]
+    assert not data.exists(), "the data dir (and a redis-server) were started before the bind"
+
+
+def _fake_redis_server(bin_dir: Path, body: str) -> None:
+    bin_dir.mkdir()
+    script = bin_dir / "redis-server"
+    script.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --logfile ] && log=$2; shift; done\n' + body
+    )
+    script.chmod(0o755)
+
+
+def test_a_redis_server_that_will_not_start_ends_the_start_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    _fake_redis_server(
+        tmp_path / "bin", 'echo "Fatal error, can\'t open config file" > "$log"\nexit 1\n'
+    )
+    env = env_for(
+        PORT=str(free_port()),
+        SLIPSTREAM_DATA_DIR=str(tmp_path / "data"),
+        PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+    )
+    with processes() as running:
+        service = spawn("service", env, tmp_path / "service.log")
+        running.append(service)
+        assert exits_within(service, 10) == 1
+    lines = (tmp_path / "service.log").read_text().splitlines()
+    log = tmp_path / "data" / "redis" / "redis.log"
+    assert lines == [
+        f"slipstream: redis-server exited with status 1: Fatal error, can't open config file "
+        f"({log})"
+    ]
+
+
+def test_a_redis_server_that_never_answers_is_stopped_with_the_start(tmp_path: Path) -> None:
+    pid_file = tmp_path / "hung.pid"
+    _fake_redis_server(tmp_path / "bin", f"echo $$ > {pid_file}\nexec sleep 60\n")
+    env = env_for(
+        PORT=str(free_port()),
+        SLIPSTREAM_DATA_DIR=str(tmp_path / "data"),
+        PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+    )
+    with processes() as running:
+        service = spawn("service", env, tmp_path / "service.log")
+        running.append(service)
+        assert exits_within(service, START_TIMEOUT_S + 5) == 1
+    assert (
+        (tmp_path / "service.log")
+        .read_text()
+        .splitlines()[-1]
+        .startswith("slipstream: redis-server did not answer on port ")
+    )
+    gone_within(int(pid_file.read_text()), 2)
+
+
+def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
+    env = env_for(PORT=str(free_port()), SLIPSTREAM_PARTITIONS="many")
+    with processes() as running:
+        service = spawn("service", env, tmp_path / "service.log")
+        running.append(service)
+        assert exits_within(service, 10) == 1
+    assert (tmp_path / "service.log").read_text().splitlines() == [
+        "configuration error: SLIPSTREAM_PARTITIONS='many' is not a whole number"
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_each_separate_role_stops_on_a_signal_and_hands_its_run_back(
+    redis_url: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    port = free_port()
+    env = env_for(PORT=str(port), REDIS_URL=redis_url, SLIPSTREAM_SCRIPTED_DELAY_MS="50")
+    base = f"http://127.0.0.1:{port}"
+    with processes() as running:
+        web = spawn("service", env, tmp_path / "web.log")
+        worker = spawn("consumers", env, tmp_path / "worker.log")
+        projector = spawn("projections", env, tmp_path / "projector.log")
+        running += [web, worker, projector]
+        wait_healthy(port, web)
+        wait_for_log(tmp_path / "projector.log", "folding", projector)
+        thread_id, run_id = chat(base, "hold this one")
+        wait_for_status(base, thread_id, run_id, {"running"})
+        for process in (worker, projector, web):
+            process.send_signal(sig)
+        for process in (worker, projector, web):
+            assert exits_within(process, 5) == 0
+    assert f"run {run_id} handed back" in (tmp_path / "worker.log").read_text()
+
+
+def test_embedded_sigint_stops_every_role_and_the_redis_server(tmp_path: Path) -> None:
+    port = free_port()
+    pid_file = tmp_path / "data" / "redis" / "redis.pid"
+    env = env_for(
+        PORT=str(port),
+        SLIPSTREAM_DATA_DIR=str(tmp_path / "data"),
+        SLIPSTREAM_SCRIPTED_DELAY_MS="50",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with processes() as running:
+            service = spawn("service", env, tmp_path / "service.log")
+            running.append(service)
+            wait_healthy(port, service)
+            redis_pid = int(pid_file.read_text())
+            thread_id, run_id = chat(base, "hold this one")
+            wait_for_status(base, thread_id, run_id, {"running"})
+            service.send_signal(signal.SIGINT)
+            assert exits_within(service, 5) == 0
+        gone_within(redis_pid)
+        assert f"run {run_id} handed back" in (tmp_path / "service.log").read_text()
+    finally:
+        kill_pidfile(pid_file)
+
+
+def test_a_second_signal_ends_a_stop_that_hangs(tmp_path: Path) -> None:
+    """The embedded redis-server paused: the roles cannot finish stopping."""
+    port = free_port()
+    pid_file = tmp_path / "data" / "redis" / "redis.pid"
+    env = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(tmp_path / "data"))
+    log = tmp_path / "service.log"
+    redis_pid = 0
+    try:
+        with processes() as running:
+            service = spawn("service", env, log)
+            running.append(service)
+            wait_healthy(port, service)
+            redis_pid = int(pid_file.read_text())
+            os.kill(redis_pid, signal.SIGSTOP)
+            service.send_signal(signal.SIGTERM)
+            wait_for_log(log, "SIGTERM: stopping", service)
+            service.send_signal(signal.SIGTERM)
+            assert exits_within(service, 5) == 1
+        assert log.read_text().splitlines()[-1] == "slipstream: SIGTERM again: stopping at once"
+        os.kill(redis_pid, signal.SIGCONT)  # it was told to stop, and does once it runs
+        gone_within(redis_pid)
+    finally:
+        if redis_pid:
+            os.kill(redis_pid, signal.SIGCONT)
+        kill_pidfile(pid_file)
+
+
+def test_a_stop_that_hangs_ends_after_the_grace_period(tmp_path: Path) -> None:
+    redis_port = free_port()
+    log = tmp_path / "worker.log"
+    with redis_with_aof(tmp_path / "redis", redis_port) as paused:
+        env = env_for(REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
+        with processes() as running:
+            worker = spawn("consumers", env, log)
+            running.append(worker)
+            wait_for_log(log, "taking work from", worker)
+            paused.send_signal(signal.SIGSTOP)
+            try:
+                worker.send_signal(signal.SIGTERM)
+                wait_for_log(log, "SIGTERM: stopping", worker)
+                assert exits_within(worker, STOP_GRACE_S + 3) == 1
+            finally:
+                paused.send_signal(signal.SIGCONT)
+    assert log.read_text().splitlines()[-1] == (
+        f"worker: still stopping after {STOP_GRACE_S:g} s: stopping at once"
+    )
+
+
+def test_a_left_redis_server_that_does_not_answer_is_named_not_shared(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    pid_file = data / "redis" / "redis.pid"
+    env = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(data))
+    redis_pid = 0
+    try:
+        with processes() as running:
+            first = spawn("service", env, tmp_path / "first.log")
+            running.append(first)
+            wait_healthy(port, first)
+            first.kill()
+            first.wait()
+            redis_pid = int(pid_file.read_text())
+            os.kill(redis_pid, signal.SIGSTOP)
+
+            second = spawn("service", env, tmp_path / "second.log")
+            running.append(second)
+            assert exits_within(second, START_TIMEOUT_S + 5) == 1
+        assert (tmp_path / "second.log").read_text().splitlines()[-1] == (
+            f"slipstream: the redis-server left running on {data / 'redis'} (pid {redis_pid}) "
+            f"does not answer on port {(data / 'redis' / 'port').read_text()}; "
+            f"stop it (kill {redis_pid}) and start again"
+        )
+        assert pid_alive(redis_pid), "it was not ours to stop"
+    finally:
+        if redis_pid:
+            os.kill(redis_pid, signal.SIGCONT)
+        kill_pidfile(pid_file)
