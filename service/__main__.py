@@ -150,15 +150,16 @@ def _start_and_serve() -> None:
         sock = listen(args.host, args.port)
         started.callback(sock.close)
         background: Callable[[Runtime], AsyncIterator[None]] | None = None
+        timeout_s = settings.redis_timeout_ms / 1000
         if settings.redis_url:
-            backend = Backend.connect(settings.redis_url)
+            backend = Backend.connect(settings.redis_url, timeout_s=timeout_s)
             runtime = Runtime.build(settings, backend, roles=["web"])
         else:
             if EmbeddedRedis.available():
                 embedded = EmbeddedRedis(settings.data_dir)
                 started.callback(embedded.stop)  # after the roles: they use it to stop
                 process.before_forced_exit(embedded.abandon)
-                backend = Backend.connect(embedded.start())
+                backend = Backend.connect(embedded.start(), timeout_s=timeout_s)
             else:
                 log.warning(
                     "NO redis-server ON PATH: running on in-process fakeredis. NOTHING SURVIVES "

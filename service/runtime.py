@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from projections.views import ViewStore
 from service.live import Hub
-from slipstream.backend import Backend
+from slipstream.backend import Backend, redacted
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
 from slipstream.store import EventStore
@@ -40,5 +40,5 @@ class Runtime:
             hub=Hub(backend, keyspace, liveness=liveness),
             liveness=liveness,
             roles=roles or ["web"],
-            redis_label=backend.url or "in-process fakeredis",
+            redis_label=redacted(backend.url) if backend.url else "in-process fakeredis",
         )

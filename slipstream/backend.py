@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -31,11 +32,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 Entry = tuple[str, dict[str, str]]
 
-# A paused or unreachable Redis must turn into an answer (503) well within a second.
+# The default of SLIPSTREAM_REDIS_TIMEOUT_MS: a paused or unreachable Redis must
+# turn into an answer (503) within a second.
 COMMAND_TIMEOUT_S = 0.75
 # A burst may wait for a free connection longer than a command may take: each
 # busy connection frees itself within COMMAND_TIMEOUT_S even when Redis hangs.
 POOL_WAIT_S = 5.0
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and health answers."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.hostname or ""
+    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _one_reconnect() -> Retry:

@@ -49,6 +49,7 @@ class Settings:
     run_retention_s: int
     dead_maxlen: int
     queue_max: int
+    redis_timeout_ms: int
     port: int
     data_dir: Path
     workflow_modules: tuple[str, ...]
@@ -87,6 +88,8 @@ class Settings:
             run_retention_s=_int(env, "SLIPSTREAM_RUN_RETENTION_S", 7 * 24 * 3600, minimum=1),
             dead_maxlen=_int(env, "SLIPSTREAM_DEAD_MAXLEN", 10_000, minimum=1),
             queue_max=_int(env, "SLIPSTREAM_QUEUE_MAX", 100, minimum=1),
+            # A paused or unreachable Redis must turn into an answer (503) within a second.
+            redis_timeout_ms=_int(env, "SLIPSTREAM_REDIS_TIMEOUT_MS", 750, minimum=10),
             port=_int(env, "PORT", 8000, minimum=0),
             # The working directory, not the package's: an installed package lives in
             # site-packages, which is neither the operator's nor always writable.

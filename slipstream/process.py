@@ -128,7 +128,7 @@ def connect_or_exit(settings: Settings, role: str) -> Backend:
             "e.g. REDIS_URL=redis://127.0.0.1:6379/0, or run `python -m service` alone "
             "for the embedded system that runs every role in one process."
         )
-    return Backend.connect(settings.redis_url)
+    return Backend.connect(settings.redis_url, timeout_s=settings.redis_timeout_ms / 1000)
 
 
 def settings_or_exit() -> Settings:

@@ -180,7 +180,10 @@ def redis_with_aof(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]
 def redis_answers(port: int) -> bool:
     import redis
 
+    client = redis.Redis(port=port, socket_timeout=1)
     try:
-        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+        return bool(client.ping())
     except redis.RedisError:
         return False
+    finally:
+        client.close()

@@ -322,7 +322,7 @@ def test_a_second_signal_ends_a_stop_that_hangs(tmp_path: Path) -> None:
         kill_pidfile(pid_file)
 
 
-def test_a_stop_that_hangs_ends_after_the_grace_period(tmp_path: Path) -> None:
+def test_a_worker_on_a_paused_redis_still_stops_promptly(tmp_path: Path) -> None:
     redis_port = free_port()
     log = tmp_path / "worker.log"
     with redis_with_aof(tmp_path / "redis", redis_port) as paused:
@@ -335,9 +335,21 @@ def test_a_stop_that_hangs_ends_after_the_grace_period(tmp_path: Path) -> None:
             try:
                 worker.send_signal(signal.SIGTERM)
                 wait_for_log(log, "SIGTERM: stopping", worker)
-                assert exits_within(worker, STOP_GRACE_S + 3) == 1
+                # Its loops give up on the hung Redis after their grace, well before ours.
+                assert exits_within(worker, STOP_GRACE_S / 2) == 0
             finally:
                 paused.send_signal(signal.SIGCONT)
+
+
+def test_a_stop_that_hangs_ends_after_the_grace_period(tmp_path: Path) -> None:
+    log = tmp_path / "stuck.log"
+    with processes() as running:
+        stuck = spawn("tests.stuck_role", env_for(), log)
+        running.append(stuck)
+        wait_for_log(log, "stuck role running", stuck)
+        stuck.send_signal(signal.SIGTERM)
+        wait_for_log(log, "SIGTERM: stopping", stuck)
+        assert exits_within(stuck, STOP_GRACE_S + 3) == 1
     assert log.read_text().splitlines()[-1] == (
         f"worker: still stopping after {STOP_GRACE_S:g} s: stopping at once"
     )

@@ -165,11 +165,11 @@ def test_client_kill_drops_every_connection_and_nothing_is_lost(
     sender = Sender(system, [system.thread() for _ in range(6)])
     sender.send(12)
     wait_for(lambda: streaming(system, sender))
-    admin = faulty.client()
-    for _ in range(3):
-        assert int(admin.execute_command("CLIENT", "KILL", "TYPE", "normal")) > 0
-        sender.send(4)
-        wait_for(lambda: streaming(system, sender))
+    with faulty.client() as admin:
+        for _ in range(3):
+            assert int(admin.execute_command("CLIENT", "KILL", "TYPE", "normal")) > 0
+            sender.send(4)
+            wait_for(lambda: streaming(system, sender))
     sender.resend_refused()
     assert settle(system, sender) == Counter(completed=sender.runs())
     assert sender.runs() == 24
