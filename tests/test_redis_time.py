@@ -50,9 +50,18 @@ async def redis_ms(backend: Backend) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def following(stored: list[Stored], event: Stored) -> list[Stored]:
+    return stored[stored.index(event) + 1 :]
+
+
 def stamp(stored: Stored) -> int:
     """When Redis wrote the event (the stream id's milliseconds)."""
     return int(stored.id.split("-")[0])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failures() -> None:
+    failures.clear()
 
 
 @contextlib.asynccontextmanager
@@ -124,10 +133,10 @@ async def test_a_worker_an_hour_ahead_retries_after_its_back_off(
         assert await ended(store, thread_id, sent.run_id) == "completed"
     stored = await store.read(thread_id)
     retrying = next(s for s in stored if s.event.type == "run.retrying")
-    restarted = next(s for s in stored if s.event.type == "run.started" and s.id > retrying.id)
+    restarted = next(s for s in following(stored, retrying) if s.event.type == "run.started")
     delay_ms: int = retrying.event.delay_ms  # type: ignore[union-attr]
     # The timer is read by Redis TIME just before the retry event is written.
-    assert delay_ms - 50 <= stamp(restarted) - stamp(retrying) < delay_ms + 1000
+    assert delay_ms - 100 <= stamp(restarted) - stamp(retrying) < delay_ms + 1000
 
 
 def flaky_once(name: str) -> str:
@@ -165,9 +174,9 @@ async def test_a_workflow_on_a_worker_an_hour_ahead_keeps_redis_time(
     assert abs(int(result["started_ms"]) - stamp(first_start)) < 1000  # not an hour ahead
 
     retrying = next(s for s in stored if s.event.type == "run.retrying")
-    again = next(s for s in stored if s.event.type == "run.started" and s.id > retrying.id)
+    again = next(s for s in following(stored, retrying) if s.event.type == "run.started")
     delay_ms: int = retrying.event.delay_ms  # type: ignore[union-attr]
-    assert delay_ms - 50 <= stamp(again) - stamp(retrying) < delay_ms + 1000
+    assert delay_ms - 100 <= stamp(again) - stamp(retrying) < delay_ms + 1000
 
     for waiting_for, reason, length_ms in (("timer", "timer", 300), ("go", "timeout", 300)):
         waiting = next(
@@ -182,5 +191,5 @@ async def test_a_workflow_on_a_worker_an_hour_ahead_keeps_redis_time(
             if s.event.type == "run.resumed" and s.event.reason == reason  # type: ignore[union-attr]
         )
         # Due `length_ms` after the Redis time read just before the park was written.
-        assert length_ms - 50 <= until_ms - stamp(waiting) <= length_ms
+        assert length_ms - 100 <= until_ms - stamp(waiting) <= length_ms
         assert 0 <= stamp(resumed) - until_ms < 1000
