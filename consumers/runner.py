@@ -20,7 +20,7 @@ from projections.thread_view import ThreadView
 from projections.views import ViewStore
 from slipstream import errors
 from slipstream import events as ev
-from slipstream.clock import Clock
+from slipstream.clock import Clock, RedisClock
 from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.leases import Claim
@@ -91,7 +91,8 @@ class Runner:
         clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
-        self.clock = clock
+        # Due times come from Redis's clock (or the test clock standing in for it).
+        self.clock = RedisClock(store.redis, clock)
         self.store = store
         self.views = ViewStore(store)
         self.llm = llm
@@ -346,7 +347,7 @@ class Runner:
                         "lease_until": "0",
                         "failures": str(failures),
                     },
-                    timer_at_ms=self.clock.now_ms() + delay,
+                    timer_at_ms=await self.clock.now_ms() + delay,
                     ack=True,
                 )
             )

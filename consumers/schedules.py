@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from consumers import workflows
 from consumers.workflows.cron import CronError, next_fire, parse
 from slipstream import errors, threads
-from slipstream.clock import Clock, ServerClock, SystemClock
+from slipstream.clock import Clock, RedisClock, SystemClock
 from slipstream.keys import PREFIX
 from slipstream.store import EventStore
 
@@ -115,14 +115,13 @@ class Schedules:
     def __init__(self, store: EventStore, clock: Clock | None = None) -> None:
         self.store = store
         self.redis = store.redis
-        self.clock = None if clock is None or isinstance(clock, SystemClock) else clock
-        self.server_clock = ServerClock(self.redis)
+        self.clock = RedisClock(self.redis, clock or SystemClock())
         self._advance = self.redis.register_script(_ADVANCE)
         self._put = self.redis.register_script(_PUT)
         self._unreadable: set[str] = set()  # logged once each, not once a second
 
     async def now_ms(self) -> int:
-        return self.clock.now_ms() if self.clock else await self.server_clock.now_ms()
+        return await self.clock.now_ms()
 
     async def ensure_declared(self) -> None:
         for declared in _IN_CODE.values():

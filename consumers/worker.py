@@ -25,7 +25,7 @@ from consumers.runner import Runner, WorkItem
 from consumers.schedules import Schedules
 from slipstream import errors
 from slipstream.backend import Backend, as_entries
-from slipstream.clock import Clock, SystemClock
+from slipstream.clock import Clock, SystemClock, is_test_clock
 from slipstream.config import Settings
 from slipstream.identity import consumer_name
 from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, Partition
@@ -72,8 +72,8 @@ class Worker:
         liveness: Liveness | None = None,
     ) -> None:
         self.backend = backend
-        self._own_clock = clock is not None
         self.clock = clock or SystemClock()
+        self._own_clock = is_test_clock(self.clock)
         self.liveness = liveness or Liveness()
         self.store = store
         self.settings = settings

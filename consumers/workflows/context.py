@@ -172,11 +172,14 @@ class WorkflowContext:
             )
         return op, recorded
 
-    async def _journaled(self, name: str, make: Callable[[], JsonValue]) -> JsonValue:
+    async def _journaled(
+        self, name: str, make: Callable[[], JsonValue | Awaitable[JsonValue]]
+    ) -> JsonValue:
         op, recorded = self._take("value", name)
         if recorded is not None and recorded.status == "completed":
             return recorded.result
-        value = make()
+        made = make()
+        value: JsonValue = await made if inspect.isawaitable(made) else made
         await self._io.write(
             [ev.StepCompleted(run_id=self.run_id, op=op, step=name, kind="value", result=value)]
         )
@@ -200,6 +203,7 @@ class WorkflowContext:
     # -- journaled values ------------------------------------------------------
 
     async def now(self) -> datetime:
+        """Redis's time (a test clock's, when one stands in), journaled."""
         ms = await self._journaled("now", self._io.clock.now_ms)
         return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)  # type: ignore[arg-type]
 
@@ -272,7 +276,7 @@ class WorkflowContext:
             raise Suspend(
                 status="retrying",
                 waiting_for="retry",
-                until_ms=self._io.clock.now_ms() + delay,
+                until_ms=await self._io.clock.now_ms() + delay,
                 events=[
                     failed,
                     ev.RunRetrying(
@@ -345,25 +349,25 @@ class WorkflowContext:
     # -- time and people -------------------------------------------------------
 
     async def sleep(self, duration: float | timedelta) -> None:
-        """Sleep without holding a worker: the run parks on a durable timer."""
+        """Sleep without holding a worker: the run parks on a durable timer.
+
+        The timer is due `duration` after Redis's time, not this worker's clock.
+        """
         seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-        op = self._next_op
-        recorded = self._journal.ops.get(op)
-        if recorded is not None and recorded.until_ms is not None:
-            due = recorded.until_ms
-        else:
-            due = self._io.clock.now_ms() + int(seconds * 1000)
-        await self._sleep_until_ms(due)
+        await self._sleep(lambda now: now + int(seconds * 1000))
 
     async def sleep_until(self, when: datetime) -> None:
-        await self._sleep_until_ms(int(when.timestamp() * 1000))
+        due = int(when.timestamp() * 1000)
+        await self._sleep(lambda _now: due)
 
-    async def _sleep_until_ms(self, due: int) -> None:
+    async def _sleep(self, due_from: Callable[[int], int]) -> None:
         op, recorded = self._take("sleep", "sleep")
         if recorded is not None and recorded.status == "completed":
             return
-        due = recorded.until_ms if recorded and recorded.until_ms is not None else due
-        if self._io.clock.now_ms() >= due:
+        now = await self._io.clock.now_ms()
+        # A sleep already journaled keeps its due time: replay must not move it.
+        due = recorded.until_ms if recorded and recorded.until_ms is not None else due_from(now)
+        if now >= due:
             await self._io.write(
                 [
                     ev.StepCompleted(
@@ -407,14 +411,17 @@ class WorkflowContext:
         taken = self._journal.consumed(signal)
         if len(arrived) > taken:
             return await self._resume_wait(op, name, Signal(signal, arrived[taken]))
-        if recorded is not None and recorded.until_ms is not None:
-            due: int | None = recorded.until_ms
-        elif timeout is not None:
+        # The timeout is due after Redis's time; a wait already journaled keeps its due time.
+        due = recorded.until_ms if recorded is not None else None
+        timeout_ms: int | None = None
+        if due is None and timeout is not None:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            due = self._io.clock.now_ms() + int(seconds * 1000)
+            timeout_ms = int(seconds * 1000)
+            due = await self._io.clock.now_ms() + timeout_ms
+            expired = timeout_ms <= 0
         else:
-            due = None
-        if due is not None and self._io.clock.now_ms() >= due:
+            expired = due is not None and await self._io.clock.now_ms() >= due
+        if expired:
             return await self._resume_wait(op, name, Signal(signal, None, timed_out=True))
         raise Suspend(
             status="waiting",
@@ -428,7 +435,7 @@ class WorkflowContext:
                     waiting_for=signal,
                     op=op,
                     until_ms=due,
-                    timeout_ms=None if due is None else due - self._io.clock.now_ms(),
+                    timeout_ms=timeout_ms,
                 )
             ],
             release_thread=True,

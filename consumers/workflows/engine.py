@@ -24,7 +24,7 @@ from consumers.workflows.journal import journal_of
 from consumers.workflows.registry import WorkflowDef
 from slipstream import errors
 from slipstream import events as ev
-from slipstream.clock import Clock
+from slipstream.clock import RedisClock
 from slipstream.codec import Unreadable
 from slipstream.keys import derived_hex
 from slipstream.store import EventStore
@@ -48,11 +48,11 @@ def turn_message_id(run_id: str, op: int) -> str:
 
 @dataclass
 class RunIO:
-    """The engine's side of a context: fenced writes, agent streaming, the clock."""
+    """The engine's side of a context: fenced writes, agent streaming, Redis's clock."""
 
     store: EventStore
     llm: LLM
-    clock: Clock
+    clock: RedisClock
     attempt: Attempt
     workflow: str
     signals: frozenset[str]
