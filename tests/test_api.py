@@ -160,6 +160,22 @@ async def test_health_docs_schema_and_chat_page(system: System) -> None:
     assert page.status_code == 200 and 'data-testid="thread-list"' in page.text
 
 
+async def test_health_names_a_loop_that_stopped_making_progress(system: System) -> None:
+    loops = system.runtime.liveness.loops
+    assert {"worker.read", "worker.timers", "projector.fold", "projector.takeover"} <= set(loops)
+    assert (await system.http.get("/healthz")).json()["down"] == {}
+    system.runtime.liveness.register("worker.stuck", stale_after_s=-1)
+    system.runtime.liveness.failed("worker.stuck", "TimeoutError: Timeout reading")
+    response = await system.http.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded" and body["redis"] == "ok"
+    assert list(body["down"]) == ["worker.stuck"]
+    assert body["down"]["worker.stuck"].endswith(": TimeoutError: Timeout reading")
+    system.runtime.liveness.forget("worker.stuck")
+    assert (await system.http.get("/healthz")).status_code == 200
+
+
 async def test_rename_and_archive(system: System) -> None:
     thread_id = await system.new_thread()
     renamed = await system.http.patch(f"/api/threads/{thread_id}", json={"title": "  Plans  "})
