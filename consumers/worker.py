@@ -88,6 +88,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._rotation = 0
+        self._unclaimed: dict[str, WorkItem] = {}  # spawned, lease not taken yet
         self._reader: Redis | None = None
         self._pubsub: PubSub | None = None
         lua = resources.files("slipstream").joinpath
@@ -184,8 +185,7 @@ class Worker:
             await self.backend.release(self._reader)
             self._reader = None
             raise
-        for item in items:
-            self._spawn(item)
+        await self._start_at_most(items)
 
     async def _read_at_most(self, reader: Redis, free: int) -> list[WorkItem]:
         """New work items, never more than `free` (XREADGROUP's COUNT is per stream)."""
@@ -238,6 +238,7 @@ class Worker:
         return WorkItem(stream, entry_id, fields.get("run", ""), fields.get("thread", ""))
 
     def _spawn(self, item: WorkItem) -> None:
+        self._unclaimed[item.entry_id] = item
         task = asyncio.create_task(self._guarded(item), name=f"run {item.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -259,8 +260,20 @@ class Worker:
     async def _takeover_pass(self) -> None:
         free = self.free_slots
         if free > 0:
-            for item in await self._reclaim(limit=free):
-                self._spawn(item)
+            await self._start_at_most(await self._reclaim(limit=free))
+
+    async def _start_at_most(self, items: list[WorkItem]) -> None:
+        """Start what the free slots allow now; give the rest back.
+
+        Reads and takeovers run side by side, each sized by the slots free when
+        it began: the one that ends second may find fewer. Counting and starting
+        happen with no await between, so the bound holds exactly.
+        """
+        room = max(0, self.free_slots)
+        for item in items[:room]:
+            self._spawn(item)
+        if items[room:]:
+            await self._give_back(items[room:])
 
     async def _schedules_pass(self) -> None:
         self.stats["schedules_fired"] += await self.schedules.fire_due()
@@ -275,7 +288,10 @@ class Worker:
             log.warning("work item %s %s names no run; dropped", item.stream, item.entry_id)
             await self._drop(item)
             return
-        claim = await self.leases.claim(item.run_id, item.thread_id, self.name, item.entry_id)
+        try:
+            claim = await self.leases.claim(item.run_id, item.thread_id, self.name, item.entry_id)
+        finally:
+            self._unclaimed.pop(item.entry_id, None)
         if claim.outcome in ("NORUN", "FINISHED", "DUPLICATE"):
             log.info("run %s: %s; work item dropped", item.run_id, claim.outcome.lower())
             await self._drop(item)
@@ -349,6 +365,12 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._unclaimed:
+            # Read but never started: back to the stream at once, rather than
+            # pending under this name until a lease's worth of idle time passes.
+            with contextlib.suppress(RedisError, OSError):
+                await self._give_back(list(self._unclaimed.values()))
+            self._unclaimed.clear()
         with contextlib.suppress(RedisError, OSError):  # it drops out of the registry anyway
             await self.backend.client.zrem(WORKER_REGISTRY, self.name)
 

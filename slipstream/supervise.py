@@ -30,7 +30,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from slipstream.backoff import compute_backoff
 
 # Replies of a Redis that is there but cannot serve now: wait and try again.
-_TRANSIENT_REPLIES = ("LOADING", "READONLY", "BUSY", "NOGROUP", "MASTERDOWN", "TRYAGAIN")
+_TRANSIENT_REPLIES = (
+    "LOADING",
+    "READONLY",
+    "BUSY",
+    "NOGROUP",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+    "OOM",  # over maxmemory: writes resume once memory is freed
+    "MISCONF",  # cannot persist: writes resume once the disk is writable
+)
 TRACEBACK_EVERY_S = 60.0
 
 

@@ -72,6 +72,45 @@ async def test_a_worker_never_holds_more_runs_than_its_concurrency(
     assert worker.stats["given_back"] + worker.stats["full"] > 0
 
 
+async def test_takeovers_and_reads_at_the_same_time_still_respect_the_bound(
+    real_backend: Backend, settings: Settings
+) -> None:
+    """Three lapsed items to take over and three new ones while the read is blocked."""
+    bounded = dataclasses.replace(settings, worker_concurrency=3, lease_ms=300)
+    store = EventStore.from_settings(real_backend, bounded)
+    threads = [(await commands.create_thread(store))[0] for _ in range(6)]
+    for part in store.keys.all():
+        await real_backend.client.xgroup_create(part.work, WORKERS_GROUP, id="0", mkstream=True)
+    for thread_id in threads[:3]:
+        await commands.send_message(store, thread_id, "left by a dead worker", "assistant")
+    ghost = Worker(real_backend, store, CountingLLM(), bounded, name="ghost:1:dead")
+    assert len(await ghost._read(real_backend.client, ghost.partitions, count=3, block_ms=0)) == 3
+
+    async def lapsed() -> bool:
+        rows = await real_backend.client.xpending_range(
+            store.keys.partition(threads[0]).work, WORKERS_GROUP, "-", "+", 1
+        )
+        return bool(rows) and int(rows[0]["time_since_delivered"]) > bounded.lease_ms
+
+    await until(lapsed)
+    llm = CountingLLM()
+    worker = Worker(real_backend, store, llm, bounded)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await until(lambda: _async(worker.stats["full"] == 0 and llm.active > 0))
+        for thread_id in threads[3:]:  # while the read loop blocks for new work
+            await commands.send_message(store, thread_id, "new work", "assistant")
+        await until(lambda: _async(llm.active == 3 and worker.stats["full"] >= 20))
+        assert llm.most == 3
+        llm.gate.set()
+        await until(lambda: _async(llm.done == 6), within=20)
+    finally:
+        stop.set()
+        await task
+    assert llm.most == 3
+
+
 async def test_an_item_that_fails_before_its_run_can_count_ends_in_dead_letters(
     real_backend: Backend, settings: Settings
 ) -> None:
