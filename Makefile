@@ -31,7 +31,7 @@ $(VENDOR): package.json package-lock.json
 ## run: the whole system, embedded, on http://127.0.0.1:8000
 run: $(VENV)/.runtime
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(VENDOR); \
-	else echo "npm not found: answers show as plain text (install npm for markdown)"; fi
+	else echo "npm not found: serving the copies of marked and DOMPurify kept in static/vendor/"; fi
 	$(BIN)/python -m service
 
 ## test: formatting, lint, types and the whole suite
