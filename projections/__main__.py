@@ -7,7 +7,6 @@ import asyncio
 from projections.projector import Projector
 from slipstream import logs, process
 from slipstream.identity import consumer_name
-from slipstream.keys import Keyspace
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
 
@@ -15,7 +14,7 @@ from slipstream.store import EventStore
 async def project() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "projector")
-    store = EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
+    store = EventStore.from_settings(backend, settings)
     projector = Projector(backend, store, consumer_name(), run_retention_s=settings.run_retention_s)
     try:
         await until_signalled(projector.run)
