@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 import random
-import re
 from dataclasses import dataclass
 
 from consumers import workflows
@@ -14,6 +13,7 @@ from consumers.answer import AnswerWriter, Attempt
 from consumers.backoff import compute_backoff
 from consumers.llm.base import LLM
 from consumers.prompt import prompt_for
+from consumers.redact import without_urls
 from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workflow
 from consumers.workflows.registry import WorkflowDef
 from projections.thread_view import ThreadView
@@ -25,6 +25,7 @@ from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.leases import Claim
 from slipstream.store import Append, EventStore, Stored
+from slipstream.supervise import is_redis_fault
 
 log = logging.getLogger("slipstream.runner")
 
@@ -62,14 +63,6 @@ def _own_events(stored: list[Stored], run_id: str) -> list[ev.Event]:
         for s in stored
         if not isinstance(s.event, Unreadable) and getattr(s.event, "run_id", None) == run_id
     ]
-
-
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
-
-
-def _without_urls(text: str) -> str:
-    """A provider's message, minus URLs (a base URL or a query string may carry a key)."""
-    return _URL.sub("<url>", text)
 
 
 @dataclass(frozen=True)
@@ -129,9 +122,13 @@ class Runner:
     async def run(self, item: WorkItem, claim: Claim, cancelled: asyncio.Event) -> str:
         """Returns how the run ended: completed, cancelled, retrying, waiting or failed.
 
-        Any exception but a lost lease or a shutdown counts as a failed
-        attempt, wherever it comes from, so a run that cannot be handled ends
-        at the attempt bound instead of being taken over for ever.
+        Any exception but a lost lease, a shutdown or a Redis fault counts
+        as a failed attempt, wherever it comes from, so a run that cannot be
+        handled ends at the attempt bound instead of being taken over for ever.
+        A Redis fault is raised on: its run is left to its lease and taken
+        over (claim.lua counts that attempt as lost), because an append that
+        timed out may still be applied later, and so may a failure written
+        after it.
         """
         attempt = Attempt(
             thread_id=item.thread_id,
@@ -155,6 +152,8 @@ class Runner:
         except (errors.StaleFence, asyncio.CancelledError):
             raise
         except Exception as exc:
+            if is_redis_fault(exc):
+                raise
             return await self._crashed(attempt, claim, exc, "while preparing the run")
         if facts is None:
             return await self._fail(attempt, f"run {item.run_id} is not in its thread's history")
@@ -196,11 +195,13 @@ class Runner:
         except WorkflowFailed as exc:
             return await self._fail(attempt, str(exc))
         except errors.ProviderError as exc:
-            reason = f"model error: {_without_urls(str(exc))}"
+            reason = f"model error: {without_urls(str(exc))}"
             return await self._failure(attempt, claim, reason, exc.retryable)
         except (errors.StaleFence, asyncio.CancelledError):
             raise
         except Exception as exc:
+            if is_redis_fault(exc):
+                raise
             return await self._crashed(attempt, claim, exc, stage)
 
     async def _crashed(self, attempt: Attempt, claim: Claim, exc: Exception, stage: str) -> str:

@@ -6,7 +6,9 @@ with a client id made of the schedule and the due time (a second sender is a
 no-op), then moves the next fire time on by compare-and-set. So a fire is
 never doubled, and a worker dying between the two steps only means the next
 worker sends the same no-op again. "Due" is by the Redis server's clock, as
-for leases, so workers with skewed clocks agree.
+for leases, so workers with skewed clocks agree. A fire that is refused (its
+thread's queue is full, say) is skipped and logged, and the schedule moves on
+to its next fire: one schedule cannot hold up the others.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class Schedules:
         self._advance = self.redis.register_script(_ADVANCE)
         self._put = self.redis.register_script(_PUT)
         self._unreadable: set[str] = set()  # logged once each, not once a second
+        self._refused: dict[str, int] = {}  # fires skipped in a row, logged at the first
 
     async def now_ms(self) -> int:
         return await self.clock.now_ms()
@@ -202,15 +205,41 @@ class Schedules:
                 upcoming = ""
             late = now - due > ON_TIME_MS
             if not late or definition.missed == "run_once":
-                sent = await threads.send_message(
-                    self.store,
-                    definition.thread_id,
-                    definition.input or f"Scheduled run of {definition.name}",
-                    definition.workflow,
-                    client_id=f"schedule.{name}.{due}",
-                )
-                fired += 0 if sent.duplicate else 1
+                try:
+                    sent = await threads.send_message(
+                        self.store,
+                        definition.thread_id,
+                        definition.input or f"Scheduled run of {definition.name}",
+                        definition.workflow,
+                        client_id=f"schedule.{name}.{due}",
+                    )
+                except errors.SlipstreamError as exc:
+                    # Refused (its thread's queue is full, say): this fire is skipped
+                    # and the schedule moves on, so it cannot hold up the others.
+                    self._refused_fire(name, due, exc)
+                else:
+                    fired += 0 if sent.duplicate else 1
+                    self._fire_went_through(name)
             else:
                 log.info("schedule %s: skipped the fire due at %d (missed: skip)", name, due)
             await self._advance(keys=[NEXT], args=[name, raw_next, upcoming])
         return fired
+
+    def _refused_fire(self, name: str, due: int, exc: errors.SlipstreamError) -> None:
+        skipped = self._refused.get(name, 0) + 1
+        self._refused[name] = skipped
+        if skipped == 1:
+            log.warning(
+                "schedule %s: the fire due at %d was refused (%s); skipped, and so will "
+                "later ones be while it is refused",
+                name,
+                due,
+                exc,
+            )
+        else:
+            log.debug("schedule %s: the fire due at %d was refused too (%s)", name, due, exc)
+
+    def _fire_went_through(self, name: str) -> None:
+        skipped = self._refused.pop(name, 0)
+        if skipped:
+            log.warning("schedule %s fires again, after %d refused fire(s)", name, skipped)

@@ -83,10 +83,12 @@ class _Once:
         return reply
 
     async def append(self, request: Append, reply: Reply) -> Reply:
-        """`request` with this command's dedupe key and reply; a twin's reply if it came first."""
-        if self.key is None:
-            await self.store.append(request)
-            return reply
+        """`request` with this command's dedupe key and reply; a twin's reply if it came first.
+
+        Without a client id the key is the batch's first event id: a resend of
+        this very call (redis-py sends a call again when its connection drops,
+        even once it was applied) has the same ids, so it writes nothing twice.
+        """
         appended = await self.store.append(
             dataclasses.replace(request, dedupe=True, dedupe_key=self.key, reply=_encode(reply))
         )

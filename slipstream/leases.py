@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -38,8 +39,12 @@ class Leases:
         return self.keys.partition(thread_id)
 
     async def claim(self, run_id: str, thread_id: str, worker: str, entry_id: str = "") -> Claim:
+        # A fresh id per call, so the script tells a resend of this call (the
+        # same id) from a later claim by the same worker (a takeover, which counts).
+        claim_id = secrets.token_hex(8)
         reply = await self._claim(
-            keys=[self._partition(thread_id).run(run_id)], args=[worker, self.lease_ms, entry_id]
+            keys=[self._partition(thread_id).run(run_id)],
+            args=[worker, self.lease_ms, entry_id, claim_id],
         )
         outcome = str(reply[0])
         if outcome == "OK":

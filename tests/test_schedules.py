@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from consumers.llm.scripted import ScriptedLLM
 from consumers.schedules import DEFINITIONS, NEXT, Schedule, Schedules
 from consumers.worker import Worker
 from consumers.workflows.cron import CronError, next_fire, parse
+from slipstream import threads
 from slipstream.backend import Backend
 from slipstream.clock import SystemClock
 from slipstream.config import Settings
@@ -313,3 +315,35 @@ async def test_a_definition_a_worker_cannot_read_is_left_alone_and_logged_once(
     assert await schedules.fire_due() == 0
     assert await store.redis.hget(NEXT, "old") == str(clock.ms - 1)  # for workers that can
     assert sum("old: cannot read its definition" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_schedule_whose_queue_is_full_skips_its_fire_and_holds_up_no_other(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "slipstream.schedules")
+    full = EventStore(store.backend, store.keys, queue_max=1)
+    clock = FakeClock()
+    schedules = Schedules(full, clock)
+    blocked = await schedules.put(Schedule(name="blocked", workflow="research", every_s=60))
+    free = await schedules.put(Schedule(name="free", workflow="research", every_s=60))
+    thread_id = blocked.schedule.thread_id
+    for content in ("holds the thread", "waits in its queue"):  # no worker: both stay
+        await threads.send_message(full, thread_id, content, "research")
+
+    for fire in (1, 2):
+        clock.advance(seconds=60)
+        assert await schedules.fire_due() == 1  # the free one; the blocked one is refused
+        assert await messages_sent(full, free.schedule.thread_id) == fire
+        assert await messages_sent(full, thread_id) == 2
+        for name in ("blocked", "free"):
+            state = await schedules.get(name)
+            assert state is not None and state.next_ms == clock.ms + 60_000, name
+    refusals = [r for r in caplog.records if "blocked: the fire due at" in r.getMessage()]
+    assert [r.levelname for r in refusals] == ["WARNING", "DEBUG"]  # said once, then counted
+
+    await schedules.delete("free")
+    # Room in the queue again (as if the waiting run had been taken): it fires.
+    await full.redis.delete(full.keys.partition(thread_id).queue(thread_id))
+    clock.advance(seconds=60)
+    assert await schedules.fire_due() == 1
+    assert "blocked fires again, after 2 refused fire(s)" in caplog.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
 from consumers.backoff import compute_backoff
+from consumers.redact import without_urls
 from consumers.workflows.journal import VERSION_STEP, Journal, Op
 from slipstream import events as ev
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 QUICK_STEP_S = 0.05
+log = logging.getLogger("slipstream.workflows")
 
 
 class Suspend(BaseException):
@@ -250,15 +253,23 @@ class WorkflowContext:
         started = ev.StepStarted(run_id=self.run_id, op=op, step=name, attempt=attempt)
         token = _current_step.set(StepInfo(self.run_id, op, name, attempt))
         try:
-            if inspect.iscoroutinefunction(fn):
-                value = await self._awaited(fn(*args, **kwargs), started)
-            else:
-                # A thread, so a slow or blocking step cannot stall the lease heartbeat.
-                value = await self._awaited(asyncio.to_thread(fn, *args, **kwargs), started)
-                if inspect.isawaitable(value):
-                    value = await value
+            # The task copies the context, so the step's code sees its StepInfo.
+            task = asyncio.ensure_future(_call(fn, args, kwargs))
+        finally:
+            _current_step.reset(token)
+        # Our own journal write is outside the step's `except`: a Redis fault
+        # there is the engine's to handle (the attempt is left to its lease),
+        # not a failure of the step's code.
+        await self._journal_start(task, started)
+        try:
+            value = await task
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            # The step's exception text may hold anything (a URL with a key): the
+            # full text goes to the log, the journal keeps it without URLs.
+            log.warning(
+                "run %s: step %r attempt %d raised", self.run_id, name, attempt, exc_info=exc
+            )
+            error = f"{type(exc).__name__}: {without_urls(str(exc))}"
             failed = ev.StepFailed(
                 run_id=self.run_id,
                 op=op,
@@ -288,8 +299,6 @@ class WorkflowContext:
                 ],
                 release_thread=False,
             ) from exc
-        finally:
-            _current_step.reset(token)
         result = _encode(adapter, value)
         await self._io.write(
             [ev.StepCompleted(run_id=self.run_id, op=op, step=name, result=result)]
@@ -297,20 +306,25 @@ class WorkflowContext:
         replayed: T = _decode(adapter, result)
         return replayed
 
-    async def _awaited(self, value: Awaitable[T], started: ev.StepStarted) -> T:
-        """Await a step; journal its start only if it is still running after a moment.
+    async def _journal_start(self, task: asyncio.Future[Any], started: ev.StepStarted) -> None:
+        """Journal a step's start only if it is still running after a moment.
 
         A quick step's start goes out with its result, one append instead of two;
         a slow one's start is journaled first, so a crash during it counts as an
-        attempt.
+        attempt. If that write fails, or the attempt is stopped meanwhile, the
+        step is cancelled (as far as it can be: a thread runs on) and the
+        exception raised.
         """
-        task = asyncio.ensure_future(value)
-        done, _ = await asyncio.wait({task}, timeout=QUICK_STEP_S)
-        if task in done:
-            self._io.defer(started)
-        else:
+        try:
+            done, _ = await asyncio.wait({task}, timeout=QUICK_STEP_S)
+            if task in done:
+                self._io.defer(started)
+                return
             await self._io.write([started])
-        return await task
+        except BaseException:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
 
     async def run_agent(self, agent: str, prompt: str, *, name: str | None = None) -> str:
         """An agent turn as a step: the answer streams into the thread as a message."""
@@ -465,6 +479,17 @@ class WorkflowContext:
             ]
         )
         return signal
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A step's own code: awaited if async, else in a thread, so a slow or blocking
+    step cannot stall the lease heartbeat."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args, **kwargs)
+    value = await asyncio.to_thread(fn, *args, **kwargs)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
 def _encode(adapter: TypeAdapter[Any] | None, value: Any) -> JsonValue:

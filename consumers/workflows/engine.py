@@ -28,6 +28,7 @@ from slipstream.clock import RedisClock
 from slipstream.codec import Unreadable
 from slipstream.keys import derived_hex
 from slipstream.store import EventStore
+from slipstream.supervise import is_redis_fault
 
 _JSON: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 log = logging.getLogger("slipstream.workflows")
@@ -148,7 +149,9 @@ async def run_workflow(
 ) -> Parked | Finished:
     """Replay `journal` (the run's events so far) and run on until it finishes or parks.
 
-    Raises `RunCancelled` when cancelled, `WorkflowFailed` when it cannot go on.
+    Raises `RunCancelled` when cancelled, `WorkflowFailed` when it cannot go on,
+    and a Redis fault as it is: the run's journal could not be read or written,
+    which is no fault of the workflow, so the attempt is left to its lease.
     """
     mine = [e for e in journal if not isinstance(e, Unreadable)]
     ctx = WorkflowContext(
@@ -193,6 +196,10 @@ async def run_workflow(
     except (errors.RunCancelled, errors.StaleFence):
         raise
     except Exception as exc:
+        if is_redis_fault(exc):
+            # A journal write, the clock or an agent turn's deltas: a step's own
+            # faults were journaled as its failure already, so this one is ours.
+            raise
         # Its text may carry secrets or URLs: the traceback goes to the log, the class to the run.
         log.error("run %s: workflow %r raised", io.run_id, definition.name, exc_info=exc)
         raise WorkflowFailed(
