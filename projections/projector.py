@@ -95,6 +95,8 @@ class Projector:
         # until the threads active since then are folded (kept across failed passes).
         self._gaps: dict[int, str] = {}
         self._thread_errors_logged: dict[str, float] = {}
+        # Each feed's last id when a wait last timed out with nothing appended.
+        self._quiet: dict[str, str] | None = None
         self._group_count = backend.client.register_script(_GROUP_COUNT_LUA)
 
     async def setup(self) -> None:
@@ -148,17 +150,30 @@ class Projector:
             # command mid-reply leaves the client in a state it cannot recover.
             await self._step(self._reader, block_ms=FOLD_BLOCK_MS)
         except Exception:
-            self._own_pending = True  # what it read is not acked: fold that first
             await self.backend.release(self._reader)
             self._reader = None
             raise
 
     async def _step(self, reader: Redis, *, block_ms: int) -> int:
         """Fold one batch of new feed entries; wait up to `block_ms` if there is none."""
+        try:
+            return await self._fold_batch(reader, block_ms=block_ms)
+        except Exception:
+            self._own_pending = True  # what it read is not all acked: fold that first
+            self._quiet = None
+            raise
+
+    async def _fold_batch(self, reader: Redis, *, block_ms: int) -> int:
         handled = 0
         if self._own_pending:
             handled += await self._fold_own_pending()
             self._own_pending = False
+        if self._quiet is not None and block_ms:
+            # The last wait saw nothing appended anywhere: nothing new, nothing
+            # trimmed (only appends trim), so only wait again until there is.
+            if not await self._wait(reader, self._quiet, block_ms):
+                return handled
+            self._quiet = None
         reply, tails = await self._read_new()
         by_key = {part.feed: part for part in self.partitions}
         self._holding.update(entry_id for _, entries in reply for entry_id, _ in entries)
@@ -169,10 +184,17 @@ class Projector:
                 handled += len(entries)
         finally:
             self._holding.clear()
-        if not reply and block_ms:
-            # Only a wait: the entries are read by the next pass, after its look at the feeds.
-            await self.backend.xread(reader, tails, count=1, block_ms=block_ms)
+        if not reply and block_ms and not await self._wait(reader, tails, block_ms):
+            self._quiet = tails
         return handled
+
+    async def _wait(self, reader: Redis, tails: dict[str, str], block_ms: int) -> bool:
+        """Wait until a feed has an entry after `tails`; whether one came.
+
+        Only a wait: entries are read by the next pass, after its look at the feeds.
+        """
+        reply = await self.backend.xread(reader, tails, count=1, block_ms=block_ms)
+        return any(entries for _, entries in reply)
 
     async def _read_new(self) -> tuple[list[tuple[str, list[Entry]]], dict[str, str]]:
         """New entries of every feed, read in one MULTI after a look at each feed and the group.

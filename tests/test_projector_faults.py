@@ -281,8 +281,7 @@ async def test_a_redis_fault_in_one_thread_leaves_the_batch_unacked(
         await projector.run_once()
     assert await pending(store, part) == 1  # not acked: the pass is retried
 
-    projector._own_pending = True  # what the fold loop sets after a failed pass
-    await projector.run_once()
+    await projector.run_once()  # the retried pass folds what the failed one read
     assert await view_title(store, thread_id) == "t" and await pending(store, part) == 0
 
 
@@ -308,23 +307,30 @@ async def test_own_pending_entries_are_read_in_pages_by_the_fold_loop_alone(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(projector_module, "PENDING_PAGE", 3)
-    threads = [(await commands.create_thread(store, f"t{i}"))[0] for i in range(10)]
-    projector = Projector(store.backend, store, "p1", claim_idle_ms=60_000)
+    first, _ = await commands.create_thread(store, "t0")
+    part = store.keys.partition(first)
+    threads = [first] + [await thread_in(store, part, f"t{i}") for i in range(1, 10)]
+    projector = Projector(store.backend, store, "p1", claim_idle_ms=0)
     await projector.setup()
     # Read under this name and not acked, as by a run of it that was killed.
     await store.redis.xreadgroup(PROJECTORS_GROUP, "p1", {p.feed: ">" for p in store.keys.all()})
-    await projector._takeover_pass()  # the fold loop has not read them yet: left to it
-    assert all([await view_title(store, t) is None for t in threads])
-    await projector.run_once()
-    assert all([await view_title(store, t) is not None for t in threads])
+    await projector._takeover_pass()  # the fold loop reads them itself, first: left to it
+    assert [await view_title(store, t) for t in threads] == [None] * 10
+    await projector.run_once()  # ten of them in the partition: four pages
+    assert [await view_title(store, t) for t in threads] == [f"t{i}" for i in range(10)]
     assert sum([await pending(store, p) for p in store.keys.all()]) == 0
 
-    # Later, entries the fold loop holds are not taken over by this name's takeover.
-    projector._holding = {"x"}
-    await store.redis.xreadgroup(PROJECTORS_GROUP, "p1", {p.feed: ">" for p in store.keys.all()})
-    before = projector.stats["entries"]
+    # Entries the fold loop holds are not taken over meanwhile by this name's takeover.
+    late, _ = await commands.create_thread(store, "late")
+    reply = await store.redis.xreadgroup(
+        PROJECTORS_GROUP, "p1", {store.keys.partition(late).feed: ">"}
+    )
+    projector._holding = {entry_id for _, entries in reply for entry_id, _ in entries}
     await projector._takeover_pass()
-    assert projector.stats["entries"] == before
+    assert await view_title(store, late) is None
+    projector._holding.clear()
+    await projector._takeover_pass()
+    assert await view_title(store, late) == "late"
 
 
 async def test_a_long_pass_records_progress_and_a_stuck_one_is_reported(
