@@ -10,6 +10,12 @@ The views it folded stay in a bounded in-memory cache: the next pass folds
 the new events into the cached view and writes only what they changed. The
 compare-and-set is the cache's validation: if another writer moved the
 stored view on, the save is refused, and the view is read again.
+
+The feeds are trimmed. Entries trimmed before this group read them say
+nothing any more about which threads changed; so every read of new entries
+is one MULTI that first looks at each feed and the group's position, and a
+feed found trimmed past that position has its threads active since then
+folded from their streams.
 """
 
 from __future__ import annotations
@@ -17,25 +23,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter, OrderedDict
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from projections.thread_view import ThreadView
 from projections.views import DEFAULT_RUN_RETENTION_S, FoldFailed, Snapshot, ViewStore
-from slipstream.backend import Backend, as_entries, as_stream_reply
+from slipstream.backend import Backend, Entry, as_entries, as_stream_reply
 from slipstream.keys import PROJECTOR_REGISTRY, PROJECTORS_GROUP, Partition, stream_id_tuple
 from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import EventStore
-from slipstream.supervise import Liveness, Loop, run_loops, until_done
+from slipstream.supervise import Liveness, Loop, is_redis_fault, run_loops, until_done
 
 log = logging.getLogger("slipstream.projector")
 
+_GROUP_COUNT_LUA = (Path(__file__).parent / "group_count.lua").read_text()
+
 CAS_ATTEMPTS = 5
-GAP_CHECK_S = 5.0
 REGISTRY_EVERY_S = 2.0
 CLEANUP_EVERY_S = 30.0
+FOLD_BLOCK_MS = 250
+PENDING_PAGE = 500  # own pending entries read per XREADGROUP
+THREADS_PAGE = 500  # threads per ZRANGEBYSCORE of a refold after a gap
+THREAD_ERROR_LOG_EVERY_S = 60.0
+
+FOLD_LOOP = "projector.fold"
+TAKEOVER_LOOP = "projector.takeover"
+# The loop whose pass is running in this task: long passes record progress under its name.
+_LOOP: ContextVar[str] = ContextVar("projector_loop", default="")
+
+Outcome = Literal["folded", "skipped", "retry"]
 
 
 class Projector:
@@ -64,6 +86,18 @@ class Projector:
         self.liveness = liveness or Liveness()
         self._reader: Redis | None = None
         self._next_cleanup = 0.0
+        # This name's own pending entries are read at start and after a failed
+        # fold pass (whose batch was not acked), by the fold loop itself.
+        self._own_pending = True
+        # Feed entries the fold loop has read and not yet settled: not taken over.
+        self._holding: set[str] = set()
+        # Partition number -> the group position a trimmed feed was found past,
+        # until the threads active since then are folded (kept across failed passes).
+        self._gaps: dict[int, str] = {}
+        self._thread_errors_logged: dict[str, float] = {}
+        # Each feed's last id when a wait last timed out with nothing appended.
+        self._quiet: dict[str, str] | None = None
+        self._group_count = backend.client.register_script(_GROUP_COUNT_LUA)
 
     async def setup(self) -> None:
         for part in self.partitions:
@@ -75,21 +109,14 @@ class Projector:
     def loops(self) -> list[Loop]:
         takeover_every = max(0.5, self.claim_idle_ms / 2000)
         return [
-            Loop("projector.fold", self._fold_pass, log=log, on_missing_group=self.setup),
+            Loop(FOLD_LOOP, self._fold_pass, log=log, on_missing_group=self.setup),
             Loop(
-                "projector.takeover",
-                self._recover,
+                TAKEOVER_LOOP,
+                self._takeover_pass,
                 every_s=takeover_every,
                 stale_after_s=max(10.0, 3 * takeover_every),
                 log=log,
                 on_missing_group=self.setup,
-            ),
-            Loop(
-                "projector.gaps",
-                self._gap_pass,
-                every_s=GAP_CHECK_S,
-                stale_after_s=3 * GAP_CHECK_S,
-                log=log,
             ),
             Loop("projector.registry", self._register, every_s=REGISTRY_EVERY_S, log=log),
         ]
@@ -115,50 +142,181 @@ class Projector:
         return self.stats["entries"] - before
 
     async def _fold_pass(self) -> None:
+        _LOOP.set(FOLD_LOOP)
         if self._reader is None:
             self._reader = self.backend.reader()
         try:
             # A short block rather than a cancelled read: cancelling a blocked
             # command mid-reply leaves the client in a state it cannot recover.
-            await self._step(self._reader, block_ms=250)
+            await self._step(self._reader, block_ms=FOLD_BLOCK_MS)
         except Exception:
             await self.backend.release(self._reader)
             self._reader = None
             raise
 
     async def _step(self, reader: Redis, *, block_ms: int) -> int:
-        streams = {part.feed: ">" for part in self.partitions}
-        reply = await self.backend.xreadgroup(
-            reader, PROJECTORS_GROUP, self.name, streams, count=self.batch, block_ms=block_ms
-        )
-        by_key = {part.feed: part for part in self.partitions}
+        """Fold one batch of new feed entries; wait up to `block_ms` if there is none."""
+        try:
+            return await self._fold_batch(reader, block_ms=block_ms)
+        except Exception:
+            self._own_pending = True  # what it read is not all acked: fold that first
+            self._quiet = None
+            raise
+
+    async def _fold_batch(self, reader: Redis, *, block_ms: int) -> int:
         handled = 0
-        for stream, entries in reply:
-            await self._project(by_key[stream], entries)
-            handled += len(entries)
+        if self._own_pending:
+            handled += await self._fold_own_pending()
+            self._own_pending = False
+        if self._quiet is not None and block_ms:
+            # The last wait saw nothing appended anywhere: nothing new, nothing
+            # trimmed (only appends trim), so only wait again until there is.
+            if not await self._wait(reader, self._quiet, block_ms):
+                return handled
+            self._quiet = None
+        reply, tails = await self._read_new()
+        by_key = {part.feed: part for part in self.partitions}
+        self._holding.update(entry_id for _, entries in reply for entry_id, _ in entries)
+        try:
+            await self._fold_gaps()  # those found now, and those a failed pass left
+            for stream, entries in reply:
+                await self._project(by_key[stream], entries)
+                handled += len(entries)
+        finally:
+            self._holding.clear()
+        if not reply and block_ms and not await self._wait(reader, tails, block_ms):
+            self._quiet = tails
         return handled
 
+    async def _wait(self, reader: Redis, tails: dict[str, str], block_ms: int) -> bool:
+        """Wait until a feed has an entry after `tails`; whether one came.
+
+        Only a wait: entries are read by the next pass, after its look at the feeds.
+        """
+        reply = await self.backend.xread(reader, tails, count=1, block_ms=block_ms)
+        return any(entries for _, entries in reply)
+
+    async def _read_new(self) -> tuple[list[tuple[str, list[Entry]]], dict[str, str]]:
+        """New entries of every feed, read in one MULTI after a look at each feed and the group.
+
+        Nothing can read or trim between the look and the read, so a feed trimmed
+        past the group's position is seen before the read moves the position on.
+        Also returns each feed's last id, for a wait when there was nothing new.
+        """
+        streams = {part.feed: ">" for part in self.partitions}
+        async with self.backend.client.pipeline(transaction=True) as pipe:
+            for part in self.partitions:
+                pipe.xinfo_groups(part.feed)
+                pipe.xinfo_stream(part.feed)
+            pipe.xreadgroup(PROJECTORS_GROUP, self.name, streams, count=self.batch)  # type: ignore[arg-type]
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        read = replies[-1]
+        if isinstance(read, Exception):
+            raise read
+        # Raw ids, entries trimmed since this name read them included.
+        delivered: dict[str, list[Entry]] = {
+            str(stream): list(entries) for stream, entries in as_stream_reply(read)
+        }
+        tails: dict[str, str] = {}
+        for number, part in enumerate(self.partitions):
+            groups, info = replies[2 * number], replies[2 * number + 1]
+            for answer in (groups, info):
+                if isinstance(answer, Exception) and "no such key" not in str(answer).lower():
+                    raise answer
+            if isinstance(groups, Exception) or isinstance(info, Exception):
+                tails[part.feed] = "0-0"  # nothing written to it yet
+                continue
+            tails[part.feed] = str(info.get("last-generated-id") or "0-0")
+            group = next((g for g in groups if g.get("name") == PROJECTORS_GROUP), None)
+            if group is None:
+                continue  # the read failed with NOGROUP
+            read_up_to = str(group.get("last-delivered-id") or "0-0")
+            if not _trimmed_unread(group, info):
+                continue
+            log.warning(
+                "projector %s: %s was trimmed past %s before it was folded; folding "
+                "its threads active since then from their streams",
+                self.name,
+                part.feed,
+                read_up_to,
+            )
+            self.stats["gaps"] += 1
+            self._note_gap(part, read_up_to)
+            await self._recount(part, info, read_up_to, delivered.get(part.feed, []))
+        return [(s, e) for s, e in delivered.items() if e], tails
+
+    async def _recount(
+        self, part: Partition, info: dict[str, Any], read_up_to: str, read: list[Entry]
+    ) -> None:
+        """Put the group's count of entries read right after a read across a gap."""
+        if info.get("entries-added") is None:
+            return  # a server before 7.0 does not count
+        added, length = int(info["entries-added"]), int(info.get("length") or 0)
+        if read:  # read from the feed's first entry on, in the same MULTI as the look
+            at, count = read[-1][0], added - length + len(read)
+            expected = at
+        else:  # the feed is empty: nothing is left to read up to its last id
+            at, count = str(info.get("last-generated-id") or read_up_to), added
+            expected = read_up_to
+        await self._group_count(keys=[part.feed], args=[PROJECTORS_GROUP, expected, at, str(count)])
+
+    def _note_gap(self, part: Partition, since: str) -> None:
+        earlier = self._gaps.get(part.number)
+        if earlier is None or stream_id_tuple(earlier) > stream_id_tuple(since):
+            self._gaps[part.number] = since
+
+    async def _fold_gaps(self) -> None:
+        for number, read_up_to in sorted(self._gaps.items()):
+            await self._fold_active_since(self.store.keys.all()[number], read_up_to)
+            del self._gaps[number]
+
+    async def _fold_own_pending(self) -> int:
+        """Fold what this name read and did not ack (before a restart or a failed pass)."""
+        handled = 0
+        for part in self.partitions:
+            cursor = "0"
+            while True:
+                reply = as_stream_reply(
+                    await self.backend.client.xreadgroup(
+                        PROJECTORS_GROUP, self.name, {part.feed: cursor}, count=PENDING_PAGE
+                    )
+                )
+                page = [entry for _, entries in reply for entry in entries]
+                if not page:
+                    break
+                cursor = page[-1][0]
+                gone = [entry_id for entry_id, fields in page if not fields]
+                if gone:  # trimmed before it was folded: which thread it named is lost
+                    self._note_gap(part, min(gone, key=stream_id_tuple))
+                    await self._fold_gaps()
+                await self._project(part, page)
+                handled += len(page)
+                if len(page) < PENDING_PAGE:
+                    break
+        return handled
+
+    async def _takeover_pass(self) -> None:
+        _LOOP.set(TAKEOVER_LOOP)
+        if self._own_pending:
+            return  # the fold loop is about to read this name's pending entries itself
+        await self._recover()
+
     async def _recover(self) -> None:
-        """Fold what this name left pending, and take over what quiet projectors left.
+        """Fold what quiet projectors (or this one's failed folds) left pending.
 
         Runs while the projector runs, not only at its start: a projector that
         died mid-batch has its entries folded by another within `claim_idle_ms`.
+        Entries the fold loop is handling are left to it.
         """
         for part in self.partitions:
-            pending = as_stream_reply(
-                await self.backend.client.xreadgroup(
-                    PROJECTORS_GROUP, self.name, {part.feed: "0"}, count=10_000
-                )
-            )
-            for _stream, entries in pending:
-                await self._project(part, as_entries(entries))
             cursor = "0-0"
             while True:
                 reply = await self.backend.client.xautoclaim(
                     part.feed, PROJECTORS_GROUP, self.name, self.claim_idle_ms, cursor, count=500
                 )
                 cursor = str(reply[0])
-                await self._project(part, as_entries(reply[1]))
+                claimed = [e for e in as_entries(reply[1]) if e[0] not in self._holding]
+                await self._project(part, claimed)
                 trimmed = [str(i) for i in (reply[2] if len(reply) > 2 else [])]
                 if trimmed:
                     # Entries trimmed from the feed before anyone folded them: which
@@ -167,48 +325,23 @@ class Projector:
                 if cursor == "0-0":
                     break
 
-    async def _gap_pass(self) -> None:
-        """Notice a feed trimmed past what this group had read, and fold what it missed."""
-        for part in self.partitions:
-            try:
-                groups = await self.backend.client.xinfo_groups(part.feed)
-                head = as_entries(await self.backend.client.xrange(part.feed, "-", "+", count=1))
-            except ResponseError as exc:
-                if "no such key" in str(exc).lower():
-                    continue  # nothing written to this partition yet
-                raise
-            group = next((g for g in groups if g.get("name") == PROJECTORS_GROUP), None)
-            if group is None or not head:
-                continue
-            read_up_to = str(group.get("last-delivered-id") or "0-0")
-            if stream_id_tuple(read_up_to) >= stream_id_tuple(head[0][0]):
-                continue
-            if not await self._trimmed_before(part, read_up_to):
-                continue
-            log.warning(
-                "projector %s: %s was trimmed past %s before it was folded; folding its "
-                "threads active since then from their streams",
-                self.name,
-                part.feed,
-                read_up_to,
-            )
-            self.stats["gaps"] += 1
-            await self._fold_active_since(part, read_up_to)
-
-    async def _trimmed_before(self, part: Partition, read_up_to: str) -> bool:
-        """Whether entries after `read_up_to` were trimmed (not merely never written)."""
-        info = await self.backend.client.xinfo_stream(part.feed)
-        added = info.get("entries-added")
-        if added is None:  # a server that does not count: judge by ids alone
-            return read_up_to != "0-0"
-        return int(added) > int(info.get("length", 0))
-
     async def _fold_active_since(self, part: Partition, entry_id: str) -> None:
         since_ms = stream_id_tuple(entry_id)[0]
-        threads = await self.backend.client.zrangebyscore(part.threads, since_ms, "+inf")
-        for thread_id in threads:
-            await self.project_thread(str(thread_id))
-        self.stats["refolded"] += len(threads)
+        offset = 0
+        while True:
+            # By offset: a thread active meanwhile moves to the end, and may be
+            # skipped here, but its new feed entry has it folded anyway.
+            threads = await self.backend.client.zrangebyscore(
+                part.threads, since_ms, "+inf", start=offset, num=THREADS_PAGE
+            )
+            for thread_id in threads:
+                if await self._fold_thread(str(thread_id), pending=False) == "retry":
+                    self.stats["refold_failed"] += 1
+                self._progress()
+            self.stats["refolded"] += len(threads)
+            if len(threads) < THREADS_PAGE:
+                return
+            offset += len(threads)
 
     async def _register(self) -> None:
         """Say this projector is alive; forget projectors that are not and hold nothing."""
@@ -224,17 +357,82 @@ class Projector:
                 self.name,
             )
 
-    async def _project(self, part: Partition, entries: list[tuple[str, dict[str, str]]]) -> None:
+    async def _project(self, part: Partition, entries: list[Entry]) -> None:
+        """Fold the threads the entries name; ack the entries of those settled.
+
+        A thread that fails on anything but a Redis fault is counted and logged,
+        and its entries stay pending (taken over, and so retried, after
+        `claim_idle_ms`), so one bad thread holds up nobody else. A Redis fault
+        propagates: nothing more of the batch is acked, and the pass is retried.
+        """
         if not entries:
             return
-        threads = {fields["thread"] for _, fields in entries if fields.get("thread")}
-        for thread_id in threads:
-            await self.project_thread(thread_id)
-        await self.backend.client.xack(part.feed, PROJECTORS_GROUP, *[i for i, _ in entries])
-        self.stats["entries"] += len(entries)
+        by_thread: dict[str, list[str]] = {}
+        settled: list[str] = []
+        for entry_id, fields in entries:
+            thread_id = fields.get("thread")
+            if thread_id:
+                by_thread.setdefault(thread_id, []).append(entry_id)
+            else:
+                settled.append(entry_id)  # trimmed since it was read, or not a thread's
+        for thread_id, ids in by_thread.items():
+            if await self._fold_thread(thread_id) == "retry":
+                self.stats["entries_left_pending"] += len(ids)
+            else:
+                settled += ids
+            self._progress()
+        if settled:
+            await self.backend.client.xack(part.feed, PROJECTORS_GROUP, *settled)
+        self.stats["entries"] += len(settled)
+
+    async def _fold_thread(self, thread_id: str, *, pending: bool = True) -> Outcome:
+        """Fold one thread; a failure not of Redis is counted and logged, not raised.
+
+        `pending`: the thread's feed entries stay pending when it fails (else
+        it is refolded after a gap, and only its next event tries it again).
+        """
+        then = (
+            f"its feed entries stay pending and are tried again after {self.claim_idle_ms} ms"
+            if pending
+            else "it is tried again on its next event"
+        )
+        try:
+            outcome, _ = await self._advance(thread_id)
+        except Exception as exc:
+            if is_redis_fault(exc):
+                raise
+            self.stats["thread_errors"] += 1
+            if self._may_log(thread_id):
+                log.exception("thread %s: folding it failed; %s", thread_id, then)
+            return "retry"
+        if outcome == "retry":
+            self.stats["contended"] += 1
+            if self._may_log(thread_id):
+                log.warning(
+                    "thread %s: its view kept changing under us %d times; %s",
+                    thread_id,
+                    CAS_ATTEMPTS,
+                    then,
+                )
+        return outcome
+
+    def _may_log(self, thread_id: str) -> bool:
+        """At most one log line a minute per thread: a thread that always fails is not a flood."""
+        now = time.monotonic()
+        if now - self._thread_errors_logged.get(thread_id, float("-inf")) < (
+            THREAD_ERROR_LOG_EVERY_S
+        ):
+            return False
+        if len(self._thread_errors_logged) >= 1024:
+            self._thread_errors_logged.clear()  # bounded; at worst one is logged early
+        self._thread_errors_logged[thread_id] = now
+        return True
 
     async def project_thread(self, thread_id: str) -> ThreadView | None:
         """Bring one thread's stored view up to the end of its stream."""
+        return (await self._advance(thread_id))[1]
+
+    async def _advance(self, thread_id: str) -> tuple[Outcome, ThreadView | None]:
         for _ in range(CAS_ATTEMPTS):
             # Taken out of the cache while folding: a failed save must not leave it there.
             snapshot = self._cache.pop(thread_id, None) or await self.views.read(thread_id)
@@ -245,20 +443,48 @@ class Projector:
                     "thread %s: its events do not fold; its view is left as it is", thread_id
                 )
                 self.stats["unfoldable"] += 1
-                return None
+                return "skipped", None
             if not changes.events:
                 if not snapshot.rebuild:
                     self._remember(thread_id, snapshot)
-                return snapshot.view
+                return "folded", snapshot.view
             if await self.views.save(snapshot, changes):
                 self.stats["folded"] += changes.events
                 self._remember(thread_id, snapshot)
-                return snapshot.view
+                return "folded", snapshot.view
             self.stats["conflicts"] += 1
-        log.warning("thread %s: view kept changing under us; left for the next pass", thread_id)
-        return None
+        return "retry", None  # the caller says what happens next
+
+    def _progress(self) -> None:
+        """A long pass records progress as it goes, so /healthz does not call it stuck."""
+        loop = _LOOP.get()
+        if loop:
+            self.liveness.ok(loop)
 
     def _remember(self, thread_id: str, snapshot: Snapshot) -> None:
         self._cache[thread_id] = snapshot
         while len(self._cache) > self.view_cache:
             self._cache.popitem(last=False)
+
+
+def _trimmed_unread(group: dict[str, Any], info: dict[str, Any]) -> bool:
+    """Whether entries after the group's position left the feed before it read them.
+
+    Redis does not record the last id it trimmed, but it counts the entries
+    ever added, and those the group read: the rest, less those still there,
+    are lost. Only a feed whose first entry is past the group's position can
+    have lost any (trimming takes the oldest first).
+    """
+    read_up_to = str(group.get("last-delivered-id") or "0-0")
+    first = info.get("first-entry")
+    if first and stream_id_tuple(str(first[0])) <= stream_id_tuple(read_up_to):
+        return False
+    added, length = info.get("entries-added"), int(info.get("length") or 0)
+    if added is None:  # a server before 7.0 does not count: judge by the ids alone
+        return read_up_to != "0-0"
+    entries_read = group.get("entries-read")
+    if entries_read is None:  # not counted since the group was made, or set
+        if read_up_to != "0-0":
+            return int(added) > length
+        entries_read = 0
+    return int(added) - length - int(entries_read) > 0
