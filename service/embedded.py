@@ -165,7 +165,7 @@ class EmbeddedRedis:
         while (state := _state(port)) != "ready":
             if not _serves(pid, self.dir):
                 return False  # it was on its way out
-            if state == "down" and time.monotonic() > deadline:
+            if state != "loading" and time.monotonic() > deadline:
                 raise StartupError(
                     f"the redis-server left running on {self.dir} (pid {pid}) does not answer "
                     f"on port {port}; stop it (kill {pid}) and start again"
@@ -220,7 +220,9 @@ class EmbeddedRedis:
             raise StartupError(f"cannot run {self.executable}: {exc.strerror}") from None
         (self.dir / "port").write_text(str(port))
         deadline = time.monotonic() + START_TIMEOUT_S
-        while (state := _state(port)) != "ready":
+        # Ready means ours answers: another server that took the port first may answer
+        # too, and then ours exits with "Address already in use".
+        while (state := _state(port)) != "ready" or _server_pid(port) != self._process.pid:
             code = self._process.poll()
             if code is not None:
                 self._process = None
@@ -228,7 +230,7 @@ class EmbeddedRedis:
                 if "Address already in use" in last:
                     return False
                 raise StartupError(f"redis-server exited with status {code}: {last} ({logfile})")
-            if state == "down" and time.monotonic() > deadline:
+            if state != "loading" and time.monotonic() > deadline:
                 raise StartupError(
                     f"redis-server did not answer on port {port} within {START_TIMEOUT_S:g} s "
                     f"({logfile})"
