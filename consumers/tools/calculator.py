@@ -117,7 +117,11 @@ def _evaluate(node: ast.AST) -> Number:
         if node.id in _CONSTANTS:
             return _CONSTANTS[node.id]
         raise ToolError(f"unknown name {node.id!r} (constants: {', '.join(_CONSTANTS)})")
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.keywords:
+            raise ToolError(
+                "only these functions can be called, with plain arguments: " + ", ".join(_FUNCTIONS)
+            )
         function = _FUNCTIONS.get(node.func.id)
         if function is None:
             raise ToolError(
