@@ -223,6 +223,12 @@ async def when(day: date) -> dict[str, Any]:
 
 
 @tool(registry=calls)
+def locate(x: int) -> Point:
+    """A model as the result."""
+    return Point(x=x, y=2)
+
+
+@tool(registry=calls)
 def explode(where: str) -> None:
     """Always fails."""
     raise ValueError(f"no luck at https://user:secret@example.com/{where}")
@@ -267,6 +273,11 @@ async def test_an_async_tool_is_awaited_and_its_result_serialised() -> None:
     result = await calls.call("when", {"day": "2026-12-01"}, ctx())
     assert result.result == {"day": "2026-12-01", "weekday": "Tuesday"}
     assert result.compact_json() == '{"day":"2026-12-01","weekday":"Tuesday"}'
+
+
+async def test_a_returned_model_is_serialised_by_pydantic() -> None:
+    result = await calls.call("locate", {"x": 1}, ctx())
+    assert result.result == {"x": 1, "y": 2}
 
 
 @pytest.mark.parametrize(

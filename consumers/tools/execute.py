@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
 
 from consumers.redact import without_urls
 from consumers.tools.context import _CURRENT, ToolCall
@@ -32,6 +31,9 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_RESULT_BYTES = 16_384  # of compact JSON: about 4k tokens of the model's context
 MAX_ERROR_CHARS = 2_000
 _INPUT_SHOWN = 80
+# Return values are serialised by what they are (models, dataclasses, dates), not by
+# their annotation, which a tool may not give or may not keep.
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class CallResult(BaseModel):
@@ -118,9 +120,11 @@ def _failed(tool: Tool, exc: BaseException) -> CallResult:
 
 def _serialised(tool: Tool, value: Any, max_result_bytes: int) -> CallResult:
     try:
-        jsonable = to_jsonable_python(value)
-        encoded = orjson.dumps(jsonable)
-    except (PydanticSerializationError, TypeError) as exc:
+        jsonable = _ANY.dump_python(value, mode="json")
+        encoded = orjson.dumps(
+            jsonable
+        )  # what events are written with: it refuses ints past 64 bits
+    except Exception as exc:  # pydantic's serialisation error, orjson's TypeError
         return error_result(f"tool {tool.name!r} returned a value that is not JSON: {exc}")
     if len(encoded) <= max_result_bytes:
         return CallResult(result=jsonable)
