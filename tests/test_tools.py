@@ -4,6 +4,7 @@ errors, cancellation, current_tool())."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 import time
@@ -132,6 +133,22 @@ def test_a_bad_signature_is_refused_with_what_is_wrong(source: str, message: str
     exec(source, namespace)
     with pytest.raises(ToolDefinitionError, match=message):
         make_tool(namespace["f"])
+
+
+async def test_a_wrapped_async_function_is_still_awaited() -> None:
+    async def inner(text: str) -> str:
+        """Echo."""
+        return text
+
+    @functools.wraps(inner)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, **kwargs)
+
+    made = make_tool(wrapper)
+    assert made.is_async and list(made.input_schema["properties"]) == ["text"]
+    registry = ToolRegistry()
+    registry.add(made)
+    assert (await registry.call("inner", {"text": "hi"}, ctx())).result == "hi"
 
 
 def test_a_name_the_api_cannot_take_is_refused() -> None:

@@ -75,7 +75,7 @@ def make_tool(
         raise ToolDefinitionError(
             f"tool name {key!r} ({where}) must be 1-64 letters, digits, '_' or '-'"
         )
-    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+    if inspect.isasyncgenfunction(inspect.unwrap(fn)) or inspect.isgeneratorfunction(fn):
         raise ToolDefinitionError(f"tool {key!r} ({where}) is a generator; return a value instead")
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -120,7 +120,8 @@ def make_tool(
         description=inspect.getdoc(fn) or "",
         fn=fn,
         needs_approval=needs_approval,
-        is_async=inspect.iscoroutinefunction(fn),
+        # unwrap: a decorator over an async function may hide that it is one.
+        is_async=inspect.iscoroutinefunction(inspect.unwrap(fn)),
         arguments=arguments,
         input_schema=schema,
     )
