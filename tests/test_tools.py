@@ -409,6 +409,16 @@ async def test_a_sync_tool_past_its_timeout_is_abandoned_and_the_loop_stays_free
 
 
 @pytest.mark.usefixtures("fresh_events")
+async def test_a_blocking_sync_tool_does_not_hold_up_other_calls() -> None:
+    blocked = asyncio.create_task(slow.call("wait_sync", {}, ctx("call_blocked")))
+    await until(lambda: asyncio.sleep(0, sync_started.is_set()))
+    other = await calls.call("add", {"a": 1}, ctx("call_other"))  # answered meanwhile
+    assert other.result == 2 and not blocked.done()
+    release_sync.set()
+    assert (await blocked).result == "late"
+
+
+@pytest.mark.usefixtures("fresh_events")
 async def test_cancelling_a_call_cancels_an_async_tool() -> None:
     task = asyncio.create_task(slow.call("wait_async", {}, ctx()))
     await asyncio.wait_for(async_state["started"].wait(), 5)
