@@ -26,6 +26,11 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None
@@ -53,6 +58,8 @@ class Settings:
     port: int
     data_dir: Path
     workflow_modules: tuple[str, ...]
+    tool_modules: tuple[str, ...] = ()
+    fetch_allow: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,5 +103,10 @@ class Settings:
             data_dir=Path(env.get("SLIPSTREAM_DATA_DIR") or Path.cwd() / ".slipstream"),
             workflow_modules=tuple(
                 m.strip() for m in env.get("SLIPSTREAM_WORKFLOWS", "").split(",") if m.strip()
+            ),
+            tool_modules=_names(env, "SLIPSTREAM_TOOLS"),
+            # Hosts fetch_url may read: `example.com`, `.example.com` (and subdomains), `*`.
+            fetch_allow=frozenset(
+                h.lower().rstrip(".") for h in _names(env, "SLIPSTREAM_FETCH_ALLOW")
             ),
         )
