@@ -36,7 +36,7 @@ Directive = ToolDirective | HandoffDirective
 @dataclass(frozen=True)
 class Directives:
     found: tuple[Directive, ...]
-    text: str  # the message with the directives taken out
+    text: str  # the message with the directives taken out (one space where each was)
 
     @property
     def tools(self) -> list[ToolDirective]:
@@ -84,7 +84,17 @@ def read_directives(message: str) -> Directives:
     if not found:
         return Directives((), message)
     kept.append(message[position:])
-    return Directives(tuple(found), "".join(kept).strip())
+    return Directives(tuple(found), _joined(kept))
+
+
+def _joined(pieces: list[str]) -> str:
+    """The text around the directives, with one space where a directive was."""
+    text = ""
+    for piece in pieces:
+        piece = piece.strip()
+        if piece:
+            text = f"{text} {piece}" if text else piece
+    return text
 
 
 def _skip_spaces(text: str, at: int) -> int:
