@@ -226,3 +226,12 @@ async def test_a_malformed_directive_is_a_clear_error(message: str, why: str) ->
     assert caught.value.retryable is False
     assert why in str(caught.value)
     assert "bad directive" in str(caught.value)
+
+
+async def test_without_a_question_it_answers_the_last_user_turn_with_text() -> None:
+    bare = Prompt(system="", messages=(ChatMessage("user", "[[tool now]] hi"),))
+    [call] = calls_of(await parts_of(bare))
+    assert call.name == "now"
+
+    after = Prompt(system="", messages=bare.messages + back([call], "noon"))
+    assert text_of(await parts_of(after)) == 'now returned "noon". ' + scripted_reply("hi", WORDS)

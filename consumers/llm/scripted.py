@@ -174,10 +174,12 @@ class Turn:
 
 def scripted_turn(prompt: Prompt, words: int) -> Turn:
     """The whole turn the scripted model gives to `prompt` (a pure function of it)."""
-    if prompt.classify is not None:
-        return Turn(text=classify(prompt.question, prompt.classify))
-    directives = read_directives(prompt.question)
     asked, since = _split_at_question(prompt)
+    # The message it answers: as sent, else the last user turn with text.
+    question = prompt.question or (prompt.messages[asked].text if asked >= 0 else "")
+    if prompt.classify is not None:
+        return Turn(text=classify(question, prompt.classify))
+    directives = read_directives(question)
     made = [b for m in since if m.role == "assistant" for b in m.blocks]
     calls = [b for b in made if isinstance(b, ToolUseBlock)]
     results = {
@@ -189,13 +191,13 @@ def scripted_turn(prompt: Prompt, words: int) -> Turn:
     }
     tools = directives.tools
     if tools and not any(c.name != HANDOFF_TOOL for c in calls):
-        ids = _call_ids(prompt, asked, "tool", len(tools))
+        ids = _call_ids(question, asked, "tool", len(tools))
         return Turn(
             calls=tuple(ToolCallPart(i, t.name, t.args) for i, t in zip(ids, tools, strict=True))
         )
     handoff = directives.handoff
     if handoff is not None and not any(c.name == HANDOFF_TOOL for c in calls):
-        [call_id] = _call_ids(prompt, asked, "handoff", 1)
+        [call_id] = _call_ids(question, asked, "handoff", 1)
         return Turn(calls=(ToolCallPart(call_id, HANDOFF_TOOL, {"agent": handoff.agent}),))
     sentences = [
         f"{c.name} returned {compact_json(results[c.call_id])}."
@@ -218,9 +220,9 @@ def _split_at_question(prompt: Prompt) -> tuple[int, tuple[ChatMessage, ...]]:
     return -1, prompt.messages
 
 
-def _call_ids(prompt: Prompt, asked: int, kind: str, count: int) -> list[str]:
+def _call_ids(question: str, asked: int, kind: str, count: int) -> list[str]:
     # Deterministic, and distinct for the same question asked at another point of a thread.
-    seed = f"{asked}\n{kind}\n{prompt.question}".encode()
+    seed = f"{asked}\n{kind}\n{question}".encode()
     digest = hashlib.sha256(seed).hexdigest()[:12]
     return [f"call_{digest}_{i}" for i in range(count)]
 
