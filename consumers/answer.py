@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from consumers.coalescer import Coalescer
+from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.store import Append, EventStore
@@ -55,7 +56,12 @@ class Attempt:
 
 
 class AnswerWriter:
-    """Appends deltas for one attempt; the last delta goes out with the completion."""
+    """Appends deltas for one attempt; the last delta goes out with the completion.
+
+    Only text reaches the thread. The model's other parts of the last `stream` call
+    are kept for the caller: `tool_calls` (in order), `usage` (also when the call
+    failed after starting) and `stop_reason` (None until the model ended its turn).
+    """
 
     def __init__(self, store: EventStore, attempt: Attempt, flush_ms: int) -> None:
         self.store = store
@@ -64,6 +70,9 @@ class AnswerWriter:
         self.seq = 0
         self.text: list[str] = []
         self.events_written = 0
+        self.tool_calls: list[ToolCallPart] = []
+        self.usage: UsagePart | None = None
+        self.stop_reason: str | None = None
 
     def _delta(self, text: str) -> ev.MessageDelta:
         self.seq += 1
@@ -83,43 +92,56 @@ class AnswerWriter:
         await self.store.append(self.attempt.fenced(events, run_fields=run_fields, ack=ack))
         self.events_written += len(events)
 
-    async def stream(self, chunks: AsyncIterator[str], cancelled: asyncio.Event) -> None:
-        """Consume the model's chunks, flushing at sentence ends or the deadline.
+    async def stream(self, parts: AsyncIterator[Part], cancelled: asyncio.Event) -> None:
+        """Consume the model's parts, flushing text at sentence ends or the deadline.
 
         Raises `RunCancelled` as soon as `cancelled` is set, even between two
-        chunks: the model stream is closed rather than waited on.
+        parts: the model stream is closed rather than waited on.
         """
-        iterator = aiter(chunks)
-        next_chunk: asyncio.Future[str] = asyncio.ensure_future(anext(iterator))
+        self.tool_calls, self.usage, self.stop_reason = [], None, None
+        iterator = aiter(parts)
+        next_part: asyncio.Future[Part] = asyncio.ensure_future(anext(iterator))
         cancel: asyncio.Future[object] = asyncio.ensure_future(cancelled.wait())
         try:
             while True:
                 deadline = self.coalescer.deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self.coalescer.clock())
-                waiting: set[asyncio.Future[object]] = {next_chunk, cancel}  # type: ignore[arg-type]
+                waiting: set[asyncio.Future[object]] = {next_part, cancel}  # type: ignore[arg-type]
                 done, _ = await asyncio.wait(
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if cancel in done:
                     raise errors.RunCancelled(self.attempt.run_id)
-                if next_chunk in done:
+                if next_part in done:
                     try:
-                        chunk = next_chunk.result()
+                        part = next_part.result()
                     except StopAsyncIteration:
                         return
-                    self.text.append(chunk)
-                    self.coalescer.add(chunk)
-                    next_chunk = asyncio.ensure_future(anext(iterator))
+                    self._take(part)
+                    next_part = asyncio.ensure_future(anext(iterator))
                 if self.coalescer.due():
                     await self._flush()
         finally:
             cancel.cancel()
-            if not next_chunk.done():
-                next_chunk.cancel()
+            if not next_part.done():
+                next_part.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await next_chunk
+                    await next_part
             if hasattr(iterator, "aclose"):
                 await iterator.aclose()
+
+    def _take(self, part: Part) -> None:
+        if isinstance(part, TextPart):
+            self.text.append(part.text)
+            self.coalescer.add(part.text)
+        elif isinstance(part, ToolCallPart):
+            self.tool_calls.append(part)
+        elif isinstance(part, UsagePart):
+            self.usage = part
+        elif isinstance(part, StopPart):
+            self.stop_reason = part.reason
+        else:
+            raise TypeError(f"model stream yielded {type(part).__name__}, not a part")
 
     async def _flush(self) -> None:
         text = self.coalescer.take()

@@ -26,7 +26,7 @@ def prompt_for(view: ThreadView, run_id: str) -> Prompt:
         if message.role == "assistant" and _answers(view, message.run_id, run.message_id):
             continue
         if turns and turns[-1].role == message.role:
-            turns[-1] = ChatMessage(message.role, turns[-1].content + "\n\n" + message.content)
+            turns[-1] = ChatMessage(message.role, turns[-1].text + "\n\n" + message.content)
         else:
             turns.append(ChatMessage(message.role, message.content))
     while turns and turns[0].role != "user":

@@ -1,5 +1,6 @@
 """A local stand-in for the Anthropic Messages API (`POST /v1/messages`, streaming), scripted
-per request so tests can provoke overloads, in-stream errors, dropped connections and stalls."""
+per request so tests can provoke overloads, in-stream errors, dropped connections and stalls,
+with text and tool_use blocks and the usage counts the real API reports."""
 
 from __future__ import annotations
 
@@ -17,16 +18,74 @@ Kind = Literal["ok", "status", "sse_error", "drop", "stall", "end_early"]
 
 
 @dataclass(frozen=True)
+class Text:
+    chunks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """A tool_use block whose input streams as these `input_json_delta` pieces."""
+
+    call_id: str
+    name: str
+    json_chunks: tuple[str, ...]
+
+
+Block = Text | ToolUse
+
+
+@dataclass(frozen=True)
+class MockUsage:
+    input_tokens: int = 25
+    output_tokens: int | None = None  # None: 1 + the number of deltas sent
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class Behaviour:
+    """One response. A failing kind fails inside the last block: it never gets its
+    `content_block_stop` (a text block mid-sentence, a tool_use block mid-input)."""
+
     kind: Kind
-    chunks: tuple[str, ...] = ()
+    blocks: tuple[Block, ...] = ()
     status: int = 200
     error_type: str = ""
     message: str = ""
+    stop_reason: str = "end_turn"
+    usage: MockUsage = MockUsage()
 
 
-def ok(*chunks: str) -> Behaviour:
-    return Behaviour("ok", chunks)
+def text(*chunks: str) -> Text:
+    return Text(chunks)
+
+
+def tool_use(call_id: str, name: str, *json_chunks: str) -> ToolUse:
+    return ToolUse(call_id, name, json_chunks)
+
+
+def _blocks(content: tuple[str | Block, ...]) -> tuple[Block, ...]:
+    """Strings in a row make one text block; blocks are kept as they are."""
+    blocks: list[Block] = []
+    for item in content:
+        if isinstance(item, str):
+            if blocks and isinstance(blocks[-1], Text):
+                blocks[-1] = Text((*blocks[-1].chunks, item))
+            else:
+                blocks.append(Text((item,)))
+        else:
+            blocks.append(item)
+    return tuple(blocks) or (Text(()),)
+
+
+def ok(
+    *content: str | Block, stop_reason: str | None = None, usage: MockUsage = MockUsage()
+) -> Behaviour:
+    """A whole answer; its stop reason is `tool_use` when it has a tool_use block."""
+    blocks = _blocks(content)
+    if stop_reason is None:
+        stop_reason = "tool_use" if any(isinstance(b, ToolUse) for b in blocks) else "end_turn"
+    return Behaviour("ok", blocks, stop_reason=stop_reason, usage=usage)
 
 
 def status(code: int, error_type: str, message: str = "") -> Behaviour:
@@ -38,24 +97,24 @@ def overloaded() -> Behaviour:
 
 
 def sse_error_midstream(
-    *chunks: str, error_type: str = "overloaded_error", message: str = "Overloaded"
+    *content: str | Block, error_type: str = "overloaded_error", message: str = "Overloaded"
 ) -> Behaviour:
-    return Behaviour("sse_error", chunks, error_type=error_type, message=message)
+    return Behaviour("sse_error", _blocks(content), error_type=error_type, message=message)
 
 
-def drop_midstream(*chunks: str) -> Behaviour:
+def drop_midstream(*content: str | Block) -> Behaviour:
     """Sends the deltas, then closes the socket without finishing the chunked body."""
-    return Behaviour("drop", chunks)
+    return Behaviour("drop", _blocks(content))
 
 
-def stall(*chunks: str) -> Behaviour:
+def stall(*content: str | Block) -> Behaviour:
     """Sends the deltas, then goes silent until the mock shuts down."""
-    return Behaviour("stall", chunks)
+    return Behaviour("stall", _blocks(content))
 
 
-def end_early(*chunks: str) -> Behaviour:
+def end_early(*content: str | Block) -> Behaviour:
     """Sends the deltas and ends the body cleanly, but never sends `message_stop`."""
-    return Behaviour("end_early", chunks)
+    return Behaviour("end_early", _blocks(content))
 
 
 @dataclass(frozen=True)
@@ -90,7 +149,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _message_start(n: int, model: str) -> bytes:
+def _message_start(n: int, model: str, usage: MockUsage) -> bytes:
     return _sse(
         "message_start",
         {
@@ -104,9 +163,9 @@ def _message_start(n: int, model: str) -> bytes:
                 "stop_reason": None,
                 "stop_sequence": None,
                 "usage": {
-                    "input_tokens": 25,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
+                    "input_tokens": usage.input_tokens,
+                    "cache_creation_input_tokens": usage.cache_write_tokens,
+                    "cache_read_input_tokens": usage.cache_read_tokens,
                     "output_tokens": 1,
                 },
             },
@@ -114,11 +173,30 @@ def _message_start(n: int, model: str) -> bytes:
     )
 
 
-def _text_delta(text: str) -> bytes:
+def _delta(index: int, delta: dict[str, Any]) -> bytes:
     return _sse(
-        "content_block_delta",
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
     )
+
+
+def _block_start(index: int, block: Block) -> bytes:
+    content: dict[str, Any] = (
+        {"type": "text", "text": ""}
+        if isinstance(block, Text)
+        else {"type": "tool_use", "id": block.call_id, "name": block.name, "input": {}}
+    )
+    return _sse(
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": content},
+    )
+
+
+def _block_deltas(index: int, block: Block) -> list[bytes]:
+    if isinstance(block, Text):
+        return [_delta(index, {"type": "text_delta", "text": t}) for t in block.chunks]
+    return [
+        _delta(index, {"type": "input_json_delta", "partial_json": j}) for j in block.json_chunks
+    ]
 
 
 def _make_handler(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
@@ -169,20 +247,19 @@ def _make_handler(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             self.send_header("request-id", f"req_mock{n:06d}")
             self.end_headers()
 
-            self._chunk(_message_start(n, str(request.body.get("model", ""))))
-            self._chunk(
-                _sse(
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                )
-            )
-            self._chunk(_sse("ping", {"type": "ping"}))
-            for text in behaviour.chunks:
-                self._chunk(_text_delta(text))
+            self._chunk(_message_start(n, str(request.body.get("model", "")), behaviour.usage))
+            deltas = 0
+            for index, block in enumerate(behaviour.blocks):
+                self._chunk(_block_start(index, block))
+                if index == 0:
+                    self._chunk(_sse("ping", {"type": "ping"}))
+                for delta in _block_deltas(index, block):
+                    self._chunk(delta)
+                    deltas += 1
+                if index < len(behaviour.blocks) - 1 or behaviour.kind == "ok":
+                    self._chunk(
+                        _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                    )
 
             if behaviour.kind == "sse_error":
                 error = {"type": behaviour.error_type, "message": behaviour.message}
@@ -197,14 +274,14 @@ def _make_handler(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             elif behaviour.kind == "end_early":
                 self._end_body()
             else:
-                self._chunk(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+                output = behaviour.usage.output_tokens
                 self._chunk(
                     _sse(
                         "message_delta",
                         {
                             "type": "message_delta",
-                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                            "usage": {"output_tokens": 1 + len(behaviour.chunks)},
+                            "delta": {"stop_reason": behaviour.stop_reason, "stop_sequence": None},
+                            "usage": {"output_tokens": 1 + deltas if output is None else output},
                         },
                     )
                 )

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from consumers.llm.base import Prompt
+from consumers.llm.parts import Part, TextPart
 from consumers.llm.scripted import ScriptedLLM
 from slipstream.errors import ProviderError
 
@@ -22,14 +23,14 @@ class FlakyLLM:
         self.calls = 0
         self.scripted = ScriptedLLM(words=words, delay_ms=delay_ms)
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
         self.calls += 1
         failure = self.plan.pop(0) if self.plan else None
         if failure is not None:
-            yield "Some text before "
+            yield TextPart("Some text before ")
             raise failure
-        async for chunk in self.scripted.stream(prompt):
-            yield chunk
+        async for part in self.scripted.stream(prompt):
+            yield part
 
 
 class GatedLLM:
@@ -42,11 +43,11 @@ class GatedLLM:
         self.started = asyncio.Event()
         self.closed = asyncio.Event()
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
         try:
-            yield "First. "
+            yield TextPart("First. ")
             self.started.set()
             await self.gate.wait()
-            yield "Second."
+            yield TextPart("Second.")
         finally:
             self.closed.set()

@@ -1,4 +1,5 @@
-"""AnthropicLLM against a local mock of the Messages streaming API."""
+"""AnthropicLLM against a local mock of the Messages streaming API: text, tool use, usage
+and the stop reason as parts, and every way a request or its stream can fail."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ from contextlib import aclosing
 
 import httpx2
 import pytest
+from pydantic import JsonValue
 
 from consumers.llm.anthropic import AnthropicLLM
-from consumers.llm.base import ChatMessage, Prompt
+from consumers.llm.base import (
+    ChatMessage,
+    Prompt,
+    TextBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from slipstream.errors import ConfigError, ProviderError
 from tests.anthropic_mock import (
     MockAnthropic,
+    MockUsage,
     drop_midstream,
     end_early,
     ok,
@@ -21,6 +32,8 @@ from tests.anthropic_mock import (
     sse_error_midstream,
     stall,
     status,
+    text,
+    tool_use,
 )
 
 PROMPT = Prompt(system="Be brief.", messages=(ChatMessage("user", "Say hello."),))
@@ -78,20 +91,24 @@ def sent_api_key(headers: dict[str, str]) -> str | None:
     return token if scheme == "Bearer" else None
 
 
-async def collect(chunks: AsyncIterator[str], into: list[str]) -> None:
-    async for chunk in chunks:
-        into.append(chunk)
+async def collect(parts: AsyncIterator[Part], into: list[Part]) -> None:
+    async for part in parts:
+        into.append(part)
+
+
+def texts(parts: list[Part]) -> list[str]:
+    return [p.text for p in parts if isinstance(p, TextPart)]
 
 
 async def test_streams_chunks_in_order_and_sends_the_request(
     mock: MockAnthropic, make_llm: _Factory
 ) -> None:
     mock.script(ok("Hel", "lo", ", world"))
-    got: list[str] = []
+    got: list[Part] = []
     async with make_llm() as llm:
         await collect(llm.stream(PROMPT), got)
 
-    assert got == ["Hel", "lo", ", world"]
+    assert texts(got) == ["Hel", "lo", ", world"]
     [request] = mock.requests
     assert request.path == "/v1/messages"
     assert sent_api_key(request.headers) == "test-key"
@@ -112,13 +129,13 @@ async def test_abandoning_the_stream_releases_the_connection(
         assert isinstance(stream, AsyncGenerator)
         async with aclosing(stream) as chunks:
             async for chunk in chunks:
-                assert chunk == "first"
+                assert chunk == TextPart("first")
                 break
         # The client is still usable afterwards: the abandoned response did not wedge it.
-        got: list[str] = []
+        got: list[Part] = []
         await collect(llm.stream(PROMPT), got)
 
-    assert got == ["again"]
+    assert texts(got) == ["again"]
     assert len(mock.requests) == 2
 
 
@@ -143,11 +160,11 @@ async def test_trailing_assistant_message_is_sent_last_as_prefill(
             ChatMessage("assistant", "Hello again"),
         ),
     )
-    got: list[str] = []
+    got: list[Part] = []
     async with make_llm() as llm:
         await collect(llm.stream(prompt), got)
 
-    assert got == [" and goodbye."]
+    assert texts(got) == [" and goodbye."]
     assert mock.requests[0].body["messages"] == [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello!"},
@@ -160,11 +177,11 @@ async def test_overloaded_twice_then_ok_is_retried_by_the_sdk(
     mock: MockAnthropic, make_llm: _Factory
 ) -> None:
     mock.script(overloaded(), overloaded(), ok("made ", "it"))
-    got: list[str] = []
+    got: list[Part] = []
     async with make_llm(max_retries=2) as llm:
         await collect(llm.stream(PROMPT), got)
 
-    assert got == ["made ", "it"]
+    assert texts(got) == ["made ", "it"]
     assert len(mock.requests) == 3
     assert [r.headers["x-stainless-retry-count"] for r in mock.requests] == ["0", "1", "2"]
 
@@ -200,12 +217,12 @@ async def test_error_event_mid_stream_is_retryable_after_the_text_before_it(
     mock: MockAnthropic, make_llm: _Factory
 ) -> None:
     mock.script(sse_error_midstream("partial ", "answer"))
-    got: list[str] = []
+    got: list[Part] = []
     async with make_llm(max_retries=2) as llm:
         with pytest.raises(ProviderError) as caught:
             await collect(llm.stream(PROMPT), got)
 
-    assert got == ["partial ", "answer"]
+    assert texts(got) == ["partial ", "answer"]
     assert caught.value.retryable is True
     assert "overloaded_error" in str(caught.value)
     assert "Overloaded" in str(caught.value)
@@ -229,12 +246,12 @@ async def test_connection_dropped_mid_stream_is_retryable(
     mock: MockAnthropic, make_llm: _Factory
 ) -> None:
     mock.script(drop_midstream("before ", "the drop"))
-    got: list[str] = []
+    got: list[Part] = []
     async with make_llm(max_retries=2) as llm:
         with pytest.raises(ProviderError) as caught:
             await collect(llm.stream(PROMPT), got)
 
-    assert got == ["before ", "the drop"]
+    assert texts(got) == ["before ", "the drop"]
     assert caught.value.retryable is True
     assert isinstance(caught.value.__cause__, httpx2.RemoteProtocolError)
     assert len(mock.requests) == 1
@@ -244,12 +261,12 @@ async def test_stream_ending_without_message_stop_is_retryable(
     mock: MockAnthropic, make_llm: _Factory
 ) -> None:
     mock.script(end_early("cut ", "off"))
-    got: list[str] = []
+    got: list[Part] = []
     async with make_llm() as llm:
         with pytest.raises(ProviderError) as caught:
             await collect(llm.stream(PROMPT), got)
 
-    assert got == ["cut ", "off"]
+    assert texts(got) == ["cut ", "off"]
     assert caught.value.retryable is True
     assert "message_stop" in str(caught.value)
 
@@ -258,12 +275,12 @@ async def test_stalled_stream_times_out_as_retryable(
     mock: MockAnthropic, make_llm: _Factory
 ) -> None:
     mock.script(stall("slow"))
-    got: list[str] = []
+    got: list[Part] = []
     async with make_llm(timeout_s=0.5) as llm:
         with pytest.raises(ProviderError) as caught:
             await collect(llm.stream(PROMPT), got)
 
-    assert got == ["slow"]
+    assert texts(got) == ["slow"]
     assert caught.value.retryable is True
     assert isinstance(caught.value.__cause__, httpx2.ReadTimeout)
 
@@ -331,13 +348,13 @@ async def test_base_url_comes_from_the_environment_when_not_given(
     monkeypatch.setenv("ANTHROPIC_BASE_URL", mock.url)
     mock.script(ok("from ", "env"))
     llm = AnthropicLLM(api_key="test-key", model="claude-test", max_tokens=50, max_retries=0)
-    got: list[str] = []
+    got: list[Part] = []
     try:
         await collect(llm.stream(PROMPT), got)
     finally:
         await llm.aclose()
 
-    assert got == ["from ", "env"]
+    assert texts(got) == ["from ", "env"]
     assert len(mock.requests) == 1
 
 
@@ -360,3 +377,199 @@ def test_missing_credentials_fail_at_construction(
 
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         AnthropicLLM(api_key=None, model="claude-test", max_tokens=50)
+
+
+async def test_usage_and_the_stop_reason_follow_the_text(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    mock.script(ok("Hel", "lo", stop_reason="max_tokens"))
+    got: list[Part] = []
+    async with make_llm() as llm:
+        await collect(llm.stream(PROMPT), got)
+
+    assert got == [
+        TextPart("Hel"),
+        TextPart("lo"),
+        UsagePart(25, 3, 0, 0, "claude-test"),
+        StopPart("max_tokens"),
+    ]
+
+
+async def test_streamed_tool_calls_arrive_whole_with_usage_and_tool_use_stop(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    usage = MockUsage(
+        input_tokens=120, output_tokens=42, cache_read_tokens=100, cache_write_tokens=7
+    )
+    mock.script(
+        ok(
+            text("Let me ", "work it out."),
+            tool_use("toolu_1", "calculator", '{"expr', 'ession": "2+', '2", "n": [1, ', "2]}"),
+            tool_use("toolu_2", "now"),  # no arguments: no input_json_delta at all
+            usage=usage,
+        )
+    )
+    got: list[Part] = []
+    async with make_llm() as llm:
+        await collect(llm.stream(PROMPT), got)
+
+    assert got == [
+        TextPart("Let me "),
+        TextPart("work it out."),
+        ToolCallPart("toolu_1", "calculator", {"expression": "2+2", "n": [1, 2]}),
+        ToolCallPart("toolu_2", "now", {}),
+        UsagePart(120, 42, 100, 7, "claude-test"),
+        StopPart("tool_use"),
+    ]
+
+
+async def test_tools_tool_calls_and_results_are_sent_in_the_request(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    mock.script(ok("Four."))
+    schema: dict[str, JsonValue] = {
+        "type": "object",
+        "properties": {"expression": {"type": "string"}},
+        "required": ["expression"],
+    }
+    prompt = Prompt(
+        system="Use tools.",
+        messages=(
+            ChatMessage("user", "What is 2+2, and the time?"),
+            ChatMessage(
+                "assistant",
+                (
+                    TextBlock("Checking."),
+                    ToolUseBlock("toolu_1", "calculator", {"expression": "2+2"}),
+                    ToolUseBlock("toolu_2", "now", {}),
+                ),
+            ),
+            ChatMessage(
+                "user",
+                (
+                    ToolResultBlock("toolu_1", {"value": 4}),
+                    ToolResultBlock("toolu_2", "no clock here", is_error=True),
+                ),
+            ),
+        ),
+        tools=(ToolSpec("calculator", "Does arithmetic.", schema),),
+    )
+    async with make_llm() as llm:
+        await collect(llm.stream(prompt), [])
+
+    body = mock.requests[0].body
+    assert body["tools"] == [
+        {"name": "calculator", "description": "Does arithmetic.", "input_schema": schema}
+    ]
+    assert body["messages"] == [
+        {"role": "user", "content": "What is 2+2, and the time?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "calculator",
+                    "input": {"expression": "2+2"},
+                },
+                {"type": "tool_use", "id": "toolu_2", "name": "now", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": '{"value":4}',
+                    "is_error": False,
+                },
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": "no clock here",
+                    "is_error": True,
+                },
+            ],
+        },
+    ]
+
+
+async def test_a_prompt_without_tools_sends_no_tools(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    mock.script(ok("x"))
+    async with make_llm() as llm:
+        await collect(llm.stream(PROMPT), [])
+
+    assert "tools" not in mock.requests[0].body
+
+
+async def test_connection_dropped_mid_tool_input_is_retryable_and_drops_the_partial_call(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    mock.script(
+        drop_midstream(
+            text("Two calls."),
+            tool_use("toolu_1", "now", '{"zone": "UTC"}'),
+            tool_use("toolu_2", "calculator", '{"expression": "1+'),
+        )
+    )
+    got: list[Part] = []
+    async with make_llm(max_retries=2) as llm:
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm.stream(PROMPT), got)
+
+    assert caught.value.retryable is True
+    assert isinstance(caught.value.__cause__, httpx2.RemoteProtocolError)
+    # The finished call is given, the cut one never is; the started call's usage still counts.
+    assert got == [
+        TextPart("Two calls."),
+        ToolCallPart("toolu_1", "now", {"zone": "UTC"}),
+        UsagePart(25, 1, 0, 0, "claude-test"),
+    ]
+    assert len(mock.requests) == 1
+
+
+async def test_error_event_mid_tool_input_is_retryable_and_drops_the_partial_call(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    mock.script(sse_error_midstream(tool_use("toolu_1", "calculator", '{"expr')))
+    got: list[Part] = []
+    async with make_llm(max_retries=2) as llm:
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm.stream(PROMPT), got)
+
+    assert caught.value.retryable is True
+    assert "overloaded_error" in str(caught.value)
+    assert not [p for p in got if isinstance(p, ToolCallPart | StopPart)]
+    assert len(mock.requests) == 1
+
+
+async def test_stream_ending_mid_tool_input_without_message_stop_is_retryable(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    mock.script(end_early(tool_use("toolu_1", "calculator", '{"expression": ')))
+    got: list[Part] = []
+    async with make_llm() as llm:
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm.stream(PROMPT), got)
+
+    assert caught.value.retryable is True
+    assert "message_stop" in str(caught.value)
+    assert got == [UsagePart(25, 1, 0, 0, "claude-test")]
+
+
+@pytest.mark.parametrize(("raw", "why"), [('{"expression": ', "not JSON"), ("[1, 2]", "object")])
+async def test_tool_input_that_is_not_a_json_object_is_a_retryable_error_naming_the_tool(
+    mock: MockAnthropic, make_llm: _Factory, raw: str, why: str
+) -> None:
+    mock.script(ok(tool_use("toolu_9", "calculator", raw)))
+    async with make_llm() as llm:
+        with pytest.raises(ProviderError) as caught:
+            await collect(llm.stream(PROMPT), [])
+
+    assert caught.value.retryable is True
+    assert "'calculator'" in str(caught.value) and "toolu_9" in str(caught.value)
+    assert why in str(caught.value)

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from consumers.backoff import compute_backoff
+from consumers.llm.parts import Part, TextPart
 from consumers.llm.scripted import ScriptedLLM, scripted_reply
 from consumers.worker import Worker
 from projections.views import ViewStore
@@ -319,8 +320,8 @@ class CancelledAtTheEnd:
     def __init__(self, store: object, thread_id: str) -> None:
         self.store, self.thread_id, self.run_id = store, thread_id, ""
 
-    async def stream(self, prompt: object) -> AsyncIterator[str]:
-        yield "Hello there"
+    async def stream(self, prompt: object) -> AsyncIterator[Part]:
+        yield TextPart("Hello there")
         key = self.store.keys.partition(self.thread_id).run(self.run_id)  # type: ignore[attr-defined]
         await self.store.redis.hset(key, "cancel", "1")  # type: ignore[attr-defined]
 

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from consumers.llm.base import Prompt
+from consumers.llm.parts import Part, TextPart
 from consumers.worker import UNDELIVERABLE_MARGIN, Worker
 from service import commands
 from slipstream.backend import Backend, as_entries
@@ -27,12 +28,12 @@ class CountingLLM:
         self.most = 0
         self.done = 0
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
         self.active += 1
         self.most = max(self.most, self.active)
         try:
             await self.gate.wait()
-            yield "Done."
+            yield TextPart("Done.")
         finally:
             self.active -= 1
             self.done += 1

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from consumers.llm.base import LLM, ChatMessage, Prompt
+from consumers.llm.base import (
+    LLM,
+    ChatMessage,
+    Classification,
+    ContentBlock,
+    Prompt,
+    TextBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from slipstream.config import Settings
 
 
@@ -21,4 +32,20 @@ def provider_from_settings(settings: Settings) -> LLM:
     return ScriptedLLM(words=settings.scripted_words, delay_ms=settings.scripted_delay_ms)
 
 
-__all__ = ["LLM", "ChatMessage", "Prompt", "provider_from_settings"]
+__all__ = [
+    "LLM",
+    "ChatMessage",
+    "Classification",
+    "ContentBlock",
+    "Part",
+    "Prompt",
+    "StopPart",
+    "TextBlock",
+    "TextPart",
+    "ToolCallPart",
+    "ToolResultBlock",
+    "ToolSpec",
+    "ToolUseBlock",
+    "UsagePart",
+    "provider_from_settings",
+]

@@ -1,15 +1,41 @@
-"""The Anthropic Messages API as an `LLM`: streams text deltas and turns every SDK or
-transport failure into a `ProviderError` that says whether a retry can help."""
+"""The Anthropic Messages API as an `LLM`: streams text, whole tool calls, usage and the
+stop reason as parts, and turns every SDK or transport failure into a `ProviderError`
+that says whether a retry can help."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import cast
 
 import anthropic
 import httpx2
-from anthropic.types import AssistantMessageParam, MessageParam, UserMessageParam
+from anthropic.types import (
+    AssistantMessageParam,
+    ContentBlockParam,
+    MessageDeltaUsage,
+    MessageParam,
+    RawMessageStreamEvent,
+    TextBlockParam,
+    ToolParam,
+    ToolResultBlockParam,
+    ToolUseBlockParam,
+    Usage,
+    UserMessageParam,
+)
+from anthropic.types.tool_param import InputSchema
+from pydantic import JsonValue
 
-from consumers.llm.base import ChatMessage, Prompt
+from consumers.llm.base import (
+    ChatMessage,
+    ContentBlock,
+    Prompt,
+    TextBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from slipstream.errors import ConfigError, ProviderError
 
 # Error types the API can also send inside a 200 stream (`event: error`), where there is
@@ -58,61 +84,198 @@ class AnthropicLLM:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
         # A trailing assistant message goes through unchanged: the Messages API treats it
         # as a prefill and continues it.
         messages = [_message_param(message) for message in prompt.messages]
-        stopped = False
+        tools = [_tool_param(tool) for tool in prompt.tools]
+        reading = _Reading()
+        failure: ProviderError | None = None
         try:
-            async with self._client.messages.stream(
+            # Raw events (no SDK accumulation): the partial tool input is ours to join,
+            # and the end of the message is visible: a body that ends cleanly but
+            # without `message_stop` is a cut-off answer.
+            async with await self._client.messages.create(
                 model=self._model,
                 max_tokens=self._max_tokens,
                 messages=messages,
                 system=prompt.system or anthropic.omit,
+                tools=tools or anthropic.omit,
+                stream=True,
             ) as stream:
-                # Events rather than `text_stream`, so the end of the message is visible:
-                # a body that ends cleanly but without `message_stop` is a cut-off answer.
                 async for event in stream:
-                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                        yield event.delta.text
-                    elif event.type == "message_stop":
-                        stopped = True
-        except anthropic.APIStatusError as exc:
-            raise _status_error(exc) from exc
-        except anthropic.APITimeoutError as exc:
-            raise ProviderError(
-                f"anthropic: request timed out: {exc.message}", retryable=True
-            ) from exc
-        except anthropic.APIConnectionError as exc:
-            raise ProviderError(
-                f"anthropic: connection failed: {_cause_text(exc)}", retryable=True
-            ) from exc
-        except anthropic.AnthropicError as exc:
-            raise ProviderError(f"anthropic: {type(exc).__name__}: {exc}", retryable=False) from exc
-        # The SDK only wraps failures up to the response headers; once the body is
-        # streaming, httpx2's own errors (RemoteProtocolError for a dropped connection,
-        # ReadTimeout for a stall) come through raw.
-        except httpx2.TimeoutException as exc:
-            raise ProviderError(
-                f"anthropic: response stream timed out ({type(exc).__name__})", retryable=True
-            ) from exc
-        except httpx2.TransportError as exc:
-            raise ProviderError(
-                f"anthropic: response stream broke ({type(exc).__name__}: {exc})", retryable=True
-            ) from exc
-        except httpx2.HTTPError as exc:
-            raise ProviderError(f"anthropic: {type(exc).__name__}: {exc}", retryable=False) from exc
-        if not stopped:
-            raise ProviderError(
+                    for part in reading.take(event):
+                        yield part
+        except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
+            failure = _provider_error(exc)
+        if failure is None and not reading.stopped:
+            failure = ProviderError(
                 "anthropic: response stream ended without message_stop (answer cut off)",
                 retryable=True,
             )
+        if failure is not None:
+            # The tokens of a call that broke after it started are spent all the same.
+            usage = reading.usage()
+            if usage is not None:
+                yield usage
+            raise failure from failure.__cause__
+
+
+@dataclass
+class _ToolInput:
+    call_id: str
+    name: str
+    json: list[str] = field(default_factory=list)
+
+
+class _Reading:
+    """Turns the Messages API's stream events into parts.
+
+    A tool call is only yielded at its block's `content_block_stop`, once its input
+    JSON is whole: a call cut off by a failure is never seen by the caller.
+    """
+
+    def __init__(self) -> None:
+        self.model = ""
+        self.counts: dict[str, int] = {}
+        self.stop_reason: str | None = None
+        self.stopped = False
+        self.tools: dict[int, _ToolInput] = {}
+
+    def take(self, event: RawMessageStreamEvent) -> list[Part]:
+        if event.type == "message_start":
+            self.model = event.message.model
+            self._count(event.message.usage)
+        elif event.type == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                self.tools[event.index] = _ToolInput(block.id, block.name)
+        elif event.type == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                return [TextPart(delta.text)]
+            if delta.type == "input_json_delta" and event.index in self.tools:
+                self.tools[event.index].json.append(delta.partial_json)
+        elif event.type == "content_block_stop":
+            tool = self.tools.pop(event.index, None)
+            if tool is not None:
+                return [ToolCallPart(tool.call_id, tool.name, _tool_args(tool))]
+        elif event.type == "message_delta":
+            self._count(event.usage)
+            self.stop_reason = event.delta.stop_reason
+        elif event.type == "message_stop":
+            self.stopped = True
+            usage = self.usage()
+            parts: list[Part] = [usage] if usage is not None else []
+            return [*parts, StopPart(self.stop_reason or "end_turn")]
+        return []
+
+    def _count(self, usage: Usage | MessageDeltaUsage) -> None:
+        # message_delta's counts are cumulative and may leave the input ones out (None).
+        for name, value in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_write", usage.cache_creation_input_tokens),
+        ):
+            if value is not None:
+                self.counts[name] = value
+
+    def usage(self) -> UsagePart | None:
+        if not self.counts:
+            return None
+        return UsagePart(
+            input_tokens=self.counts.get("input", 0),
+            output_tokens=self.counts.get("output", 0),
+            cache_read_tokens=self.counts.get("cache_read", 0),
+            cache_write_tokens=self.counts.get("cache_write", 0),
+            model=self.model,
+        )
+
+
+def _tool_args(tool: _ToolInput) -> dict[str, JsonValue]:
+    text = "".join(tool.json)
+    if not text.strip():
+        return {}  # a call without arguments streams no input at all
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProviderError(
+            f"anthropic: tool call {tool.name!r} ({tool.call_id}) has input that is not JSON: "
+            f"{exc}",
+            retryable=True,
+        ) from exc
+    if not isinstance(args, dict):
+        raise ProviderError(
+            f"anthropic: tool call {tool.name!r} ({tool.call_id}) has input that is not a JSON "
+            f"object ({type(args).__name__})",
+            retryable=True,
+        )
+    return args
+
+
+def _provider_error(exc: anthropic.AnthropicError | httpx2.HTTPError) -> ProviderError:
+    """What a failure means for the run, with the failure as its cause."""
+    error = _classified(exc)
+    error.__cause__ = exc
+    return error
+
+
+def _classified(exc: anthropic.AnthropicError | httpx2.HTTPError) -> ProviderError:
+    if isinstance(exc, anthropic.APIStatusError):
+        return _status_error(exc)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderError(f"anthropic: request timed out: {exc.message}", retryable=True)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderError(f"anthropic: connection failed: {_cause_text(exc)}", retryable=True)
+    if isinstance(exc, anthropic.AnthropicError):
+        return ProviderError(f"anthropic: {type(exc).__name__}: {exc}", retryable=False)
+    # The SDK only wraps failures up to the response headers; once the body is
+    # streaming, httpx2's own errors (RemoteProtocolError for a dropped connection,
+    # ReadTimeout for a stall) come through raw.
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderError(
+            f"anthropic: response stream timed out ({type(exc).__name__})", retryable=True
+        )
+    if isinstance(exc, httpx2.TransportError):
+        return ProviderError(
+            f"anthropic: response stream broke ({type(exc).__name__}: {exc})", retryable=True
+        )
+    return ProviderError(f"anthropic: {type(exc).__name__}: {exc}", retryable=False)
 
 
 def _message_param(message: ChatMessage) -> MessageParam:
+    if isinstance(message.content, str):
+        content: str | list[ContentBlockParam] = message.content
+    else:
+        content = [_block_param(block) for block in message.content]
     if message.role == "assistant":
-        return AssistantMessageParam(role="assistant", content=message.content)
-    return UserMessageParam(role="user", content=message.content)
+        return AssistantMessageParam(role="assistant", content=content)
+    return UserMessageParam(role="user", content=content)
+
+
+def _block_param(block: ContentBlock) -> ContentBlockParam:
+    if isinstance(block, TextBlock):
+        return TextBlockParam(type="text", text=block.text)
+    if isinstance(block, ToolUseBlock):
+        return ToolUseBlockParam(
+            type="tool_use", id=block.call_id, name=block.name, input=dict[str, object](block.args)
+        )
+    result = block.result
+    return ToolResultBlockParam(
+        type="tool_result",
+        tool_use_id=block.call_id,
+        content=result if isinstance(result, str) else json.dumps(result, separators=(",", ":")),
+        is_error=block.is_error,
+    )
+
+
+def _tool_param(tool: ToolSpec) -> ToolParam:
+    return ToolParam(
+        name=tool.name,
+        description=tool.description,
+        input_schema=cast("InputSchema", tool.input_schema),
+    )
 
 
 def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
