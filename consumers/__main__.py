@@ -10,6 +10,7 @@ import argparse
 import asyncio
 
 from consumers import status
+from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
@@ -23,6 +24,7 @@ async def work() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "worker")
     load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
+    load_agents_or_exit(settings.agents_file)  # after the workflows: names may not clash
     store = EventStore.from_settings(backend, settings)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
     try:

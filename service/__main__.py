@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 
+from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
@@ -140,6 +141,7 @@ def main() -> None:
 def _start_and_serve() -> None:
     settings = settings_or_exit()
     load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
+    load_agents_or_exit(settings.agents_file)  # after the workflows: names may not clash
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.port)

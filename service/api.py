@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 
 from consumers import workflows
-from consumers.agents import AGENTS
+from consumers.agents import AGENTS, default_agent
 from consumers.schedules import Schedule, Schedules, ScheduleState
 from consumers.workflows.cron import CronError
 from projections.run_index import Cursor
@@ -264,8 +264,19 @@ async def get_run(request: Request, run_id: RunId) -> RunView:
 
 @router.get("/api/agents", response_model=list[AgentInfo])
 async def list_agents() -> list[AgentInfo]:
-    """Who a message can be addressed to: chat agents and workflows."""
-    chat = [AgentInfo(name=a.name, kind="chat", description=a.description) for a in AGENTS.values()]
+    """Who a message can be addressed to: chat agents (with their tools) and workflows."""
+    chat = [
+        AgentInfo(
+            name=a.name,
+            kind="chat",
+            description=a.description,
+            tools=list(a.tools),
+            approve=list(a.approve),
+            handoffs=list(a.handoffs),
+            default=a.name == default_agent(),
+        )
+        for a in AGENTS.values()
+    ]
     flows = [
         AgentInfo(
             name=d.name, kind="workflow", description=d.description, signals=sorted(d.signals)

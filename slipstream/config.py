@@ -53,6 +53,8 @@ class Settings:
     port: int
     data_dir: Path
     workflow_modules: tuple[str, ...]
+    agents_file: Path | None = None
+    """SLIPSTREAM_AGENTS: the agents file that replaces the shipped one (None: shipped)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,4 +99,5 @@ class Settings:
             workflow_modules=tuple(
                 m.strip() for m in env.get("SLIPSTREAM_WORKFLOWS", "").split(",") if m.strip()
             ),
+            agents_file=Path(env["SLIPSTREAM_AGENTS"]) if env.get("SLIPSTREAM_AGENTS") else None,
         )
