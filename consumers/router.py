@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from consumers.agents import Agent, AgentsFile
+from slipstream.events import RoutedBy
 
-By = Literal["pick", "mention", "rule", "classifier", "default"]
+By = RoutedBy
 
 Classifier = Callable[[str, Sequence[Agent]], Awaitable[str]]
 """`classify(message, agents)`: one model call whose answer should be an agent's name."""

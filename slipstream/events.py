@@ -181,6 +181,9 @@ class TimerFired(_RunEvent):
     op: int | None = None
 
 
+RoutedBy = Literal["pick", "mention", "rule", "classifier", "default"]
+
+
 class AgentRouted(_Event):
     """Who answers a message, and why; appended with the message it routes.
 
@@ -191,7 +194,7 @@ class AgentRouted(_Event):
     type: Literal["agent.routed"] = "agent.routed"
     message_id: str
     agents: list[str] = Field(min_length=1)
-    by: Literal["pick", "mention", "rule", "classifier", "default"]
+    by: RoutedBy
     reason: str = ""
 
 
