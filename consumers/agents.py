@@ -16,7 +16,15 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SHIPPED_FILE = Path(__file__).with_name("agents.toml")
 
@@ -38,7 +46,7 @@ class _Strict(BaseModel):
 
 class RouterConfig(_Strict):
     default: str = "assistant"
-    classifier: bool = False
+    classifier: StrictBool = False  # TOML has booleans: "yes" is a mistake, not true
 
 
 class McpServer(_Strict):
@@ -160,6 +168,9 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     elif loc[:1] == ["mcp"] and len(loc) >= 2:
         where.append(f"mcp server {loc[1]!r}")
         loc = loc[2:]
+    elif loc[:1] == ["router"] and len(loc) >= 2:
+        where.append("router")
+        loc = loc[1:]
     field = ".".join(str(part) for part in loc if not isinstance(part, int))
     if field:
         where.append(field)

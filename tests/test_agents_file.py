@@ -162,6 +162,10 @@ BAD = [
         "not valid TOML: ",
     ),
     ('[router]\ndefault = "assistant"\n', "agents: Field required"),
+    (
+        MINIMAL.replace('default = "assistant"', "classifier = 'yes'"),
+        "router: classifier: Input should be a valid boolean",
+    ),
 ]
 
 
