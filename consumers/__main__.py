@@ -10,7 +10,10 @@ import argparse
 import asyncio
 
 from consumers import status
+from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
+from consumers.tools import REGISTRY as TOOLS
+from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
 from slipstream import logs, process
@@ -23,6 +26,9 @@ async def work() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "worker")
     load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
+    load_tool_modules_or_exit(settings.tool_modules)  # the deployment's own tools
+    # After the workflows and tools: names may not clash, and listed tools must exist.
+    load_agents_or_exit(settings.agents_file, known_tools=TOOLS.names())
     store = EventStore.from_settings(backend, settings)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumers.agents import AGENTS, DEFAULT_AGENT
+from consumers.agents import agent_named
 from consumers.llm.base import ChatMessage, Prompt
 from projections.thread_view import ThreadView
 
@@ -16,7 +16,7 @@ def prompt_for(view: ThreadView, run_id: str) -> Prompt:
     messages of one role are merged: the Messages API wants roles to alternate.
     """
     run = view.runs[run_id]
-    agent = AGENTS.get(run.agent) or AGENTS[DEFAULT_AGENT]
+    agent = agent_named(run.agent)
     turns: list[ChatMessage] = []
     for message in view.messages:
         if message.id == run.reply_id:

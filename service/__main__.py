@@ -19,7 +19,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 
+from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
+from consumers.tools import REGISTRY as TOOLS
+from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
 from projections.projector import Projector
@@ -140,6 +143,9 @@ def main() -> None:
 def _start_and_serve() -> None:
     settings = settings_or_exit()
     load_modules_or_exit(settings.workflow_modules)  # the deployment's own workflows
+    load_tool_modules_or_exit(settings.tool_modules)  # the deployment's own tools
+    # After the workflows and tools: names may not clash, and listed tools must exist.
+    load_agents_or_exit(settings.agents_file, known_tools=TOOLS.names())
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.port)

@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 
 from consumers import workflows
-from consumers.agents import AGENTS
+from consumers.agents import AGENTS, default_agent
+from consumers.agents import loaded as agents_file
+from consumers.router import route
 from consumers.schedules import Schedule, Schedules, ScheduleState
 from consumers.workflows.cron import CronError
 from projections.run_index import Cursor
@@ -114,14 +116,18 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"content is {size} bytes; a message may have at most {MAX_MESSAGE_BYTES}",
         )
+    agent, routed = body.agent, None
+    if agent is None:
+        agent, routed = await _route(body.content)
     sent = await commands.send_message(
         runtime(request).store,
         thread_id,
         body.content,
-        body.agent,
+        agent,
         client_id=body.client_id,
         expected_version=body.expected_version,
         on_busy=body.on_busy,
+        routed=routed,
     )
     return MessageAccepted(
         thread_id=sent.thread_id,
@@ -130,6 +136,21 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         event_id=sent.event_id,
         duplicate=sent.duplicate,
     )
+
+
+async def _route(content: str) -> tuple[str, tuple[events.RoutedBy, str]]:
+    """Who answers a message sent with no agent, and how that was decided.
+
+    No classifier is wired in yet: with `[router] classifier = true` an unmatched
+    message goes to the default, and the reason says so. One agent answers: of
+    two mentions the first (several agents at once is still to come).
+    """
+    decision = await route(content, None, agents_file(), workflows=workflows.names())
+    first, *rest = decision.agents
+    reason = decision.reason
+    if rest:
+        reason += f"; one agent answers a message for now: {first}"
+    return first, (decision.by, reason)
 
 
 @router.get("/api/threads/{thread_id}/events", response_model=list[StoredEvent])
@@ -264,8 +285,19 @@ async def get_run(request: Request, run_id: RunId) -> RunView:
 
 @router.get("/api/agents", response_model=list[AgentInfo])
 async def list_agents() -> list[AgentInfo]:
-    """Who a message can be addressed to: chat agents and workflows."""
-    chat = [AgentInfo(name=a.name, kind="chat", description=a.description) for a in AGENTS.values()]
+    """Who a message can be addressed to: chat agents (with their tools) and workflows."""
+    chat = [
+        AgentInfo(
+            name=a.name,
+            kind="chat",
+            description=a.description,
+            tools=list(a.tools),
+            approve=list(a.approve),
+            handoffs=list(a.handoffs),
+            default=a.name == default_agent(),
+        )
+        for a in AGENTS.values()
+    ]
     flows = [
         AgentInfo(
             name=d.name, kind="workflow", description=d.description, signals=sorted(d.signals)

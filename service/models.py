@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from consumers.agents import DEFAULT_AGENT, known_agents
+from consumers.agents import known_agents
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_TITLE_CHARS = 200
@@ -32,7 +32,9 @@ class NewThread(_Body):
 
 class NewMessage(_Body):
     content: str = Field(description=f"the message, 1 byte to {MAX_MESSAGE_BYTES} bytes of UTF-8")
-    agent: str = Field(DEFAULT_AGENT, description="which agent answers")
+    agent: str | None = Field(
+        None, description="which agent answers; without it the router decides (agent.routed)"
+    )
     client_id: str | None = Field(
         None,
         min_length=1,
@@ -58,8 +60,8 @@ class NewMessage(_Body):
 
     @field_validator("agent")
     @classmethod
-    def _known_agent(cls, value: str) -> str:
-        if value not in known_agents():
+    def _known_agent(cls, value: str | None) -> str | None:
+        if value is not None and value not in known_agents():
             raise ValueError(f"no agent named {value!r}; known: {', '.join(known_agents())}")
         return value
 
@@ -143,6 +145,14 @@ class AgentInfo(BaseModel):
     kind: Literal["chat", "workflow"]
     description: str
     signals: list[str] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list, description="what a chat agent may call")
+    approve: list[str] = Field(
+        default_factory=list, description="its tools that wait for a person's yes"
+    )
+    handoffs: list[str] = Field(
+        default_factory=list, description="agents it may hand the conversation to"
+    )
+    default: bool = Field(False, description="answers when no pick, mention or rule decides")
 
 
 class ThreadPatch(_Body):

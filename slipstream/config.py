@@ -60,6 +60,8 @@ class Settings:
     workflow_modules: tuple[str, ...]
     tool_modules: tuple[str, ...] = ()
     fetch_allow: frozenset[str] = frozenset()
+    agents_file: Path | None = None
+    """SLIPSTREAM_AGENTS: the agents file that replaces the shipped one (None: shipped)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,4 +111,5 @@ class Settings:
             fetch_allow=frozenset(
                 h.lower().rstrip(".") for h in _names(env, "SLIPSTREAM_FETCH_ALLOW")
             ),
+            agents_file=Path(env["SLIPSTREAM_AGENTS"]) if env.get("SLIPSTREAM_AGENTS") else None,
         )

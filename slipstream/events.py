@@ -181,6 +181,23 @@ class TimerFired(_RunEvent):
     op: int | None = None
 
 
+RoutedBy = Literal["pick", "mention", "rule", "classifier", "default"]
+
+
+class AgentRouted(_Event):
+    """Who answers a message, and why; appended with the message it routes.
+
+    Not a run event: it is about the message, and one decision may start
+    several runs (one per agent).
+    """
+
+    type: Literal["agent.routed"] = "agent.routed"
+    message_id: str
+    agents: list[str] = Field(min_length=1)
+    by: RoutedBy
+    reason: str = ""
+
+
 class AgentHandoff(_RunEvent):
     type: Literal["agent.handoff"] = "agent.handoff"
     from_agent: str
@@ -200,6 +217,19 @@ class ToolResult(_RunEvent):
     call_id: str
     result: JsonValue = None
     is_error: bool = False
+
+
+class ModelUsage(_RunEvent):
+    """What one model call cost: every call, retries and hand-offs included."""
+
+    type: Literal["model.usage"] = "model.usage"
+    agent: str
+    model: str
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cache_read_tokens: int = Field(0, ge=0)
+    cache_write_tokens: int = Field(0, ge=0)
+    attempt: int = Field(1, ge=1)
 
 
 Event: TypeAlias = Annotated[
@@ -225,9 +255,11 @@ Event: TypeAlias = Annotated[
     | StepFailed
     | TimerScheduled
     | TimerFired
+    | AgentRouted
     | AgentHandoff
     | ToolCalled
-    | ToolResult,
+    | ToolResult
+    | ModelUsage,
     Field(discriminator="type"),
 ]
 

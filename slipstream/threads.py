@@ -56,8 +56,12 @@ async def send_message(
     client_id: str | None = None,
     expected_version: int | None = None,
     on_busy: Admit = "queue",
+    routed: tuple[ev.RoutedBy, str] | None = None,
 ) -> Sent:
     """Append the message and the run that answers it, and queue the run's work item.
+
+    `routed` is the router's decision for `agent` (how, and why): it is written
+    as `agent.routed` in the same append, between the message and its run.
 
     A resend with the same client id within the store's resend window
     (SLIPSTREAM_DEDUPE_WINDOW_S) answers the first send's ids and writes
@@ -66,21 +70,21 @@ async def send_message(
     # Fresh ids even with a client id: a resend in the window gets the first send's
     # back from its event; one after the window is a new message with ids of its own.
     message_id, reply_id, run_id = new_id("m"), new_id("m"), new_run_id(thread_id)
+    events: list[ev.Event] = [
+        ev.MessageSent(
+            message_id=message_id, content=content, agent=agent, run_id=run_id, client_id=client_id
+        )
+    ]
+    if routed is not None:
+        by, reason = routed
+        events.append(ev.AgentRouted(message_id=message_id, agents=[agent], by=by, reason=reason))
+    events.append(
+        ev.RunRequested(run_id=run_id, message_id=message_id, reply_id=reply_id, agent=agent)
+    )
     appended = await store.append(
         Append(
             thread_id=thread_id,
-            events=[
-                ev.MessageSent(
-                    message_id=message_id,
-                    content=content,
-                    agent=agent,
-                    run_id=run_id,
-                    client_id=client_id,
-                ),
-                ev.RunRequested(
-                    run_id=run_id, message_id=message_id, reply_id=reply_id, agent=agent
-                ),
-            ],
+            events=events,
             existence="exists",
             expected_version=expected_version,
             dedupe=True,

@@ -35,9 +35,19 @@ EXAMPLES: list[ev.Event] = [
     ev.StepFailed(run_id="t.aaaaaa", step="draft", error="ValueError: x"),
     ev.TimerScheduled(run_id="t.aaaaaa", due_ms=5, purpose="sleep"),
     ev.TimerFired(run_id="t.aaaaaa", due_ms=5),
+    ev.AgentRouted(message_id="m", agents=["researcher"], by="rule", reason="matched"),
     ev.AgentHandoff(run_id="t.aaaaaa", from_agent="a", to_agent="b"),
     ev.ToolCalled(run_id="t.aaaaaa", call_id="c1", tool="search", args={"q": "x"}),
     ev.ToolResult(run_id="t.aaaaaa", call_id="c1", result="found"),
+    ev.ModelUsage(
+        run_id="t.aaaaaa",
+        agent="researcher",
+        model="scripted",
+        input_tokens=12,
+        output_tokens=30,
+        cache_read_tokens=4,
+        attempt=2,
+    ),
 ]
 
 

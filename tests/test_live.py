@@ -40,8 +40,9 @@ async def test_two_tabs_see_the_same_events(system: System) -> None:
         seen_two = await frames_until(two, "run.completed")
     events_one = [f for f in seen_one if f["type"] == "event"]
     assert events_one == [f for f in seen_two if f["type"] == "event"]
-    assert [f["event"]["type"] for f in events_one][:3] == [
+    assert [f["event"]["type"] for f in events_one][:4] == [
         "message.sent",
+        "agent.routed",  # sent with no agent: the router's decision, in the same append
         "run.requested",
         "run.started",
     ]

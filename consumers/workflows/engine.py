@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import JsonValue, TypeAdapter
 
-from consumers.agents import AGENTS, DEFAULT_AGENT
+from consumers.agents import agent_named
 from consumers.answer import AnswerWriter, Attempt
 from consumers.llm.base import LLM, ChatMessage, Prompt
 from consumers.workflows.context import (
@@ -94,7 +94,7 @@ class RunIO:
         return turn_message_id(self.run_id, op)
 
     async def stream_agent(self, op: int, label: str, agent: str, prompt: str) -> str:
-        known = AGENTS.get(agent) or AGENTS[DEFAULT_AGENT]
+        known = agent_named(agent)
         a = self.attempt
         # Messages are labelled with the workflow that wrote them; the agent sets the voice.
         target = Attempt(
