@@ -9,11 +9,14 @@ import random
 from dataclasses import dataclass
 
 from consumers import workflows
+from consumers.agent_loop import AgentLoop, Journal, ToolRoundsExceeded
+from consumers.agents import agent_named
 from consumers.answer import AnswerWriter, Attempt
 from consumers.backoff import compute_backoff
 from consumers.llm.base import LLM
 from consumers.prompt import prompt_for
 from consumers.redact import without_urls
+from consumers.tools import messages_of
 from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workflow
 from consumers.workflows.registry import WorkflowDef
 from projections.thread_view import ThreadView
@@ -100,7 +103,9 @@ class Runner:
 
         A workflow run reads only its own part of the thread (from `since`,
         kept in the run hash): its question, its ids and its journal. A chat
-        run needs the conversation, so it reads the thread view.
+        run needs the conversation, so it reads the thread view; on a later
+        attempt of an agent with tools it also reads its own events, for the
+        tool calls journaled before.
         """
         if workflows.get(claim.agent) is not None and claim.since:
             stored = await self.store.read(item.thread_id, start=claim.since)
@@ -114,9 +119,11 @@ class Runner:
             return None, view, []
         asked = view.message(run.message_id)
         facts = RunFacts(run.reply_id, run.agent, asked.content if asked else "")
-        if workflows.get(run.agent) is None:
+        if workflows.get(run.agent) is None and (
+            claim.attempt <= 1 or not agent_named(run.agent).tools
+        ):
             return facts, view, []
-        stored = await self.store.read(item.thread_id, start=f"{run.requested_at}-0")
+        stored = await self.store.read(item.thread_id, start=claim.since or f"{run.requested_at}-0")
         return facts, view, _own_events(stored, item.run_id)
 
     async def run(self, item: WorkItem, claim: Claim, cancelled: asyncio.Event) -> str:
@@ -182,17 +189,26 @@ class Runner:
             stage = "while building the prompt"
             prompt = prompt_for(view, item.run_id)
             stage = "while streaming the answer"
-            await writer.stream(self.llm.stream(prompt), cancelled)
+            loop = AgentLoop(
+                self.store,
+                self.llm,
+                writer,
+                agent_named(facts.agent),
+                max_rounds=self.settings.max_tool_rounds,
+                journal=Journal.of(journal),
+                messages=messages_of(view),
+            )
+            usage = await loop.answer(prompt, cancelled)
             stage = "while completing the answer"
             await writer.complete(
-                lambda _text: [ev.RunCompleted(run_id=item.run_id)],
+                lambda _text: [*usage, ev.RunCompleted(run_id=item.run_id)],
                 run_fields={"status": "completed"},
                 ack=True,
             )
             return "completed"
         except errors.RunCancelled:
             return await self._cancelled(attempt, writer.held_back())
-        except WorkflowFailed as exc:
+        except (WorkflowFailed, ToolRoundsExceeded) as exc:
             return await self._fail(attempt, str(exc))
         except errors.ProviderError as exc:
             reason = f"model error: {without_urls(str(exc))}"

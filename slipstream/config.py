@@ -62,6 +62,8 @@ class Settings:
     fetch_allow: frozenset[str] = frozenset()
     agents_file: Path | None = None
     """SLIPSTREAM_AGENTS: the agents file that replaces the shipped one (None: shipped)."""
+    max_tool_rounds: int = 8
+    """SLIPSTREAM_MAX_TOOL_ROUNDS: model turns that call tools in one answer; past it, failed."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,4 +114,5 @@ class Settings:
                 h.lower().rstrip(".") for h in _names(env, "SLIPSTREAM_FETCH_ALLOW")
             ),
             agents_file=Path(env["SLIPSTREAM_AGENTS"]) if env.get("SLIPSTREAM_AGENTS") else None,
+            max_tool_rounds=_int(env, "SLIPSTREAM_MAX_TOOL_ROUNDS", 8, minimum=1),
         )
