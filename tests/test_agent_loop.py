@@ -329,3 +329,38 @@ async def test_a_researcher_run_calls_the_calculator_over_http(
     assert (result["result"], result["is_error"]) == (5, False)
     deltas = "".join(e["text"] for e in history if e["type"] == "message.delta")
     assert deltas == reply["content"]
+
+
+class FailsOnceAfterToolsLLM(ScriptedLLM):
+    """The scripted model, failing (retryably) the first time its tool results are back."""
+
+    def __init__(self) -> None:
+        super().__init__(words=WORDS, delay_ms=1)
+        self.failed = False
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        if len(prompt.messages) > 1 and not self.failed:
+            self.failed = True
+            raise ProviderError("overloaded", retryable=True)
+        async for part in super().stream(prompt):
+            yield part
+
+
+async def test_a_retried_run_reuses_the_result_its_first_attempt_journaled(
+    backend: Backend, settings: Settings
+) -> None:
+    question = 'what is [[tool calculator {"expression": "6*7"}]]'
+    quick = dataclasses.replace(settings, retry_base_ms=20, retry_max_ms=50)
+    async with running_system(backend, quick, llm=FailsOnceAfterToolsLLM()) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question, agent="researcher")
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        response = await system.http.get(f"/api/threads/{thread_id}/events")
+    history = [e["event"] for e in response.json() if e["event"].get("run_id") == sent["run_id"]]
+    kinds = [e["type"] for e in history]
+    assert "run.retrying" in kinds and kinds[-1] == "run.completed"
+    assert (kinds.count("tool.called"), kinds.count("tool.result")) == (1, 1)  # ran once
+    assert view["messages"][-1]["content"] == "calculator returned 42. " + answered(question)
+    # Every model call with usage is counted: the failed one yielded none.
+    usage = [(e["attempt"], e["output_tokens"]) for e in history if e["type"] == "model.usage"]
+    assert [a for a, _ in usage] == [1, 2, 2]
