@@ -23,7 +23,7 @@ TITLE_CHARS = 80
 PROBLEMS_KEPT = 20
 # The stored layout of a view (projections/views.py). Bump it when a model here
 # changes shape: stored views of another version are rebuilt from their stream.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the view and its runs carry `usage`
 
 
 def stream_ms(entry_id: str) -> int:
@@ -62,6 +62,45 @@ class StepView(BaseModel):
     until_ms: int | None = None
 
 
+class UsageTotals(BaseModel):
+    """Tokens spent by some model calls, and how many calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    calls: int = 0
+
+    def add(self, event: ev.ModelUsage) -> None:
+        self.input_tokens += event.input_tokens
+        self.output_tokens += event.output_tokens
+        self.cache_read_tokens += event.cache_read_tokens
+        self.cache_write_tokens += event.cache_write_tokens
+        self.calls += 1
+
+
+class Usage(BaseModel):
+    """A thread's model usage: every `model.usage` once, failed attempts and hand-offs too."""
+
+    total: UsageTotals = Field(default_factory=UsageTotals)
+    by_agent: dict[str, UsageTotals] = Field(default_factory=dict)
+    by_model: dict[str, UsageTotals] = Field(default_factory=dict)
+
+    def add(self, event: ev.ModelUsage) -> None:
+        self.total.add(event)
+        self.by_agent.setdefault(event.agent, UsageTotals()).add(event)
+        self.by_model.setdefault(event.model, UsageTotals()).add(event)
+
+
+def tally(events: Iterable[ev.Event | Unreadable], *, agent: str | None = None) -> Usage:
+    """The usage of `events` (all of them, or only `agent`'s calls), as the fold counts it."""
+    usage = Usage()
+    for event in events:
+        if isinstance(event, ev.ModelUsage) and (agent is None or event.agent == agent):
+            usage.add(event)
+    return usage
+
+
 class RunView(BaseModel):
     id: str
     status: RunStatus
@@ -77,6 +116,7 @@ class RunView(BaseModel):
     until_ms: int | None = Field(None, description="when a waiting run's timer is due")
     steps: list[StepView] = Field(default_factory=list)
     result: JsonValue = None
+    usage: UsageTotals = Field(default_factory=UsageTotals)
 
 
 class Problem(BaseModel):
@@ -121,6 +161,7 @@ class ThreadView(BaseModel):
     messages: list[MessageView] = Field(default_factory=list)
     runs: dict[str, RunView] = Field(default_factory=dict)
     problems: list[Problem] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
 
     @classmethod
     def empty(cls, thread_id: str, stream_key: str) -> ThreadView:
@@ -212,6 +253,11 @@ def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
         if isinstance(event, Unreadable):
             continue
         run_id = getattr(event, "run_id", None)
+        if isinstance(event, ev.ModelUsage):
+            # Usage changes the thread's totals (meta) and the run's, never a message.
+            if run_id in view.runs:
+                changes.runs.add(run_id)
+            continue
         ids = {getattr(event, "message_id", None), getattr(event, "reply_id", None)}
         if isinstance(run_id, str) and run_id in view.runs:
             changes.runs.add(run_id)
@@ -479,6 +525,14 @@ def _step_failed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     step.duration_ms = step.ended_at - step.started_at if step.started_at else 0
 
 
+def _model_usage(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.ModelUsage)
+    view.usage.add(event)
+    run = view.runs.get(event.run_id)
+    if run is not None:
+        run.usage.add(event)
+
+
 _HANDLERS: dict[str, _Handler] = {
     "thread.created": _thread_created,
     "thread.renamed": _thread_renamed,
@@ -498,4 +552,5 @@ _HANDLERS: dict[str, _Handler] = {
     "step.failed": _step_failed,
     "run.waiting": _run_status("waiting", "waiting"),
     "run.resumed": _run_status("running", "streaming", reply_from=("waiting",)),
+    "model.usage": _model_usage,
 }

@@ -13,7 +13,14 @@ from consumers.router import route
 from consumers.schedules import Schedule, Schedules, ScheduleState
 from consumers.workflows.cron import CronError
 from projections.run_index import Cursor
-from projections.thread_view import RunStatus, RunSummary, RunView, ThreadSummary, ThreadView
+from projections.thread_view import (
+    RunStatus,
+    RunSummary,
+    RunView,
+    ThreadSummary,
+    ThreadView,
+    tally,
+)
 from service import commands
 from service.models import (
     MAX_MESSAGE_BYTES,
@@ -30,10 +37,11 @@ from service.models import (
     SignalIn,
     StoredEvent,
     ThreadPatch,
+    ThreadUsage,
 )
 from service.runtime import Runtime
 from slipstream import codec, events
-from slipstream.keys import is_stream_id, thread_of_run
+from slipstream.keys import is_stream_id, stream_id_tuple, thread_of_run
 
 router = APIRouter()
 
@@ -281,6 +289,38 @@ async def get_run(request: Request, run_id: RunId) -> RunView:
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id!r} does not exist")
     return run
+
+
+@router.get("/api/usage", response_model=ThreadUsage, responses={404: {}, 422: {}})
+async def usage(
+    request: Request,
+    thread_id: Annotated[
+        str | None,
+        Query(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the thread; required for now"),
+    ] = None,
+    agent: Annotated[str | None, Query(description="only this agent's model calls")] = None,
+) -> ThreadUsage:
+    """Tokens a thread's model calls spent: in total, by agent and by model.
+
+    Every call counts, a failed attempt's and a hand-off's too. With `agent`,
+    only that agent's calls count (read from the thread's events).
+    """
+    if thread_id is None:
+        # Usage across threads needs an index of its own, which is not built yet.
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "thread_id is required for now: usage across threads is not available yet",
+        )
+    rt = runtime(request)
+    view = await existing_view(rt, thread_id)
+    if agent is None:
+        return ThreadUsage(thread_id=thread_id, **view.usage.model_dump())
+    # The view keeps agents and models apart; one agent's models need the events.
+    # The same events as the view: none appended since it was read.
+    last = stream_id_tuple(view.last_event_id or "0-0")
+    stored = await rt.store.read(thread_id)
+    own = tally((s.event for s in stored if stream_id_tuple(s.id) <= last), agent=agent)
+    return ThreadUsage(thread_id=thread_id, agent=agent, **own.model_dump())
 
 
 @router.get("/api/agents", response_model=list[AgentInfo])

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from consumers.agents import known_agents
+from projections.thread_view import Usage
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_TITLE_CHARS = 200
@@ -170,3 +171,12 @@ class ThreadPatch(_Body):
 class Regenerated(BaseModel):
     run_id: str
     message_id: str = Field(description="the new answer's message id")
+
+
+class ThreadUsage(Usage):
+    """GET /api/usage: a thread's model usage, or one agent's share of it."""
+
+    thread_id: str
+    agent: str | None = Field(
+        None, description="when given, total, by_agent and by_model count only its calls"
+    )

@@ -89,6 +89,13 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
     await commands.signal_run(store, asked.run_id, "approval", {"approved": True})
     await worker.run_once()
     threads.append(approval)
+
+    # Model usage of three agents in one thread.
+    agents, _ = await commands.create_thread(store)
+    for agent in ("assistant", "writer", "critic"):
+        await commands.send_message(store, agents, f"a question for {agent}", agent)
+        await worker.run_once()
+    threads.append(agents)
     return threads
 
 
@@ -106,6 +113,8 @@ async def test_the_page_folds_events_as_the_server_does(
             expected.append(final)
     for got, want in zip(js_fold(cases), expected, strict=True):
         assert comparable(got) == comparable(want)
+    # The histories do hold usage of several agents, so its fold is compared too.
+    assert set(expected[-1]["usage"]["by_agent"]) == {"assistant", "writer", "critic"}
 
 
 def frames(stored: list[Stored]) -> list[dict[str, Any]]:

@@ -30,6 +30,16 @@ function streamMs(id) {
   return parseEventId(id)[0];
 }
 
+export function emptyUsageTotals() {
+  return {
+    input_tokens: 0, output_tokens: 0, cache_read_tokens: 0, cache_write_tokens: 0, calls: 0,
+  };
+}
+
+export function emptyUsage() {
+  return { total: emptyUsageTotals(), by_agent: {}, by_model: {} };
+}
+
 /** Fill in what a view may leave out, so the fold never has to guard against it. */
 export function normaliseView(view) {
   return {
@@ -43,8 +53,10 @@ export function normaliseView(view) {
     messages: view.messages ?? [],
     runs: Object.fromEntries(Object.entries(view.runs ?? {}).map(([id, run]) => [id, {
       waiting_for: null, until_ms: null, result: null, ...run, steps: run.steps ?? [],
+      usage: run.usage ?? emptyUsageTotals(),
     }])),
     problems: view.problems ?? [],
+    usage: view.usage ?? emptyUsage(),
   };
 }
 
@@ -147,6 +159,7 @@ function runRequested(view, event, id) {
     until_ms: null,
     steps: [],
     result: null,
+    usage: emptyUsageTotals(),
   };
   view.messages.push(newMessage({
     id: event.reply_id,
@@ -326,6 +339,33 @@ function stepFailed(view, event, id) {
   step.duration_ms = step.started_at ? step.ended_at - step.started_at : 0;
 }
 
+function addUsage(totals, event) {
+  totals.input_tokens += event.input_tokens ?? 0;
+  totals.output_tokens += event.output_tokens ?? 0;
+  totals.cache_read_tokens += event.cache_read_tokens ?? 0;
+  totals.cache_write_tokens += event.cache_write_tokens ?? 0;
+  totals.calls += 1;
+}
+
+/** The totals under `name`: Object.hasOwn, as an agent may be called "constructor". */
+function totalsOf(map, name) {
+  if (!Object.hasOwn(map, name)) map[name] = emptyUsageTotals();
+  return map[name];
+}
+
+/** model.usage: every call counts once, a failed attempt's and a hand-off's too. */
+function modelUsage(view, event) {
+  const usage = view.usage;
+  addUsage(usage.total, event);
+  addUsage(totalsOf(usage.by_agent, event.agent), event);
+  addUsage(totalsOf(usage.by_model, event.model), event);
+  const run = findRun(view, event.run_id);
+  if (run) {
+    run.usage ??= emptyUsageTotals();
+    addUsage(run.usage, event);
+  }
+}
+
 const HANDLERS = new Map([
   ["thread.created", threadCreated],
   ["thread.renamed", threadRenamed],
@@ -345,4 +385,5 @@ const HANDLERS = new Map([
   ["step.failed", stepFailed],
   ["run.waiting", runStatusChange("waiting", "waiting")],
   ["run.resumed", runStatusChange("running", "streaming", ["waiting"])],
+  ["model.usage", modelUsage],
 ]);
