@@ -37,6 +37,10 @@ class ToolRoundsExceeded(Exception):
     """The model kept asking for tools past the bound: the run fails with this reason."""
 
 
+class TokenBudgetReached(Exception):
+    """The thread has spent its token budget: the run fails with this reason, uncalled."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Journal:
     """The tool calls earlier attempts of the run made, by call id."""
@@ -78,6 +82,8 @@ class AgentLoop:
         journal: Journal = EMPTY_JOURNAL,
         registry: ToolRegistry = REGISTRY,
         messages: MessagesSource | None = None,
+        token_budget: int | None = None,
+        tokens_used: int = 0,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -87,6 +93,10 @@ class AgentLoop:
         self.journal = journal
         self.registry = registry
         self.messages = messages
+        # The thread's input+output tokens, from its view, kept up to date by this
+        # loop's own calls (no other run of the thread calls a model meanwhile).
+        self.token_budget = token_budget
+        self.tokens_used = tokens_used
 
     @property
     def attempt(self) -> Attempt:
@@ -97,7 +107,8 @@ class AgentLoop:
         (the last model call's usage), so the answer ends in one append.
 
         Raises `RunCancelled` when `cancelled` is set (between rounds, during a
-        model call or a tool), `ToolRoundsExceeded` past the bound.
+        model call or a tool), `ToolRoundsExceeded` past the bound,
+        `TokenBudgetReached` before a call the thread's token budget leaves no room for.
         """
         history = list(prompt.messages)
         rounds = 0
@@ -141,6 +152,11 @@ class AgentLoop:
             )
 
     async def _call_model(self, prompt: Prompt, cancelled: asyncio.Event) -> None:
+        budget = self.token_budget
+        if budget is not None and self.tokens_used >= budget:
+            raise TokenBudgetReached(
+                f"thread token budget of {budget} reached ({self.tokens_used} used)"
+            )
         try:
             await self.writer.stream(self.llm.stream(prompt), cancelled)
         except errors.ProviderError:
@@ -154,6 +170,7 @@ class AgentLoop:
         part = self.writer.usage
         if part is None:
             return []
+        self.tokens_used += part.input_tokens + part.output_tokens
         return [
             ev.ModelUsage(
                 run_id=self.attempt.run_id,

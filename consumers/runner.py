@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 
 from consumers import workflows
-from consumers.agent_loop import AgentLoop, Journal, ToolRoundsExceeded
+from consumers.agent_loop import AgentLoop, Journal, TokenBudgetReached, ToolRoundsExceeded
 from consumers.agents import agent_named
 from consumers.answer import AnswerWriter, Attempt
 from consumers.backoff import compute_backoff
@@ -197,6 +197,8 @@ class Runner:
                 max_rounds=self.settings.max_tool_rounds,
                 journal=Journal.of(journal),
                 messages=messages_of(view),
+                token_budget=self.settings.thread_token_budget,
+                tokens_used=view.usage.total.input_tokens + view.usage.total.output_tokens,
             )
             usage = await loop.answer(prompt, cancelled)
             stage = "while completing the answer"
@@ -208,7 +210,7 @@ class Runner:
             return "completed"
         except errors.RunCancelled:
             return await self._cancelled(attempt, writer.held_back())
-        except (WorkflowFailed, ToolRoundsExceeded) as exc:
+        except (WorkflowFailed, ToolRoundsExceeded, TokenBudgetReached) as exc:
             return await self._fail(attempt, str(exc))
         except errors.ProviderError as exc:
             reason = f"model error: {without_urls(str(exc))}"

@@ -64,6 +64,8 @@ class Settings:
     """SLIPSTREAM_AGENTS: the agents file that replaces the shipped one (None: shipped)."""
     max_tool_rounds: int = 8
     """SLIPSTREAM_MAX_TOOL_ROUNDS: model turns that call tools in one answer; past it, failed."""
+    thread_token_budget: int | None = None
+    """SLIPSTREAM_THREAD_TOKEN_BUDGET: input+output tokens a thread may spend (None: no bound)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,4 +117,9 @@ class Settings:
             ),
             agents_file=Path(env["SLIPSTREAM_AGENTS"]) if env.get("SLIPSTREAM_AGENTS") else None,
             max_tool_rounds=_int(env, "SLIPSTREAM_MAX_TOOL_ROUNDS", 8, minimum=1),
+            thread_token_budget=(
+                _int(env, "SLIPSTREAM_THREAD_TOKEN_BUDGET", 0, minimum=1)
+                if env.get("SLIPSTREAM_THREAD_TOKEN_BUDGET")
+                else None
+            ),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,6 +21,7 @@ from service import commands
 from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
+from slipstream.errors import ConfigError
 from slipstream.keys import new_run_id
 from slipstream.store import Append, EventStore, Stored
 from tests.harness import System, running_system
@@ -187,3 +189,29 @@ async def test_get_usage_refuses_what_it_cannot_answer(system: System) -> None:
     assert "does not exist" in response.text
     response = await system.http.get("/api/usage", params={"thread_id": "bad id!"})
     assert response.status_code == 422
+
+
+def test_the_token_budget_setting() -> None:
+    assert Settings.from_env({}).thread_token_budget is None
+    assert Settings.from_env({"SLIPSTREAM_THREAD_TOKEN_BUDGET": "500"}).thread_token_budget == 500
+    with pytest.raises(ConfigError, match="SLIPSTREAM_THREAD_TOKEN_BUDGET=0 must be at least 1"):
+        Settings.from_env({"SLIPSTREAM_THREAD_TOKEN_BUDGET": "0"})
+
+
+async def test_a_thread_past_its_token_budget_fails_its_next_run_before_the_call(
+    backend: Backend, settings: Settings
+) -> None:
+    budgeted = dataclasses.replace(settings, thread_token_budget=10)
+    async with running_system(backend, budgeted) as system:
+        thread_id = await system.new_thread()
+        first = await system.send(thread_id, "How do streams work?")
+        view = await system.wait_for_run(thread_id, first["run_id"])
+        assert view["runs"][first["run_id"]]["status"] == "completed"  # 0 used when it called
+        spent = view["usage"]["total"]["input_tokens"] + view["usage"]["total"]["output_tokens"]
+        assert spent >= 10
+        second = await system.send(thread_id, "And consumer groups?")
+        view = await system.wait_for_run(thread_id, second["run_id"])
+    run = view["runs"][second["run_id"]]
+    assert run["status"] == "failed"
+    assert run["reason"] == f"thread token budget of 10 reached ({spent} used)"
+    assert run["usage"]["calls"] == 0 and view["usage"]["total"]["calls"] == 1
