@@ -215,3 +215,26 @@ async def test_a_thread_past_its_token_budget_fails_its_next_run_before_the_call
     assert run["status"] == "failed"
     assert run["reason"] == f"thread token budget of 10 reached ({spent} used)"
     assert run["usage"]["calls"] == 0 and view["usage"]["total"]["calls"] == 1
+
+
+async def test_a_view_stored_before_usage_is_rebuilt_with_it(store: EventStore) -> None:
+    thread_id, _ = await commands.create_thread(store, "old")
+    run_id = new_run_id(thread_id)
+    await store.append(
+        Append(
+            thread_id,
+            [
+                ev.MessageSent(message_id="m1", content="q", agent="assistant", run_id=run_id),
+                ev.RunRequested(run_id=run_id, message_id="m1", reply_id="r1", agent="assistant"),
+                used(run_id, "assistant", "m", 10, 5),
+            ],
+        )
+    )
+    await Projector(store.backend, store, "p-old").project_thread(thread_id)
+    # As schema 2 stored it: the same fields, without usage.
+    key = store.keys.partition(thread_id).view(thread_id)
+    await store.redis.hset(key, "schema", "2")
+    views = ViewStore(store)
+    assert await views.load(thread_id) is None
+    assert (await views.current(thread_id)).usage.total == totals(10, 5, 1, 1, 1)
+    assert await store.redis.hget(key, "schema") == "3"
