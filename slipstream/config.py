@@ -64,6 +64,8 @@ class Settings:
     """SLIPSTREAM_AGENTS: the agents file that replaces the shipped one (None: shipped)."""
     max_tool_rounds: int = 8
     """SLIPSTREAM_MAX_TOOL_ROUNDS: model turns that call tools in one answer; past it, failed."""
+    max_handoffs: int = 3
+    """SLIPSTREAM_MAX_HANDOFFS: agent hand-offs in one run; asking for one more fails the run."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,4 +117,5 @@ class Settings:
             ),
             agents_file=Path(env["SLIPSTREAM_AGENTS"]) if env.get("SLIPSTREAM_AGENTS") else None,
             max_tool_rounds=_int(env, "SLIPSTREAM_MAX_TOOL_ROUNDS", 8, minimum=1),
+            max_handoffs=_int(env, "SLIPSTREAM_MAX_HANDOFFS", 3, minimum=0),
         )
