@@ -1,0 +1,229 @@
+"""Agent hand-offs: the `handoff` tool offered to agents with `handoffs`, `agent.handoff`
+journaled with the call, the agent handed to answering in a message of its own; an
+agent not in the list is an error result; the bound; a new attempt does not redo one.
+
+The shipped agents file is used: writer may hand off to critic, critic to writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from consumers.agents import agent_named
+from consumers.handoff import HANDOFF_TOOL, handoff_message_id, handoff_spec
+from consumers.llm.base import Prompt
+from consumers.llm.directives import read_directives
+from consumers.llm.parts import Part, StopPart, ToolCallPart, UsagePart
+from consumers.llm.scripted import ScriptedLLM, scripted_reply
+from slipstream import errors
+from slipstream.backend import Backend
+from slipstream.config import Settings
+from tests.harness import System, running_system
+
+WORDS = 12
+
+
+def answered(question: str) -> str:
+    return scripted_reply(read_directives(question).text, WORDS)
+
+
+async def run_events(system: System, thread_id: str, run_id: str) -> list[dict[str, Any]]:
+    response = await system.http.get(f"/api/threads/{thread_id}/events")
+    return [e["event"] for e in response.json() if e["event"].get("run_id") == run_id]
+
+
+def replies_of(view: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    return [m for m in view["messages"] if m["run_id"] == run_id and m["role"] == "assistant"]
+
+
+def test_only_agents_with_handoffs_are_offered_the_tool() -> None:
+    [spec] = handoff_spec(agent_named("writer"))
+    assert spec.name == HANDOFF_TOOL
+    properties = spec.input_schema["properties"]
+    assert isinstance(properties, dict)
+    assert properties["agent"] == {
+        "type": "string",
+        "enum": ["critic"],
+        "description": "the agent to hand the conversation to",
+    }
+    assert spec.input_schema["required"] == ["agent"]
+    assert "reason" in properties
+    # researcher has tools and hand-offs; an agent without hand-offs gets no tool.
+    assert handoff_spec(agent_named("researcher"))[0].input_schema["properties"]
+    no_handoffs = agent_named("writer").model_copy(update={"handoffs": ()})
+    assert handoff_spec(no_handoffs) == ()
+
+
+async def test_writer_hands_off_to_critic_who_answers_in_a_message_of_its_own(
+    backend: Backend, settings: Settings
+) -> None:
+    question = "@writer please draft [[handoff critic]]"
+    async with running_system(
+        backend, settings, llm=ScriptedLLM(words=WORDS, delay_ms=1)
+    ) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question)
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        history = await run_events(system, thread_id, sent["run_id"])
+    run_id = sent["run_id"]
+    assert view["runs"][run_id]["status"] == "completed"
+    kinds = [e["type"] for e in history if e["type"] not in ("message.delta", "agent.routed")]
+    assert kinds == [
+        "message.sent",
+        "run.requested",
+        "run.started",
+        "message.completed",  # the writer's message: it wrote no text before handing off
+        "model.usage",
+        "tool.called",
+        "tool.result",
+        "agent.handoff",
+        "message.completed",  # the critic's
+        "model.usage",
+        "run.completed",
+    ]
+    [handoff] = [e for e in history if e["type"] == "agent.handoff"]
+    assert (handoff["from_agent"], handoff["to_agent"]) == ("writer", "critic")
+    [called] = [e for e in history if e["type"] == "tool.called"]
+    assert (called["tool"], called["args"]) == (HANDOFF_TOOL, {"agent": "critic"})
+    [result] = [e for e in history if e["type"] == "tool.result"]
+    assert (result["result"], result["is_error"]) == ("handed off to critic", False)
+    usage = [e["agent"] for e in history if e["type"] == "model.usage"]
+    assert usage == ["writer", "critic"]
+
+    replies = replies_of(view, run_id)
+    assert [(m["agent"], m["status"]) for m in replies] == [
+        ("writer", "completed"),
+        ("critic", "completed"),
+    ]
+    assert replies[0]["id"] == view["runs"][run_id]["reply_id"] and replies[0]["content"] == ""
+    assert replies[1]["id"] == handoff_message_id(run_id, 1)
+    assert replies[1]["content"] == answered(question)
+    deltas = [e for e in history if e["type"] == "message.delta"]
+    assert {e["message_id"] for e in deltas} == {replies[1]["id"]}
+    assert deltas[0]["agent"] == "critic"
+
+
+async def test_a_handoff_to_an_agent_not_in_the_list_is_an_error_the_model_answers(
+    backend: Backend, settings: Settings
+) -> None:
+    question = "@writer please draft [[handoff researcher]]"
+    async with running_system(
+        backend, settings, llm=ScriptedLLM(words=WORDS, delay_ms=1)
+    ) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question)
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        history = await run_events(system, thread_id, sent["run_id"])
+    kinds = [e["type"] for e in history]
+    assert "agent.handoff" not in kinds and kinds[-1] == "run.completed"
+    [result] = [e for e in history if e["type"] == "tool.result"]
+    assert result["is_error"] is True
+    assert result["result"] == (
+        "handoff: 'researcher' is not one of the agents writer may hand off to (critic)"
+    )
+    [reply] = [m for m in view["messages"][1:] if m["run_id"] == sent["run_id"]]
+    assert (reply["agent"], reply["content"]) == ("writer", answered(question))
+
+
+class AlwaysHandsOffLLM:
+    """A model that hands off to the first agent it may, every time: a hand-off loop."""
+
+    name = "looping"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        self.calls += 1
+        [spec] = [t for t in prompt.tools if t.name == HANDOFF_TOOL]
+        properties = spec.input_schema["properties"]
+        assert isinstance(properties, dict)
+        agent = properties["agent"]
+        assert isinstance(agent, dict) and isinstance(agent["enum"], list)
+        target = agent["enum"][0]
+        yield ToolCallPart(f"call_{self.calls}", HANDOFF_TOOL, {"agent": target, "reason": "yours"})
+        yield UsagePart(1, 1, 0, 0, "looping")
+        yield StopPart("tool_use")
+
+
+async def test_past_the_handoff_bound_the_run_fails(backend: Backend, settings: Settings) -> None:
+    limited = dataclasses.replace(settings, max_handoffs=2)
+    llm = AlwaysHandsOffLLM()
+    async with running_system(backend, limited, llm=llm) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, "@writer please draft")
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        history = await run_events(system, thread_id, sent["run_id"])
+    run = view["runs"][sent["run_id"]]
+    assert run["status"] == "failed"
+    assert run["reason"] == (
+        "writer asked to hand off to critic after 2 hand-offs (SLIPSTREAM_MAX_HANDOFFS=2)"
+    )
+    assert llm.calls == 3
+    handoffs = [
+        (e["from_agent"], e["to_agent"], e["reason"])
+        for e in history
+        if e["type"] == "agent.handoff"
+    ]
+    assert handoffs == [("writer", "critic", "yours"), ("critic", "writer", "yours")]
+    # Every agent's message is completed, the last one too (it only asked for more).
+    replies = [
+        m for m in view["messages"] if m["run_id"] == sent["run_id"] and m["role"] == "assistant"
+    ]
+    assert [(m["agent"], m["status"]) for m in replies] == [
+        ("writer", "completed"),
+        ("critic", "completed"),
+        ("writer", "completed"),
+    ]
+
+
+class FailsOnceAfterHandoffLLM(ScriptedLLM):
+    """The scripted model, failing (retryably) the first time the critic is asked;
+    it records which agent (by system prompt) each call was for, and the tools offered."""
+
+    def __init__(self) -> None:
+        super().__init__(words=WORDS, delay_ms=1)
+        self.failed = False
+        self.asked: list[tuple[str, tuple[str, ...]]] = []
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        agent = "critic" if prompt.system == agent_named("critic").system else "writer"
+        self.asked.append((agent, tuple(t.name for t in prompt.tools)))
+        if agent == "critic" and not self.failed:
+            self.failed = True
+            raise errors.ProviderError("overloaded", retryable=True)
+        async for part in super().stream(prompt):
+            yield part
+
+
+async def test_a_new_attempt_goes_on_with_the_agent_handed_to(
+    backend: Backend, settings: Settings
+) -> None:
+    question = "@writer please draft [[handoff critic]]"
+    quick = dataclasses.replace(settings, retry_base_ms=20, retry_max_ms=50)
+    llm = FailsOnceAfterHandoffLLM()
+    async with running_system(backend, quick, llm=llm) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question)
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        history = await run_events(system, thread_id, sent["run_id"])
+    kinds = [e["type"] for e in history]
+    assert "run.retrying" in kinds and kinds[-1] == "run.completed"
+    # The writer was asked once: the second attempt started with the critic.
+    offered = (HANDOFF_TOOL,)  # neither has tools; each may hand off
+    assert llm.asked == [("writer", offered), ("critic", offered), ("critic", offered)]
+    assert (kinds.count("agent.handoff"), kinds.count("tool.called")) == (1, 1)
+    replies = [
+        m for m in view["messages"] if m["run_id"] == sent["run_id"] and m["role"] == "assistant"
+    ]
+    assert [(m["agent"], m["status"]) for m in replies] == [
+        ("writer", "completed"),
+        ("critic", "completed"),
+    ]
+    assert replies[1]["content"] == answered(question)
+    [critic_done] = [
+        e for e in history if e["type"] == "message.completed" and e["agent"] == "critic"
+    ]
+    assert critic_done["message_id"] == handoff_message_id(sent["run_id"], 1)
