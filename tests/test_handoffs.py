@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-from consumers.agents import agent_named
+from consumers.agents import agent_named, known_agents
 from consumers.handoff import HANDOFF_TOOL, handoff_message_id, handoff_spec
 from consumers.llm.base import Prompt
 from consumers.llm.directives import read_directives
@@ -179,19 +179,20 @@ async def test_past_the_handoff_bound_the_run_fails(backend: Backend, settings: 
     ]
 
 
-class FailsOnceAfterHandoffLLM(ScriptedLLM):
-    """The scripted model, failing (retryably) the first time the critic is asked;
-    it records which agent (by system prompt) each call was for, and the tools offered."""
+class FailsOnceForLLM(ScriptedLLM):
+    """The scripted model, failing (retryably) the first time `agent` is asked; it
+    records which agent (by system prompt) each call was for, and the tools offered."""
 
-    def __init__(self) -> None:
+    def __init__(self, agent: str) -> None:
         super().__init__(words=WORDS, delay_ms=1)
+        self.agent = agent
         self.failed = False
         self.asked: list[tuple[str, tuple[str, ...]]] = []
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
-        agent = "critic" if prompt.system == agent_named("critic").system else "writer"
+        [agent] = [a for a in known_agents() if agent_named(a).system == prompt.system]
         self.asked.append((agent, tuple(t.name for t in prompt.tools)))
-        if agent == "critic" and not self.failed:
+        if agent == self.agent and not self.failed:
             self.failed = True
             raise errors.ProviderError("overloaded", retryable=True)
         async for part in super().stream(prompt):
@@ -203,7 +204,7 @@ async def test_a_new_attempt_goes_on_with_the_agent_handed_to(
 ) -> None:
     question = "@writer please draft [[handoff critic]]"
     quick = dataclasses.replace(settings, retry_base_ms=20, retry_max_ms=50)
-    llm = FailsOnceAfterHandoffLLM()
+    llm = FailsOnceForLLM("critic")
     async with running_system(backend, quick, llm=llm) as system:
         thread_id = await system.new_thread()
         sent = await system.send(thread_id, question)
@@ -227,3 +228,29 @@ async def test_a_new_attempt_goes_on_with_the_agent_handed_to(
         e for e in history if e["type"] == "message.completed" and e["agent"] == "critic"
     ]
     assert critic_done["message_id"] == handoff_message_id(sent["run_id"], 1)
+
+
+async def test_tool_turns_before_a_handoff_are_in_the_history_of_a_new_attempt(
+    backend: Backend, settings: Settings
+) -> None:
+    question = '@researcher what is [[tool calculator {"expression": "2+3"}]] [[handoff writer]]'
+    quick = dataclasses.replace(settings, retry_base_ms=20, retry_max_ms=50)
+    llm = FailsOnceForLLM("writer")
+    async with running_system(backend, quick, llm=llm) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question)
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        history = await run_events(system, thread_id, sent["run_id"])
+    kinds = [e["type"] for e in history]
+    assert "run.retrying" in kinds and kinds[-1] == "run.completed"
+    assert [e["tool"] for e in history if e["type"] == "tool.called"] == ["calculator", "handoff"]
+    researcher = ("researcher", ("calculator", "now", "search_thread", "fetch_url", HANDOFF_TOOL))
+    writer = ("writer", (HANDOFF_TOOL,))
+    assert llm.asked == [researcher, researcher, writer, writer]
+    replies = replies_of(view, sent["run_id"])
+    assert [(m["agent"], m["status"]) for m in replies] == [
+        ("researcher", "completed"),
+        ("writer", "completed"),
+    ]
+    # The writer saw the calculator's call and result, rebuilt from the journal.
+    assert replies[1]["content"] == "calculator returned 5. " + answered(question)
