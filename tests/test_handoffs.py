@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from consumers.agents import agent_named, known_agents
 from consumers.handoff import HANDOFF_TOOL, handoff_message_id, handoff_spec
 from consumers.llm.base import Prompt
@@ -18,9 +20,12 @@ from consumers.llm.directives import read_directives
 from consumers.llm.parts import Part, StopPart, ToolCallPart, UsagePart
 from consumers.llm.scripted import ScriptedLLM, scripted_reply
 from slipstream import errors
+from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
+from slipstream.store import EventStore
 from tests.harness import System, running_system
+from tests.test_agent_loop import agent, answer, attempt_for, own_events
 
 WORDS = 12
 
@@ -254,3 +259,26 @@ async def test_tool_turns_before_a_handoff_are_in_the_history_of_a_new_attempt(
     ]
     # The writer saw the calculator's call and result, rebuilt from the journal.
     assert replies[1]["content"] == "calculator returned 5. " + answered(question)
+
+
+async def test_an_agent_without_handoffs_gets_an_error_for_a_handoff_call(
+    store: EventStore,
+) -> None:
+    attempt = await attempt_for(store)
+    question = "n [[handoff critic]]"
+    text = await answer(store, attempt, question, agent("calculator"))
+    assert text == answered(question)
+    events = await own_events(store, attempt)
+    assert "agent.handoff" not in [e.type for e in events]
+    [result] = [e for e in events if isinstance(e, ev.ToolResult)]
+    assert (result.result, result.is_error) == (
+        "handoff: helper cannot hand off to another agent",
+        True,
+    )
+
+
+def test_the_handoff_bound_is_a_setting() -> None:
+    assert Settings.from_env({}).max_handoffs == 3
+    assert Settings.from_env({"SLIPSTREAM_MAX_HANDOFFS": "0"}).max_handoffs == 0
+    with pytest.raises(errors.ConfigError, match="SLIPSTREAM_MAX_HANDOFFS=-1 must be at least 0"):
+        Settings.from_env({"SLIPSTREAM_MAX_HANDOFFS": "-1"})
