@@ -140,7 +140,7 @@ class AgentLoop:
             await self._call_model(dataclasses.replace(prompt, messages=tuple(history)), cancelled)
             usage = self._usage()
             calls = list(self.writer.tool_calls)
-            # An agent without tools answers as it always did: its text is the answer.
+            # An agent without tools or hand-offs answers as it always did: its text.
             acts = self.agent.tools or self.agent.handoffs
             if not (acts and self.writer.stop_reason == "tool_use" and calls):
                 return usage

@@ -26,12 +26,17 @@ from slipstream.config import Settings
 from slipstream.store import EventStore
 from tests.harness import System, running_system
 from tests.test_agent_loop import agent, answer, attempt_for, own_events
+from tests.waits import until
 
 WORDS = 12
 
 
 def answered(question: str) -> str:
-    return scripted_reply(read_directives(question).text, WORDS)
+    return answered_with(question, WORDS)
+
+
+def answered_with(question: str, words: int) -> str:
+    return scripted_reply(read_directives(question).text, words)
 
 
 async def run_events(system: System, thread_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -282,3 +287,31 @@ def test_the_handoff_bound_is_a_setting() -> None:
     assert Settings.from_env({"SLIPSTREAM_MAX_HANDOFFS": "0"}).max_handoffs == 0
     with pytest.raises(errors.ConfigError, match="SLIPSTREAM_MAX_HANDOFFS=-1 must be at least 0"):
         Settings.from_env({"SLIPSTREAM_MAX_HANDOFFS": "-1"})
+
+
+async def test_a_cancel_while_the_agent_handed_to_streams_keeps_its_text(
+    backend: Backend, settings: Settings
+) -> None:
+    question = "@writer please draft [[handoff critic]]"
+    slow = ScriptedLLM(words=200, delay_ms=5)
+    async with running_system(backend, settings, llm=slow) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question)
+        run_id = sent["run_id"]
+
+        async def critic_streams() -> bool:
+            history = await run_events(system, thread_id, run_id)
+            return any(e["type"] == "message.delta" for e in history)
+
+        await until(critic_streams)
+        assert (await system.http.post(f"/api/runs/{run_id}/cancel")).status_code == 202
+        view = await system.wait_for_run(thread_id, run_id)
+        history = await run_events(system, thread_id, run_id)
+    assert view["runs"][run_id]["status"] == "cancelled"
+    critic = handoff_message_id(run_id, 1)
+    deltas = [e for e in history if e["type"] == "message.delta"]
+    assert {e["message_id"] for e in deltas} == {critic}  # the held-back tail too
+    text = "".join(e["text"] for e in deltas)
+    assert text and answered_with(question, 200).startswith(text)
+    [content] = [m["content"] for m in view["messages"] if m["id"] == critic]
+    assert content == text
