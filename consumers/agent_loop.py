@@ -13,6 +13,13 @@ so tools run at least once, not exactly once: a tool with side effects should
 use `current_tool().idempotency_key`. Calls are matched by call id, so this
 relies on the model asking for the same calls again, as the scripted model does
 (a real model may ask differently, and its new calls simply run).
+
+Hand-offs (`consumers.handoff`): an agent with `handoffs` is offered the `handoff`
+tool. A call naming one of them completes the agent's message, journals the
+hand-off and goes on with the agent handed to, in a message of its own, with the
+whole history (the hand-off call and its result included). A new attempt does not
+redo a journaled hand-off: it rebuilds those turns and starts with the last agent
+handed to. At most `max_handoffs` per run; asking for one more fails the run.
 """
 
 from __future__ import annotations
@@ -22,10 +29,22 @@ import contextlib
 import dataclasses
 from collections.abc import Iterable
 
-from consumers.agents import Agent
+from consumers.agents import Agent, agent_named
 from consumers.answer import AnswerWriter, Attempt
+from consumers.handoff import (
+    HANDOFF_TOOL,
+    HandoffsExceeded,
+    JournaledHandoff,
+    Target,
+    handed_to,
+    handoff_message_id,
+    handoff_spec,
+    journaled_handoffs,
+    target_of,
+)
 from consumers.llm.base import LLM, ChatMessage, Prompt, TextBlock, ToolResultBlock, ToolUseBlock
 from consumers.llm.parts import ToolCallPart
+from consumers.prompt import tool_specs
 from consumers.tools import REGISTRY, CallResult, MessagesSource, ToolCall, ToolRegistry
 from consumers.tools.execute import error_result
 from slipstream import errors
@@ -47,9 +66,11 @@ class Journal:
 
     called: dict[str, ev.ToolCalled]
     results: dict[str, ev.ToolResult]
+    handoffs: tuple[JournaledHandoff, ...] = ()
 
     @classmethod
     def of(cls, events: Iterable[ev.Event]) -> Journal:
+        events = list(events)
         called: dict[str, ev.ToolCalled] = {}
         results: dict[str, ev.ToolResult] = {}
         for event in events:
@@ -57,7 +78,7 @@ class Journal:
                 called[event.call_id] = event
             elif isinstance(event, ev.ToolResult):
                 results[event.call_id] = event
-        return cls(called, results)
+        return cls(called, results, journaled_handoffs(events))
 
     def result_of(self, call: ToolCallPart) -> CallResult | None:
         called = self.called.get(call.call_id)
@@ -79,6 +100,7 @@ class AgentLoop:
         agent: Agent,
         *,
         max_rounds: int,
+        max_handoffs: int = 3,
         journal: Journal = EMPTY_JOURNAL,
         registry: ToolRegistry = REGISTRY,
         messages: MessagesSource | None = None,
@@ -90,6 +112,8 @@ class AgentLoop:
         self.writer = writer
         self.agent = agent
         self.max_rounds = max_rounds
+        self.max_handoffs = max_handoffs
+        self.handoffs = 0  # made in this run so far, journaled ones included
         self.journal = journal
         self.registry = registry
         self.messages = messages
@@ -106,11 +130,19 @@ class AgentLoop:
         """Stream the whole answer; returns the events to write with its completion
         (the last model call's usage), so the answer ends in one append.
 
+        After a hand-off `self.writer` and `self.agent` are those of the agent
+        handed to: the caller completes the answer with `self.writer`.
+
         Raises `RunCancelled` when `cancelled` is set (between rounds, during a
-        model call or a tool), `ToolRoundsExceeded` past the bound,
-        `TokenBudgetReached` before a call the thread's token budget leaves no room for.
+        model call or a tool), `ToolRoundsExceeded` or `HandoffsExceeded` past
+        the bounds, `TokenBudgetReached` before a call the thread's token budget
+        leaves no room for.
         """
         history = list(prompt.messages)
+        prompt = dataclasses.replace(prompt, tools=(*prompt.tools, *handoff_spec(self.agent)))
+        for journaled in self.journal.handoffs:
+            history.extend(journaled.turns())
+            prompt = self._hand_over(prompt, journaled.event.to_agent)
         rounds = 0
         while True:
             if cancelled.is_set():
@@ -119,9 +151,20 @@ class AgentLoop:
             await self._call_model(dataclasses.replace(prompt, messages=tuple(history)), cancelled)
             usage = self._usage()
             calls = list(self.writer.tool_calls)
-            # An agent without tools answers as it always did: its text is the answer.
-            if not (self.agent.tools and self.writer.stop_reason == "tool_use" and calls):
+            # An agent without tools or hand-offs answers as it always did: its text.
+            acts = self.agent.tools or self.agent.handoffs
+            if not (acts and self.writer.stop_reason == "tool_use" and calls):
                 return usage
+            handoff = self._handoff_in(calls)
+            if handoff is not None:
+                call, target = handoff
+                results = [await self._run(c, cancelled) for c in calls if c is not call]
+                turns = self._turns(before, calls, [*results, handed_to(target.agent)], last=call)
+                await self._hand_off(call, target, usage)
+                history.extend(turns)
+                prompt = self._hand_over(prompt, target.agent)
+                rounds = 0
+                continue
             if usage:
                 await self.store.append(self.attempt.fenced(usage))
             rounds += 1
@@ -130,26 +173,95 @@ class AgentLoop:
                     f"the model still asked for tools after {self.max_rounds} rounds "
                     f"(SLIPSTREAM_MAX_TOOL_ROUNDS={self.max_rounds})"
                 )
-            text = "".join(self.writer.text[before:])
             results = [await self._run(call, cancelled) for call in calls]
-            history.append(
-                ChatMessage(
-                    "assistant",
-                    (
-                        *([TextBlock(text)] if text else []),
-                        *(ToolUseBlock(c.call_id, c.name, c.args) for c in calls),
-                    ),
-                )
+            history.extend(self._turns(before, calls, results))
+
+    def _turns(
+        self,
+        before: int,
+        calls: list[ToolCallPart],
+        results: list[CallResult],
+        last: ToolCallPart | None = None,
+    ) -> list[ChatMessage]:
+        """The model's turn (its text since `before`, its calls) and the results, in
+        order; `last` (the hand-off call) goes last, as it was journaled."""
+        text = "".join(self.writer.text[before:])
+        if last is not None:
+            calls = [*(c for c in calls if c is not last), last]
+        return [
+            ChatMessage(
+                "assistant",
+                (
+                    *([TextBlock(text)] if text else []),
+                    *(ToolUseBlock(c.call_id, c.name, c.args) for c in calls),
+                ),
+            ),
+            ChatMessage(
+                "user",
+                tuple(
+                    ToolResultBlock(c.call_id, r.result, r.is_error)
+                    for c, r in zip(calls, results, strict=True)
+                ),
+            ),
+        ]
+
+    def _handoff_in(self, calls: list[ToolCallPart]) -> tuple[ToolCallPart, Target] | None:
+        """The turn's first hand-off to an agent this one may hand off to; a call naming
+        any other is run as a tool, which gives the model its error back."""
+        for call in calls:
+            if call.name == HANDOFF_TOOL and self.agent.handoffs:
+                target = target_of(self.agent, call)
+                if isinstance(target, Target):
+                    return call, target
+        return None
+
+    async def _hand_off(self, call: ToolCallPart, target: Target, usage: list[ev.Event]) -> None:
+        """Complete this agent's message with the hand-off journaled, in one append.
+
+        Past the bound the message is completed without it and the run fails.
+        """
+        a = self.attempt
+        if self.handoffs >= self.max_handoffs:
+            await self.writer.complete(lambda _text: usage)
+            raise HandoffsExceeded(
+                f"{self.agent.name} asked to hand off to {target.agent} after "
+                f"{self.handoffs} hand-offs (SLIPSTREAM_MAX_HANDOFFS={self.max_handoffs})"
             )
-            history.append(
-                ChatMessage(
-                    "user",
-                    tuple(
-                        ToolResultBlock(c.call_id, r.result, r.is_error)
-                        for c, r in zip(calls, results, strict=True)
-                    ),
-                )
-            )
+        result = handed_to(target.agent)
+        await self.writer.complete(
+            lambda _text: [
+                *usage,
+                ev.ToolCalled(
+                    run_id=a.run_id, call_id=call.call_id, tool=call.name, args=call.args
+                ),
+                ev.ToolResult(
+                    run_id=a.run_id,
+                    call_id=call.call_id,
+                    result=result.result,
+                    is_error=result.is_error,
+                ),
+                ev.AgentHandoff(
+                    run_id=a.run_id,
+                    from_agent=self.agent.name,
+                    to_agent=target.agent,
+                    reason=target.reason,
+                ),
+            ]
+        )
+
+    def _hand_over(self, prompt: Prompt, to_agent: str) -> Prompt:
+        """Go on as `to_agent`, in the message of this hand-off: its prompt, its tools."""
+        self.handoffs += 1
+        self.agent = agent_named(to_agent)
+        message_id = handoff_message_id(self.attempt.run_id, self.handoffs)
+        attempt = dataclasses.replace(self.attempt, reply_id=message_id, agent=self.agent.name)
+        flush_ms = round(self.writer.coalescer.interval * 1000)  # the run's setting
+        self.writer = AnswerWriter(self.store, attempt, flush_ms)
+        return dataclasses.replace(
+            prompt,
+            system=self.agent.system,
+            tools=(*tool_specs(self.agent, self.registry), *handoff_spec(self.agent)),
+        )
 
     async def _call_model(self, prompt: Prompt, cancelled: asyncio.Event) -> None:
         budget = self.token_budget
@@ -218,6 +330,13 @@ class AgentLoop:
     async def _execute(self, call: ToolCallPart, cancelled: asyncio.Event) -> CallResult:
         """Run the call; a call the agent may not make is an error result for the model."""
         agent = self.agent
+        if call.name == HANDOFF_TOOL and HANDOFF_TOOL not in agent.tools:
+            # Only a hand-off the agent may not make gets here (`_handoff_in`).
+            if not agent.handoffs:
+                return error_result(f"handoff: {agent.name} cannot hand off to another agent")
+            target = target_of(agent, call)
+            assert not isinstance(target, Target)
+            return target
         if call.name not in agent.tools:
             return error_result(
                 f"tool {call.name!r} is not one of {agent.name}'s tools "

@@ -13,6 +13,7 @@ from consumers.agent_loop import AgentLoop, Journal, TokenBudgetReached, ToolRou
 from consumers.agents import agent_named
 from consumers.answer import AnswerWriter, Attempt
 from consumers.backoff import compute_backoff
+from consumers.handoff import HandoffsExceeded
 from consumers.llm.base import LLM
 from consumers.prompt import prompt_for
 from consumers.redact import without_urls
@@ -119,8 +120,9 @@ class Runner:
             return None, view, []
         asked = view.message(run.message_id)
         facts = RunFacts(run.reply_id, run.agent, asked.content if asked else "")
+        first = agent_named(run.agent)
         if workflows.get(run.agent) is None and (
-            claim.attempt <= 1 or not agent_named(run.agent).tools
+            claim.attempt <= 1 or not (first.tools or first.handoffs)
         ):
             return facts, view, []
         stored = await self.store.read(item.thread_id, start=claim.since or f"{run.requested_at}-0")
@@ -166,6 +168,7 @@ class Runner:
             return await self._fail(attempt, f"run {item.run_id} is not in its thread's history")
         attempt = dataclasses.replace(attempt, reply_id=facts.reply_id, agent=facts.agent)
         writer = AnswerWriter(self.store, attempt, self.settings.flush_ms)
+        loop: AgentLoop | None = None
         stage = "while starting the run"
         try:
             await self.store.append(
@@ -195,6 +198,7 @@ class Runner:
                 writer,
                 agent_named(facts.agent),
                 max_rounds=self.settings.max_tool_rounds,
+                max_handoffs=self.settings.max_handoffs,
                 journal=Journal.of(journal),
                 messages=messages_of(view),
                 token_budget=self.settings.thread_token_budget,
@@ -202,15 +206,15 @@ class Runner:
             )
             usage = await loop.answer(prompt, cancelled)
             stage = "while completing the answer"
-            await writer.complete(
+            await loop.writer.complete(  # the last agent's writer, after hand-offs
                 lambda _text: [*usage, ev.RunCompleted(run_id=item.run_id)],
                 run_fields={"status": "completed"},
                 ack=True,
             )
             return "completed"
         except errors.RunCancelled:
-            return await self._cancelled(attempt, writer.held_back())
-        except (WorkflowFailed, ToolRoundsExceeded, TokenBudgetReached) as exc:
+            return await self._cancelled(attempt, (loop.writer if loop else writer).held_back())
+        except (WorkflowFailed, ToolRoundsExceeded, HandoffsExceeded, TokenBudgetReached) as exc:
             return await self._fail(attempt, str(exc))
         except errors.ProviderError as exc:
             reason = f"model error: {without_urls(str(exc))}"

@@ -66,6 +66,8 @@ class Settings:
     """SLIPSTREAM_MAX_TOOL_ROUNDS: model turns that call tools in one answer; past it, failed."""
     thread_token_budget: int | None = None
     """SLIPSTREAM_THREAD_TOKEN_BUDGET: input+output tokens a thread may spend (None: no bound)."""
+    max_handoffs: int = 3
+    """SLIPSTREAM_MAX_HANDOFFS: agent hand-offs in one run; asking for one more fails the run."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,4 +124,5 @@ class Settings:
                 if env.get("SLIPSTREAM_THREAD_TOKEN_BUDGET")
                 else None
             ),
+            max_handoffs=_int(env, "SLIPSTREAM_MAX_HANDOFFS", 3, minimum=0),
         )
