@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -106,12 +107,19 @@ class _Once:
         )
         return kept
 
-    async def or_first(self, exc: errors.SlipstreamError) -> Reply:
-        """A refusal, unless a twin of this call was accepted meanwhile."""
-        first = await self.first()
-        if first is None:
-            raise exc
-        return first
+    async def decide(self, body: Callable[[], Awaitable[Reply]]) -> Reply:
+        """The first answer if this is a resend; else `body`'s, whose refusal stands
+        unless a twin of this call was accepted meanwhile."""
+        reply = await self.first()
+        if reply is not None:
+            return reply
+        try:
+            return await body()
+        except errors.SlipstreamError:
+            reply = await self.first()
+            if reply is None:
+                raise
+            return reply
 
 
 async def cancel_run(
@@ -120,12 +128,7 @@ async def cancel_run(
     """Stop a run from any client: at once if no worker holds it, else via its worker."""
     thread_id = _run_thread(run_id)
     once = _Once(store, thread_id, _command_key(run_id, "cancel", client_id))
-    reply = await once.first()
-    if reply is None:
-        try:
-            reply = await _cancel(store, once, thread_id, run_id, reason)
-        except errors.SlipstreamError as exc:
-            reply = await once.or_first(exc)
+    reply = await once.decide(lambda: _cancel(store, once, thread_id, run_id, reason))
     return CancelOutcome(run_id, reply["status"], reply["was"])
 
 
@@ -180,12 +183,7 @@ async def regenerate(
     """A new answer to the message a finished run answered; returns (run id, reply id)."""
     thread_id = _run_thread(run_id)
     once = _Once(store, thread_id, _command_key(run_id, "regenerate", client_id))
-    reply = await once.first()
-    if reply is None:
-        try:
-            reply = await _regenerate(store, views, once, thread_id, run_id)
-        except errors.SlipstreamError as exc:
-            reply = await once.or_first(exc)
+    reply = await once.decide(lambda: _regenerate(store, views, once, thread_id, run_id))
     return reply["run_id"], reply["message_id"]
 
 
@@ -229,12 +227,7 @@ async def restart_run(
     """
     thread_id = _run_thread(run_id)
     once = _Once(store, thread_id, _command_key(run_id, "retry", client_id))
-    reply = await once.first()
-    if reply is None:
-        try:
-            reply = await _restart(store, once, thread_id, run_id, reason)
-        except errors.SlipstreamError as exc:
-            reply = await once.or_first(exc)
+    reply = await once.decide(lambda: _restart(store, once, thread_id, run_id, reason))
     return reply["was"]
 
 
@@ -283,12 +276,7 @@ async def signal_run(
     """
     thread_id = _run_thread(run_id)
     once = _Once(store, thread_id, _command_key(run_id, "signal", signal_id))
-    reply = await once.first()
-    if reply is None:
-        try:
-            reply = await _signal(store, once, thread_id, run_id, name, payload)
-        except errors.SlipstreamError as exc:
-            reply = await once.or_first(exc)
+    reply = await once.decide(lambda: _signal(store, once, thread_id, run_id, name, payload))
     return reply["was"]
 
 
