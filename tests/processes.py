@@ -140,39 +140,26 @@ def env_for(**extra: str) -> dict[str, str]:
 @contextmanager
 def redis_with_aof(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """A redis-server that writes every command to its AOF before answering."""
+    with redis_process(workdir, port, "--appendonly", "yes", "--appendfsync", "always") as made:
+        yield made
+
+
+@contextmanager
+def redis_process(workdir: Path, port: int, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A redis-server of a test's own on `port`, answering when this yields; killed after."""
     workdir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+    process = subprocess.Popen([*command, "--save", "", *options], stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redis_answers(port):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
+        while not redis_answers(port):
+            if time.monotonic() > deadline or process.poll() is not None:
                 raise AssertionError("redis-server did not start")
             time.sleep(0.02)
         yield process
     finally:
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a test may have left it paused
             process.kill()
             process.wait()
 

@@ -12,15 +12,12 @@ import asyncio
 import dataclasses
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
-import redis
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -38,6 +35,7 @@ from slipstream.store import Append, EventStore
 from slipstream.supervise import Liveness
 from slipstream.threads import create_thread
 from tests.harness import frames_until, running_system
+from tests.processes import redis_process
 from tests.waits import until
 
 USER, PASSWORD = "tail", "tail-secret"
@@ -282,33 +280,9 @@ async def test_a_handshake_without_redis_is_told_to_try_again(
 @pytest.fixture
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A redis-server of this test's own, to pause: (url, pid)."""
-    executable = shutil.which("redis-server")
-    assert executable is not None
     port = free_port()
-    process = subprocess.Popen(
-        [
-            *(executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
-            *("--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("paused"))),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0", process.pid
-    finally:
-        client.close()
-        os.kill(process.pid, signal.SIGCONT)
-        process.terminate()
-        process.wait(10)
+    with redis_process(tmp_path_factory.mktemp("paused"), port, "--appendonly", "no") as made:
+        yield f"redis://127.0.0.1:{port}/0", made.pid
 
 
 async def test_a_handshake_with_redis_paused_is_told_to_try_again_promptly(
