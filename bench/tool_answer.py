@@ -7,7 +7,7 @@ scripted model; sends the researcher a message whose directives make it call
 `calculator` and `now`, then counts, per answer: model calls (`model.usage`),
 tool calls (`tool.called`), the events of the run, the Redis stream entries it
 added (thread stream and partition feed), and the Redis commands the server ran
-(`INFO commandstats`). Times, seen by one reader blocked on the thread stream:
+(`INFO commandstats`: the send's and the worker's). Times, seen by one reader blocked on the thread stream:
 a tool's `tool.result` to the model's next text (`message.delta`) and the
 message to `run.completed`. Prints one table.
 """
@@ -54,10 +54,12 @@ async def one_answer(store: EventStore) -> dict[str, float]:
     cursor = cast(list[Entry], await store.redis.xrevrange(key, count=1))[0][0]
     reader = store.backend.reader()
     seen: list[tuple[str, float, int]] = []
+    reads = 0
     try:
         began = time.perf_counter()
         await commands.send_message(store, thread_id, MESSAGE, "researcher")
         while not seen or seen[-1][0] not in {"run.completed", "run.failed"}:
+            reads += 1
             reply = cast(
                 list[tuple[str, list[Entry]]], await reader.xread({key: cursor}, block=10_000)
             )
@@ -70,8 +72,10 @@ async def one_answer(store: EventStore) -> dict[str, float]:
                     seen.append((fields["type"], now, int(entry_id.split("-")[0])))
     finally:
         await store.backend.release(reader)
-    # The last INFO and XLEN calls are this process's own: counted and taken off.
-    redis_commands = await commands_run(store) - commands_before - 1 - 1
+    # This process's own reads are taken off (its XREVRANGE and XREADs, the XLENs
+    # and the INFO itself); the send's commands stay in: the API makes them.
+    own = 1 + reads + (1 + len(store.keys.all())) + 1
+    redis_commands = await commands_run(store) - commands_before - own
     added = await stream_entries(store, thread_id) - entries_before
     kinds = Counter(kind for kind, _, _ in seen)
     if kinds["run.completed"] != 1:
