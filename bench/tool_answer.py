@@ -7,9 +7,9 @@ scripted model; sends the researcher a message whose directives make it call
 `calculator` and `now`, then counts, per answer: model calls (`model.usage`),
 tool calls (`tool.called`), the events of the run, the Redis stream entries it
 added (thread stream and partition feed), and the Redis commands the server ran
-(`INFO commandstats`: the send's and the worker's). Times, seen by one reader blocked on the thread stream:
-a tool's `tool.result` to the model's next text (`message.delta`) and the
-message to `run.completed`. Prints one table.
+(`INFO commandstats`: the send's and the worker's). Times, seen by one reader
+blocked on the thread stream: a tool's `tool.result` to the model's next text
+(`message.delta`) and the message to `run.completed`. Prints one table.
 """
 
 from __future__ import annotations
