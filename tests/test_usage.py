@@ -7,6 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from consumers.agents import agent_named
+from consumers.llm.base import Prompt
+from consumers.llm.parts import Part
+from consumers.llm.scripted import ScriptedLLM
 from projections.projector import Projector
 from projections.thread_view import (
     ThreadView,
@@ -21,7 +25,7 @@ from service import commands
 from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
-from slipstream.errors import ConfigError
+from slipstream.errors import ConfigError, ProviderError
 from slipstream.keys import new_run_id
 from slipstream.store import Append, EventStore, Stored
 from tests.harness import System, running_system
@@ -238,3 +242,50 @@ async def test_a_view_stored_before_usage_is_rebuilt_with_it(store: EventStore) 
     assert await views.load(thread_id) is None
     assert (await views.current(thread_id)).usage.total == totals(10, 5, 1, 1, 1)
     assert await store.redis.hget(key, "schema") == "3"
+
+
+class SpendsThenFailsOnce(ScriptedLLM):
+    """The writer's first call streams its whole turn, usage included, then fails retryably:
+    tokens spent on a call that failed, then a retry, then a hand-off to critic."""
+
+    def __init__(self) -> None:
+        super().__init__(words=12, delay_ms=1)
+        self.failed = False
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        async for part in super().stream(prompt):
+            yield part
+        if prompt.system == agent_named("writer").system and not self.failed:
+            self.failed = True
+            raise ProviderError("overloaded", retryable=True)
+
+
+async def test_usage_counts_every_call_across_a_retry_and_a_handoff(
+    backend: Backend, settings: Settings
+) -> None:
+    quick = dataclasses.replace(settings, retry_base_ms=20, retry_max_ms=50)
+    async with running_system(backend, quick, llm=SpendsThenFailsOnce()) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, "draft it [[handoff critic]]", agent="writer")
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        events = (await system.http.get(f"/api/threads/{thread_id}/events")).json()
+        by_writer = await system.http.get(
+            "/api/usage", params={"thread_id": thread_id, "agent": "writer"}
+        )
+    history = [e["event"] for e in events if e["event"].get("run_id") == sent["run_id"]]
+    kinds = [e["type"] for e in history]
+    assert "run.retrying" in kinds and "agent.handoff" in kinds
+    calls = [(e["agent"], e["attempt"]) for e in history if e["type"] == "model.usage"]
+    assert calls == [("writer", 1), ("writer", 2), ("critic", 2)]
+    spent = [e for e in history if e["type"] == "model.usage"]
+    usage = view["usage"]
+    assert usage["total"]["calls"] == 3
+    for field in ("input_tokens", "output_tokens"):
+        assert usage["total"][field] == sum(e[field] for e in spent) > 0
+        assert usage["by_agent"]["writer"][field] == sum(
+            e[field] for e in spent if e["agent"] == "writer"
+        )
+    assert usage["by_agent"]["writer"]["calls"] == 2
+    assert usage["by_agent"]["critic"]["calls"] == 1
+    assert view["runs"][sent["run_id"]]["usage"] == usage["total"]
+    assert by_writer.json()["total"] == usage["by_agent"]["writer"]
