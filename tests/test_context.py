@@ -3,12 +3,17 @@ are sent, and a long thread cut to the agent's token budget with `context.trimme
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumers.agents import agent_named
+from consumers.agent_loop import AgentLoop
+from consumers.agents import AgentsFileError, agent_named, load
+from consumers.answer import AnswerWriter
 from consumers.context import (
     NO_RESULT,
     estimate_tokens,
@@ -18,13 +23,16 @@ from consumers.context import (
     trimmed,
 )
 from consumers.handoff import handoff_spec
-from consumers.llm.base import ChatMessage, TextBlock, ToolResultBlock, ToolUseBlock
+from consumers.llm.base import ChatMessage, Prompt, TextBlock, ToolResultBlock, ToolUseBlock
+from consumers.llm.parts import Part
 from consumers.llm.scripted import ScriptedLLM
 from consumers.prompt import SHARED_THREAD_NOTE, context_for, prompt_for, tool_specs
 from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
+from slipstream.store import EventStore
 from tests.harness import running_system
+from tests.test_agent_loop import agent, attempt_for
 from tests.test_prompt import view_of
 
 USE = ToolUseBlock("c1", "calculator", {"expression": "2+2"})
@@ -222,6 +230,35 @@ def test_a_budget_cuts_the_oldest_messages_of_the_prompt() -> None:
     assert cut.cut.estimated_tokens <= 400
 
 
+# --- the agent loop sends only repaired histories --------------------------------------
+
+
+class Recording(ScriptedLLM):
+    def __init__(self) -> None:
+        super().__init__(words=5, delay_ms=0)
+        self.sent: list[Prompt] = []
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        self.sent.append(prompt)
+        async for part in super().stream(prompt):
+            yield part
+
+
+async def test_the_agent_loop_repairs_a_broken_history_before_it_calls_the_model(
+    store: EventStore,
+) -> None:
+    attempt = await attempt_for(store)
+    llm = Recording()
+    loop = AgentLoop(
+        store, llm, AnswerWriter(store, attempt, 50), agent("calculator"), max_rounds=2
+    )
+    broken = (user("add"), assistant(USE), user(ToolResultBlock("c9", "stray"), "go on"))
+    question = Prompt(system="s", messages=broken, question="go on")
+    await loop.answer(question, asyncio.Event())
+    [sent] = llm.sent
+    assert sent.messages == (user("add"), assistant(USE), user(MISSING, "go on"))
+
+
 # --- a whole run ----------------------------------------------------------------------
 
 
@@ -263,3 +300,21 @@ async def test_a_long_thread_is_cut_and_the_model_sees_only_the_kept_part(
     cut_runs = [e["event"]["run_id"] for e in events if e["event"]["type"] == "context.trimmed"]
     assert len(cut_runs) == 2 and cut_runs[-1] == last
     assert kept == history[-3:]
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def test_the_budget_is_the_agents_else_the_environments(tmp_path: Path) -> None:
+    assert Settings.from_env({}).context_tokens == 100_000
+    assert Settings.from_env({"SLIPSTREAM_CONTEXT_TOKENS": "5000"}).context_tokens == 5000
+    entry = '[[agents]]\nname = "a"\ndescription = "A."\nsystem = "You are a."\n'
+    path = tmp_path / "agents.toml"
+    path.write_text('[router]\ndefault = "a"\n' + entry + "context_tokens = 2000\n")
+    assert load(path, workflow_names=()).by_name["a"].context_tokens == 2000
+    path.write_text('[router]\ndefault = "a"\n' + entry + "context_tokens = 0\n")
+    with pytest.raises(AgentsFileError) as refused:
+        load(path, workflow_names=())
+    assert str(refused.value).startswith(
+        f"{path}: agent 'a': context_tokens: Input should be greater than or equal to 1"
+    )
