@@ -31,6 +31,7 @@ from collections.abc import Iterable
 
 from consumers.agents import Agent, agent_named
 from consumers.answer import AnswerWriter, Attempt
+from consumers.context import repaired
 from consumers.handoff import (
     HANDOFF_TOOL,
     HandoffsExceeded,
@@ -269,6 +270,8 @@ class AgentLoop:
             raise TokenBudgetReached(
                 f"thread token budget of {budget} reached ({self.tokens_used} used)"
             )
+        # Never sent broken: a call without its result (or the reverse) is repaired.
+        prompt = dataclasses.replace(prompt, messages=repaired(prompt.messages))
         try:
             await self.writer.stream(self.llm.stream(prompt), cancelled)
         except errors.ProviderError:

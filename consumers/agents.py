@@ -76,6 +76,11 @@ class Agent(_Strict):
     approve: tuple[str, ...] = Field((), description="tools that wait for a person's yes")
     handoffs: tuple[str, ...] = Field((), description="agents it may hand the conversation to")
     route: tuple[re.Pattern[str], ...] = Field((), description="router rules, in order")
+    context_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="estimated tokens of thread it is sent; else SLIPSTREAM_CONTEXT_TOKENS",
+    )
 
     @field_validator("route", mode="before")
     @classmethod

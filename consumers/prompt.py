@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from consumers.agents import Agent, agent_named
+from consumers.answer import Attempt
+from consumers.context import Trimmed, fixed_tokens, repaired, trimmed
+from consumers.handoff import handoff_spec
 from consumers.llm.base import ChatMessage, Prompt, ToolSpec
 from consumers.tools import REGISTRY, ToolRegistry
 from projections.thread_view import ThreadView
+from slipstream import events as ev
 
 
 def tool_specs(agent: Agent, registry: ToolRegistry = REGISTRY) -> tuple[ToolSpec, ...]:
@@ -22,19 +28,54 @@ def tool_specs(agent: Agent, registry: ToolRegistry = REGISTRY) -> tuple[ToolSpe
     return tuple(specs)
 
 
+@dataclass(frozen=True)
+class Context:
+    """A run's prompt, and the cut made to fit it in the agent's budget (None: no cut)."""
+
+    prompt: Prompt
+    cut: Trimmed | None
+
+
+SHARED_THREAD_NOTE = (
+    "This conversation is shared by several agents. A reply another agent wrote "
+    "starts with its name in brackets, like [writer]; replies without a name are "
+    "yours. Do not put a name in front of your own reply."
+)
+
+
+def label(agent: str) -> str:
+    """What starts a reply written by another agent than the one answering."""
+    return f"[{agent}] "
+
+
 def prompt_for(view: ThreadView, run_id: str, registry: ToolRegistry = REGISTRY) -> Prompt:
+    """The run's prompt with the whole history (no token budget)."""
+    return context_for(view, run_id, None, registry).prompt
+
+
+def context_for(
+    view: ThreadView, run_id: str, budget: int | None, registry: ToolRegistry = REGISTRY
+) -> Context:
     """The conversation up to and including the message the run answers.
 
     Earlier answers count with the text they reached, even when cancelled;
     answers still pending or failed add nothing, and so do earlier answers to
-    the same message (a regenerated answer starts afresh). Consecutive
-    messages of one role are merged: the Messages API wants roles to alternate.
-    The agent's tools go with it; the tool turns of this answer are added by the
-    agent loop (`consumers.agent_loop`), which holds them.
+    the same message (a regenerated answer starts afresh). Earlier answers are
+    their text only: their tool calls and results stay in the events (what the
+    model made of them is in its text, and the tools it called may not be this
+    agent's). An answer another agent wrote is labelled with its name
+    (`label`), and the system prompt then says what the labels mean.
+
+    With a `budget` (tokens, estimated by `consumers.context`), the oldest
+    messages are left out until the prompt fits; the message answered is always
+    kept. Then consecutive messages of one role are merged (the Messages API
+    wants roles to alternate). The agent's tools go with it; the tool turns of
+    this answer are added by the agent loop (`consumers.agent_loop`).
     """
     run = view.runs[run_id]
     agent = agent_named(run.agent)
     turns: list[ChatMessage] = []
+    labelled = False
     for message in view.messages:
         if message.id == run.reply_id:
             break
@@ -42,18 +83,36 @@ def prompt_for(view: ThreadView, run_id: str, registry: ToolRegistry = REGISTRY)
             continue
         if message.role == "assistant" and _answers(view, message.run_id, run.message_id):
             continue
-        if turns and turns[-1].role == message.role:
-            turns[-1] = ChatMessage(message.role, turns[-1].text + "\n\n" + message.content)
-        else:
-            turns.append(ChatMessage(message.role, message.content))
-    while turns and turns[0].role != "user":
-        turns.pop(0)
+        content = message.content
+        if message.role == "assistant" and message.agent and message.agent != agent.name:
+            content, labelled = label(message.agent) + content, True
+        turns.append(ChatMessage(message.role, content))
+    system = agent.system + ("\n\n" + SHARED_THREAD_NOTE if labelled else "")
+    tools = tool_specs(agent, registry)
+    cut: Trimmed | None = None
+    if budget is not None:
+        fitted = trimmed(turns, budget, fixed=fixed_tokens(system, (*tools, *handoff_spec(agent))))
+        if fitted.dropped:
+            cut, turns = fitted, list(fitted.messages)
     asked = view.message(run.message_id)
-    return Prompt(
-        system=agent.system,
-        messages=tuple(turns),
+    prompt = Prompt(
+        system=system,
+        messages=repaired(turns),
         question=asked.content if asked else "",
-        tools=tool_specs(agent, registry),
+        tools=tools,
+    )
+    return Context(prompt, cut)
+
+
+def trimmed_event(attempt: Attempt, cut: Trimmed) -> ev.ContextTrimmed:
+    return ev.ContextTrimmed(
+        run_id=attempt.run_id,
+        agent=attempt.agent,
+        dropped_messages=cut.dropped,
+        kept_messages=cut.kept,
+        estimated_tokens=cut.estimated_tokens,
+        budget=cut.budget,
+        attempt=max(1, attempt.attempt),
     )
 
 

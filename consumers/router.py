@@ -1,22 +1,42 @@
-"""Who answers a message: a pure decision over the agents file (no Redis, no I/O).
+"""Who answers a message: a decision over the agents file (no Redis).
 
 In order: the sender's pick, then `@mentions`, then the first agent whose
 `route` pattern matches, then (with `[router] classifier = true` and a
 classifier given) one model call that must name an agent, then the default.
+The only I/O is that call (`model_classifier`), bounded in time; whatever it
+answers or however it fails, a message is routed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from consumers.agents import Agent, AgentsFile
+from consumers.llm.base import LLM, ChatMessage, Classification, Prompt
+from consumers.llm.parts import TextPart, UsagePart
+from consumers.redact import without_urls
 from slipstream.events import RoutedBy
 
 By = RoutedBy
 
-Classifier = Callable[[str, Sequence[Agent]], Awaitable[str]]
+ROUTER = "router"  # the `agent` of a classification call's `model.usage`
+QUESTION_CHARS = 4000  # of the message, in the classifier's question: enough to judge by
+ANSWER_CHARS = 200  # of its answer: a name is short; anything longer is not one
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a classifier said (`text`), what the call cost, and why it failed, if it did."""
+
+    text: str
+    usage: UsagePart | None = None
+    error: str | None = None
+
+
+Classifier = Callable[[str, Sequence[Agent]], Awaitable[str | Answer]]
 """`classify(message, agents)`: one model call whose answer should be an agent's name."""
 
 # `@name` at the start or after a space or punctuation, not inside an address (a@b.c).
@@ -29,6 +49,7 @@ class Decision:
     agents: tuple[str, ...]
     by: By
     reason: str
+    usage: UsagePart | None = None  # the classification call's, when one was made
 
 
 def mentions(content: str, names: Collection[str]) -> list[str]:
@@ -73,15 +94,23 @@ async def route(
     if classifier is None:
         return Decision((default,), "default", "no rule matched and no classifier is set up")
     try:
-        answer = await classifier(content, agents_file.agents)
+        replied = await classifier(content, agents_file.agents)
     except Exception as exc:  # a failed classification must not stop the message
-        return Decision((default,), "default", f"the classifier failed ({exc}); the default")
-    name = answer.strip(_ANSWER_TRIM)
+        replied = Answer("", error=str(exc) or type(exc).__name__)
+    answer = replied if isinstance(replied, Answer) else Answer(replied)
+    if answer.error is not None:
+        reason = f"the classifier failed ({answer.error}); the default"
+        return Decision((default,), "default", reason, answer.usage)
+    name = answer.text.strip(_ANSWER_TRIM)
     if name in agents_file.by_name:
-        return Decision((name,), "classifier", f"the classifier chose {name}")
-    shown = answer if len(answer) <= 60 else answer[:57] + "..."
+        return Decision((name,), "classifier", f"the classifier chose {name}", answer.usage)
+    text = answer.text
+    shown = text if len(text) <= 60 else text[:57] + "..."
     return Decision(
-        (default,), "default", f"the classifier answered {shown!r}, not an agent's name"
+        (default,),
+        "default",
+        f"the classifier answered {shown!r}, not an agent's name",
+        answer.usage,
     )
 
 
@@ -96,3 +125,38 @@ def classifier_question(content: str, agents: Sequence[Agent]) -> str:
     """What a model-backed classifier asks (with `CLASSIFIER_SYSTEM` as its system prompt)."""
     listed = "\n".join(f"- {a.name}: {a.description}" for a in agents)
     return f"Agents:\n{listed}\n\nMessage:\n{content}\n\nWhich agent should answer?"
+
+
+def model_classifier(llm: LLM, default: str, *, timeout_s: float) -> Classifier:
+    """A classifier that asks `llm` once, within `timeout_s`.
+
+    It never raises: a model error or the timeout is an `Answer` with `error`
+    (the router then picks the default and says why). The call's usage comes
+    back with the answer when the model reported it (a call cut off by the
+    timeout reports none).
+    """
+
+    async def classify(content: str, agents: Sequence[Agent]) -> Answer:
+        prompt = Prompt(
+            system=CLASSIFIER_SYSTEM,
+            messages=(ChatMessage("user", classifier_question(content[:QUESTION_CHARS], agents)),),
+            question=content,
+            classify=Classification(tuple(a.name for a in agents), default),
+        )
+        text: list[str] = []
+        usage: UsagePart | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for part in llm.stream(prompt):
+                    if isinstance(part, TextPart) and sum(map(len, text)) < ANSWER_CHARS:
+                        text.append(part.text)
+                    elif isinstance(part, UsagePart):
+                        usage = part
+        except TimeoutError:
+            return Answer("".join(text), usage, f"no answer within {timeout_s:g} s")
+        except Exception as exc:  # a provider's error, or a bug in one: route all the same
+            error = without_urls(str(exc)) or type(exc).__name__
+            return Answer("".join(text), usage, error)
+        return Answer("".join(text)[:ANSWER_CHARS], usage)
+
+    return classify

@@ -15,7 +15,7 @@ from consumers.answer import AnswerWriter, Attempt
 from consumers.backoff import compute_backoff
 from consumers.handoff import HandoffsExceeded
 from consumers.llm.base import LLM
-from consumers.prompt import prompt_for
+from consumers.prompt import context_for, trimmed_event
 from consumers.redact import without_urls
 from consumers.tools import messages_of
 from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workflow
@@ -190,7 +190,12 @@ class Runner:
                 return await self._workflow(definition, attempt, facts.question, cancelled, journal)
             assert view is not None
             stage = "while building the prompt"
-            prompt = prompt_for(view, item.run_id)
+            answering = agent_named(facts.agent)
+            budget = answering.context_tokens or self.settings.context_tokens
+            context = context_for(view, item.run_id, budget)
+            prompt = context.prompt
+            if context.cut is not None:  # recorded before the first model call
+                await self.store.append(attempt.fenced([trimmed_event(attempt, context.cut)]))
             stage = "while streaming the answer"
             loop = AgentLoop(
                 self.store,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
@@ -9,7 +10,8 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 from consumers import workflows
 from consumers.agents import AGENTS, default_agent
 from consumers.agents import loaded as agents_file
-from consumers.router import route
+from consumers.llm import LLM
+from consumers.router import ROUTER, Decision, model_classifier, route
 from consumers.schedules import Schedule, Schedules, ScheduleState
 from consumers.workflows.cron import CronError
 from projections.run_index import Cursor
@@ -124,9 +126,9 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"content is {size} bytes; a message may have at most {MAX_MESSAGE_BYTES}",
         )
-    agent, routed = body.agent, None
+    agent, routed, with_run = body.agent, None, None
     if agent is None:
-        agent, routed = await _route(body.content)
+        agent, routed, with_run = await _route(runtime(request), body.content)
     sent = await commands.send_message(
         runtime(request).store,
         thread_id,
@@ -136,6 +138,7 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         expected_version=body.expected_version,
         on_busy=body.on_busy,
         routed=routed,
+        with_run=with_run,
     )
     return MessageAccepted(
         thread_id=sent.thread_id,
@@ -146,19 +149,48 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
     )
 
 
-async def _route(content: str) -> tuple[str, tuple[events.RoutedBy, str]]:
-    """Who answers a message sent with no agent, and how that was decided.
+async def _route(
+    rt: Runtime, content: str
+) -> tuple[str, tuple[events.RoutedBy, str], Callable[[str], list[events.Event]] | None]:
+    """Who answers a message sent with no agent, how that was decided, and the
+    classification call's usage (charged to the run, see `classified_usage`).
 
-    No classifier is wired in yet: with `[router] classifier = true` an unmatched
-    message goes to the default, and the reason says so. One agent answers: of
-    two mentions the first (several agents at once is still to come).
+    One agent answers: of two mentions the first (several agents at once is still
+    to come).
     """
-    decision = await route(content, None, agents_file(), workflows=workflows.names())
+    loaded = agents_file()
+    classify = None
+    if loaded.router.classifier:
+        classify = model_classifier(
+            rt.llm(), loaded.router.default, timeout_s=rt.settings.classifier_timeout_ms / 1000
+        )
+    decision = await route(content, None, loaded, classify, workflows=workflows.names())
     first, *rest = decision.agents
     reason = decision.reason
     if rest:
         reason += f"; one agent answers a message for now: {first}"
-    return first, (decision.by, reason)
+    return first, (decision.by, reason), classified_usage(decision, rt.llm)
+
+
+def classified_usage(
+    decision: Decision, llm: Callable[[], LLM]
+) -> Callable[[str], list[events.Event]] | None:
+    """The router's model call as a `model.usage` of the run it started (agent `router`):
+    the run is requested in the same append, so it is the one there is to charge."""
+    usage = decision.usage
+    if usage is None:
+        return None
+    return lambda run_id: [
+        events.ModelUsage(
+            run_id=run_id,
+            agent=ROUTER,
+            model=usage.model or llm().name,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+        )
+    ]
 
 
 @router.get("/api/threads/{thread_id}/events", response_model=list[StoredEvent])

@@ -60,12 +60,14 @@ def create_app(runtime: Runtime, *, background: Background | None = None) -> Fas
                 yield
             finally:
                 await runtime.hub.close()
+                await runtime.close_llm()
             return
         async with asynccontextmanager(background)(runtime):
             try:
                 yield
             finally:
                 await runtime.hub.close()  # sockets go before what they read from
+                await runtime.close_llm()
 
     app = FastAPI(
         title="Slipstream",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from consumers.llm import LLM, provider_from_settings
 from projections.views import ViewStore
 from service.live import Hub
 from slipstream.backend import Backend, redacted
@@ -24,6 +25,20 @@ class Runtime:
     redis_label: str = ""
     # Progress of every supervised loop in this process, for /healthz.
     liveness: Liveness = field(default_factory=Liveness)
+    # The model the router's classifier asks: made on first use, since only an agents
+    # file with `[router] classifier = true` needs one in a web process.
+    _llm: LLM | None = None
+
+    def llm(self) -> LLM:
+        if self._llm is None:
+            self._llm = provider_from_settings(self.settings)
+        return self._llm
+
+    async def close_llm(self) -> None:
+        llm, self._llm = self._llm, None
+        close = getattr(llm, "aclose", None)
+        if close is not None:
+            await close()
 
     @classmethod
     def build(

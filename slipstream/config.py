@@ -68,6 +68,11 @@ class Settings:
     """SLIPSTREAM_THREAD_TOKEN_BUDGET: input+output tokens a thread may spend (None: no bound)."""
     max_handoffs: int = 3
     """SLIPSTREAM_MAX_HANDOFFS: agent hand-offs in one run; asking for one more fails the run."""
+    context_tokens: int = 100_000
+    """SLIPSTREAM_CONTEXT_TOKENS: estimated tokens of thread an agent is sent (its own
+    `context_tokens` wins); the oldest messages are left out past it."""
+    classifier_timeout_ms: int = 5_000
+    """SLIPSTREAM_CLASSIFIER_TIMEOUT_MS: the router's classification call; past it, the default."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,4 +130,6 @@ class Settings:
                 else None
             ),
             max_handoffs=_int(env, "SLIPSTREAM_MAX_HANDOFFS", 3, minimum=0),
+            context_tokens=_int(env, "SLIPSTREAM_CONTEXT_TOKENS", 100_000, minimum=1),
+            classifier_timeout_ms=_int(env, "SLIPSTREAM_CLASSIFIER_TIMEOUT_MS", 5_000, minimum=1),
         )

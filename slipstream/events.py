@@ -232,6 +232,19 @@ class ModelUsage(_RunEvent):
     attempt: int = Field(1, ge=1)
 
 
+class ContextTrimmed(_RunEvent):
+    """The thread was longer than the agent's context budget: this attempt's prompt
+    left out the oldest `dropped_messages` (tokens are estimated, see consumers/context.py)."""
+
+    type: Literal["context.trimmed"] = "context.trimmed"
+    agent: str
+    dropped_messages: int = Field(ge=1)
+    kept_messages: int = Field(ge=0)
+    estimated_tokens: int = Field(ge=0, description="of the prompt sent: system, tools, messages")
+    budget: int = Field(ge=1)
+    attempt: int = Field(1, ge=1)
+
+
 Event: TypeAlias = Annotated[
     ThreadCreated
     | ThreadRenamed
@@ -259,7 +272,8 @@ Event: TypeAlias = Annotated[
     | AgentHandoff
     | ToolCalled
     | ToolResult
-    | ModelUsage,
+    | ModelUsage
+    | ContextTrimmed,
     Field(discriminator="type"),
 ]
 

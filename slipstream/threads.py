@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slipstream import events as ev
@@ -57,11 +58,14 @@ async def send_message(
     expected_version: int | None = None,
     on_busy: Admit = "queue",
     routed: tuple[ev.RoutedBy, str] | None = None,
+    with_run: Callable[[str], list[ev.Event]] | None = None,
 ) -> Sent:
     """Append the message and the run that answers it, and queue the run's work item.
 
     `routed` is the router's decision for `agent` (how, and why): it is written
     as `agent.routed` in the same append, between the message and its run.
+    `with_run(run_id)` gives more events for that append, after the run's request
+    (the router's classification call: its `model.usage` is charged to the run).
 
     A resend with the same client id within the store's resend window
     (SLIPSTREAM_DEDUPE_WINDOW_S) answers the first send's ids and writes
@@ -81,6 +85,8 @@ async def send_message(
     events.append(
         ev.RunRequested(run_id=run_id, message_id=message_id, reply_id=reply_id, agent=agent)
     )
+    if with_run is not None:
+        events.extend(with_run(run_id))
     appended = await store.append(
         Append(
             thread_id=thread_id,

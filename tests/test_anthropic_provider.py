@@ -10,7 +10,8 @@ import httpx2
 import pytest
 from pydantic import JsonValue
 
-from consumers.llm.anthropic import AnthropicLLM
+from consumers.agents import AgentsFile, load
+from consumers.llm.anthropic import CLASSIFY_MAX_TOKENS, AnthropicLLM
 from consumers.llm.base import (
     ChatMessage,
     Prompt,
@@ -20,6 +21,7 @@ from consumers.llm.base import (
     ToolUseBlock,
 )
 from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
+from consumers.router import CLASSIFIER_SYSTEM, classifier_question, model_classifier, route
 from slipstream.errors import ConfigError, ProviderError
 from tests.anthropic_mock import (
     MockAnthropic,
@@ -573,3 +575,33 @@ async def test_tool_input_that_is_not_a_json_object_is_a_retryable_error_naming_
     assert caught.value.retryable is True
     assert "'calculator'" in str(caught.value) and "toolu_9" in str(caught.value)
     assert why in str(caught.value)
+
+
+async def test_as_the_routers_classifier_it_makes_a_short_call_without_tools(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    mock.script(ok("crit", "ic"), ok("I would say the writer"), overloaded())
+    shipped = load()
+    async with make_llm() as llm:
+        asking = model_classifier(llm, "assistant", timeout_s=5)
+        chosen = await route("A note about Friday", None, classifying(shipped), asking)
+        unsure = await route("A note about Friday", None, classifying(shipped), asking)
+        failed = await route("A note about Friday", None, classifying(shipped), asking)
+    assert (chosen.agents, chosen.by) == (("critic",), "classifier")
+    assert chosen.usage is not None and chosen.usage.model == "claude-test"
+    assert chosen.usage.input_tokens == 25
+    body = mock.requests[0].body
+    assert body["max_tokens"] == CLASSIFY_MAX_TOKENS and "tools" not in body
+    assert body["system"] == CLASSIFIER_SYSTEM
+    assert body["messages"] == [
+        {"role": "user", "content": classifier_question("A note about Friday", shipped.agents)}
+    ]
+    assert (unsure.agents, unsure.by) == (("assistant",), "default")
+    assert unsure.reason == "the classifier answered 'I would say the writer', not an agent's name"
+    assert (failed.agents, failed.by) == (("assistant",), "default")
+    assert failed.reason.startswith("the classifier failed (anthropic: HTTP 529 overloaded_error")
+
+
+def classifying(agents_file: AgentsFile) -> AgentsFile:
+    router = agents_file.router.model_copy(update={"classifier": True})
+    return agents_file.model_copy(update={"router": router})

@@ -48,6 +48,14 @@ EXAMPLES: list[ev.Event] = [
         cache_read_tokens=4,
         attempt=2,
     ),
+    ev.ContextTrimmed(
+        run_id="t.aaaaaa",
+        agent="assistant",
+        dropped_messages=6,
+        kept_messages=3,
+        estimated_tokens=410,
+        budget=500,
+    ),
 ]
 
 

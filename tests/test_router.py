@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from consumers.agents import Agent, AgentsFile, load
-from consumers.router import CLASSIFIER_SYSTEM, classifier_question, mentions, route
+from consumers import agents, router
+from consumers.agents import SHIPPED_FILE, Agent, AgentsFile, load
+from consumers.llm.base import LLM, ChatMessage, Classification, Prompt
+from consumers.llm.parts import Part, StopPart, TextPart, UsagePart
+from consumers.llm.scripted import ScriptedLLM
+from consumers.router import (
+    CLASSIFIER_SYSTEM,
+    classifier_question,
+    mentions,
+    model_classifier,
+    route,
+)
+from slipstream.backend import Backend
+from slipstream.config import Settings
+from slipstream.errors import ProviderError
+from tests.harness import running_system
 
 SHIPPED = load()
 
@@ -140,3 +155,160 @@ def test_the_classifier_question_lists_each_agent_with_its_description() -> None
     assert "- researcher: Finds facts and works things out, with tools." in question
     assert question.endswith("Message:\nhi\n\nWhich agent should answer?")
     assert "exactly one agent name" in CLASSIFIER_SYSTEM
+
+
+# --- the model-backed classifier --------------------------------------------------------
+
+
+class Replying:
+    """A model that answers every prompt with `parts` (after `stall_s`), recording prompts."""
+
+    name = "stub"
+
+    def __init__(self, *parts: Part | Exception, stall_s: float = 0) -> None:
+        self.parts = parts
+        self.stall_s = stall_s
+        self.prompts: list[Prompt] = []
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        self.prompts.append(prompt)
+        if self.stall_s:
+            await asyncio.Event().wait()  # never answers: the caller's bound ends it
+        for part in self.parts:
+            if isinstance(part, Exception):
+                raise part
+            yield part
+
+
+USAGE = UsagePart(
+    input_tokens=90, output_tokens=2, cache_read_tokens=0, cache_write_tokens=0, model="m-1"
+)
+
+
+def asking(llm: LLM, timeout_s: float = 5) -> router.Classifier:
+    return model_classifier(llm, "assistant", timeout_s=timeout_s)
+
+
+async def test_the_scripted_model_picks_the_agent_the_message_names() -> None:
+    llm = ScriptedLLM(delay_ms=0)
+    decision = await route(
+        "A note for the critic about Friday", None, with_classifier(True), asking(llm)
+    )
+    assert (decision.agents, decision.by) == (("critic",), "classifier")
+    assert decision.reason == "the classifier chose critic"
+    question = classifier_question("A note for the critic about Friday", SHIPPED.agents)
+    # Its usage: the words of the system prompt and of the question it was asked.
+    assert decision.usage is not None and decision.usage.model == "scripted"
+    assert decision.usage.input_tokens == len(CLASSIFIER_SYSTEM.split()) + len(question.split())
+    assert decision.usage.output_tokens == 1
+
+
+async def test_the_scripted_model_names_the_default_when_the_message_names_no_agent() -> None:
+    decision = await route(
+        "A note about Friday", None, with_classifier(True), asking(ScriptedLLM(delay_ms=0))
+    )
+    assert (decision.agents, decision.by) == (("assistant",), "classifier")
+
+
+async def test_the_model_is_asked_the_question_with_the_agents_and_the_message() -> None:
+    llm = Replying(TextPart("wri"), TextPart("ter"), USAGE, StopPart("end_turn"))
+    decision = await route("A note for my team", None, with_classifier(True), asking(llm))
+    assert (decision.agents, decision.by, decision.usage) == (("writer",), "classifier", USAGE)
+    [prompt] = llm.prompts
+    assert prompt.system == CLASSIFIER_SYSTEM and prompt.tools == ()
+    assert prompt.messages == (
+        ChatMessage("user", classifier_question("A note for my team", SHIPPED.agents)),
+    )
+    assert prompt.classify == Classification(
+        ("assistant", "researcher", "writer", "critic"), "assistant"
+    )
+
+
+async def test_a_model_answer_that_is_no_agent_falls_back_and_keeps_its_usage() -> None:
+    llm = Replying(TextPart("Probably the writer."), USAGE, StopPart("end_turn"))
+    decision = await route("A note for my team", None, with_classifier(True), asking(llm))
+    assert (decision.agents, decision.by) == (("assistant",), "default")
+    assert decision.reason == "the classifier answered 'Probably the writer.', not an agent's name"
+    assert decision.usage == USAGE
+
+
+async def test_a_model_error_falls_back_to_the_default_and_says_why() -> None:
+    failing = ProviderError("anthropic: HTTP 529 overloaded_error: busy", retryable=True)
+    llm = Replying(USAGE, failing)
+    decision = await route("hi", None, with_classifier(True), asking(llm))
+    assert (decision.agents, decision.by) == (("assistant",), "default")
+    assert decision.reason == (
+        "the classifier failed (anthropic: HTTP 529 overloaded_error: busy); the default"
+    )
+    assert decision.usage == USAGE  # spent before it broke
+
+
+async def test_a_model_that_does_not_answer_in_time_falls_back_to_the_default() -> None:
+    llm = Replying(TextPart("writer"), stall_s=60)
+    decision = await route("hi", None, with_classifier(True), asking(llm, timeout_s=0.05))
+    assert (decision.agents, decision.by, decision.usage) == (("assistant",), "default", None)
+    assert decision.reason == "the classifier failed (no answer within 0.05 s); the default"
+
+
+async def test_a_long_answer_is_cut_before_it_is_shown() -> None:
+    llm = Replying(*(TextPart("word " * 20) for _ in range(50)), StopPart("end_turn"))
+    decision = await route("hi", None, with_classifier(True), asking(llm))
+    assert decision.by == "default" and len(decision.reason) < 120
+
+
+# --- over HTTP, with `classifier = true` in the agents file --------------------------------
+
+
+@pytest.fixture
+def classifying_file(tmp_path: Path) -> Iterator[AgentsFile]:
+    text = SHIPPED_FILE.read_text().replace("classifier = false", "classifier = true")
+    assert "classifier = true" in text
+    path = tmp_path / "agents.toml"
+    path.write_text(text)
+    loaded = load(path)
+    previous = agents.use(loaded)
+    try:
+        yield loaded
+    finally:
+        agents.use(previous)
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_an_unmatched_message_is_routed_by_the_classifier_in_the_same_append(
+    backend: Backend, settings: Settings, classifying_file: AgentsFile
+) -> None:
+    content = "A short note for the critic about Friday"
+    async with running_system(backend, settings) as system:
+        thread_id = await system.new_thread()
+        accepted = await system.send(thread_id, content)
+        view = await system.wait_for_run(thread_id, accepted["run_id"])
+        stored = (await system.http.get(f"/api/threads/{thread_id}/events")).json()
+        usage = (await system.http.get(f"/api/usage?thread_id={thread_id}&agent=router")).json()
+    sent = next(i for i, s in enumerate(stored) if s["event"]["type"] == "message.sent")
+    message, routed, requested, charged = (s["event"] for s in stored[sent : sent + 4])
+    assert message["agent"] == "critic"
+    assert (routed["type"], routed["agents"], routed["by"]) == (
+        "agent.routed",
+        ["critic"],
+        "classifier",
+    )
+    assert routed["reason"] == "the classifier chose critic"
+    assert requested["type"] == "run.requested" and requested["agent"] == "critic"
+    # The classification call is charged to the run it started, as the router's.
+    question = classifier_question(content, classifying_file.agents)
+    assert charged == {
+        "type": "model.usage",
+        "event_id": charged["event_id"],
+        "run_id": accepted["run_id"],
+        "agent": "router",
+        "model": "scripted",
+        "input_tokens": len(CLASSIFIER_SYSTEM.split()) + len(question.split()),
+        "output_tokens": 1,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "attempt": 1,
+    }
+    assert view["runs"][accepted["run_id"]]["status"] == "completed"
+    assert view["messages"][-1]["agent"] == "critic"
+    assert view["usage"]["by_agent"]["router"]["calls"] == 1
+    assert usage["total"]["calls"] == 1

@@ -45,6 +45,9 @@ _RETRYABLE_ERROR_TYPES = frozenset(
 )
 
 
+CLASSIFY_MAX_TOKENS = 32  # an agent's name (at most 64 characters) and some slack
+
+
 class AnthropicLLM:
     name = "anthropic"
 
@@ -88,7 +91,10 @@ class AnthropicLLM:
         # A trailing assistant message goes through unchanged: the Messages API treats it
         # as a prefill and continues it.
         messages = [_message_param(message) for message in prompt.messages]
-        tools = [_tool_param(tool) for tool in prompt.tools]
+        # A classification (the router's question) is a short text answer: an agent's
+        # name. The router validates it; the text is all it reads.
+        classifying = prompt.classify
+        tools = [_tool_param(tool) for tool in prompt.tools] if classifying is None else []
         reading = _Reading()
         failure: ProviderError | None = None
         try:
@@ -97,7 +103,7 @@ class AnthropicLLM:
             # without `message_stop` is a cut-off answer.
             async with await self._client.messages.create(
                 model=self._model,
-                max_tokens=self._max_tokens,
+                max_tokens=self._max_tokens if classifying is None else CLASSIFY_MAX_TOKENS,
                 messages=messages,
                 system=prompt.system or anthropic.omit,
                 tools=tools or anthropic.omit,
