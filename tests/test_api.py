@@ -161,8 +161,13 @@ async def test_health_docs_schema_and_chat_page(system: System) -> None:
 
 
 async def test_health_names_a_loop_that_stopped_making_progress(system: System) -> None:
-    loops = system.runtime.liveness.loops
-    assert {"worker.read", "worker.timers", "projector.fold", "projector.takeover"} <= set(loops)
+    expected = {"worker.read", "worker.timers", "projector.fold", "projector.takeover"}
+
+    async def registered() -> bool:
+        # The roles register their loops as they start, after the app answers.
+        return expected <= set(system.runtime.liveness.loops)
+
+    await until(registered)
     assert (await system.http.get("/healthz")).json()["down"] == {}
     system.runtime.liveness.register("worker.stuck", stale_after_s=-1)
     system.runtime.liveness.failed("worker.stuck", "TimeoutError: Timeout reading")
