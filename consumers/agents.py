@@ -35,6 +35,10 @@ NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # as thread ids: safe in URLs, keys and
 _SERVER_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # no dots: `mcp.<server>.<tool>` must split
 
 
+# The `agent` of a classification call's `model.usage` (consumers.router.ROUTER).
+ROUTER_USAGE_NAME = "router"
+
+
 class AgentsFileError(ValueError):
     """The agents file cannot be used; the message is the one line the operator sees."""
 
@@ -209,6 +213,10 @@ def _cross_check(
         seen[agent.name] = number
         if agent.name in workflow_names:
             return f"{where}: name: a workflow has this name; give the agent another"
+        if agent.name == ROUTER_USAGE_NAME:
+            # The classifier's model.usage is charged to this name: an agent of its
+            # own would mix its usage with the router's.
+            return f"{where}: name: {ROUTER_USAGE_NAME!r} is the router's; give the agent another"
         for name in agent.tools:
             server = _server_of(name)
             if server is not None and server not in servers:

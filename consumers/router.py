@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from consumers.agents import Agent, AgentsFile
+from consumers.agents import ROUTER_USAGE_NAME, Agent, AgentsFile
 from consumers.llm.base import LLM, ChatMessage, Classification, Prompt
 from consumers.llm.parts import TextPart, UsagePart
 from consumers.redact import without_urls
@@ -22,7 +22,7 @@ from slipstream.events import RoutedBy
 
 By = RoutedBy
 
-ROUTER = "router"  # the `agent` of a classification call's `model.usage`
+ROUTER = ROUTER_USAGE_NAME  # the `agent` of a classification call's `model.usage`
 QUESTION_CHARS = 4000  # of the message, in the classifier's question: enough to judge by
 ANSWER_CHARS = 200  # of its answer: a name is short; anything longer is not one
 

@@ -128,6 +128,10 @@ BAD = [
         "agent 'research': name: a workflow has this name; give the agent another",
     ),
     (
+        MINIMAL.replace('name = "critic"', 'name = "router"'),
+        "agent 'router': name: 'router' is the router's; give the agent another",
+    ),
+    (
         MINIMAL.replace('tools = ["calculator"]', 'route = ["(?i)\\\\b(review"]'),
         "agent 'critic': route: bad regular expression '(?i)\\\\b(review': missing ), "
         "unterminated subpattern at position 6",
