@@ -329,23 +329,22 @@ async def _approve(
 ) -> Reply:
     """A chat run takes one signal, `approval`, and only for the call it waits on.
 
-    Unlike a workflow's signals it is not kept for later: an answer to a call the
-    run is not waiting on (not yet asked, already answered, another call) is
-    refused with 409 and nothing is written, so it can never answer a later call.
+    Unlike a workflow's signals it is not kept for later: an answer while the run
+    waits for no approval, or to another call than the one it waits on (already
+    answered, not asked yet), is refused with 409 and nothing is written, so it
+    can never answer a later call. A bad payload to a waiting run is a 422.
     """
     if name != APPROVAL_SIGNAL:
         raise errors.SignalRefused(
             run_id, f"a chat run takes only the {APPROVAL_SIGNAL!r} signal, not {name!r}"
         )
+    status, waiting_call = state.get("status"), state.get("approval_call", "")
+    if status != "waiting" or state.get("waiting_for") != APPROVAL_SIGNAL:
+        raise errors.SignalUnawaited(run_id, f"it is {status}, not waiting for an approval")
     try:
         answer = ApprovalPayload.model_validate(payload)
     except ValidationError as exc:
         raise errors.SignalInvalid(run_id, _problems(exc)) from None
-    status, waiting_call = state.get("status"), state.get("approval_call", "")
-    if status != "waiting" or state.get("waiting_for") != APPROVAL_SIGNAL:
-        raise errors.SignalUnawaited(
-            run_id, f"it is {status}, not waiting for approval of call {answer.call_id!r}"
-        )
     if waiting_call != answer.call_id:
         raise errors.SignalUnawaited(
             run_id,
