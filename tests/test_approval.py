@@ -11,7 +11,10 @@ and whose `seal` tool is declared `@tool(needs_approval=True)`.
 
 from __future__ import annotations
 
+import os
+import signal as signals
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +29,7 @@ from consumers.tools import tool
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import System, running_system
+from tests.test_run_faults import Cluster, wait_for
 from tests.waits import until
 
 WORDS = 12
@@ -346,3 +350,39 @@ async def test_text_before_the_call_stays_once_and_a_new_call_id_gets_the_answer
     assert view["messages"][-1]["content"] == (
         'Let me stamp that. stamp returned "OK". ' + answered(question)
     )
+
+
+@pytest.mark.slow
+def test_a_wait_outlives_a_worker_killed_with_kill_9(redis_url: str, tmp_path: Path) -> None:
+    """Real processes: the shipped researcher's fetch_url needs approval. Its worker
+    is killed while the run waits; a worker started afterwards finishes it."""
+    cluster = Cluster(redis_url, tmp_path)
+    try:
+        cluster.start(workers=1)
+        thread_id = cluster.thread()
+        question = '@researcher read [[tool fetch_url {"url": "https://example.invalid/"}]]'
+        run_id = cluster.ask(thread_id, question)
+        approval = wait_for(lambda: cluster.view(thread_id)["runs"][run_id]["approval"])
+        [worker] = cluster.workers
+        os.kill(worker.pid, signals.SIGKILL)
+        worker.wait()
+        assert cluster.view(thread_id)["runs"][run_id]["status"] == "waiting"
+
+        cluster.add_worker()
+        yes = {"call_id": approval["call_id"], "approved": True}
+        response = cluster.http.post(
+            f"/api/runs/{run_id}/signal", json={"name": "approval", "payload": yes}
+        )
+        assert response.status_code == 202, response.text
+        wait_for(
+            lambda: cluster.view(thread_id)["runs"][run_id]["status"] == "completed", within=30
+        )
+        events = [e for e in cluster.events(thread_id) if e.get("run_id") == run_id]
+    finally:
+        cluster.close()
+    kinds = [e["type"] for e in events]
+    assert (kinds.count("tool.called"), kinds.count("tool.result")) == (1, 1)
+    [result] = [e for e in events if e["type"] == "tool.result"]
+    # It ran (once), and said what fetch_url says here: no hosts are allowed.
+    assert result["is_error"] and "fetch_url is off here" in result["result"]
+    assert [e["attempt"] for e in events if e["type"] == "run.started"] == [1, 2]
