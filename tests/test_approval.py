@@ -21,9 +21,10 @@ import pytest
 
 from consumers import agents
 from consumers.agents import Agent
-from consumers.llm.base import Prompt
+from consumers.handoff import HANDOFF_TOOL, handoff_message_id
+from consumers.llm.base import Prompt, ToolUseBlock
 from consumers.llm.directives import read_directives
-from consumers.llm.parts import Part, TextPart, ToolCallPart
+from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from consumers.llm.scripted import ScriptedLLM, scripted_reply
 from consumers.tools import tool
 from slipstream.backend import Backend
@@ -50,6 +51,10 @@ async def seal(text: str) -> str:
     return f"sealed {text}"
 
 
+CLERK_SYSTEM = "You stamp and seal texts."
+DESK_SYSTEM = "You stamp what comes in and hand it to the clerk."
+
+
 @pytest.fixture(autouse=True)
 def clerk() -> Iterator[None]:
     """The shipped agents plus `clerk`, for the processes of this test."""
@@ -57,11 +62,19 @@ def clerk() -> Iterator[None]:
     helper = Agent(
         name="clerk",
         description="Stamps and seals texts.",
-        system="You stamp and seal texts.",
+        system=CLERK_SYSTEM,
         tools=("stamp", "seal", "calculator"),
         approve=("stamp",),
     )
-    previous = agents.use(shipped.model_copy(update={"agents": (*shipped.agents, helper)}))
+    desk = Agent(
+        name="desk",
+        description="Stamps what comes in, then hands it to the clerk.",
+        system=DESK_SYSTEM,
+        tools=("stamp",),
+        approve=("stamp",),
+        handoffs=("clerk",),
+    )
+    previous = agents.use(shipped.model_copy(update={"agents": (*shipped.agents, helper, desk)}))
     RAN.clear()
     yield
     agents.use(previous)
@@ -386,3 +399,77 @@ def test_a_wait_outlives_a_worker_killed_with_kill_9(redis_url: str, tmp_path: P
     # It ran (once), and said what fetch_url says here: no hosts are allowed.
     assert result["is_error"] and "fetch_url is off here" in result["result"]
     assert [e["attempt"] for e in events if e["type"] == "run.started"] == [1, 2]
+
+
+class DeskAndClerkLLM:
+    """desk stamps and hands off to clerk in one turn; clerk says a word, stamps, ends."""
+
+    name = "desk-and-clerk"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        self.calls += 1
+        used = [
+            b.name
+            for m in prompt.messages
+            if m.role == "assistant"
+            for b in m.blocks
+            if isinstance(b, ToolUseBlock)
+        ]
+        if prompt.system == DESK_SYSTEM and HANDOFF_TOOL not in used:
+            yield ToolCallPart("desk_stamp", "stamp", {"text": "front"})
+            yield ToolCallPart("desk_handoff", HANDOFF_TOOL, {"agent": "clerk"})
+            stop = "tool_use"
+        elif prompt.system == CLERK_SYSTEM and used.count("stamp") < 2:
+            yield TextPart("Stamping. ")
+            yield ToolCallPart("clerk_stamp", "stamp", {"text": "back"})
+            stop = "tool_use"
+        else:
+            yield TextPart("done")
+            stop = "end_turn"
+        yield UsagePart(1, 1, 0, 0, "desk-and-clerk")
+        yield StopPart(stop)
+
+
+async def test_approvals_before_and_after_a_handoff(
+    real_backend: Backend, settings: Settings
+) -> None:
+    llm = DeskAndClerkLLM()
+    async with running_system(real_backend, settings, llm=llm) as system:
+        thread_id = await system.new_thread()
+        run_id = (await system.send(thread_id, "take this", agent="desk"))["run_id"]
+
+        # desk's turn holds a stamp and the hand-off: the stamp waits first, in desk's reply.
+        first = await waiting_call(system, thread_id, run_id)
+        view = await system.view(thread_id)
+        reply_id = view["runs"][run_id]["reply_id"]
+        assert (first["args"], first["message_id"]) == ({"text": "front"}, reply_id)
+        assert view["messages"][-1]["id"] == reply_id
+        assert view["messages"][-1]["status"] == "waiting"
+        yes = {"call_id": first["call_id"], "approved": True}
+        assert (await signal(system, run_id, yes)).status_code == 202
+
+        # Then the clerk, in a message of its own, waits for its stamp.
+        second = await waiting_for_another(system, thread_id, run_id, first["call_id"])
+        clerks = handoff_message_id(run_id, 1)
+        assert (second["args"], second["message_id"]) == ({"text": "back"}, clerks)
+        view = await system.view(thread_id)
+        by_id = {m["id"]: m for m in view["messages"]}
+        assert by_id[reply_id]["status"] == "completed"
+        assert (by_id[clerks]["agent"], by_id[clerks]["status"]) == ("clerk", "waiting")
+        assert by_id[clerks]["content"] == "Stamping. "
+        assert RAN == ["stamp:front"]
+        yes = {"call_id": second["call_id"], "approved": True}
+        assert (await signal(system, run_id, yes)).status_code == 202
+        view = await system.wait_for_run(thread_id, run_id)
+        history = [e for e in await events_of(system, thread_id) if e.get("run_id") == run_id]
+
+    assert view["runs"][run_id]["status"] == "completed"
+    assert {m["id"]: m for m in view["messages"]}[clerks]["content"] == "Stamping. done"
+    assert RAN == ["stamp:front", "stamp:back"]
+    kinds = [e["type"] for e in history]
+    assert kinds.count("agent.handoff") == 1 and kinds.count("run.waiting") == 2
+    # Every model call's usage is journaled once, the one parked with its turn too.
+    assert kinds.count("model.usage") == llm.calls
