@@ -341,7 +341,7 @@ class Runner:
                 )
             )
         except errors.RunCancelled:
-            return await self._cancelled(a, held)
+            return await self._cancelled(a, [*held, *waiting.usage])
         log.info("run %s waits for approval of %s (%s)", a.run_id, call.call_id, call.name)
         return "waiting"
 
