@@ -20,6 +20,15 @@ hand-off and goes on with the agent handed to, in a message of its own, with the
 whole history (the hand-off call and its result included). A new attempt does not
 redo a journaled hand-off: it rebuilds those turns and starts with the last agent
 handed to. At most `max_handoffs` per run; asking for one more fails the run.
+
+Approval (`consumers.approval`): a call to a tool in the agent's `approve` (or
+declared `needs_approval`) with valid arguments is journaled as `tool.called` and
+then raises `AwaitingApproval`, which the runner turns into a park. A new attempt
+finds the person's decision in the journal: a yes runs the tool, a no is an error
+result for the model with the reason. Calls of one turn are taken in order, so a
+turn with several such calls parks once for each. A real model asked again after
+the park may give its call a new id: a call to the same tool with the same
+arguments as a journaled call waiting for approval is taken as that call.
 """
 
 from __future__ import annotations
@@ -29,8 +38,11 @@ import contextlib
 import dataclasses
 from collections.abc import Iterable
 
+from pydantic import ValidationError
+
 from consumers.agents import Agent, agent_named
 from consumers.answer import AnswerWriter, Attempt
+from consumers.approval import NO_APPROVALS, Approvals, AwaitingApproval, denied
 from consumers.context import repaired
 from consumers.handoff import (
     HANDOFF_TOOL,
@@ -47,7 +59,7 @@ from consumers.llm.base import LLM, ChatMessage, Prompt, TextBlock, ToolResultBl
 from consumers.llm.parts import ToolCallPart
 from consumers.prompt import tool_specs
 from consumers.tools import REGISTRY, CallResult, MessagesSource, ToolCall, ToolRegistry
-from consumers.tools.execute import error_result
+from consumers.tools.execute import error_result, invalid_arguments
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.store import EventStore
@@ -68,6 +80,7 @@ class Journal:
     called: dict[str, ev.ToolCalled]
     results: dict[str, ev.ToolResult]
     handoffs: tuple[JournaledHandoff, ...] = ()
+    approvals: Approvals = NO_APPROVALS
 
     @classmethod
     def of(cls, events: Iterable[ev.Event]) -> Journal:
@@ -79,7 +92,7 @@ class Journal:
                 called[event.call_id] = event
             elif isinstance(event, ev.ToolResult):
                 results[event.call_id] = event
-        return cls(called, results, journaled_handoffs(events))
+        return cls(called, results, journaled_handoffs(events), Approvals.of(events))
 
     def result_of(self, call: ToolCallPart) -> CallResult | None:
         called = self.called.get(call.call_id)
@@ -122,6 +135,7 @@ class AgentLoop:
         # loop's own calls (no other run of the thread calls a model meanwhile).
         self.token_budget = token_budget
         self.tokens_used = tokens_used
+        self.taken: set[str] = set()  # journaled call ids this attempt has matched a call to
 
     @property
     def attempt(self) -> Attempt:
@@ -159,7 +173,11 @@ class AgentLoop:
             handoff = self._handoff_in(calls)
             if handoff is not None:
                 call, target = handoff
-                results = [await self._run(c, cancelled) for c in calls if c is not call]
+                try:
+                    results = [await self._run(c, cancelled) for c in calls if c is not call]
+                except AwaitingApproval as waiting:
+                    waiting.usage = usage  # not written yet: it goes out with the park
+                    raise
                 turns = self._turns(before, calls, [*results, handed_to(target.agent)], last=call)
                 await self._hand_off(call, target, usage)
                 history.extend(turns)
@@ -299,8 +317,38 @@ class AgentLoop:
             )
         ]
 
-    async def _run(self, call: ToolCallPart, cancelled: asyncio.Event) -> CallResult:
-        """One call, journaled: its result from the journal if an attempt before had it."""
+    def _journaled_as(self, call: ToolCallPart) -> ToolCallPart:
+        """The call under the id the journal knows it by.
+
+        Its own id when journaled (or new); else, for a call that needs approval, the
+        id of an earlier attempt's call to the same tool with the same arguments (one
+        no other call of this attempt was matched to), so a person's answer reaches
+        the call they saw.
+        """
+        self.taken.add(call.call_id)
+        if call.call_id in self.journal.called or not self._needs_approval(call.name):
+            return call
+        for journaled in self.journal.called.values():
+            if (
+                journaled.call_id not in self.taken
+                and journaled.tool == call.name
+                and journaled.args == call.args
+            ):
+                self.taken.add(journaled.call_id)
+                return dataclasses.replace(call, call_id=journaled.call_id)
+        return call
+
+    def _needs_approval(self, name: str) -> bool:
+        tool = self.registry.get(name)
+        return name in self.agent.approve or (tool is not None and tool.needs_approval)
+
+    async def _run(self, asked: ToolCallPart, cancelled: asyncio.Event) -> CallResult:
+        """One call, journaled: its result from the journal if an attempt before had it.
+
+        Raises `AwaitingApproval` (after journaling the call) for a call that needs
+        a person's yes the journal does not hold yet.
+        """
+        call = self._journaled_as(asked)
         replayed = self.journal.result_of(call)
         if replayed is not None:
             return replayed
@@ -345,10 +393,19 @@ class AgentLoop:
                 f"tool {call.name!r} is not one of {agent.name}'s tools "
                 f"(its tools: {', '.join(agent.tools)})"
             )
-        tool = self.registry.get(call.name)
-        if call.name in agent.approve or (tool is not None and tool.needs_approval):
-            # Approval waits are a later piece of the loop: refuse rather than run unasked.
-            return error_result(f"tool {call.name!r} needs approval (not supported yet)")
+        if self._needs_approval(call.name):
+            tool = self.registry.get(call.name)
+            if tool is not None:
+                # No person is asked about a call that could not run anyway.
+                try:
+                    tool.arguments.model_validate(call.args)
+                except ValidationError as exc:
+                    return invalid_arguments(tool, exc)
+            decision = self.journal.approvals.decisions.get(call.call_id)
+            if decision is None:
+                raise AwaitingApproval(call)
+            if not decision.approved:
+                return denied(call.name, decision.reason)
         context = ToolCall(
             run_id=self.attempt.run_id,
             thread_id=self.attempt.thread_id,

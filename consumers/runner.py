@@ -12,6 +12,7 @@ from consumers import workflows
 from consumers.agent_loop import AgentLoop, Journal, TokenBudgetReached, ToolRoundsExceeded
 from consumers.agents import agent_named
 from consumers.answer import AnswerWriter, Attempt
+from consumers.approval import APPROVAL_SIGNAL, AwaitingApproval, waiting_event
 from consumers.backoff import compute_backoff
 from consumers.handoff import HandoffsExceeded
 from consumers.llm.base import LLM
@@ -217,6 +218,9 @@ class Runner:
                 ack=True,
             )
             return "completed"
+        except AwaitingApproval as waiting:
+            assert loop is not None
+            return await self._park_for_approval(loop, waiting)
         except errors.RunCancelled:
             return await self._cancelled(attempt, (loop.writer if loop else writer).held_back())
         except (WorkflowFailed, ToolRoundsExceeded, HandoffsExceeded, TokenBudgetReached) as exc:
@@ -311,6 +315,40 @@ class Runner:
             )
         )
         return "completed"
+
+    async def _park_for_approval(self, loop: AgentLoop, waiting: AwaitingApproval) -> str:
+        """Wait for a person's answer to the call without holding a worker, as a
+        workflow waits for a signal: the item is acked, the lease given up, and the
+        `approval` signal puts the run back to work (at once if one came meanwhile).
+
+        The run keeps the thread (no `release_thread`): its answer is unfinished, so
+        the thread's next message queues behind it rather than answer past it.
+        The text streamed so far stays in the reply, which shows `waiting`.
+        """
+        writer = loop.writer  # the agent's that asked, after hand-offs
+        a = writer.attempt
+        held = writer.held_back()
+        call = waiting.call
+        try:
+            await self.store.append(
+                a.fenced(
+                    [*held, *waiting.usage, waiting_event(a.run_id, a.reply_id, call)],
+                    refuse_if_cancelled=True,  # a cancel that raced the park wins
+                    run_fields={
+                        "status": "waiting",
+                        "owner": "",
+                        "lease_until": "0",
+                        "waiting_for": APPROVAL_SIGNAL,
+                        "approval_call": call.call_id,
+                    },
+                    signals_seen=(APPROVAL_SIGNAL, loop.journal.approvals.received),
+                    ack=True,
+                )
+            )
+        except errors.RunCancelled:
+            return await self._cancelled(a, [*held, *waiting.usage])
+        log.info("run %s waits for approval of %s (%s)", a.run_id, call.call_id, call.name)
+        return "waiting"
 
     async def hand_back(self, item: WorkItem, claim: Claim) -> None:
         """Give an unfinished run back at once (shutdown): a fresh work item, no lease."""

@@ -23,7 +23,7 @@ TITLE_CHARS = 80
 PROBLEMS_KEPT = 20
 # The stored layout of a view (projections/views.py). Bump it when a model here
 # changes shape: stored views of another version are rebuilt from their stream.
-SCHEMA_VERSION = 3  # 3: the view and its runs carry `usage`
+SCHEMA_VERSION = 4  # 3: the view and its runs carry `usage`; 4: runs carry `approval`
 
 
 def stream_ms(entry_id: str) -> int:
@@ -101,6 +101,15 @@ def tally(events: Iterable[ev.Event | Unreadable], *, agent: str | None = None) 
     return usage
 
 
+class ApprovalWait(BaseModel):
+    """The tool call a chat run waits on a person's yes for (answer: the `approval` signal)."""
+
+    call_id: str
+    tool: str
+    args: JsonValue = None
+    message_id: str = Field(description="the reply that waits")
+
+
 class RunView(BaseModel):
     id: str
     status: RunStatus
@@ -114,6 +123,7 @@ class RunView(BaseModel):
     requested_at: int
     ended_at: int | None = None
     until_ms: int | None = Field(None, description="when a waiting run's timer is due")
+    approval: ApprovalWait | None = Field(None, description="the call a waiting run asks about")
     steps: list[StepView] = Field(default_factory=list)
     result: JsonValue = None
     usage: UsageTotals = Field(default_factory=UsageTotals)
@@ -368,6 +378,7 @@ def _run_started(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     if run is None:
         return
     run.status, run.attempt, run.worker = "running", event.attempt, event.worker
+    run.approval = None
     reply = view.message(run.reply_id)
     if reply is not None and reply.status != "completed" and event.attempt != reply.attempt:
         # A new attempt writes the answer again: show only the current attempt's text.
@@ -434,6 +445,7 @@ def _finish(status: RunStatus, message_status: MessageStatus) -> _Handler:
         if isinstance(event, ev.RunCompleted):
             run.result = event.result
         run.until_ms = None
+        run.approval = None
         reply = view.message(run.reply_id)
         if reply is not None and reply.status != "completed":
             reply.status = message_status
@@ -461,6 +473,7 @@ def _run_status(
             run.reason, run.ended_at = None, None
         run.waiting_for = event.waiting_for if isinstance(event, ev.RunWaiting) else None
         run.until_ms = event.until_ms if isinstance(event, ev.RunWaiting) else None
+        run.approval = _approval_of(event, run)
         if isinstance(event, ev.RunWaiting) and event.op is not None:
             kind = "sleep" if event.waiting_for == "timer" else "wait"
             step = _step(
@@ -471,7 +484,8 @@ def _run_status(
                 entry_id,
             )
             step.status, step.until_ms = "waiting", event.until_ms
-        reply = view.message(run.reply_id)
+        # An approval wait names its reply: after a hand-off it is not the run's first.
+        reply = view.message(run.approval.message_id if run.approval else run.reply_id)
         # A finished reply keeps its status: a workflow may go on after its first answer.
         if (
             reply is not None
@@ -482,6 +496,19 @@ def _run_status(
             reply.status = reply_status
 
     return handler
+
+
+def _approval_of(event: ev.Event, run: RunView) -> ApprovalWait | None:
+    if not isinstance(event, ev.RunWaiting) or event.waiting_for != "approval":
+        return None
+    if event.call_id is None or event.tool is None:
+        return None
+    return ApprovalWait(
+        call_id=event.call_id,
+        tool=event.tool,
+        args=event.args,
+        message_id=event.message_id or run.reply_id,
+    )
 
 
 def _step(run: RunView, op: int, name: str, kind: str, entry_id: str) -> StepView:

@@ -267,10 +267,15 @@ async def retry_run(
     "/api/runs/{run_id}/signal",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SignalAccepted,
-    responses={404: {}, 409: {}},
+    responses={404: {}, 409: {}, 422: {}},
 )
 async def signal_run(request: Request, run_id: RunId, body: SignalIn) -> SignalAccepted:
-    """Human input for a workflow: resumes it if it waits for this signal, else it is kept."""
+    """Human input: resumes the run if it waits for this signal.
+
+    A workflow keeps a signal it declares for a later wait. A chat run takes only
+    `approval` with `{call_id, approved, reason?}` for the call it waits on
+    (422: a bad payload; 409: not waiting for that call).
+    """
     was = await commands.signal_run(
         runtime(request).store, run_id, body.name, body.payload, body.sender_id
     )

@@ -43,6 +43,8 @@ _STATUS: dict[type[errors.SlipstreamError], int] = {
     errors.RunStatusChanged: 409,
     errors.ThreadBusy: 409,
     errors.SignalRefused: 409,
+    errors.SignalUnawaited: 409,
+    errors.SignalInvalid: 422,
     errors.QueueFull: 429,
 }
 

@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-from pydantic import JsonValue
+from pydantic import JsonValue, ValidationError
 
 from consumers import workflows
+from consumers.approval import APPROVAL_SIGNAL, ApprovalPayload
 from projections.views import ViewStore
 from slipstream import errors
 from slipstream import events as ev
@@ -267,7 +268,9 @@ async def signal_run(
     payload: JsonValue,
     signal_id: str | None = None,
 ) -> str:
-    """Deliver a signal (human input) to a workflow run; it resumes if it waits for it.
+    """Deliver a signal (human input) to a run; it resumes if it waits for it.
+
+    A chat run takes only `approval`, for the tool call it waits on (`_approve`).
 
     A signal the workflow declares is kept even before the workflow waits for
     it. Returns the run's status when the signal arrived. With the sender's
@@ -296,7 +299,7 @@ async def _signal(
         raise errors.RunFinished(run_id, status)
     definition = workflows.get(state.get("agent", ""))
     if definition is None:
-        raise errors.SignalRefused(run_id, f"its agent {state.get('agent')!r} is not a workflow")
+        return await _approve(store, once, thread_id, run_id, state, name, payload)
     if name not in definition.signals:
         accepted = ", ".join(sorted(definition.signals)) or "none"
         raise errors.SignalRefused(
@@ -313,6 +316,68 @@ async def _signal(
         ),
         {"was": status},
     )
+
+
+async def _approve(
+    store: EventStore,
+    once: _Once,
+    thread_id: str,
+    run_id: str,
+    state: dict[str, str],
+    name: str,
+    payload: JsonValue,
+) -> Reply:
+    """A chat run takes one signal, `approval`, and only for the call it waits on.
+
+    Unlike a workflow's signals it is not kept for later: an answer while the run
+    waits for no approval, or to another call than the one it waits on (already
+    answered, not asked yet), is refused with 409 and nothing is written, so it
+    can never answer a later call. A bad payload to a waiting run is a 422.
+    """
+    if name != APPROVAL_SIGNAL:
+        raise errors.SignalRefused(
+            run_id, f"a chat run takes only the {APPROVAL_SIGNAL!r} signal, not {name!r}"
+        )
+    status, waiting_call = state.get("status"), state.get("approval_call", "")
+    if status != "waiting" or state.get("waiting_for") != APPROVAL_SIGNAL:
+        raise errors.SignalUnawaited(run_id, f"it is {status}, not waiting for an approval")
+    try:
+        answer = ApprovalPayload.model_validate(payload)
+    except ValidationError as exc:
+        raise errors.SignalInvalid(run_id, _problems(exc)) from None
+    if waiting_call != answer.call_id:
+        raise errors.SignalUnawaited(
+            run_id,
+            f"it waits for approval of call {waiting_call!r}, not {answer.call_id!r}",
+        )
+    try:
+        return await once.append(
+            Append(
+                thread_id=thread_id,
+                events=[
+                    ev.SignalReceived(
+                        run_id=run_id, name=name, payload=answer.model_dump(exclude_none=True)
+                    )
+                ],
+                run_id=run_id,
+                expect_status=("waiting",),  # woken (answered) or cancelled meanwhile: refused
+                wake_if_waiting_for=name,
+            ),
+            {"was": "waiting"},
+        )
+    except errors.RunStatusChanged as exc:
+        raise errors.SignalUnawaited(
+            run_id, f"it is {exc.status} now, no longer waiting for approval"
+        ) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """What is wrong with the payload, field by field, as the API's 422s say it."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = "".join(f".{p}" for p in err["loc"])
+        problems.append(f"payload{where}: {err['msg']}")
+    return "; ".join(problems)
 
 
 __all__ = [

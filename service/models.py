@@ -117,7 +117,11 @@ class Command(_Body):
 
 class SignalIn(_Body):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-    payload: JsonValue = None
+    payload: JsonValue = Field(
+        None,
+        description="what the run gets; a chat run's approval: "
+        '{"call_id": str, "approved": bool, "reason"?: str}',
+    )
     client_id: str | None = _client_id(
         "the sender's own id for this signal: a resend with it answers what the first call "
         "answered and is not kept twice"

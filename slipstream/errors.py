@@ -113,6 +113,22 @@ class SignalRefused(SlipstreamError):
         self.run_id = run_id
 
 
+class SignalInvalid(SlipstreamError):
+    """The signal's payload is not what the run takes: nothing was written."""
+
+    def __init__(self, run_id: str, why: str) -> None:
+        super().__init__(f"run {run_id!r}: bad signal payload: {why}")
+        self.run_id = run_id
+
+
+class SignalUnawaited(SlipstreamError):
+    """The run takes this signal, but is not waiting for this one now."""
+
+    def __init__(self, run_id: str, why: str) -> None:
+        super().__init__(f"run {run_id!r} is not waiting for it: {why}")
+        self.run_id = run_id
+
+
 class ProviderError(SlipstreamError):
     """The LLM provider failed; `retryable` says whether trying again can help."""
 

@@ -113,13 +113,21 @@ class RunRetrying(_RunEvent):
 
 
 class RunWaiting(_RunEvent):
-    """A workflow suspended: for a signal (`waiting_for` its name) or a timer ("timer")."""
+    """A run suspended: a workflow for a signal (`waiting_for` its name) or a timer
+    ("timer"); a chat run for a person's yes to a tool call ("approval", with the
+    call's `call_id`, `tool` and `args`, and the `message_id` of the reply that waits)."""
 
     type: Literal["run.waiting"] = "run.waiting"
     waiting_for: str
     timeout_ms: int | None = None
     op: int | None = Field(None, description="the workflow operation that waits")
     until_ms: int | None = Field(None, description="when the timer (sleep or timeout) is due")
+    call_id: str | None = Field(None, description="an approval wait: the tool call waiting")
+    tool: str | None = Field(None, description="an approval wait: the tool it calls")
+    args: JsonValue = Field(None, description="an approval wait: the call's arguments")
+    message_id: str | None = Field(
+        None, description="an approval wait: the reply that waits (after a hand-off, not the first)"
+    )
 
 
 class RunRestarted(_RunEvent):

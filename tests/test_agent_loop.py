@@ -145,9 +145,10 @@ async def test_bad_calls_come_back_as_error_results_and_the_model_goes_on(
     attempt = await attempt_for(store)
     question = (
         'x [[tool calculator {"expr": "1"}]] [[tool ghost {}]] [[tool now {}]]'
-        ' [[tool fetch_url {"url": "https://example.com"}]]'
+        ' [[tool fetch_url {"link": "https://example.com"}]]'
     )
-    # ghost is the agent's but no tool of the registry; now is a tool, but not the agent's.
+    # ghost is the agent's but no tool of the registry; now is a tool, but not the agent's;
+    # fetch_url needs approval, but no person is asked about a call that could not run.
     text = await answer(
         store, attempt, question, agent("calculator", "ghost", "fetch_url", approve=("fetch_url",))
     )
@@ -169,7 +170,7 @@ async def test_bad_calls_come_back_as_error_results_and_the_model_goes_on(
         results[2]
         == "tool 'now' is not one of helper's tools (its tools: calculator, ghost, fetch_url)"
     )
-    assert results[3] == "tool 'fetch_url' needs approval (not supported yet)"
+    assert "invalid arguments for tool 'fetch_url'" in str(results[3])
     assert text.endswith(answered(question))
     assert text.startswith("calculator returned ")
 

@@ -1,7 +1,8 @@
 """The web chat's fold (static/js/fold.js) agrees with the server's, event for event.
 
 Real histories (chat answers, a cancel, a retry, a failure, a restart, a
-regenerate, a rename and archive, an approval workflow with a revision) are
+regenerate, a rename and archive, an approval workflow with a revision, chat
+answers waiting for approval of a tool call) are
 folded by the server; the page's fold, run in Node, must reach the same view
 from an empty one and from every snapshot along the way.
 """
@@ -90,6 +91,19 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
     await worker.run_once()
     threads.append(approval)
 
+    # Chat answers waiting for a person's yes to a tool call: one answered, one left waiting.
+    for answer in (True, None):
+        asking, _ = await commands.create_thread(store)
+        fetch = 'read [[tool fetch_url {"url": "https://example.invalid/"}]]'
+        asked = await commands.send_message(store, asking, fetch, "researcher")
+        await worker.run_once()
+        call_id = (await store.run_state(asked.run_id, asking))["approval_call"]
+        if answer is not None:
+            yes = {"call_id": call_id, "approved": answer}
+            await commands.signal_run(store, asked.run_id, "approval", yes)
+            await worker.run_once()
+        threads.append(asking)
+
     # Model usage of three agents in one thread.
     agents, _ = await commands.create_thread(store)
     for agent in ("assistant", "writer", "critic"):
@@ -113,7 +127,13 @@ async def test_the_page_folds_events_as_the_server_does(
             expected.append(final)
     for got, want in zip(js_fold(cases), expected, strict=True):
         assert comparable(got) == comparable(want)
-    # The histories do hold usage of several agents, so its fold is compared too.
+    # The histories do hold a waiting tool call and usage of several agents, so their
+    # folds are compared too.
+    assert any(
+        run["approval"] and run["approval"]["tool"] == "fetch_url"
+        for view in expected
+        for run in view["runs"].values()
+    )
     assert set(expected[-1]["usage"]["by_agent"]) == {"assistant", "writer", "critic"}
 
 

@@ -13,6 +13,7 @@ from consumers.llm.parts import Part
 from consumers.llm.scripted import ScriptedLLM
 from projections.projector import Projector
 from projections.thread_view import (
+    SCHEMA_VERSION,
     ThreadView,
     Usage,
     UsageTotals,
@@ -241,7 +242,7 @@ async def test_a_view_stored_before_usage_is_rebuilt_with_it(store: EventStore) 
     views = ViewStore(store)
     assert await views.load(thread_id) is None
     assert (await views.current(thread_id)).usage.total == totals(10, 5, 1, 1, 1)
-    assert await store.redis.hget(key, "schema") == "3"
+    assert await store.redis.hget(key, "schema") == str(SCHEMA_VERSION)
 
 
 class SpendsThenFailsOnce(ScriptedLLM):

@@ -232,7 +232,7 @@ async def test_signals_a_run_will_never_take_are_refused(harness: Harness) -> No
     with pytest.raises(errors.SignalRefused, match="does not wait for 'nope'"):
         await commands.signal_run(harness.store, run_id, "nope", None)
     _, chat_run = await harness.start("assistant")
-    with pytest.raises(errors.SignalRefused, match="not a workflow"):
+    with pytest.raises(errors.SignalRefused, match="a chat run takes only the 'approval' signal"):
         await commands.signal_run(harness.store, chat_run, "go", None)
     await commands.signal_run(harness.store, run_id, "go", 1)
     await harness.run(thread_id, run_id)

@@ -52,7 +52,8 @@ export function normaliseView(view) {
     ...view,
     messages: view.messages ?? [],
     runs: Object.fromEntries(Object.entries(view.runs ?? {}).map(([id, run]) => [id, {
-      waiting_for: null, until_ms: null, result: null, ...run, steps: run.steps ?? [],
+      waiting_for: null, until_ms: null, approval: null, result: null, ...run,
+      steps: run.steps ?? [],
       usage: run.usage ?? emptyUsageTotals(),
     }])),
     problems: view.problems ?? [],
@@ -157,6 +158,7 @@ function runRequested(view, event, id) {
     requested_at: streamMs(id),
     ended_at: null,
     until_ms: null,
+    approval: null,
     steps: [],
     result: null,
     usage: emptyUsageTotals(),
@@ -180,7 +182,9 @@ function restartReply(reply, attempt) {
 function runStarted(view, event) {
   const run = findRun(view, event.run_id);
   if (!run) return;
-  Object.assign(run, { status: "running", attempt: event.attempt, worker: event.worker });
+  Object.assign(run, {
+    status: "running", attempt: event.attempt, worker: event.worker, approval: null,
+  });
   const reply = findMessage(view, run.reply_id);
   if (reply && reply.status !== "completed" && event.attempt !== reply.attempt) {
     // A new attempt writes the answer again: show only the current attempt's text.
@@ -236,6 +240,7 @@ function runEnded(runStatus, messageStatus) {
     if (event.type !== "run.completed") run.reason = event.reason || null;
     else run.result = event.result ?? null;
     run.until_ms = null;
+    run.approval = null;
     const reply = findMessage(view, run.reply_id);
     if (reply && reply.status !== "completed") reply.status = messageStatus;
   };
@@ -248,7 +253,8 @@ function runEnded(runStatus, messageStatus) {
  * run.retrying: the attempt failed and another follows; the answer is due again,
  * its old text stays until then. run.restarted: a failed or cancelled run asked
  * to run again; its text stays until run.started brings a new attempt number.
- * run.waiting: a workflow parked on a signal or a timer, which is also a step.
+ * run.waiting: a workflow parked on a signal or a timer, which is also a step;
+ * or a chat run parked for a person's yes to a tool call (`approval`).
  */
 function runStatusChange(runStatus, replyStatus, replyFrom = []) {
   return (view, event, id) => {
@@ -264,6 +270,7 @@ function runStatusChange(runStatus, replyStatus, replyFrom = []) {
     const waiting = event.type === "run.waiting";
     run.waiting_for = waiting ? event.waiting_for : null;
     run.until_ms = waiting ? event.until_ms ?? null : null;
+    run.approval = approvalOf(event, run);
     if (waiting && event.op != null) {
       const sleeping = event.waiting_for === "timer";
       const step = stepOf(
@@ -276,12 +283,25 @@ function runStatusChange(runStatus, replyStatus, replyFrom = []) {
       step.status = "waiting";
       step.until_ms = event.until_ms ?? null;
     }
-    const reply = findMessage(view, run.reply_id);
+    // An approval wait names its reply: after a hand-off it is not the run's first.
+    const reply = findMessage(view, run.approval ? run.approval.message_id : run.reply_id);
     // A finished reply keeps its status: a workflow may go on after its first answer.
     if (reply && replyStatus && reply.status !== "completed"
         && (!replyFrom.length || replyFrom.includes(reply.status))) {
       reply.status = replyStatus;
     }
+  };
+}
+
+/** run.waiting for a person's yes to a tool call: the call, else null. */
+function approvalOf(event, run) {
+  if (event.type !== "run.waiting" || event.waiting_for !== "approval") return null;
+  if (event.call_id == null || event.tool == null) return null;
+  return {
+    call_id: event.call_id,
+    tool: event.tool,
+    args: event.args ?? null,
+    message_id: event.message_id || run.reply_id,
   };
 }
 
