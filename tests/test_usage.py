@@ -9,6 +9,7 @@ import pytest
 
 from projections.projector import Projector
 from projections.thread_view import (
+    SCHEMA_VERSION,
     ThreadView,
     Usage,
     UsageTotals,
@@ -237,4 +238,4 @@ async def test_a_view_stored_before_usage_is_rebuilt_with_it(store: EventStore) 
     views = ViewStore(store)
     assert await views.load(thread_id) is None
     assert (await views.current(thread_id)).usage.total == totals(10, 5, 1, 1, 1)
-    assert await store.redis.hget(key, "schema") == "3"
+    assert await store.redis.hget(key, "schema") == str(SCHEMA_VERSION)
