@@ -24,14 +24,14 @@ pytestmark = pytest.mark.slow
 
 ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 CALCULATE = '[[tool calculator {"expression": "2+3"}]]'
-CAUTIOUS = '''
+CAUTIOUS = """
 [[agents]]
 name = "cautious"
 description = "Does arithmetic, but only with a person's yes."
 system = "You do arithmetic with the calculator, once a person has approved each call."
 tools = ["calculator"]
 approve = ["calculator"]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
