@@ -74,11 +74,15 @@ class StepView(BaseModel):
     until_ms: int | None = None
 
 
-ToolStatus = Literal["waiting", "running", "completed", "failed"]
+ToolStatus = Literal["running", "completed", "failed"]
 
 
 class ToolCallView(BaseModel):
-    """One tool call of a run: `waiting` for a person's approval, `running`, or done."""
+    """One tool call of a run, from `tool.called` to its `tool.result`.
+
+    A call waiting for a person's yes is still `running` here: the run's
+    `run.waiting` (waiting_for "approval", with the call's id) says it waits.
+    """
 
     call_id: str
     tool: str
@@ -499,15 +503,6 @@ def _run_status(
         run.until_ms = event.until_ms if isinstance(event, ev.RunWaiting) else None
         if isinstance(event, ev.RunRestarted):
             run.tools, run.handoffs = [], []  # a run from scratch journals its calls again
-        elif isinstance(event, ev.RunResumed):
-            for call in run.tools:
-                if call.status == "waiting":
-                    call.status = "running"  # approved runs it; a denial's result follows
-        elif isinstance(event, ev.RunWaiting) and event.call_id is not None:
-            call = _tool_call(run, event.call_id, event.tool or "", entry_id)
-            if event.tool:
-                call.tool, call.args = event.tool, _bounded(event.args)
-            call.status = "waiting"
         if isinstance(event, ev.RunWaiting) and event.op is not None:
             kind = "sleep" if event.waiting_for == "timer" else "wait"
             step = _step(

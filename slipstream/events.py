@@ -120,10 +120,6 @@ class RunWaiting(_RunEvent):
     timeout_ms: int | None = None
     op: int | None = Field(None, description="the workflow operation that waits")
     until_ms: int | None = Field(None, description="when the timer (sleep or timeout) is due")
-    # An approval wait (`waiting_for` "approval"): the tool call that waits for a yes.
-    call_id: str | None = None
-    tool: str | None = None
-    args: JsonValue = None
 
 
 class RunRestarted(_RunEvent):

@@ -114,7 +114,7 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
     await worker.run_once()
     threads.append(tools)
 
-    # A call parked for approval, then denied; its text and arguments long enough to be cut.
+    # A call parked for approval, then denied, and one cut short; long texts in them are cut.
     parked, _ = await commands.create_thread(store)
     sent = await commands.send_message(store, parked, "fetch it", "researcher")
     long_url = "https://example.com/" + "é" * 2500
@@ -126,13 +126,7 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
                 ev.ToolCalled(
                     run_id=sent.run_id, call_id="c1", tool="fetch_url", args={"url": long_url}
                 ),
-                ev.RunWaiting(
-                    run_id=sent.run_id,
-                    waiting_for="approval",
-                    call_id="c1",
-                    tool="fetch_url",
-                    args={"url": long_url},
-                ),
+                ev.RunWaiting(run_id=sent.run_id, waiting_for="approval"),
                 ev.SignalReceived(
                     run_id=sent.run_id,
                     name="approval",
@@ -140,9 +134,8 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
                 ),
                 ev.RunResumed(run_id=sent.run_id),
                 ev.ToolResult(run_id=sent.run_id, call_id="c1", result="denied: no", is_error=True),
-                ev.RunWaiting(
+                ev.ToolCalled(
                     run_id=sent.run_id,
-                    waiting_for="approval",
                     call_id="c2",
                     tool="fetch_url",
                     args={"url": "https://example.com/" + "x" * 3000},
@@ -178,7 +171,7 @@ async def test_the_page_folds_events_as_the_server_does(
     assert [call["status"] for call in runs[0]["tools"]] == ["completed", "failed"]
     assert runs[1]["handoffs"][0]["to_agent"] == "writer"
     calls = next(iter(parked["runs"].values()))["tools"]
-    assert [call["status"] for call in calls] == ["failed", "waiting"]
+    assert [call["status"] for call in calls] == ["failed", "running"]
     assert calls[0]["args"]["url"].endswith("é…")  # cut, by code points on both sides
 
 

@@ -271,17 +271,6 @@ function runStatusChange(runStatus, replyStatus, replyFrom = []) {
     if (event.type === "run.restarted") {
       run.tools = []; // a run from scratch journals its calls again
       run.handoffs = [];
-    } else if (event.type === "run.resumed") {
-      for (const call of run.tools) {
-        if (call.status === "waiting") call.status = "running"; // a denial's result follows
-      }
-    } else if (waiting && event.call_id != null) {
-      const call = toolCallOf(run, event.call_id, event.tool || "", id);
-      if (event.tool) {
-        call.tool = event.tool;
-        call.args = bounded(event.args ?? null);
-      }
-      call.status = "waiting";
     }
     if (waiting && event.op != null) {
       const sleeping = event.waiting_for === "timer";

@@ -5,6 +5,8 @@
  *
  * Tool calls live on the run (view `runs[id].tools`); each call's `turn` is the
  * number of hand-offs before it, so it belongs in the run's message of that turn.
+ * A run parked for a person's yes (`run.waiting`, waiting_for "approval") names
+ * the call in the view's `runs[id].approval`: that call's card asks.
  */
 
 import { newClientId, signalRun, withRetries } from "./api.js";
@@ -17,10 +19,25 @@ const HANDOFF_TOOL = "handoff"; // shown as "handed off to …", not as a card
 const PREVIEW_CHARS = 80;
 const LIVE = ["pending", "streaming", "waiting"];
 
-/** The agent run waits for a person's yes on this call (`run.waiting` with a `call_id`). */
+/**
+ * The call an agent run waits on a person's yes for, or null. It is journaled
+ * (tool.called) before the run parks; if it is not there yet, the wait's own
+ * copy of it stands in, in the run's current turn.
+ */
 export function waitingCall(run) {
   if (run?.status !== "waiting" || run.waiting_for !== "approval") return null;
-  return (run.tools ?? []).find((call) => call.status === "waiting") ?? null;
+  const asked = run.approval;
+  if (!asked?.call_id) return null;
+  return (run.tools ?? []).find((call) => call.call_id === asked.call_id) ?? {
+    call_id: asked.call_id,
+    tool: asked.tool ?? "",
+    args: asked.args ?? null,
+    status: "running",
+    result: null,
+    turn: (run.handoffs ?? []).length,
+    started_at: null,
+    ended_at: null,
+  };
 }
 
 /** The parts a message shows about its agent's work, added once to its element. */
@@ -48,7 +65,10 @@ export function updateActivity(activity, message, run, { turn, lastOfRun }) {
 }
 
 function callsOf(run, turn, lastOfRun) {
-  return (run.tools ?? []).filter((call) => call.tool !== HANDOFF_TOOL
+  const calls = run.tools ?? [];
+  const asked = waitingCall(run);
+  const all = asked && !calls.includes(asked) ? [...calls, asked] : calls;
+  return all.filter((call) => call.tool !== HANDOFF_TOOL
     && (call.turn === turn || (lastOfRun && call.turn > turn)));
 }
 
@@ -177,10 +197,11 @@ function createCard() {
 
 function updateCard(card, call, run, message) {
   const { node } = card;
+  const asking = waitingCall(run)?.call_id === call.call_id;
   // A call the run ended without (it was stopped, or failed) will get no result.
-  const interrupted = ["waiting", "running"].includes(call.status) && !LIVE.includes(message.status)
+  const interrupted = call.status === "running" && !LIVE.includes(message.status)
     && !["running", "retrying", "waiting", "queued"].includes(run.status);
-  const status = interrupted ? "interrupted" : call.status;
+  const status = asking ? "waiting" : interrupted ? "interrupted" : call.status;
   node.dataset.status = status;
   node.dataset.tool = call.tool;
   node.dataset.callId = call.call_id;
@@ -199,15 +220,14 @@ function updateCard(card, call, run, message) {
     setText(card.resultLabel, call.status === "failed" ? "Error" : "Result");
     setText(card.result, pretty(call.result));
   }
-  updateApproval(card, call, run, status);
+  updateApproval(card, call, run, asking);
 }
 
 /**
  * A call waiting for a person opens itself once, so its arguments can be read
  * before saying yes; after that the reader decides whether it stays open.
  */
-function updateApproval(card, call, run, status) {
-  const asking = status === "waiting" && waitingCall(run)?.call_id === call.call_id;
+function updateApproval(card, call, run, asking) {
   if (!asking && card.approval.contains(document.activeElement)) dom.input.focus();
   card.approval.hidden = !asking;
   if (asking && !card.opened) {
