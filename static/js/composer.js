@@ -17,15 +17,20 @@ import { waitingCall } from "./tools.js";
 
 /**
  * What the composer would send: a message that starts with "@name " (a known
- * agent) goes to that agent without the mention; anything else to the picker's agent.
+ * agent) goes to that agent without the mention, and one that starts with several
+ * ("@writer @critic …") to all of them at once (`agents`); anything else to the
+ * picker's agent.
  */
 function composerDraft(text) {
-  const content = text.trim();
-  const mention = /^@(\S+)(?:\s+|$)/.exec(content);
-  if (mention && knownAgent(mention[1])) {
-    return { agent: mention[1], content: content.slice(mention[0].length).trim() };
+  let content = text.trim();
+  const agents = [];
+  for (let mention = /^@(\S+)(?:\s+|$)/.exec(content); mention && knownAgent(mention[1]);
+    mention = /^@(\S+)(?:\s+|$)/.exec(content)) {
+    if (!agents.includes(mention[1])) agents.push(mention[1]);
+    content = content.slice(mention[0].length).trim();
   }
-  return { agent: state.agent, content };
+  if (agents.length > 1) return { agent: agents[0], agents, content };
+  return { agent: agents[0] ?? state.agent, agents: null, content };
 }
 
 function sendFromComposer() {
@@ -42,13 +47,14 @@ function sendFromComposer() {
 }
 
 function queueMessage(text) {
-  const { agent, content } = composerDraft(text);
+  const { agent, agents, content } = composerDraft(text);
   if (!content) return;
   const entry = {
     clientId: http.newClientId(),
     threadId: state.threadId, // null: the thread gets created on the way
     content,
     agent,
+    agents,
     createdAt: Date.now(),
     status: "pending",
     error: null,
@@ -69,7 +75,8 @@ async function deliver(entry) {
       if (!state.threadId) navigate(entry.threadId); // unless the reader went elsewhere meanwhile
     }
     const body = { content: entry.content, client_id: entry.clientId };
-    if (entry.agent) body.agent = entry.agent; // none: the router decides
+    if (entry.agents) body.agents = entry.agents; // one answer from each, at once
+    else if (entry.agent) body.agent = entry.agent; // none: the router decides
     const accepted = await http.withRetries(() => http.sendMessage(entry.threadId, body));
     entry.messageId = accepted?.message_id ?? null;
   } catch (error) {

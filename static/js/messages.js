@@ -27,7 +27,7 @@ function visibleMessages() {
     .map((entry) => newMessage({
       id: entry.messageId ?? "",
       role: "user",
-      agent: entry.agent,
+      agent: entry.agents ? entry.agents.join(", ") : entry.agent,
       content: entry.content,
       status: entry.status,
       client_id: entry.clientId,
@@ -174,8 +174,10 @@ function updateMessageParts(parts, message, run, context) {
   else delete node.dataset.answerOf;
 
   setText(parts.author, message.role === "user" ? "You" : message.agent || run?.agent || "Assistant");
-  const to = message.role === "user" && message.agent && message.agent !== DEFAULT_AGENT
-    ? `to ${message.agent}` : "";
+  // Sent to several agents at once: the routing names them all.
+  const addressed = message.routed?.agents?.length > 1 ? message.routed.agents.join(", ") : message.agent;
+  const to = message.role === "user" && addressed && addressed !== DEFAULT_AGENT
+    ? `to ${addressed}` : "";
   setText(parts.to, to);
   parts.to.hidden = !to;
   updateTime(parts.time, message.created_at);

@@ -77,7 +77,7 @@ function updateRouted(element, run, turn) {
   let text = "";
   if (run && turn === 0) {
     const routed = state.view?.messages.find((message) => message.id === run.message_id)?.routed;
-    if (routed) text = `routed to ${routed.agents.join(", ")}: ${routed.by}${routed.reason ? ` — ${routed.reason}` : ""}`;
+    if (routed) text = routedText(routed, run.agent);
   } else if (run) {
     const handoff = run.handoffs?.[turn - 1];
     if (handoff) {
@@ -87,6 +87,14 @@ function updateRouted(element, run, turn) {
   setText(element, text);
   element.title = text;
   element.hidden = !text;
+}
+
+/** "routed to writer (with critic): pick — chosen by the sender" */
+function routedText(routed, agent) {
+  const others = routed.agents.filter((name) => name !== agent);
+  const to = routed.agents.includes(agent) ? agent : routed.agents.join(", ");
+  const also = routed.agents.includes(agent) && others.length ? ` (with ${others.join(", ")})` : "";
+  return `routed to ${to}${also}: ${routed.by}${routed.reason ? ` — ${routed.reason}` : ""}`;
 }
 
 function updateUsage(element, usage) {

@@ -141,14 +141,15 @@ def test_a_tool_call_waits_for_approval_and_a_denial_reaches_the_answer(page: Pa
 
 
 def test_two_agents_stream_into_one_thread_at_once(page: Page, server: str) -> None:
-    """Needs the several-agents backend (`agents: [...]` on POST messages)."""
+    """Needs the several-agents backend (`agents: [...]` on POST messages).
+
+    Two mentions at the start of a message send it to both (`agents`).
+    """
     thread_id = new_thread(page)
-    sent = httpx.post(
-        f"{server}/api/threads/{thread_id}/messages",
-        json={"content": "A short note about streams, please", "agents": ["writer", "critic"]},
-        timeout=10,
-    )
-    assert sent.status_code == 202, sent.text
+    send(page, "@writer @critic A short note about streams, please", "assistant")
+    asked = page.locator('[data-testid="message"][data-role="user"]').last
+    expect(asked.locator(".message__to")).to_have_text("to writer, critic")
+    expect(asked.locator(".content")).to_have_text("A short note about streams, please")
     writer = page.locator(ASSISTANT).filter(has=page.locator(".message__author", has_text="writer"))
     critic = page.locator(ASSISTANT).filter(has=page.locator(".message__author", has_text="critic"))
     # Both answers are on the page and written at the same time, each its own message.
