@@ -23,11 +23,24 @@ TITLE_CHARS = 80
 PROBLEMS_KEPT = 20
 # The stored layout of a view (projections/views.py). Bump it when a model here
 # changes shape: stored views of another version are rebuilt from their stream.
-SCHEMA_VERSION = 4  # 3: the view and its runs carry `usage`; 4: runs carry `approval`
+# 3: the view and its runs carry `usage`; 4: runs carry `approval`, routing,
+# tool calls and hand-offs.
+SCHEMA_VERSION = 4
+# A tool's arguments and result are shown in the chat, not used: a long text in
+# them is cut here, so a run's stored view stays small while it streams.
+TOOL_TEXT_CHARS = 2000
 
 
 def stream_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
+
+
+class RoutedView(BaseModel):
+    """The router's decision for a user message (`agent.routed`)."""
+
+    agents: list[str]
+    by: str
+    reason: str = ""
 
 
 class MessageView(BaseModel):
@@ -41,6 +54,7 @@ class MessageView(BaseModel):
     created_at: int = Field(description="ms since the epoch, from the stream id")
     attempt: int = 0
     seq: int = Field(0, description="last delta sequence number folded in")
+    routed: RoutedView | None = Field(None, description="who the router chose, on a user message")
 
 
 StepStatus = Literal["running", "completed", "failed", "retrying", "waiting"]
@@ -60,6 +74,32 @@ class StepView(BaseModel):
     error: str | None = None
     result: JsonValue = None
     until_ms: int | None = None
+
+
+ToolStatus = Literal["running", "completed", "failed"]
+
+
+class ToolCallView(BaseModel):
+    """One tool call of a run, from `tool.called` to its `tool.result`.
+
+    A call waiting for a person's yes is still `running` here: the run's
+    `run.waiting` (waiting_for "approval", with the call's id) says it waits.
+    """
+
+    call_id: str
+    tool: str
+    args: JsonValue = None
+    status: ToolStatus
+    result: JsonValue = None
+    turn: int = Field(0, description="hand-offs before the call: which of the run's messages")
+    started_at: int | None = None
+    ended_at: int | None = None
+
+
+class HandoffView(BaseModel):
+    from_agent: str
+    to_agent: str
+    reason: str = ""
 
 
 class UsageTotals(BaseModel):
@@ -127,6 +167,8 @@ class RunView(BaseModel):
     steps: list[StepView] = Field(default_factory=list)
     result: JsonValue = None
     usage: UsageTotals = Field(default_factory=UsageTotals)
+    tools: list[ToolCallView] = Field(default_factory=list)
+    handoffs: list[HandoffView] = Field(default_factory=list)
 
 
 class Problem(BaseModel):
@@ -308,7 +350,7 @@ def _position(entry_id: str) -> tuple[int, int]:
 
 
 def _ignore(view: ThreadView, event: ev.Event, entry_id: str) -> None:
-    """Events that change nothing in this view (steps, timers, tools) yet."""
+    """Events that change nothing in this view (timers, signals, cancel requests)."""
 
 
 def _thread_created(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -474,6 +516,8 @@ def _run_status(
         run.waiting_for = event.waiting_for if isinstance(event, ev.RunWaiting) else None
         run.until_ms = event.until_ms if isinstance(event, ev.RunWaiting) else None
         run.approval = _approval_of(event, run)
+        if isinstance(event, ev.RunRestarted):
+            run.tools, run.handoffs = [], []  # a run from scratch journals its calls again
         if isinstance(event, ev.RunWaiting) and event.op is not None:
             kind = "sleep" if event.waiting_for == "timer" else "wait"
             step = _step(
@@ -560,6 +604,67 @@ def _model_usage(view: ThreadView, event: ev.Event, entry_id: str) -> None:
         run.usage.add(event)
 
 
+def _bounded(value: JsonValue) -> JsonValue:
+    """`value` with every text in it cut to TOOL_TEXT_CHARS (fold.js cuts the same way)."""
+    if isinstance(value, str):
+        return value if len(value) <= TOOL_TEXT_CHARS else value[:TOOL_TEXT_CHARS] + "…"
+    if isinstance(value, list):
+        return [_bounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _bounded(item) for key, item in value.items()}
+    return value
+
+
+def _tool_call(run: RunView, call_id: str, tool: str, entry_id: str) -> ToolCallView:
+    """The run's call `call_id`, added (running, in the current turn) when it is new."""
+    for call in run.tools:
+        if call.call_id == call_id:
+            return call
+    call = ToolCallView(
+        call_id=call_id,
+        tool=tool,
+        status="running",
+        turn=len(run.handoffs),
+        started_at=stream_ms(entry_id),
+    )
+    run.tools.append(call)
+    return call
+
+
+def _tool_called(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.ToolCalled)
+    run = view.runs.get(event.run_id)
+    if run is not None:
+        call = _tool_call(run, event.call_id, event.tool, entry_id)
+        call.tool, call.args = event.tool, _bounded(event.args)
+
+
+def _tool_result(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.ToolResult)
+    run = view.runs.get(event.run_id)
+    if run is None:
+        return
+    call = _tool_call(run, event.call_id, "", entry_id)
+    call.status = "failed" if event.is_error else "completed"
+    call.result, call.ended_at = _bounded(event.result), stream_ms(entry_id)
+
+
+def _agent_handoff(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.AgentHandoff)
+    run = view.runs.get(event.run_id)
+    if run is not None:
+        run.handoffs.append(
+            HandoffView(from_agent=event.from_agent, to_agent=event.to_agent, reason=event.reason)
+        )
+
+
+def _agent_routed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    assert isinstance(event, ev.AgentRouted)
+    message = view.message(event.message_id)
+    if message is not None:
+        message.routed = RoutedView(agents=list(event.agents), by=event.by, reason=event.reason)
+
+
 _HANDLERS: dict[str, _Handler] = {
     "thread.created": _thread_created,
     "thread.renamed": _thread_renamed,
@@ -580,4 +685,8 @@ _HANDLERS: dict[str, _Handler] = {
     "run.waiting": _run_status("waiting", "waiting"),
     "run.resumed": _run_status("running", "streaming", reply_from=("waiting",)),
     "model.usage": _model_usage,
+    "tool.called": _tool_called,
+    "tool.result": _tool_result,
+    "agent.handoff": _agent_handoff,
+    "agent.routed": _agent_routed,
 }

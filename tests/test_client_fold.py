@@ -2,7 +2,8 @@
 
 Real histories (chat answers, a cancel, a retry, a failure, a restart, a
 regenerate, a rename and archive, an approval workflow with a revision, chat
-answers waiting for approval of a tool call) are
+answers waiting for approval of a tool call, a routed message, tool calls, a
+hand-off, a tool call parked for approval) are
 folded by the server; the page's fold, run in Node, must reach the same view
 from an empty one and from every snapshot along the way.
 """
@@ -22,9 +23,10 @@ from consumers.worker import Worker
 from projections.thread_view import ThreadView, fold
 from service import commands
 from slipstream import codec
+from slipstream import events as ev
 from slipstream.config import Settings
 from slipstream.errors import ProviderError
-from slipstream.store import EventStore, Stored
+from slipstream.store import Append, EventStore, Stored
 from tests.fake_llm import FlakyLLM
 from tests.test_workflows import FakeClock
 
@@ -110,31 +112,87 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
         await commands.send_message(store, agents, f"a question for {agent}", agent)
         await worker.run_once()
     threads.append(agents)
+
+    # Routed by a rule to the researcher, who calls two tools (one fails); a hand-off.
+    tools, _ = await commands.create_thread(store)
+    await commands.send_message(
+        store,
+        tools,
+        'calculate [[tool calculator {"expression": "2+3"}]]'
+        ' [[tool calculator {"expression": "1/0"}]]',
+        "researcher",
+        routed=("rule", "researcher's rule matched 'calculate'"),
+    )
+    await worker.run_once()
+    await commands.send_message(store, tools, "over to you [[handoff writer]]", "assistant")
+    await worker.run_once()
+    threads.append(tools)
+
+    # A call parked for approval, then denied, and one cut short; long texts in them are cut.
+    parked, _ = await commands.create_thread(store)
+    sent = await commands.send_message(store, parked, "fetch it", "researcher")
+    long_url = "https://example.com/" + "é" * 2500
+    await store.append(
+        Append(
+            thread_id=parked,
+            events=[
+                ev.RunStarted(run_id=sent.run_id, attempt=1, worker="w:1:a", token=1),
+                ev.ToolCalled(
+                    run_id=sent.run_id, call_id="c1", tool="fetch_url", args={"url": long_url}
+                ),
+                ev.RunWaiting(run_id=sent.run_id, waiting_for="approval"),
+                ev.SignalReceived(
+                    run_id=sent.run_id,
+                    name="approval",
+                    payload={"call_id": "c1", "approved": False, "reason": "no"},
+                ),
+                ev.RunResumed(run_id=sent.run_id),
+                ev.ToolResult(run_id=sent.run_id, call_id="c1", result="denied: no", is_error=True),
+                ev.ToolCalled(
+                    run_id=sent.run_id,
+                    call_id="c2",
+                    tool="fetch_url",
+                    args={"url": "https://example.com/" + "x" * 3000},
+                ),
+                ev.RunCancelled(run_id=sent.run_id, reason="stopped"),
+            ],
+        )
+    )
+    threads.append(parked)
     return threads
 
 
 async def test_the_page_folds_events_as_the_server_does(
     store: EventStore, settings: Settings
 ) -> None:
-    cases, expected = [], []
+    cases, expected, finals = [], [], []
     for thread_id in await histories(store, settings):
         stored = await store.read(thread_id)
         empty = ThreadView.empty(thread_id, store.stream_key(thread_id))
         final = fold(empty, stored).model_dump(mode="json")
+        finals.append(final)
         for cut in range(0, len(stored) + 1, 3):  # from snapshots all along the history
             snapshot = fold(empty, stored[:cut]).model_dump(mode="json")
             cases.append({"start": snapshot, "events": frames(stored[cut:])})
             expected.append(final)
     for got, want in zip(js_fold(cases), expected, strict=True):
         assert comparable(got) == comparable(want)
-    # The histories do hold a waiting tool call and usage of several agents, so their
-    # folds are compared too.
+    # The histories do hold a waiting tool call, so its fold is compared too.
     assert any(
         run["approval"] and run["approval"]["tool"] == "fetch_url"
         for view in expected
         for run in view["runs"].values()
     )
-    assert set(expected[-1]["usage"]["by_agent"]) == {"assistant", "writer", "critic"}
+    # The histories do hold what each part of the fold is about, so it is compared too.
+    usage, tools, parked = finals[-3:]
+    assert set(usage["usage"]["by_agent"]) == {"assistant", "writer", "critic"}
+    assert tools["messages"][0]["routed"]["by"] == "rule"
+    runs = list(tools["runs"].values())
+    assert [call["status"] for call in runs[0]["tools"]] == ["completed", "failed"]
+    assert runs[1]["handoffs"][0]["to_agent"] == "writer"
+    calls = next(iter(parked["runs"].values()))["tools"]
+    assert [call["status"] for call in calls] == ["failed", "running"]
+    assert calls[0]["args"]["url"].endswith("é…")  # cut, by code points on both sides
 
 
 def frames(stored: list[Stored]) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from projections.thread_view import ThreadView, fold
+from projections.thread_view import TOOL_TEXT_CHARS, ThreadView, fold
 from slipstream import events as ev
 from slipstream.codec import Unreadable
 from slipstream.store import Stored
@@ -162,3 +162,60 @@ def test_a_workflow_reply_survives_waiting_and_a_new_attempt() -> None:
     reply = view.messages[-1]
     assert (reply.status, reply.content) == ("completed", "Draft.")
     assert view.runs[RUN].status == "running"
+
+
+def test_routing_lands_on_the_user_message_and_tool_calls_on_the_run() -> None:
+    view = view_of(
+        *opening()[:2],
+        ev.AgentRouted(message_id="m1", agents=["researcher"], by="rule", reason="matched"),
+        ev.RunRequested(run_id=RUN, message_id="m1", reply_id="r1", agent="researcher"),
+        ev.RunStarted(run_id=RUN, attempt=1, worker="h:1:a", token=1),
+        ev.ToolCalled(run_id=RUN, call_id="c1", tool="calculator", args={"expression": "2+3"}),
+        ev.ToolCalled(run_id=RUN, call_id="c2", tool="calculator", args={"expression": "1/0"}),
+        ev.ToolResult(run_id=RUN, call_id="c1", result=5),
+        ev.ToolResult(run_id=RUN, call_id="c2", result="division by zero", is_error=True),
+    )
+    routed = view.messages[0].routed
+    assert routed is not None and (routed.agents, routed.by) == (["researcher"], "rule")
+    first, second = view.runs[RUN].tools
+    assert (first.tool, first.args, first.status, first.result) == (
+        "calculator",
+        {"expression": "2+3"},
+        "completed",
+        5,
+    )
+    assert (second.status, second.result) == ("failed", "division by zero")
+
+
+def test_a_call_after_a_hand_off_belongs_to_the_next_turn_and_a_restart_clears_them() -> None:
+    calls = [
+        ev.ToolCalled(run_id=RUN, call_id="h1", tool="handoff", args={"agent": "writer"}),
+        ev.ToolResult(run_id=RUN, call_id="h1", result="handed off to writer"),
+        ev.AgentHandoff(run_id=RUN, from_agent="assistant", to_agent="writer", reason="prose"),
+        ev.ToolCalled(run_id=RUN, call_id="c1", tool="now", args={"zone": "UTC"}),
+    ]
+    view = view_of(*opening(), *calls)
+    run = view.runs[RUN]
+    assert [(call.call_id, call.turn, call.status) for call in run.tools] == [
+        ("h1", 0, "completed"),
+        ("c1", 1, "running"),
+    ]
+    assert [(h.from_agent, h.to_agent, h.reason) for h in run.handoffs] == [
+        ("assistant", "writer", "prose")
+    ]
+    restarted = view_of(
+        *opening(), *calls, ev.RunFailed(run_id=RUN, reason="boom"), ev.RunRestarted(run_id=RUN)
+    )
+    assert (restarted.runs[RUN].tools, restarted.runs[RUN].handoffs) == ([], [])
+
+
+def test_long_texts_in_a_call_are_cut_for_the_view() -> None:
+    long = "x" * (TOOL_TEXT_CHARS + 10)
+    view = view_of(
+        *opening(),
+        ev.ToolCalled(run_id=RUN, call_id="c1", tool="fetch_url", args={"url": long}),
+        ev.ToolResult(run_id=RUN, call_id="c1", result={"text": [long], "status": 200}),
+    )
+    (call,) = view.runs[RUN].tools
+    assert call.args == {"url": "x" * TOOL_TEXT_CHARS + "…"}
+    assert call.result == {"text": ["x" * TOOL_TEXT_CHARS + "…"], "status": 200}

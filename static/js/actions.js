@@ -1,16 +1,17 @@
 /**
  * What the buttons on messages do: copy, regenerate, retry, page between
- * answers, and (delegated) workflow signals and failed sends.
+ * answers, and (delegated) workflow signals, tool approvals and failed sends.
  */
 
 import * as http from "./api.js";
-import { answersTo, pageAnswers } from "./answers.js";
+import { answerGroupKey, answersTo, pageAnswers } from "./answers.js";
 import { copyFromButton } from "./clipboard.js";
 import { onFailedMessageAction } from "./composer.js";
 import { dom } from "./dom.js";
 import { findMessage, findRun } from "./fold.js";
 import { showError } from "./notices.js";
 import { RUN_RETRYABLE, scheduleRender, state } from "./state.js";
+import { isApprovalAction, onApprovalAction } from "./tools.js";
 import { SIGNAL_ACTIONS, onSignalAction } from "./workflows.js";
 
 export function wireMessageActions() {
@@ -36,6 +37,8 @@ function onMessageAction(button) {
   } else if (action === "previous-answer" || action === "next-answer") {
     pageAnswers(message.dataset.answerOf, action === "next-answer" ? 1 : -1);
     scheduleRender();
+  } else if (isApprovalAction(action)) {
+    onApprovalAction(action, button);
   } else if (SIGNAL_ACTIONS.includes(action)) {
     onSignalAction(action, button.closest(".workflow"));
   } else {
@@ -80,7 +83,7 @@ async function regenerate(runId) {
   const run = state.view ? findRun(state.view, runId) : null;
   if (!run || regeneratePending(run)) return;
   state.regenerating.set(runId, answersTo(state.view, run.message_id));
-  state.answerChoice.delete(run.message_id); // show the new answer when it comes
+  state.answerChoice.delete(answerGroupKey(run)); // show the new answer when it comes
   scheduleRender();
   try {
     const clientId = http.newClientId();

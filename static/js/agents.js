@@ -1,8 +1,13 @@
-/** Who messages can go to: GET /api/agents, the picker, and "@name" mentions. */
+/**
+ * Who messages can go to: GET /api/agents, the picker, and "@name" mentions.
+ * The picker's "Auto" (ROUTED, an empty name) sends no agent: the router decides.
+ */
 
 import { listAgents } from "./api.js";
 import { dom, el } from "./dom.js";
 import { DEFAULT_AGENT, scheduleRender, state } from "./state.js";
+
+export const ROUTED = "";
 
 const AGENTS_RETRY_MS = [2_000, 5_000, 15_000, 30_000];
 let loading = null;
@@ -39,7 +44,7 @@ export function renderAgentPicker() {
   const agents = listed.length
     ? listed
     : [{ name: DEFAULT_AGENT, kind: "chat", description: "" }];
-  if (!agents.some((agent) => agent.name === state.agent)) {
+  if (state.agent !== ROUTED && !agents.some((agent) => agent.name === state.agent)) {
     state.agent = agents.some((agent) => agent.name === DEFAULT_AGENT) ? DEFAULT_AGENT : agents[0].name;
   }
   const signature = JSON.stringify(agents.map((agent) => [agent.name, agent.kind, agent.description]));
@@ -56,10 +61,15 @@ export function renderAgentPicker() {
       }
       return group;
     });
-    dom.agent.replaceChildren(...groups.filter((group) => group.children.length));
+    const auto = el("option", "", "Auto (router)");
+    auto.value = ROUTED;
+    auto.title = "The router picks the agent: a mention, a rule, or the default";
+    dom.agent.replaceChildren(auto, ...groups.filter((group) => group.children.length));
   }
   dom.agent.value = state.agent;
-  dom.agent.title = agents.find((agent) => agent.name === state.agent)?.description ?? "";
+  dom.agent.title = state.agent === ROUTED
+    ? "The router picks the agent"
+    : agents.find((agent) => agent.name === state.agent)?.description ?? "";
 }
 
 export function wireAgentPicker() {

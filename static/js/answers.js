@@ -1,19 +1,26 @@
 /**
  * Several answers to one message: each regeneration is a new run for the same
- * user message. The thread shows one of them, the newest unless the reader
- * paged to another, with "‹ 2 / 3 ›" to move between them.
+ * user message and agent. The thread shows one of them, the newest unless the
+ * reader paged to another, with "‹ 2 / 3 ›" to move between them. A message
+ * sent to several agents at once has one such group per agent, all shown.
  */
 
 import { state } from "./state.js";
 
-/** User message id → the runs that answer it, oldest first, for messages with several. */
+/** The answers a run is among: the same message's runs by the same agent. */
+export function answerGroupKey(run) {
+  return `${run.message_id}/${run.agent ?? ""}`;
+}
+
+/** Group key → the runs that answer it, oldest first, for groups with several. */
 export function answerGroups(view) {
   const groups = new Map();
   for (const run of Object.values(view?.runs ?? {})) {
     if (!run.message_id) continue;
-    const runs = groups.get(run.message_id) ?? [];
+    const key = answerGroupKey(run);
+    const runs = groups.get(key) ?? [];
     runs.push(run);
-    groups.set(run.message_id, runs);
+    groups.set(key, runs);
   }
   for (const [messageId, runs] of groups) {
     if (runs.length < 2) groups.delete(messageId);
@@ -49,7 +56,7 @@ export function pageAnswers(messageId, step) {
 /**
  * The thread's messages as shown: each message's chosen answer in the place of
  * its first one, the others left out. Also returns, per shown run among several,
- * its place: run id → {messageId, index, count}.
+ * its place: run id → {messageId (its group key), index, count}.
  */
 export function shownMessages(view) {
   const groups = answerGroups(view);

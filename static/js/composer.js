@@ -13,18 +13,24 @@ import { showError } from "./notices.js";
 import { stickToBottom } from "./scroll.js";
 import { scheduleRender, state } from "./state.js";
 import { createThreadOnce } from "./threads.js";
+import { waitingCall } from "./tools.js";
 
 /**
  * What the composer would send: a message that starts with "@name " (a known
- * agent) goes to that agent without the mention; anything else to the picker's agent.
+ * agent) goes to that agent without the mention, and one that starts with several
+ * ("@writer @critic …") to all of them at once (`agents`); anything else to the
+ * picker's agent.
  */
 function composerDraft(text) {
-  const content = text.trim();
-  const mention = /^@(\S+)(?:\s+|$)/.exec(content);
-  if (mention && knownAgent(mention[1])) {
-    return { agent: mention[1], content: content.slice(mention[0].length).trim() };
+  let content = text.trim();
+  const agents = [];
+  for (let mention = /^@(\S+)(?:\s+|$)/.exec(content); mention && knownAgent(mention[1]);
+    mention = /^@(\S+)(?:\s+|$)/.exec(content)) {
+    if (!agents.includes(mention[1])) agents.push(mention[1]);
+    content = content.slice(mention[0].length).trim();
   }
-  return { agent: state.agent, content };
+  if (agents.length > 1) return { agent: agents[0], agents, content };
+  return { agent: agents[0] ?? state.agent, agents: null, content };
 }
 
 function sendFromComposer() {
@@ -41,13 +47,14 @@ function sendFromComposer() {
 }
 
 function queueMessage(text) {
-  const { agent, content } = composerDraft(text);
+  const { agent, agents, content } = composerDraft(text);
   if (!content) return;
   const entry = {
     clientId: http.newClientId(),
     threadId: state.threadId, // null: the thread gets created on the way
     content,
     agent,
+    agents,
     createdAt: Date.now(),
     status: "pending",
     error: null,
@@ -67,7 +74,9 @@ async function deliver(entry) {
       entry.threadId = await createThreadOnce();
       if (!state.threadId) navigate(entry.threadId); // unless the reader went elsewhere meanwhile
     }
-    const body = { content: entry.content, client_id: entry.clientId, agent: entry.agent };
+    const body = { content: entry.content, client_id: entry.clientId };
+    if (entry.agents) body.agents = entry.agents; // one answer from each, at once
+    else if (entry.agent) body.agent = entry.agent; // none: the router decides
     const accepted = await http.withRetries(() => http.sendMessage(entry.threadId, body));
     entry.messageId = accepted?.message_id ?? null;
   } catch (error) {
@@ -89,8 +98,23 @@ export function onFailedMessageAction(action, clientId) {
   }
 }
 
+/**
+ * The run Stop would stop: the thread's active one, as the server picks it, but
+ * not one that only waits for a person to approve a tool call; that one is
+ * answered on its card, and a run working beside it can still be stopped.
+ */
+function stoppableRunId() {
+  if (state.missing || !state.view) return null;
+  const runId = activeRunId(state.view);
+  if (!waitingCall(findRun(state.view, runId))) return runId;
+  const runs = Object.values(state.view.runs);
+  const busy = runs.find((run) => ["running", "retrying"].includes(run.status)
+    || (run.status === "waiting" && !waitingCall(run)));
+  return (busy ?? runs.find((run) => run.status === "queued"))?.id ?? null;
+}
+
 export async function stopActiveRun() {
-  const runId = state.missing ? null : activeRunId(state.view);
+  const runId = stoppableRunId();
   if (!runId || state.stoppingRun === runId) return;
   state.stoppingRun = runId;
   scheduleRender();
@@ -113,7 +137,7 @@ export async function stopActiveRun() {
  * Send comes back beside it as soon as there is text, to queue a message.
  */
 export function renderControls() {
-  const runId = state.missing ? null : activeRunId(state.view);
+  const runId = stoppableRunId();
   const stopping = runId !== null && state.stoppingRun === runId;
   const hasText = Boolean(composerDraft(dom.input.value).content);
   const stopFocused = document.activeElement === dom.stop;
@@ -152,7 +176,7 @@ function onInputKeydown(event) {
  */
 function onPageKeydown(event) {
   if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
-  const run = state.missing ? null : findRun(state.view, activeRunId(state.view));
+  const run = state.missing ? null : findRun(state.view, stoppableRunId());
   if (!run || run.status === "waiting") return;
   event.preventDefault();
   stopActiveRun();

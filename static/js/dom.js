@@ -15,6 +15,7 @@ const IDS = {
   archive: "archive-thread",
   inspectorToggle: "inspector-toggle",
   connection: "connection-status",
+  threadUsage: "thread-usage",
   errorBanner: "error-banner",
   errorText: "error-text",
   errorDismiss: "error-dismiss",

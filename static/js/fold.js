@@ -7,6 +7,7 @@
 
 const TITLE_CHARS = 80;
 const PROBLEMS_KEPT = 20;
+const TOOL_TEXT_CHARS = 2000; // a tool's arguments and result are for showing: long texts are cut
 
 /** Split a stream id "ms-seq" into two numbers: ids must compare numerically, not as text. */
 export function parseEventId(id) {
@@ -54,7 +55,7 @@ export function normaliseView(view) {
     runs: Object.fromEntries(Object.entries(view.runs ?? {}).map(([id, run]) => [id, {
       waiting_for: null, until_ms: null, approval: null, result: null, ...run,
       steps: run.steps ?? [],
-      usage: run.usage ?? emptyUsageTotals(),
+      usage: run.usage ?? emptyUsageTotals(), tools: run.tools ?? [], handoffs: run.handoffs ?? [],
     }])),
     problems: view.problems ?? [],
     usage: view.usage ?? emptyUsage(),
@@ -77,7 +78,7 @@ export function applyEvent(view, id, event) {
     view.problems = [...view.problems, { id, reason: event.reason ?? "" }].slice(-PROBLEMS_KEPT);
     return true;
   }
-  // Timers, tools and signals (signal.received) don't change this view.
+  // Timers, signals (signal.received) and cancel requests don't change this view.
   HANDLERS.get(event.type)?.(view, event, id);
   return true;
 }
@@ -113,7 +114,8 @@ function titleFrom(content) {
 
 export function newMessage(fields) {
   return {
-    agent: null, content: "", run_id: null, client_id: null, attempt: 0, seq: 0, ...fields,
+    agent: null, content: "", run_id: null, client_id: null, attempt: 0, seq: 0, routed: null,
+    ...fields,
   };
 }
 
@@ -162,6 +164,8 @@ function runRequested(view, event, id) {
     steps: [],
     result: null,
     usage: emptyUsageTotals(),
+    tools: [],
+    handoffs: [],
   };
   view.messages.push(newMessage({
     id: event.reply_id,
@@ -271,6 +275,10 @@ function runStatusChange(runStatus, replyStatus, replyFrom = []) {
     run.waiting_for = waiting ? event.waiting_for : null;
     run.until_ms = waiting ? event.until_ms ?? null : null;
     run.approval = approvalOf(event, run);
+    if (event.type === "run.restarted") {
+      run.tools = []; // a run from scratch journals its calls again
+      run.handoffs = [];
+    }
     if (waiting && event.op != null) {
       const sleeping = event.waiting_for === "timer";
       const step = stepOf(
@@ -386,6 +394,73 @@ function modelUsage(view, event) {
   }
 }
 
+/** `value` with every text in it cut to TOOL_TEXT_CHARS code points, as the server cuts it. */
+function bounded(value) {
+  if (typeof value === "string") {
+    if (value.length <= TOOL_TEXT_CHARS) return value; // UTF-16 units: never fewer than code points
+    const points = Array.from(value);
+    return points.length <= TOOL_TEXT_CHARS
+      ? value : `${points.slice(0, TOOL_TEXT_CHARS).join("")}…`;
+  }
+  if (Array.isArray(value)) return value.map(bounded);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, bounded(item)]));
+  }
+  return value;
+}
+
+/** The run's call `callId`, added (running, in the current turn) when it is new. */
+function toolCallOf(run, callId, tool, id) {
+  run.tools ??= [];
+  const found = run.tools.find((call) => call.call_id === callId);
+  if (found) return found;
+  const call = {
+    call_id: callId,
+    tool,
+    args: null,
+    status: "running",
+    result: null,
+    turn: (run.handoffs ?? []).length,
+    started_at: streamMs(id),
+    ended_at: null,
+  };
+  run.tools.push(call);
+  return call;
+}
+
+function toolCalled(view, event, id) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  const call = toolCallOf(run, event.call_id, event.tool, id);
+  call.tool = event.tool;
+  call.args = bounded(event.args ?? null);
+}
+
+function toolResult(view, event, id) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  const call = toolCallOf(run, event.call_id, "", id);
+  call.status = event.is_error ? "failed" : "completed";
+  call.result = bounded(event.result ?? null);
+  call.ended_at = streamMs(id);
+}
+
+function agentHandoff(view, event) {
+  const run = findRun(view, event.run_id);
+  if (!run) return;
+  run.handoffs ??= [];
+  run.handoffs.push({
+    from_agent: event.from_agent, to_agent: event.to_agent, reason: event.reason ?? "",
+  });
+}
+
+function agentRouted(view, event) {
+  const message = findMessage(view, event.message_id);
+  if (message) {
+    message.routed = { agents: [...event.agents], by: event.by, reason: event.reason ?? "" };
+  }
+}
+
 const HANDLERS = new Map([
   ["thread.created", threadCreated],
   ["thread.renamed", threadRenamed],
@@ -406,4 +481,8 @@ const HANDLERS = new Map([
   ["run.waiting", runStatusChange("waiting", "waiting")],
   ["run.resumed", runStatusChange("running", "streaming", ["waiting"])],
   ["model.usage", modelUsage],
+  ["tool.called", toolCalled],
+  ["tool.result", toolResult],
+  ["agent.handoff", agentHandoff],
+  ["agent.routed", agentRouted],
 ]);

@@ -1,12 +1,15 @@
 /**
  * The conversation's header: its title (renamed inline), whether it is
- * archived, the archive button, the inspector toggle and the connection state.
+ * archived, the tokens it used, the archive button, the inspector toggle and
+ * the connection state.
  */
 
 import { dom, setText } from "./dom.js";
+import { plural } from "./format.js";
 import { toggleInspector } from "./inspector.js";
 import { state } from "./state.js";
 import { renameThread, setArchived } from "./threads.js";
+import { formatTokens, usageTitle } from "./tools.js";
 
 let editing = null; // the thread id whose title is being edited
 let saving = null; // {threadId, title} while a rename is on its way
@@ -31,8 +34,25 @@ export function renderHeader() {
   const label = archived ? "Unarchive thread" : "Archive thread";
   dom.archive.setAttribute("aria-label", label);
   dom.archive.title = archived ? "Unarchive" : "Archive";
+  renderThreadUsage(thread ? state.view.usage : null);
   dom.inspectorToggle.setAttribute("aria-expanded", String(state.inspectorOpen));
   dom.inspectorToggle.title = state.inspectorOpen ? "Hide the event inspector" : "Show the thread's raw events";
+}
+
+/** The thread's tokens in the header; per agent and per model in its tooltip. */
+function renderThreadUsage(usage) {
+  const total = usage?.total;
+  dom.threadUsage.hidden = !total?.calls;
+  if (!total?.calls) return;
+  setText(dom.threadUsage, `${formatTokens(total.input_tokens + total.output_tokens)} tokens`);
+  const lines = [`Thread: ${usageTitle(total)}`];
+  for (const [name, totals] of Object.entries(usage.by_agent ?? {})) {
+    lines.push(`${name}: ${formatTokens(totals.input_tokens)} in · ${formatTokens(totals.output_tokens)} out`);
+  }
+  for (const [name, totals] of Object.entries(usage.by_model ?? {})) {
+    lines.push(`model ${name}: ${plural(totals.calls, "call")}`);
+  }
+  dom.threadUsage.title = lines.join("\n");
 }
 
 const CONNECTION_HINTS = {

@@ -11,6 +11,7 @@
  *   markdown.js      model output          clipboard.js  copying
  *   composer.js      send, queue, stop     agents.js     who answers
  *   workflows.js     workflow panels       inspector.js  raw events
+ *   tools.js         routing, tool calls, approvals and tokens on answers
  *   scroll.js        following the bottom  notices.js    errors, toasts, announcements
  */
 

@@ -14,6 +14,7 @@ import { fullFormat, timeFormat } from "./format.js";
 import { messagePhase, noteText, statusLabel } from "./labels.js";
 import { markdownVersion, renderMarkdown } from "./markdown.js";
 import { DEFAULT_AGENT, RUN_RETRYABLE, state } from "./state.js";
+import { createActivityParts, updateActivity } from "./tools.js";
 import { hasPanel, placePanel, runPanels } from "./workflows.js";
 
 const messageNodes = new Map(); // render key → the parts of one message element
@@ -26,7 +27,7 @@ function visibleMessages() {
     .map((entry) => newMessage({
       id: entry.messageId ?? "",
       role: "user",
-      agent: entry.agent,
+      agent: entry.agents ? entry.agents.join(", ") : entry.agent,
       content: entry.content,
       status: entry.status,
       client_id: entry.clientId,
@@ -41,8 +42,14 @@ export function renderMessages() {
   const { messages, places } = visibleMessages();
   const activeRun = activeRunId(state.view); // the one queued runs wait for
   const lastOfRun = new Map(); // run id → its last message: a workflow's agent turns add more
+  const turnOf = new Map(); // message → its place among its run's messages (hand-offs add them)
+  const turns = new Map();
   for (const message of messages) {
-    if (message.role === "assistant" && message.run_id) lastOfRun.set(message.run_id, message);
+    if (message.role !== "assistant" || !message.run_id) continue;
+    lastOfRun.set(message.run_id, message);
+    const turn = turns.get(message.run_id) ?? 0;
+    turnOf.set(message, turn);
+    turns.set(message.run_id, turn + 1);
   }
   const lastAnswer = messages.findLast((message) => message.role === "assistant");
   const used = new Set();
@@ -63,6 +70,7 @@ export function renderMessages() {
       last,
       place: last ? places.get(message.run_id) ?? null : null,
       regenerable: message === lastAnswer && last && !activeRun && run?.status === "completed",
+      turn: turnOf.get(message) ?? 0,
     };
     updateMessageParts(parts, message, run, context);
     if (last && hasPanel(run)) {
@@ -110,7 +118,8 @@ function createMessageParts() {
   const to = el("span", "message__to");
   const time = el("time", "message__time");
   const status = el("span", "message__status");
-  meta.append(author, to, time, status);
+  const activity = createActivityParts();
+  meta.append(author, to, time, status, activity.usage);
   const content = el("div", "content");
   const typing = el("span", "typing");
   typing.setAttribute("aria-hidden", "true");
@@ -132,9 +141,9 @@ function createMessageParts() {
   const nextAnswer = actionButton("next-answer", "", "next", "Next answer");
   pager.append(previousAnswer, position, nextAnswer);
   actions.append(pager, copy, regenerate, retryRun, retrySend, discard);
-  node.append(meta, content, typing, note, actions);
+  node.append(meta, activity.routed, activity.tools, content, typing, note, actions);
   return {
-    node, author, to, time, status, content, note, actions, copy, regenerate, retryRun,
+    node, author, to, time, status, content, note, actions, copy, regenerate, retryRun, activity,
     retrySend, discard, pager, previousAnswer, position, nextAnswer, rendered: null,
   };
 }
@@ -165,14 +174,17 @@ function updateMessageParts(parts, message, run, context) {
   else delete node.dataset.answerOf;
 
   setText(parts.author, message.role === "user" ? "You" : message.agent || run?.agent || "Assistant");
-  const to = message.role === "user" && message.agent && message.agent !== DEFAULT_AGENT
-    ? `to ${message.agent}` : "";
+  // Sent to several agents at once: the routing names them all.
+  const addressed = message.routed?.agents?.length > 1 ? message.routed.agents.join(", ") : message.agent;
+  const to = message.role === "user" && addressed && addressed !== DEFAULT_AGENT
+    ? `to ${addressed}` : "";
   setText(parts.to, to);
   parts.to.hidden = !to;
   updateTime(parts.time, message.created_at);
   const label = statusLabel(message, phase, run, context.activeRun);
   setText(parts.status, label);
   parts.status.hidden = !label;
+  updateActivity(parts.activity, message, run, { turn: context.turn, lastOfRun: context.last });
   updateContent(parts, message, phase);
   const note = noteText(message, run);
   setText(parts.note, note);

@@ -22,7 +22,7 @@ export const state = {
   stoppingRun: null, // run id whose cancel has been asked for, until the run ends
   retryingRuns: new Map(), // run id → the ended_at of the ending its retry was asked for
   regenerating: new Map(), // run id → its message's answer count when regeneration was asked for
-  answerChoice: new Map(), // user message id → {runId, count}: the answer shown among several
+  answerChoice: new Map(), // answer group (answers.js) → {runId, count}: the answer shown among several
   signalling: new Map(), // run id → the wait (waitKey) a signal was sent to, while it stands
   creatingThread: false,
   agents: [], // from GET /api/agents: [{name, kind, description, signals}]

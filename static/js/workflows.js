@@ -10,12 +10,18 @@ import { formatDuration, formatMoment, plural } from "./format.js";
 import { stepLabel } from "./labels.js";
 import { showError } from "./notices.js";
 import { scheduleRender, state } from "./state.js";
+import { waitingCall } from "./tools.js";
 
 export const runPanels = new Map(); // run id → the parts of its workflow panel
 
-/** A workflow run gets a panel: its steps, what it waits for, its result. */
+/**
+ * A workflow run gets a panel: its steps, what it waits for, its result. An agent
+ * run waiting for a tool call's approval asks on the call's own card instead.
+ */
 export function hasPanel(run) {
-  return Boolean(run) && (run.steps?.length > 0 || run.status === "waiting" || run.result != null);
+  if (!run) return false;
+  const waits = run.status === "waiting" && !waitingCall(run);
+  return run.steps?.length > 0 || waits || run.result != null;
 }
 
 /**

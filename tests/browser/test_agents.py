@@ -1,0 +1,168 @@
+"""Agents at work in a real browser: routing, a tool call, an approval, two agents at once.
+
+The server runs the shipped agents plus `cautious`, whose calculator needs a
+person's yes, so an approval needs no network. The scripted model calls the
+tools a message names (`[[tool NAME {json}]]`) and then writes
+`NAME returned RESULT.` before its usual answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from consumers.agents import SHIPPED_FILE
+from service.embedded import free_port
+from tests.browser.conftest import screenshot
+from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
+
+pytestmark = pytest.mark.slow
+
+ASSISTANT = '[data-testid="message"][data-role="assistant"]'
+CALCULATE = '[[tool calculator {"expression": "2+3"}]]'
+CAUTIOUS = """
+[[agents]]
+name = "cautious"
+description = "Does arithmetic, but only with a person's yes."
+system = "You do arithmetic with the calculator, once a person has approved each call."
+tools = ["calculator"]
+approve = ["calculator"]
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded system with the shipped agents and `cautious`; short, slowish answers."""
+    workdir = tmp_path_factory.mktemp("browser-agents")
+    agents = workdir / "agents.toml"
+    agents.write_text(SHIPPED_FILE.read_text() + CAUTIOUS)
+    port = free_port()
+    env = env_for(
+        PORT=str(port),
+        SLIPSTREAM_DATA_DIR=str(workdir / "data"),
+        SLIPSTREAM_AGENTS=str(agents),
+        SLIPSTREAM_SCRIPTED_DELAY_MS="40",
+        SLIPSTREAM_SCRIPTED_WORDS="40",
+    )
+    process = spawn("service", env, workdir / "service.log")
+    try:
+        wait_healthy(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+        kill_pidfile(workdir / "data" / "redis" / "redis.pid")
+
+
+def new_thread(page: Page) -> str:
+    page.get_by_test_id("new-thread").click()
+    page.wait_for_function("location.hash.length > 2")
+    expect(page.get_by_test_id("connection-status")).to_have_text("live")
+    return page.url.split("#", 1)[1]
+
+
+def send(page: Page, text: str, agent: str) -> None:
+    """Send from the composer to `agent` ("" for Auto: the router decides)."""
+    picker = page.get_by_test_id("agent-select")
+    expect(picker.locator(f'option[value="{agent}"]')).to_have_count(1)  # agents loaded
+    picker.select_option(agent)
+    page.get_by_test_id("message-input").fill(text)
+    page.get_by_test_id("send-button").click()
+
+
+def tool_card(page: Page, tool: str) -> Locator:
+    return page.locator(f'{ASSISTANT} [data-testid="tool-call"][data-tool="{tool}"]').last
+
+
+def test_a_routed_tool_call_shows_its_card_result_and_usage(page: Page) -> None:
+    new_thread(page)
+    send(page, f"Please calculate this: {CALCULATE}", "")  # "calculate": researcher's rule
+    reply = page.locator(ASSISTANT).last
+    expect(reply.locator(".message__author")).to_have_text("researcher")
+    expect(reply.get_by_test_id("routed")).to_contain_text("routed to researcher: rule")
+    card = tool_card(page, "calculator")
+    expect(card.get_by_test_id("tool-name")).to_have_text("calculator")
+    expect(card).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(card.get_by_test_id("tool-status")).to_contain_text("done")
+    # Collapsed, the card names its argument on one line; opened, it shows it and the result.
+    expect(card.locator(".tool__summary")).to_contain_text('expression: "2+3"')
+    expect(card.get_by_test_id("tool-args")).to_be_hidden()
+    card.locator(".tool__summary").click()
+    expect(card.get_by_test_id("tool-args")).to_contain_text("expression")
+    expect(card.get_by_test_id("tool-args")).to_contain_text("2+3")
+    expect(card.get_by_test_id("tool-result")).to_have_text("5")
+    expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(reply.locator(".content")).to_contain_text("calculator returned 5.")
+    # The run's tokens on the answer, the thread's in the header.
+    expect(reply.get_by_test_id("message-usage")).to_have_text(re.compile(r"^\d+ in · \d+ out$"))
+    expect(page.get_by_test_id("thread-usage")).to_have_text(re.compile(r"^\d+ tokens$"))
+    screenshot(page, "tool-call")
+    # The card is a keyboard control: Enter on its summary closes it again.
+    card.locator(".tool__summary").focus()
+    page.keyboard.press("Enter")
+    expect(card.get_by_test_id("tool-args")).to_be_hidden()
+
+
+def test_a_tool_call_waits_for_approval_and_a_denial_reaches_the_answer(page: Page) -> None:
+    """Needs the approval backend (run.waiting for a call, the `approval` signal for chat runs)."""
+    new_thread(page)
+    send(page, f"Add these up: {CALCULATE}", "cautious")
+    reply = page.locator(ASSISTANT).last
+    card = tool_card(page, "calculator")
+    expect(card).to_have_attribute("data-status", "waiting", timeout=30_000)
+    expect(reply).to_have_attribute("data-status", "waiting")
+    # The call opens itself with its arguments; the run waits for a person, so no Stop.
+    expect(card.get_by_test_id("tool-args")).to_contain_text("2+3")
+    expect(card.get_by_test_id("approve-button")).to_be_visible()
+    expect(page.get_by_test_id("stop-button")).to_be_hidden()
+    screenshot(page, "tool-approval")
+    card.get_by_test_id("deny-reason").fill("not today")
+    card.get_by_test_id("deny-button").click()
+    expect(card).to_have_attribute("data-status", "failed", timeout=30_000)
+    expect(card.get_by_test_id("tool-result")).to_contain_text("not today")
+    expect(card.get_by_test_id("approve-button")).to_be_hidden()
+    expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(reply.locator(".content")).to_contain_text("calculator returned")
+
+    # Asked again, and approved: the calculator runs and the answer uses its result.
+    send(page, f"Once more: {CALCULATE}", "cautious")
+    card = tool_card(page, "calculator")
+    expect(page.locator(f"{ASSISTANT}")).to_have_count(2)
+    expect(card).to_have_attribute("data-status", "waiting", timeout=30_000)
+    card.get_by_test_id("approve-button").click()
+    expect(card).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(card.get_by_test_id("tool-result")).to_have_text("5")
+    reply = page.locator(ASSISTANT).last
+    expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(reply.locator(".content")).to_contain_text("calculator returned 5.")
+
+
+def test_two_agents_stream_into_one_thread_at_once(page: Page, server: str) -> None:
+    """Needs the several-agents backend (`agents: [...]` on POST messages).
+
+    Two mentions at the start of a message send it to both (`agents`).
+    """
+    thread_id = new_thread(page)
+    send(page, "@writer @critic A short note about streams, please", "assistant")
+    asked = page.locator('[data-testid="message"][data-role="user"]').last
+    expect(asked.locator(".message__to")).to_have_text("to writer, critic")
+    expect(asked.locator(".content")).to_have_text("A short note about streams, please")
+    writer = page.locator(ASSISTANT).filter(has=page.locator(".message__author", has_text="writer"))
+    critic = page.locator(ASSISTANT).filter(has=page.locator(".message__author", has_text="critic"))
+    # Both answers are on the page and written at the same time, each its own message.
+    expect(page.locator(f'{ASSISTANT}[data-status="streaming"]')).to_have_count(2, timeout=30_000)
+    expect(writer).to_have_count(1)
+    expect(critic).to_have_count(1)
+    screenshot(page, "two-agents")
+    for reply in (writer, critic):
+        expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
+        expect(reply.locator('[data-action="previous-answer"]')).to_be_hidden()  # not one pager
+    view = httpx.get(f"{server}/api/threads/{thread_id}", timeout=10).json()
+    answers = {m["agent"]: m["content"] for m in view["messages"] if m["role"] == "assistant"}
+    assert set(answers) == {"writer", "critic"}
+    for agent, text in answers.items():
+        reply = writer if agent == "writer" else critic
+        assert " ".join(reply.locator(".content").inner_text().split()) == " ".join(text.split())
