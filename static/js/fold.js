@@ -104,6 +104,21 @@ export function replyOf(view, runId) {
   return run ? findMessage(view, run.reply_id) : null;
 }
 
+/**
+ * Where the run's answers are: its reply and the messages it opened after it
+ * (an agent handed to, a workflow's later turns), newest first. They all come
+ * after the reply, so the search stops there.
+ */
+export function runMessages(view, run) {
+  const found = [];
+  for (let i = view.messages.length - 1; i >= 0; i -= 1) {
+    const message = view.messages[i];
+    if (message.run_id === run.id && message.role === "assistant") found.push(message);
+    if (message.id === run.reply_id) break;
+  }
+  return found;
+}
+
 /** Python's `" ".join(text.split())[:80]`, counting code points as Python does. */
 function titleFrom(content) {
   const words = content.split(/\s+/).filter(Boolean).join(" ");
@@ -236,14 +251,17 @@ function runEnded(runStatus, messageStatus) {
     if (event.type !== "run.completed") run.reason = event.reason || null;
     else run.result = event.result ?? null;
     run.until_ms = null;
-    const reply = findMessage(view, run.reply_id);
-    if (reply && reply.status !== "completed") reply.status = messageStatus;
+    // The reply and any message an agent handed to or a later turn opened: what
+    // was not completed ends with the run.
+    for (const message of runMessages(view, run)) {
+      if (message.status !== "completed") message.status = messageStatus;
+    }
   };
 }
 
 /**
  * run.retrying, run.restarted, run.waiting and run.resumed: move the run to
- * `runStatus` and its reply to `replyStatus` (only from `replyFrom`, if given).
+ * `runStatus` and its open messages to `replyStatus` (only from `replyFrom`, if given).
  *
  * run.retrying: the attempt failed and another follows; the answer is due again,
  * its old text stays until then. run.restarted: a failed or cancelled run asked
@@ -276,11 +294,14 @@ function runStatusChange(runStatus, replyStatus, replyFrom = []) {
       step.status = "waiting";
       step.until_ms = event.until_ms ?? null;
     }
-    const reply = findMessage(view, run.reply_id);
-    // A finished reply keeps its status: a workflow may go on after its first answer.
-    if (reply && replyStatus && reply.status !== "completed"
-        && (!replyFrom.length || replyFrom.includes(reply.status))) {
-      reply.status = replyStatus;
+    if (!replyStatus) return;
+    // A finished message keeps its status: a workflow may go on after its first
+    // answer, a run after a hand-off. The open one may be the agent's handed to.
+    for (const message of runMessages(view, run)) {
+      if (message.status !== "completed"
+          && (!replyFrom.length || replyFrom.includes(message.status))) {
+        message.status = replyStatus;
+      }
     }
   };
 }
