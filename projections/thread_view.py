@@ -426,6 +426,8 @@ def _delta(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     reply.content += event.text
     reply.seq = event.seq
     reply.status = "streaming"
+    if event.agent:
+        reply.agent = event.agent  # who writes it: a workflow's turn may be an agent's
 
 
 def _message_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -434,6 +436,8 @@ def _message_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None
     if reply is not None:
         reply.content = event.text
         reply.status = "completed"
+        if event.agent:
+            reply.agent = event.agent
 
 
 _Handler = Callable[["ThreadView", ev.Event, str], None]

@@ -327,8 +327,26 @@ class WorkflowContext:
             raise
 
     async def run_agent(self, agent: str, prompt: str, *, name: str | None = None) -> str:
-        """An agent turn as a step: the answer streams into the thread as a message."""
-        label = name or f"agent:{agent}"
+        """An agent turn as a step: the answer streams into the thread as a message.
+
+        The message is the workflow's: `agent` lends its system prompt. For a
+        message of the agent's own, use `agent_turn`.
+        """
+        return await self._agent_op(agent, prompt, name or f"agent:{agent}", speaker=None)
+
+    async def agent_turn(self, agent: str, prompt: str, *, name: str | None = None) -> str:
+        """`agent` takes a turn in the thread: its answer to `prompt`, written with its
+        system prompt, streams into a message of its own, attributed to it.
+
+        The first turn of a run writes the run's reply, each later one a message
+        whose id comes from the run and the position. Journaled like a step: a
+        completed turn returns its text without calling the model again; one an
+        attempt did not finish runs again into the same message, whose text the
+        new attempt's replaces (never added to).
+        """
+        return await self._agent_op(agent, prompt, name or f"turn:{agent}", speaker=agent)
+
+    async def _agent_op(self, agent: str, prompt: str, label: str, *, speaker: str | None) -> str:
         op, recorded = self._take("agent", label)
         if recorded is not None and recorded.status == "completed":
             self._io.used_message(op)
@@ -337,7 +355,7 @@ class WorkflowContext:
         await self._io.write(
             [ev.StepStarted(run_id=self.run_id, op=op, step=label, kind="agent", attempt=attempt)]
         )
-        return await self._io.stream_agent(op, label, agent, prompt)
+        return await self._io.stream_agent(op, label, agent, prompt, speaker=speaker)
 
     async def gather(self, *steps: Coroutine[Any, Any, Any]) -> list[Any]:
         """Run operations concurrently; positions follow the argument order.

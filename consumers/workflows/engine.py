@@ -93,15 +93,22 @@ class RunIO:
             return self.attempt.reply_id
         return turn_message_id(self.run_id, op)
 
-    async def stream_agent(self, op: int, label: str, agent: str, prompt: str) -> str:
+    async def stream_agent(
+        self, op: int, label: str, agent: str, prompt: str, *, speaker: str | None = None
+    ) -> str:
+        """Stream `agent`'s answer to `prompt` into the turn's message and journal it.
+
+        The message is attributed to `speaker`, else to the workflow: `agent` only
+        lends its system prompt. A new attempt streams into the same message with
+        its own attempt number, which replaces the text an interrupted one left.
+        """
         known = agent_named(agent)
         a = self.attempt
-        # Messages are labelled with the workflow that wrote them; the agent sets the voice.
         target = Attempt(
             a.thread_id,
             a.run_id,
             self.message_for(op),
-            self.workflow,
+            speaker or self.workflow,
             a.attempt,
             a.token,
             a.entry_id,
@@ -117,9 +124,29 @@ class RunIO:
             raise
         return await writer.complete(
             lambda text: [
-                ev.StepCompleted(run_id=a.run_id, op=op, step=label, kind="agent", result=text)
+                *self._usage(writer, target.agent, known.model),
+                ev.StepCompleted(run_id=a.run_id, op=op, step=label, kind="agent", result=text),
             ]
         )
+
+    def _usage(self, writer: AnswerWriter, agent: str, model: str | None) -> list[ev.Event]:
+        """The turn's model call, counted like a chat run's, for whom the message is
+        attributed to; it goes out with the turn's completion."""
+        part = writer.usage
+        if part is None:
+            return []
+        return [
+            ev.ModelUsage(
+                run_id=self.run_id,
+                agent=agent,
+                model=part.model or model or self.llm.name,
+                input_tokens=part.input_tokens,
+                output_tokens=part.output_tokens,
+                cache_read_tokens=part.cache_read_tokens,
+                cache_write_tokens=part.cache_write_tokens,
+                attempt=max(1, self.attempt.attempt),
+            )
+        ]
 
 
 @dataclass(frozen=True)

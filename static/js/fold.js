@@ -231,6 +231,7 @@ function messageDelta(view, event, id) {
   reply.content += event.text;
   reply.seq = event.seq;
   reply.status = "streaming";
+  if (event.agent) reply.agent = event.agent; // who writes it: a workflow's turn may be an agent's
 }
 
 function messageCompleted(view, event, id) {
@@ -238,6 +239,7 @@ function messageCompleted(view, event, id) {
   if (!reply) return;
   reply.content = event.text;
   reply.status = "completed";
+  if (event.agent) reply.agent = event.agent;
 }
 
 /** run.completed / run.cancelled / run.failed: end the run; a finished answer stays finished. */
