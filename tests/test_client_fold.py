@@ -1,7 +1,8 @@
 """The web chat's fold (static/js/fold.js) agrees with the server's, event for event.
 
 Real histories (chat answers, a cancel, a retry, a failure, a restart, a
-regenerate, a rename and archive, an approval workflow with a revision) are
+regenerate, a rename and archive, an approval workflow with a revision, the
+review workflow's three agents) are
 folded by the server; the page's fold, run in Node, must reach the same view
 from an empty one and from every snapshot along the way.
 """
@@ -90,6 +91,12 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
     await worker.run_once()
     threads.append(approval)
 
+    # The review workflow: three agent turns, each a message of its agent's own.
+    review, _ = await commands.create_thread(store)
+    await commands.send_message(store, review, "a note for the team", "review")
+    await worker.run_once()
+    threads.append(review)
+
     # Model usage of three agents in one thread.
     agents, _ = await commands.create_thread(store)
     for agent in ("assistant", "writer", "critic"):
@@ -115,6 +122,10 @@ async def test_the_page_folds_events_as_the_server_does(
         assert comparable(got) == comparable(want)
     # The histories do hold usage of several agents, so its fold is compared too.
     assert set(expected[-1]["usage"]["by_agent"]) == {"assistant", "writer", "critic"}
+    # ... and the review's turns are attributed to their agents, not to the workflow.
+    finals = {want["id"]: want for want in expected}
+    [review] = [v for v in finals.values() if v["messages"][0]["agent"] == "review"]
+    assert [m["agent"] for m in review["messages"]] == ["review", "writer", "critic", "writer"]
 
 
 def frames(stored: list[Stored]) -> list[dict[str, Any]]:
