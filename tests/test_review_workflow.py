@@ -4,6 +4,7 @@ each in a message of its own; journaled turns are not run again after a worker i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -16,11 +17,13 @@ import pytest
 
 from consumers.agents import agent_named
 from consumers.llm.base import Prompt
-from consumers.llm.parts import Part
+from consumers.llm.parts import Part, TextPart
 from consumers.llm.scripted import ScriptedLLM, scripted_reply
+from consumers.workflows import WorkflowContext, workflow
 from consumers.workflows.engine import turn_message_id
 from consumers.workflows.review import draft_prompt, review_prompt, revision_prompt
 from service.embedded import free_port
+from slipstream import errors
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import running_system
@@ -134,6 +137,65 @@ async def test_a_cancel_during_the_review_ends_the_critics_message(
         ("critic", "cancelled"),
     ]
     assert answers[1]["content"]  # what the critic had written stays
+
+
+class CriticOverloadedOnceLLM(RecordingLLM):
+    """The critic's first answer breaks off, after a sentence, with an error a retry mends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        if prompt.system == agent_named("critic").system and not self.failed:
+            self.failed = True
+            self.asked.append(("critic", prompt.question or ""))
+            yield TextPart("Half a review. ")  # a sentence end: written at once
+            raise errors.ProviderError("overloaded", retryable=True)
+        async for part in super().stream(prompt):
+            yield part
+
+
+async def test_a_model_error_mid_review_retries_from_the_turn_it_broke(
+    backend: Backend, settings: Settings
+) -> None:
+    quick = dataclasses.replace(settings, retry_base_ms=20, retry_max_ms=50)
+    llm = CriticOverloadedOnceLLM()
+    async with running_system(backend, quick, llm=llm) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, REQUEST, agent="review")
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        events = (await system.http.get(f"/api/threads/{thread_id}/events")).json()
+    run = view["runs"][sent["run_id"]]
+    assert (run["status"], run["attempt"]) == ("completed", 2)
+    [retrying] = events_of(events, "run.retrying")
+    assert retrying["reason"] == "model error: overloaded"
+    # The draft was journaled: the writer was not asked for it again.
+    assert [agent for agent, _ in llm.asked] == ["writer", "critic", "critic", "writer"]
+    answers = answers_of(view, sent["run_id"])
+    assert [(m["agent"], m["content"]) for m in answers] == expected_turns(REQUEST, WORDS)
+    half = [e for e in events_of(events, "message.delta") if e["text"] == "Half a review. "]
+    assert [(e["message_id"], e["attempt"]) for e in half] == [(answers[1]["id"], 1)]
+
+
+@workflow("test_unknown_speaker")
+async def unknown_speaker(ctx: WorkflowContext, message: str) -> str:
+    return await ctx.agent_turn("nobody", message)
+
+
+async def test_an_agent_turn_of_an_agent_not_in_the_file_fails_the_run(
+    backend: Backend, settings: Settings
+) -> None:
+    async with running_system(backend, settings) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, "hello", agent="test_unknown_speaker")
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+    run = view["runs"][sent["run_id"]]
+    assert (run["status"], run["reason"]) == (
+        "failed",
+        "workflow 'test_unknown_speaker': agent_turn names 'nobody', which is not in the "
+        "agents file (its agents: assistant, researcher, writer, critic)",
+    )
 
 
 def wait_for_view(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
+from consumers.agents import AGENTS
 from consumers.backoff import compute_backoff
 from consumers.redact import without_urls
 from consumers.workflows.journal import VERSION_STEP, Journal, Op
@@ -63,6 +64,10 @@ class Suspend(BaseException):
 
 class NonDeterminism(Exception):
     """The workflow's code and its journal disagree; the run cannot be replayed."""
+
+
+class UnknownAgent(Exception):
+    """An agent turn names no agent of the agents file: the run fails with this reason."""
 
 
 class StepError(Exception):
@@ -351,6 +356,13 @@ class WorkflowContext:
         if recorded is not None and recorded.status == "completed":
             self._io.used_message(op)
             return str(recorded.result)
+        if speaker is not None and speaker not in AGENTS:
+            # A message in an agent's name needs that agent: the default's voice under
+            # another name would mislead whoever reads the thread.
+            raise UnknownAgent(
+                f"workflow {self._io.workflow!r}: agent_turn names {speaker!r}, which is not "
+                f"in the agents file (its agents: {', '.join(AGENTS)})"
+            )
         attempt = (recorded.attempts if recorded else 0) + 1
         await self._io.write(
             [ev.StepStarted(run_id=self.run_id, op=op, step=label, kind="agent", attempt=attempt)]

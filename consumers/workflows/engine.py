@@ -18,6 +18,7 @@ from consumers.workflows.context import (
     NonDeterminism,
     StepError,
     Suspend,
+    UnknownAgent,
     WorkflowContext,
 )
 from consumers.workflows.journal import journal_of
@@ -177,7 +178,8 @@ async def run_workflow(
     """Replay `journal` (the run's events so far) and run on until it finishes or parks.
 
     Raises `RunCancelled` when cancelled, `WorkflowFailed` when it cannot go on,
-    and a Redis fault as it is: the run's journal could not be read or written,
+    an agent turn's `ProviderError` as it is (the runner retries it as a chat
+    run's), and a Redis fault as it is: the run's journal could not be read or written,
     which is no fault of the workflow, so the attempt is left to its lease.
     """
     mine = [e for e in journal if not isinstance(e, Unreadable)]
@@ -218,9 +220,13 @@ async def run_workflow(
         )
     except NonDeterminism as exc:
         raise WorkflowFailed(str(exc)) from exc
-    except (StepError, GatherMisuse) as exc:
+    except (StepError, GatherMisuse, UnknownAgent) as exc:
         raise WorkflowFailed(str(exc)) from exc
     except (errors.RunCancelled, errors.StaleFence):
+        raise
+    except errors.ProviderError:
+        # An agent turn's model call failed: the run retries (or fails) as a chat
+        # run does, and the next attempt replays the turns journaled before it.
         raise
     except Exception as exc:
         if is_redis_fault(exc):
