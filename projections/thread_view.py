@@ -237,7 +237,8 @@ def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
 
     Thread-level fields change with every event, so they are always rewritten.
     A handler reaches a message or run only through the event's own ids (its
-    `run_id`, `message_id`, `reply_id`, or the reply of its run) or by
+    `run_id`, `message_id`, `reply_id`, or the reply of its run), through the
+    run's messages (a run's status moves them all: `run_messages`) or by
     appending, so those are what an event marks as changed.
     """
     changes = Changes()
@@ -287,7 +288,7 @@ def run_messages(view: ThreadView, run: RunView) -> list[int]:
 
     They all come after the reply, so the search stops there.
     """
-    found = []
+    found: list[int] = []
     for index in range(len(view.messages) - 1, -1, -1):
         message = view.messages[index]
         if message.run_id == run.id and message.role == "assistant":
