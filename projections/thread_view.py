@@ -289,7 +289,8 @@ def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
 
     Thread-level fields change with every event, so they are always rewritten.
     A handler reaches a message or run only through the event's own ids (its
-    `run_id`, `message_id`, `reply_id`, or the reply of its run) or by
+    `run_id`, `message_id`, `reply_id`, or the reply of its run), through the
+    run's messages (a run's status moves them all: `run_messages`) or by
     appending, so those are what an event marks as changed.
     """
     changes = Changes()
@@ -314,6 +315,9 @@ def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
         if isinstance(run_id, str) and run_id in view.runs:
             changes.runs.add(run_id)
             ids.add(view.runs[run_id].reply_id)
+            if isinstance(event, _RUN_STATUS_EVENTS):
+                # These move every open message of the run, not only its reply.
+                changes.messages.update(run_messages(view, view.runs[run_id]))
         for message_id in ids:
             if isinstance(message_id, str):
                 index = message_index(view, message_id)
@@ -328,6 +332,22 @@ def message_index(view: ThreadView, message_id: str) -> int | None:
         if view.messages[index].id == message_id:
             return index
     return None
+
+
+def run_messages(view: ThreadView, run: RunView) -> list[int]:
+    """Where the run's answers are: its reply and the messages it opened after it
+    (an agent handed to, a workflow's later turns), newest first.
+
+    They all come after the reply, so the search stops there.
+    """
+    found: list[int] = []
+    for index in range(len(view.messages) - 1, -1, -1):
+        message = view.messages[index]
+        if message.run_id == run.id and message.role == "assistant":
+            found.append(index)
+        if message.id == run.reply_id:
+            break
+    return found
 
 
 def apply(view: ThreadView, item: Stored) -> ThreadView:
@@ -460,6 +480,8 @@ def _delta(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     reply.content += event.text
     reply.seq = event.seq
     reply.status = "streaming"
+    if event.agent:
+        reply.agent = event.agent  # who writes it: a workflow's turn may be an agent's
 
 
 def _message_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -468,6 +490,8 @@ def _message_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None
     if reply is not None:
         reply.content = event.text
         reply.status = "completed"
+        if event.agent:
+            reply.agent = event.agent
 
 
 _Handler = Callable[["ThreadView", ev.Event, str], None]
@@ -488,9 +512,12 @@ def _finish(status: RunStatus, message_status: MessageStatus) -> _Handler:
             run.result = event.result
         run.until_ms = None
         run.approval = None
-        reply = view.message(run.reply_id)
-        if reply is not None and reply.status != "completed":
-            reply.status = message_status
+        # The reply and any message an agent handed to or a later turn opened: what
+        # was not completed ends with the run.
+        for index in run_messages(view, run):
+            message = view.messages[index]
+            if message.status != "completed":
+                message.status = message_status
 
     return handler
 
@@ -498,9 +525,9 @@ def _finish(status: RunStatus, message_status: MessageStatus) -> _Handler:
 def _run_status(
     status: RunStatus, reply_status: MessageStatus | None, *, reply_from: tuple[str, ...] = ()
 ) -> _Handler:
-    """A handler that moves the run to `status` and its reply to `reply_status`.
+    """A handler that moves the run to `status` and its open messages to `reply_status`.
 
-    `reply_from` limits the reply change to replies in those statuses.
+    `reply_from` limits the change to messages in those statuses.
     """
 
     def handler(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -528,16 +555,14 @@ def _run_status(
                 entry_id,
             )
             step.status, step.until_ms = "waiting", event.until_ms
-        # An approval wait names its reply: after a hand-off it is not the run's first.
-        reply = view.message(run.approval.message_id if run.approval else run.reply_id)
-        # A finished reply keeps its status: a workflow may go on after its first answer.
-        if (
-            reply is not None
-            and reply_status
-            and reply.status != "completed"
-            and (not reply_from or reply.status in reply_from)
-        ):
-            reply.status = reply_status
+        if not reply_status:
+            return
+        # A finished message keeps its status: a workflow may go on after its first
+        # answer, a run after a hand-off. The open one may be the agent's handed to.
+        for index in run_messages(view, run):
+            message = view.messages[index]
+            if message.status != "completed" and (not reply_from or message.status in reply_from):
+                message.status = reply_status
 
     return handler
 
@@ -664,6 +689,17 @@ def _agent_routed(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     if message is not None:
         message.routed = RoutedView(agents=list(event.agents), by=event.by, reason=event.reason)
 
+
+# The events that move the statuses of a run's messages along with the run's.
+_RUN_STATUS_EVENTS = (
+    ev.RunCompleted,
+    ev.RunCancelled,
+    ev.RunFailed,
+    ev.RunRetrying,
+    ev.RunRestarted,
+    ev.RunWaiting,
+    ev.RunResumed,
+)
 
 _HANDLERS: dict[str, _Handler] = {
     "thread.created": _thread_created,

@@ -3,7 +3,7 @@
 Real histories (chat answers, a cancel, a retry, a failure, a restart, a
 regenerate, a rename and archive, an approval workflow with a revision, chat
 answers waiting for approval of a tool call, a routed message, tool calls, a
-hand-off, a tool call parked for approval) are
+hand-off, a tool call parked for approval, the review workflow's three agents) are
 folded by the server; the page's fold, run in Node, must reach the same view
 from an empty one and from every snapshot along the way.
 """
@@ -106,6 +106,12 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
             await worker.run_once()
         threads.append(asking)
 
+    # The review workflow: three agent turns, each a message of its agent's own.
+    review, _ = await commands.create_thread(store)
+    await commands.send_message(store, review, "a note for the team", "review")
+    await worker.run_once()
+    threads.append(review)
+
     # Model usage of three agents in one thread.
     agents, _ = await commands.create_thread(store)
     for agent in ("assistant", "writer", "critic"):
@@ -193,6 +199,9 @@ async def test_the_page_folds_events_as_the_server_does(
     calls = next(iter(parked["runs"].values()))["tools"]
     assert [call["status"] for call in calls] == ["failed", "running"]
     assert calls[0]["args"]["url"].endswith("é…")  # cut, by code points on both sides
+    # The review's turns are attributed to their agents, not to the workflow.
+    [review] = [v for v in finals if v["messages"][0]["agent"] == "review"]
+    assert [m["agent"] for m in review["messages"]] == ["review", "writer", "critic", "writer"]
 
 
 def frames(stored: list[Stored]) -> list[dict[str, Any]]:

@@ -17,8 +17,9 @@ from consumers.agents import agent_named, known_agents
 from consumers.handoff import HANDOFF_TOOL, handoff_message_id, handoff_spec
 from consumers.llm.base import Prompt
 from consumers.llm.directives import read_directives
-from consumers.llm.parts import Part, StopPart, ToolCallPart, UsagePart
+from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from consumers.llm.scripted import ScriptedLLM, scripted_reply
+from projections.thread_view import ThreadView
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.backend import Backend
@@ -26,6 +27,7 @@ from slipstream.config import Settings
 from slipstream.store import EventStore
 from tests.harness import System, running_system
 from tests.test_agent_loop import agent, answer, attempt_for, own_events
+from tests.test_client_fold import comparable, js_fold
 from tests.waits import until
 
 WORDS = 12
@@ -42,6 +44,14 @@ def answered_with(question: str, words: int) -> str:
 async def run_events(system: System, thread_id: str, run_id: str) -> list[dict[str, Any]]:
     response = await system.http.get(f"/api/threads/{thread_id}/events")
     return [e["event"] for e in response.json() if e["event"].get("run_id") == run_id]
+
+
+async def folded_by_the_page(system: System, thread_id: str) -> dict[str, Any]:
+    """The thread's view as the web chat's fold (static/js/fold.js) makes it from its events."""
+    frames = (await system.http.get(f"/api/threads/{thread_id}/events")).json()
+    empty = ThreadView.empty(thread_id, (await system.view(thread_id))["stream_key"])
+    [view] = js_fold([{"start": empty.model_dump(mode="json"), "events": frames}])
+    return view
 
 
 def replies_of(view: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
@@ -315,3 +325,63 @@ async def test_a_cancel_while_the_agent_handed_to_streams_keeps_its_text(
     assert text and answered_with(question, 200).startswith(text)
     [content] = [m["content"] for m in view["messages"] if m["id"] == critic]
     assert content == text
+
+
+async def test_a_cancel_during_the_answer_handed_to_ends_both_messages(
+    backend: Backend, settings: Settings
+) -> None:
+    question = "@writer please draft [[handoff critic]]"
+    slow = ScriptedLLM(words=200, delay_ms=5)
+    async with running_system(backend, settings, llm=slow) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question)
+        run_id = sent["run_id"]
+
+        async def critic_streams() -> bool:
+            view = await system.view(thread_id)
+            return [m["status"] for m in replies_of(view, run_id)] == ["completed", "streaming"]
+
+        await until(critic_streams)
+        assert (await system.http.post(f"/api/runs/{run_id}/cancel")).status_code == 202
+        view = await system.wait_for_run(thread_id, run_id)
+        folded = await folded_by_the_page(system, thread_id)
+    assert view["runs"][run_id]["status"] == "cancelled"
+    assert [(m["agent"], m["status"]) for m in replies_of(view, run_id)] == [
+        ("writer", "completed"),
+        ("critic", "cancelled"),
+    ]
+    assert comparable(folded) == comparable(view)
+
+
+class CriticBreaksLLM(ScriptedLLM):
+    """The scripted model, except that the critic's answer breaks off with an error
+    no retry mends, after its first sentence (which a sentence end flushes at once)."""
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        if prompt.system != agent_named("critic").system:
+            async for part in super().stream(prompt):
+                yield part
+            return
+        yield TextPart("The draft is good. ")
+        raise errors.ProviderError("invalid request", retryable=False)
+
+
+async def test_a_failure_of_the_agent_handed_to_fails_its_message(
+    backend: Backend, settings: Settings
+) -> None:
+    question = "@writer please draft [[handoff critic]]"
+    async with running_system(
+        backend, settings, llm=CriticBreaksLLM(words=WORDS, delay_ms=1)
+    ) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, question)
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+        folded = await folded_by_the_page(system, thread_id)
+    assert comparable(folded) == comparable(view)
+    run = view["runs"][sent["run_id"]]
+    assert (run["status"], run["reason"]) == ("failed", "model error: invalid request")
+    assert [(m["agent"], m["status"]) for m in replies_of(view, sent["run_id"])] == [
+        ("writer", "completed"),
+        ("critic", "failed"),
+    ]
+    assert replies_of(view, sent["run_id"])[1]["content"] == "The draft is good. "

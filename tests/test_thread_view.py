@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from projections.thread_view import TOOL_TEXT_CHARS, ThreadView, fold
+import pytest
+
+from projections.thread_view import TOOL_TEXT_CHARS, ThreadView, fold, fold_into
 from slipstream import events as ev
 from slipstream.codec import Unreadable
 from slipstream.store import Stored
@@ -219,3 +221,50 @@ def test_long_texts_in_a_call_are_cut_for_the_view() -> None:
     (call,) = view.runs[RUN].tools
     assert call.args == {"url": "x" * TOOL_TEXT_CHARS + "…"}
     assert call.result == {"text": ["x" * TOOL_TEXT_CHARS + "…"], "status": 200}
+
+def handed_off() -> list[ev.Event]:
+    """A run whose writer handed off to the critic (message "h1"), which is streaming;
+    another run's answer ("r2") came between them."""
+    other = "t1.bbbbbb"
+    return [
+        *opening(),
+        ev.MessageCompleted(run_id=RUN, message_id="r1", text="", agent="writer"),
+        ev.AgentHandoff(run_id=RUN, from_agent="writer", to_agent="critic", reason="review"),
+        ev.MessageSent(message_id="m2", content="another", run_id=other),
+        ev.RunRequested(run_id=other, message_id="m2", reply_id="r2", agent="assistant"),
+        ev.MessageDelta(run_id=RUN, message_id="h1", seq=1, text="Fine. ", agent="critic"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("end", "status"),
+    [
+        (ev.RunCancelled(run_id=RUN, reason="cancelled by request"), "cancelled"),
+        (ev.RunFailed(run_id=RUN, reason="model error: boom"), "failed"),
+        (ev.RunRetrying(run_id=RUN, attempt=2, delay_ms=500, reason="overloaded"), "pending"),
+    ],
+)
+def test_the_message_of_the_agent_handed_to_follows_its_run(end: ev.Event, status: str) -> None:
+    view = view_of(*handed_off())
+    before = len(view.messages)
+    changes = fold_into(view, [Stored("1000-99", end)])
+    by_id = {m.id: m for m in view.messages}
+    assert (by_id["r1"].status, by_id["h1"].status) == ("completed", status)
+    assert by_id["h1"].content == "Fine. "
+    assert by_id["r2"].status == "pending"  # another run's reply is not this run's
+    # The stored view rewrites both of the run's messages, and only those.
+    assert len(view.messages) == before
+    assert {view.messages[i].id for i in changes.messages} == {"r1", "h1"}
+
+
+def test_a_completed_run_completes_the_message_handed_to() -> None:
+    view = view_of(
+        *handed_off(),
+        ev.MessageCompleted(run_id=RUN, message_id="h1", text="Fine. ", agent="critic"),
+        ev.RunCompleted(run_id=RUN),
+    )
+    assert [(m.id, m.status) for m in view.messages if m.run_id == RUN] == [
+        ("m1", "completed"),
+        ("r1", "completed"),
+        ("h1", "completed"),
+    ]

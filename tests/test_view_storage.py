@@ -266,3 +266,29 @@ async def test_the_stored_summary_names_the_same_active_run_as_the_fold(
         assert raw == expected.model_dump_json()
         actives.append(expected.active_run)
     assert actives == [first, first, second, first, None, second]
+
+
+async def test_the_stored_view_ends_the_message_of_the_agent_handed_to(store: EventStore) -> None:
+    thread_id = await thread_of(store, 4)  # messages before the run's, so positions matter
+    run_id = new_run_id(thread_id)
+    opening = exchange(run_id)[:3]
+    assert isinstance(opening[1], ev.RunRequested)
+    handed_to = "m" + "1" * 16
+    projector = Projector(store.backend, store, "p-handoff")
+    for events in (
+        opening,
+        [
+            ev.MessageCompleted(run_id=run_id, message_id=opening[1].reply_id, text=""),
+            ev.AgentHandoff(run_id=run_id, from_agent="writer", to_agent="critic", reason="r"),
+        ],
+        [ev.MessageDelta(run_id=run_id, message_id=handed_to, seq=1, text="So. ", agent="critic")],
+        [ev.RunCancelled(run_id=run_id, reason="cancelled by request")],
+    ):
+        await store.append(Append(thread_id, events))
+        assert await projector.project_thread(thread_id) is not None  # one save per append
+    loaded = await ViewStore(store).load(thread_id)
+    assert loaded is not None and loaded == await rebuilt(store, thread_id)
+    assert [(m.agent, m.status) for m in loaded.messages if m.run_id == run_id][-2:] == [
+        ("assistant", "completed"),
+        ("critic", "cancelled"),
+    ]

@@ -2,6 +2,7 @@
 
 # The shipped examples register themselves on import.
 from consumers.workflows import examples as _examples  # noqa: F401
+from consumers.workflows import review as _review  # noqa: F401
 from consumers.workflows.context import (
     NonDeterminism,
     RetryPolicy,

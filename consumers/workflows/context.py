@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
+from consumers.agents import AGENTS
 from consumers.backoff import compute_backoff
 from consumers.redact import without_urls
 from consumers.workflows.journal import VERSION_STEP, Journal, Op
@@ -63,6 +64,10 @@ class Suspend(BaseException):
 
 class NonDeterminism(Exception):
     """The workflow's code and its journal disagree; the run cannot be replayed."""
+
+
+class UnknownAgent(Exception):
+    """An agent turn names no agent of the agents file: the run fails with this reason."""
 
 
 class StepError(Exception):
@@ -327,17 +332,42 @@ class WorkflowContext:
             raise
 
     async def run_agent(self, agent: str, prompt: str, *, name: str | None = None) -> str:
-        """An agent turn as a step: the answer streams into the thread as a message."""
-        label = name or f"agent:{agent}"
+        """An agent turn as a step: the answer streams into the thread as a message.
+
+        The message is the workflow's: `agent` lends its system prompt. For a
+        message of the agent's own, use `agent_turn`.
+        """
+        return await self._agent_op(agent, prompt, name or f"agent:{agent}", speaker=None)
+
+    async def agent_turn(self, agent: str, prompt: str, *, name: str | None = None) -> str:
+        """`agent` takes a turn in the thread: its answer to `prompt`, written with its
+        system prompt, streams into a message of its own, attributed to it.
+
+        The first turn of a run writes the run's reply, each later one a message
+        whose id comes from the run and the position. Journaled like a step: a
+        completed turn returns its text without calling the model again; one an
+        attempt did not finish runs again into the same message, whose text the
+        new attempt's replaces (never added to).
+        """
+        return await self._agent_op(agent, prompt, name or f"turn:{agent}", speaker=agent)
+
+    async def _agent_op(self, agent: str, prompt: str, label: str, *, speaker: str | None) -> str:
         op, recorded = self._take("agent", label)
         if recorded is not None and recorded.status == "completed":
             self._io.used_message(op)
             return str(recorded.result)
+        if speaker is not None and speaker not in AGENTS:
+            # A message in an agent's name needs that agent: the default's voice under
+            # another name would mislead whoever reads the thread.
+            raise UnknownAgent(
+                f"workflow {self._io.workflow!r}: agent_turn names {speaker!r}, which is not "
+                f"in the agents file (its agents: {', '.join(AGENTS)})"
+            )
         attempt = (recorded.attempts if recorded else 0) + 1
         await self._io.write(
             [ev.StepStarted(run_id=self.run_id, op=op, step=label, kind="agent", attempt=attempt)]
         )
-        return await self._io.stream_agent(op, label, agent, prompt)
+        return await self._io.stream_agent(op, label, agent, prompt, speaker=speaker)
 
     async def gather(self, *steps: Coroutine[Any, Any, Any]) -> list[Any]:
         """Run operations concurrently; positions follow the argument order.

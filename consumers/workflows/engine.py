@@ -18,6 +18,7 @@ from consumers.workflows.context import (
     NonDeterminism,
     StepError,
     Suspend,
+    UnknownAgent,
     WorkflowContext,
 )
 from consumers.workflows.journal import journal_of
@@ -93,15 +94,22 @@ class RunIO:
             return self.attempt.reply_id
         return turn_message_id(self.run_id, op)
 
-    async def stream_agent(self, op: int, label: str, agent: str, prompt: str) -> str:
+    async def stream_agent(
+        self, op: int, label: str, agent: str, prompt: str, *, speaker: str | None = None
+    ) -> str:
+        """Stream `agent`'s answer to `prompt` into the turn's message and journal it.
+
+        The message is attributed to `speaker`, else to the workflow: `agent` only
+        lends its system prompt. A new attempt streams into the same message with
+        its own attempt number, which replaces the text an interrupted one left.
+        """
         known = agent_named(agent)
         a = self.attempt
-        # Messages are labelled with the workflow that wrote them; the agent sets the voice.
         target = Attempt(
             a.thread_id,
             a.run_id,
             self.message_for(op),
-            self.workflow,
+            speaker or self.workflow,
             a.attempt,
             a.token,
             a.entry_id,
@@ -117,9 +125,29 @@ class RunIO:
             raise
         return await writer.complete(
             lambda text: [
-                ev.StepCompleted(run_id=a.run_id, op=op, step=label, kind="agent", result=text)
+                *self._usage(writer, target.agent, known.model),
+                ev.StepCompleted(run_id=a.run_id, op=op, step=label, kind="agent", result=text),
             ]
         )
+
+    def _usage(self, writer: AnswerWriter, agent: str, model: str | None) -> list[ev.Event]:
+        """The turn's model call, counted like a chat run's, for whom the message is
+        attributed to; it goes out with the turn's completion."""
+        part = writer.usage
+        if part is None:
+            return []
+        return [
+            ev.ModelUsage(
+                run_id=self.run_id,
+                agent=agent,
+                model=part.model or model or self.llm.name,
+                input_tokens=part.input_tokens,
+                output_tokens=part.output_tokens,
+                cache_read_tokens=part.cache_read_tokens,
+                cache_write_tokens=part.cache_write_tokens,
+                attempt=max(1, self.attempt.attempt),
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -150,7 +178,8 @@ async def run_workflow(
     """Replay `journal` (the run's events so far) and run on until it finishes or parks.
 
     Raises `RunCancelled` when cancelled, `WorkflowFailed` when it cannot go on,
-    and a Redis fault as it is: the run's journal could not be read or written,
+    an agent turn's `ProviderError` as it is (the runner retries it as a chat
+    run's), and a Redis fault as it is: the run's journal could not be read or written,
     which is no fault of the workflow, so the attempt is left to its lease.
     """
     mine = [e for e in journal if not isinstance(e, Unreadable)]
@@ -191,9 +220,13 @@ async def run_workflow(
         )
     except NonDeterminism as exc:
         raise WorkflowFailed(str(exc)) from exc
-    except (StepError, GatherMisuse) as exc:
+    except (StepError, GatherMisuse, UnknownAgent) as exc:
         raise WorkflowFailed(str(exc)) from exc
     except (errors.RunCancelled, errors.StaleFence):
+        raise
+    except errors.ProviderError:
+        # An agent turn's model call failed: the run retries (or fails) as a chat
+        # run does, and the next attempt replays the turns journaled before it.
         raise
     except Exception as exc:
         if is_redis_fault(exc):

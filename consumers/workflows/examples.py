@@ -1,4 +1,5 @@
-"""The workflows that ship: `research` and `approval`, both runnable from the chat."""
+"""The example workflows that ship: `research`, `approval` and `reminder`, runnable
+from the chat (`review`, of several agents, has a module of its own)."""
 
 from __future__ import annotations
 

@@ -106,6 +106,21 @@ export function replyOf(view, runId) {
   return run ? findMessage(view, run.reply_id) : null;
 }
 
+/**
+ * Where the run's answers are: its reply and the messages it opened after it
+ * (an agent handed to, a workflow's later turns), newest first. They all come
+ * after the reply, so the search stops there.
+ */
+export function runMessages(view, run) {
+  const found = [];
+  for (let i = view.messages.length - 1; i >= 0; i -= 1) {
+    const message = view.messages[i];
+    if (message.run_id === run.id && message.role === "assistant") found.push(message);
+    if (message.id === run.reply_id) break;
+  }
+  return found;
+}
+
 /** Python's `" ".join(text.split())[:80]`, counting code points as Python does. */
 function titleFrom(content) {
   const words = content.split(/\s+/).filter(Boolean).join(" ");
@@ -224,6 +239,7 @@ function messageDelta(view, event, id) {
   reply.content += event.text;
   reply.seq = event.seq;
   reply.status = "streaming";
+  if (event.agent) reply.agent = event.agent; // who writes it: a workflow's turn may be an agent's
 }
 
 function messageCompleted(view, event, id) {
@@ -231,6 +247,7 @@ function messageCompleted(view, event, id) {
   if (!reply) return;
   reply.content = event.text;
   reply.status = "completed";
+  if (event.agent) reply.agent = event.agent;
 }
 
 /** run.completed / run.cancelled / run.failed: end the run; a finished answer stays finished. */
@@ -245,14 +262,17 @@ function runEnded(runStatus, messageStatus) {
     else run.result = event.result ?? null;
     run.until_ms = null;
     run.approval = null;
-    const reply = findMessage(view, run.reply_id);
-    if (reply && reply.status !== "completed") reply.status = messageStatus;
+    // The reply and any message an agent handed to or a later turn opened: what
+    // was not completed ends with the run.
+    for (const message of runMessages(view, run)) {
+      if (message.status !== "completed") message.status = messageStatus;
+    }
   };
 }
 
 /**
  * run.retrying, run.restarted, run.waiting and run.resumed: move the run to
- * `runStatus` and its reply to `replyStatus` (only from `replyFrom`, if given).
+ * `runStatus` and its open messages to `replyStatus` (only from `replyFrom`, if given).
  *
  * run.retrying: the attempt failed and another follows; the answer is due again,
  * its old text stays until then. run.restarted: a failed or cancelled run asked
@@ -291,12 +311,14 @@ function runStatusChange(runStatus, replyStatus, replyFrom = []) {
       step.status = "waiting";
       step.until_ms = event.until_ms ?? null;
     }
-    // An approval wait names its reply: after a hand-off it is not the run's first.
-    const reply = findMessage(view, run.approval ? run.approval.message_id : run.reply_id);
-    // A finished reply keeps its status: a workflow may go on after its first answer.
-    if (reply && replyStatus && reply.status !== "completed"
-        && (!replyFrom.length || replyFrom.includes(reply.status))) {
-      reply.status = replyStatus;
+    if (!replyStatus) return;
+    // A finished message keeps its status: a workflow may go on after its first
+    // answer, a run after a hand-off. The open one may be the agent's handed to.
+    for (const message of runMessages(view, run)) {
+      if (message.status !== "completed"
+          && (!replyFrom.length || replyFrom.includes(message.status))) {
+        message.status = replyStatus;
+      }
     }
   };
 }
