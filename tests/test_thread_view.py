@@ -222,6 +222,7 @@ def test_long_texts_in_a_call_are_cut_for_the_view() -> None:
     assert call.args == {"url": "x" * TOOL_TEXT_CHARS + "…"}
     assert call.result == {"text": ["x" * TOOL_TEXT_CHARS + "…"], "status": 200}
 
+
 def handed_off() -> list[ev.Event]:
     """A run whose writer handed off to the critic (message "h1"), which is streaming;
     another run's answer ("r2") came between them."""
