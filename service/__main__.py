@@ -20,9 +20,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import uvicorn
 
 from consumers.agents import load_agents_or_exit
+from consumers.agents import loaded as agents_file
 from consumers.llm import provider_from_settings
 from consumers.tools import REGISTRY as TOOLS
 from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
+from consumers.tools.mcp_servers import mcp_tools
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
 from projections.projector import Projector
@@ -59,19 +61,24 @@ async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
         run_retention_s=runtime.settings.run_retention_s,
         liveness=runtime.liveness,
     )
-    tasks = [
-        asyncio.create_task(
-            keep_running("worker", worker.run, stop, log, liveness=runtime.liveness)
-        ),
-        asyncio.create_task(
-            keep_running("projector", projector.run, stop, log, liveness=runtime.liveness)
-        ),
-    ]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    path = runtime.settings.agents_file
+    # The MCP servers' sessions live as long as the embedded worker (see
+    # consumers/tools/mcp_servers.py); a tool an agent names that its server does
+    # not list fails the start (the lifespan error, then "the roles did not start").
+    async with mcp_tools(agents_file(), "agents.toml" if path is None else str(path)):
+        tasks = [
+            asyncio.create_task(
+                keep_running("worker", worker.run, stop, log, liveness=runtime.liveness)
+            ),
+            asyncio.create_task(
+                keep_running("projector", projector.run, stop, log, liveness=runtime.liveness)
+            ),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def listen(host: str, port: int) -> socket.socket:
