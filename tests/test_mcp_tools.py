@@ -19,7 +19,7 @@ from consumers import agents
 from consumers.agents import AgentsFileError, McpServer, load, with_mcp_tools
 from consumers.llm.scripted import ScriptedLLM
 from consumers.llm.tool_names import registry_names, wire_name
-from consumers.tools import ToolCall, ToolRegistry
+from consumers.tools import DuplicateTool, ToolCall, ToolRegistry, schema_tool
 from consumers.tools.mcp_servers import McpServers, mcp_tools
 from service.embedded import free_port
 from slipstream.backend import Backend
@@ -301,3 +301,18 @@ def test_the_worker_stops_at_start_when_an_agent_names_a_tool_the_server_lacks(
         f"configuration error: {path}: agent 'counter': tools: MCP server 'test' has no "
         "tool 'sub' (it lists: add, shout, fail, die)"
     ), lines
+
+
+def test_wire_names_are_what_the_messages_api_takes() -> None:
+    assert wire_name("calculator") == "calculator"  # the built-ins are sent unchanged
+    assert wire_name("mcp.files.read file") == "mcp__files__read_file"
+    long = "mcp.server." + "x" * 80
+    assert len(wire_name(long)) == 64 and wire_name(long) != wire_name(long + "y")
+    registry = ToolRegistry()
+    registry.add(schema_tool("mcp.a.b", "d", {"type": "object"}, _nothing))
+    with pytest.raises(DuplicateTool, match="would both be sent to the model as 'mcp__a__b'"):
+        registry.add(schema_tool("mcp__a.b", "d", {"type": "object"}, _nothing))
+
+
+async def _nothing(arguments: dict[str, object]) -> None:
+    return None
