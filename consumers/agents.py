@@ -54,8 +54,8 @@ class McpServer(_Strict):
 
     `env`: more environment for a stdio server, over the few variables the `mcp`
     package passes on (PATH, HOME, USER, ...): the worker's own (REDIS_URL, keys)
-    are not handed to a server unless named here. `timeout`: seconds for
-    connecting and for each call (default 30).
+    are not handed to a server unless named here. `timeout`: seconds for each
+    call (default 30), and for connecting (but at least 10).
     """
 
     command: str | None = Field(None, min_length=1)

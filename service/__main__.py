@@ -20,11 +20,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import uvicorn
 
 from consumers.agents import load_agents_or_exit
-from consumers.agents import loaded as agents_file
 from consumers.llm import provider_from_settings
 from consumers.tools import REGISTRY as TOOLS
 from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
-from consumers.tools.mcp_servers import mcp_tools
+from consumers.tools.mcp_servers import mcp_tools_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
 from projections.projector import Projector
@@ -61,24 +60,19 @@ async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
         run_retention_s=runtime.settings.run_retention_s,
         liveness=runtime.liveness,
     )
-    path = runtime.settings.agents_file
-    # The MCP servers' sessions live as long as the embedded worker (see
-    # consumers/tools/mcp_servers.py); a tool an agent names that its server does
-    # not list fails the start (the lifespan error, then "the roles did not start").
-    async with mcp_tools(agents_file(), "agents.toml" if path is None else str(path)):
-        tasks = [
-            asyncio.create_task(
-                keep_running("worker", worker.run, stop, log, liveness=runtime.liveness)
-            ),
-            asyncio.create_task(
-                keep_running("projector", projector.run, stop, log, liveness=runtime.liveness)
-            ),
-        ]
-        try:
-            yield
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = [
+        asyncio.create_task(
+            keep_running("worker", worker.run, stop, log, liveness=runtime.liveness)
+        ),
+        asyncio.create_task(
+            keep_running("projector", projector.run, stop, log, liveness=runtime.liveness)
+        ),
+    ]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -132,11 +126,19 @@ async def serve(
         server.should_exit = True
 
     try:
-        with process.stopping_with(stop):
-            try:
-                await server.serve(sockets=[sock])
-            except SystemExit:  # uvicorn's way to say the lifespan failed, logged above
-                raise StartupError("the roles did not start (see the error above)") from None
+        async with contextlib.AsyncExitStack() as worker_tools:
+            if background is not None:
+                # The embedded worker's MCP servers, connected before it starts and
+                # closed after it stops (consumers/tools/mcp_servers.py); a tool an
+                # agent names that its server lacks stops the start with one line.
+                await worker_tools.enter_async_context(
+                    mcp_tools_or_exit(runtime.settings.agents_file)
+                )
+            with process.stopping_with(stop):
+                try:
+                    await server.serve(sockets=[sock])
+                except SystemExit:  # uvicorn's way to say the lifespan failed, logged above
+                    raise StartupError("the roles did not start (see the error above)") from None
     finally:
         await runtime.backend.close()
 

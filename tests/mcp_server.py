@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -32,12 +33,23 @@ def fail(why: str) -> str:
 
 
 @server.tool()
+async def slow(seconds: float) -> str:
+    """Answers after `seconds` (to test timeouts)."""
+    await anyio.sleep(seconds)
+    return "slept"
+
+
+@server.tool()
 def die() -> str:
     """Ends the server process at once, mid-call (to test reconnecting)."""
     os._exit(3)
 
 
 def main() -> None:
+    pid_file = os.environ.get("MCP_TEST_PID_FILE")
+    if pid_file:  # so a test can check the server is stopped with its worker
+        with open(pid_file, "w") as out:
+            out.write(str(os.getpid()))
     if sys.argv[1:2] == ["http"]:
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
     else:

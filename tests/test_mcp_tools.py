@@ -6,6 +6,7 @@ agents file's `[mcp.<name>]` tables checked at start."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import httpx
 import pytest
 
 from consumers import agents
@@ -25,7 +27,19 @@ from service.embedded import free_port
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import running_system
-from tests.processes import ROOT, env_for, exits_within, processes, spawn
+from tests.processes import (
+    ROOT,
+    chat,
+    env_for,
+    exits_within,
+    gone_within,
+    kill_pidfile,
+    pid_alive,
+    processes,
+    spawn,
+    wait_for_status,
+    wait_healthy,
+)
 from tests.waits import until
 
 STDIO = McpServer(
@@ -69,7 +83,7 @@ async def stdio_tools(errlog: TextIO) -> AsyncIterator[tuple[ToolRegistry, McpSe
     servers = McpServers({"test": STDIO}, registry, errlog=errlog)
     try:
         listed = await servers.start()
-        assert listed == {"test": ["add", "shout", "fail", "die"]}
+        assert listed == {"test": ["add", "shout", "fail", "slow", "die"]}
         yield registry, servers
     finally:
         await servers.close()
@@ -79,7 +93,13 @@ async def test_a_servers_tools_are_registered_with_its_schemas(
     stdio_tools: tuple[ToolRegistry, McpServers],
 ) -> None:
     registry, _ = stdio_tools
-    assert registry.names() == ["mcp.test.add", "mcp.test.die", "mcp.test.fail", "mcp.test.shout"]
+    assert registry.names() == [
+        "mcp.test.add",
+        "mcp.test.die",
+        "mcp.test.fail",
+        "mcp.test.shout",
+        "mcp.test.slow",
+    ]
     add = registry.get("mcp.test.add")
     assert add is not None and add.description == "Add two integers."
     schema = add.input_schema
@@ -124,6 +144,23 @@ async def test_a_server_that_dies_is_reconnected_by_the_next_call(
     again = await registry.call("mcp.test.add", {"a": 1, "b": 1}, CONTEXT)
     assert (again.result, again.is_error) == ("2", False)
     assert servers.connections["test"].connected
+
+
+async def test_a_call_past_the_servers_timeout_is_an_error_and_the_session_goes_on(
+    errlog: TextIO,
+) -> None:
+    registry = ToolRegistry()
+    servers = McpServers(
+        {"test": STDIO.model_copy(update={"timeout": 1.0})}, registry, errlog=errlog
+    )
+    try:
+        await servers.start()
+        late = await registry.call("mcp.test.slow", {"seconds": 30}, CONTEXT)
+        assert (late.result, late.is_error) == ("tool 'mcp.test.slow' timed out after 1 s", True)
+        added = await registry.call("mcp.test.add", {"a": 2, "b": 2}, CONTEXT)
+        assert (added.result, added.is_error) == ("4", False)
+    finally:
+        await servers.close()
 
 
 async def test_an_unreachable_server_is_logged_and_its_named_tools_answer_errors(
@@ -217,6 +254,7 @@ async def test_a_chat_run_calls_an_mcp_tool_and_journals_it(
                 "mcp.test.add",
                 "mcp.test.shout",
                 "mcp.test.fail",
+                "mcp.test.slow",
                 "mcp.test.die",
             ]
             thread_id = await system.new_thread()
@@ -249,57 +287,82 @@ async def _listening_or_gone(port: int, server: asyncio.subprocess.Process) -> b
         return probe.connect_ex(("127.0.0.1", port)) == 0 or server.returncode is not None
 
 
-async def test_streamable_http_serves_the_same_tools(tmp_path: Path, errlog: TextIO) -> None:
-    port = _free_loopback_port()
-    log = tmp_path / "http-server.log"
-    with log.open("wb") as out:
+async def _http_server(port: int, log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as out:
         server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.mcp_server",
-            "http",
-            str(port),
+            *(sys.executable, "-m", "tests.mcp_server", "http", str(port)),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    try:
-        await until(lambda: _listening_or_gone(port, server), within=20)
-        assert server.returncode is None, log.read_text()
-        registry = ToolRegistry()
-        servers = McpServers(
-            {"web": McpServer(url=f"http://127.0.0.1:{port}/mcp")}, registry, errlog=errlog
-        )
-        try:
-            assert await servers.start() == {"web": ["add", "shout", "fail", "die"]}
-            result = await registry.call("mcp.web.shout", {"text": "over http"}, CONTEXT)
-            assert (result.result, result.is_error) == ("OVER HTTP!", False)
-        finally:
-            await servers.close()
-    finally:
+    await until(lambda: _listening_or_gone(port, server), within=20)
+    assert server.returncode is None, f"the MCP server exited with {server.returncode}: see {log}"
+    return server
+
+
+async def _stop(server: asyncio.subprocess.Process) -> None:
+    if server.returncode is None:
         server.terminate()
         await server.wait()
 
 
+async def test_streamable_http_serves_the_same_tools_and_is_reconnected(
+    tmp_path: Path, errlog: TextIO
+) -> None:
+    port = _free_loopback_port()
+    log = tmp_path / "http-server.log"
+    server = await _http_server(port, log)
+    registry = ToolRegistry()
+    config = McpServer(url=f"http://127.0.0.1:{port}/mcp", timeout=10)
+    servers = McpServers({"web": config}, registry, errlog=errlog)
+    try:
+        assert await servers.start() == {"web": ["add", "shout", "fail", "slow", "die"]}
+        result = await registry.call("mcp.web.shout", {"text": "over http"}, CONTEXT)
+        assert (result.result, result.is_error) == ("OVER HTTP!", False)
+        failed = await registry.call("mcp.web.fail", {"why": "http"}, CONTEXT)
+        assert failed.is_error and str(failed.result).endswith("failed on purpose: http")
+
+        await _stop(server)  # the server goes away between calls
+        lost = await registry.call("mcp.web.add", {"a": 1, "b": 2}, CONTEXT)
+        assert lost.is_error and "MCP server 'web'" in str(lost.result), lost
+        server = await _http_server(port, log)  # and comes back
+        again = await registry.call("mcp.web.add", {"a": 1, "b": 2}, CONTEXT)
+        assert (again.result, again.is_error) == ("3", False)
+    finally:
+        await servers.close()
+        await _stop(server)
+
+
+@pytest.mark.parametrize("role", ["consumers", "service"])
 def test_the_worker_stops_at_start_when_an_agent_names_a_tool_the_server_lacks(
-    tmp_path: Path,
+    tmp_path: Path, role: str
 ) -> None:
     path = tmp_path / "agents.toml"
     path.write_text(
         AGENTS.format(python=sys.executable, root=ROOT).replace('"mcp.test"', '"mcp.test.sub"')
     )
+    # A worker checks REDIS_URL first; nothing listens there, and nothing is asked
+    # of it before the check. The service runs embedded (its worker inside).
     env = env_for(
-        PORT=str(free_port()), SLIPSTREAM_AGENTS=str(path), REDIS_URL="redis://127.0.0.1:1/0"
+        PORT=str(free_port()),
+        SLIPSTREAM_AGENTS=str(path),
+        REDIS_URL="redis://127.0.0.1:1/0",
+        SLIPSTREAM_DATA_DIR=str(tmp_path / "data"),
     )
-    log = tmp_path / "worker.log"
-    with processes() as running:
-        process = spawn("consumers", env, log)
-        running.append(process)
-        assert exits_within(process, 30) == 1
+    if role == "service":
+        env.pop("REDIS_URL")
+    log = tmp_path / f"{role}.log"
+    try:
+        with processes() as running:
+            process = spawn(role, env, log)
+            running.append(process)
+            assert exits_within(process, 30) == 1
+    finally:
+        kill_pidfile(tmp_path / "data" / "redis" / "redis.pid")
     lines = log.read_text().splitlines()
     assert lines[-1] == (
         f"configuration error: {path}: agent 'counter': tools: MCP server 'test' has no "
-        "tool 'sub' (it lists: add, shout, fail, die)"
+        "tool 'sub' (it lists: add, shout, fail, slow, die)"
     ), lines
 
 
@@ -316,3 +379,44 @@ def test_wire_names_are_what_the_messages_api_takes() -> None:
 
 async def _nothing(arguments: dict[str, object]) -> None:
     return None
+
+
+def test_the_embedded_service_runs_an_agent_with_mcp_tools_and_stops_the_server(
+    tmp_path: Path,
+) -> None:
+    """The real thing: `python -m service` with SLIPSTREAM_AGENTS naming [mcp.test]."""
+    pid_file = tmp_path / "mcp.pid"
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        AGENTS.format(python=sys.executable, root=ROOT).replace(
+            "env = {", f'env = {{ MCP_TEST_PID_FILE = "{pid_file}", '
+        )
+    )
+    port = free_port()
+    env = env_for(
+        PORT=str(port), SLIPSTREAM_AGENTS=str(path), SLIPSTREAM_DATA_DIR=str(tmp_path / "data")
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with processes() as running:
+            service = spawn("service", env, tmp_path / "service.log")
+            running.append(service)
+            wait_healthy(port, service)
+            thread_id, run_id = chat(base, '@counter [[tool mcp.test.shout {"text": "hey"}]]')
+            view = wait_for_status(base, thread_id, run_id, {"completed", "failed"})
+            events = httpx.get(f"{base}/api/threads/{thread_id}/events").json()
+            listed = httpx.get(f"{base}/api/agents").json()
+            server_pid = int(pid_file.read_text())
+            assert pid_alive(server_pid)
+            service.send_signal(signal.SIGTERM)
+            assert exits_within(service, 20) == 0
+        gone_within(server_pid)  # the MCP server was stopped with the worker
+    finally:
+        kill_pidfile(tmp_path / "data" / "redis" / "redis.pid")
+    assert view["runs"][run_id]["status"] == "completed", view["runs"][run_id]
+    [reply] = [m for m in view["messages"] if m["role"] == "assistant"]
+    assert reply["content"].startswith('mcp.test.shout returned "HEY!". ')
+    called = [e["event"] for e in events if e["event"]["type"] == "tool.called"]
+    assert [(e["tool"], e["args"]) for e in called] == [("mcp.test.shout", {"text": "hey"})]
+    [counter] = [a for a in listed if a["name"] == "counter"]
+    assert "mcp.test.add" in counter["tools"]

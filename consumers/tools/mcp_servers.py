@@ -19,7 +19,8 @@ tool's result; `isError` makes it an error result. Lifetimes:
 - a server that dies (the call fails with a closed connection) is reconnected by
   the next call; connecting is tried at most once per `RETRY_AFTER_S`, so a dead
   server costs each call a prompt error, not a wait;
-- each call is bounded by the server's `timeout` (the registry enforces it).
+- each call is bounded by the server's `timeout` (the registry enforces it),
+  connecting by the same but at least `MIN_CONNECT_S`.
 
 Each session is owned by a task of its own: the `mcp` transports are anyio
 context managers that must be entered and left by one task, and calls come
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -37,10 +39,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import mcp_types
+import mcp.types as mcp_types
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types.jsonrpc import CONNECTION_CLOSED
+from mcp.types import CONNECTION_CLOSED
 
 from consumers.agents import AgentsFile, AgentsFileError, McpServer, loaded, use, with_mcp_tools
 from consumers.tools.definition import Tool, schema_tool
@@ -51,6 +53,10 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 2.0
 """Least time between two attempts to connect to one server."""
+
+MIN_CONNECT_S = 10.0
+"""Connecting (starting a stdio server, initialising, listing) gets at least this
+long, whatever the server's `timeout` for calls: a Python server takes seconds."""
 
 MAX_TOOLS = 500
 """Tools taken from one server's listing (pages are followed up to this many)."""
@@ -106,13 +112,18 @@ class McpConnection:
                     "(it is reconnected on the next call)"
                 ) from None
             raise ToolError(f"MCP server {self.name!r}: {exc.error.message}") from None
-        except (OSError, EOFError, RuntimeError, ValueError) as exc:
-            # A broken transport (anyio's closed/broken stream errors are these too).
-            await self._drop(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # A broken transport (anyio's closed or broken streams, an HTTP error), or
+            # something the session could not handle: start afresh on the next call.
+            await self._drop(_why(exc))
             raise ToolError(
-                f"MCP server {self.name!r}: the call failed: {type(exc).__name__}: {exc}"
+                f"MCP server {self.name!r}: the call failed: {_why(exc)} "
+                "(it is reconnected on the next call)"
             ) from None
         text = text_of(result.content)
+        if not text and result.structured_content is not None:
+            # The spec asks servers for a text copy of structured results; not all do.
+            text = json.dumps(result.structured_content, separators=(",", ":"))
         if result.is_error:
             raise ToolError(text or f"MCP tool {tool!r} of {self.name!r} failed (no message)")
         return text
@@ -147,7 +158,7 @@ class McpConnection:
         self._stop = asyncio.Event()
         owner = asyncio.create_task(self._own(ready, self._stop), name=f"mcp-{self.name}")
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(max(self.config.timeout, MIN_CONNECT_S)):
                 session, tools = await asyncio.shield(ready)
         except BaseException as exc:
             self._stop.set()
