@@ -33,8 +33,11 @@ def fail(why: str) -> str:
 
 
 @server.tool()
-async def slow(seconds: float) -> str:
-    """Answers after `seconds` (to test timeouts)."""
+async def slow(seconds: float, mark: str = "") -> str:
+    """Answers after `seconds` (to test timeouts); first writes the file `mark`, if
+    given, so a test knows the call is running."""
+    if mark:
+        await anyio.Path(mark).write_text("running")
     await anyio.sleep(seconds)
     return "slept"
 

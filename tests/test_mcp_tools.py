@@ -163,6 +163,28 @@ async def test_a_call_past_the_servers_timeout_is_an_error_and_the_session_goes_
         await servers.close()
 
 
+async def test_a_cancelled_call_leaves_the_session_usable(
+    stdio_tools: tuple[ToolRegistry, McpServers], tmp_path: Path
+) -> None:
+    registry, servers = stdio_tools
+    mark = tmp_path / "running"
+    call = asyncio.create_task(
+        registry.call("mcp.test.slow", {"seconds": 60, "mark": str(mark)}, CONTEXT)
+    )
+
+    async def running() -> bool:
+        return mark.exists() or call.done()
+
+    await until(running, within=20)
+    assert not call.done()
+    call.cancel()  # as the agent loop does when the run is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert servers.connections["test"].connected
+    added = await registry.call("mcp.test.add", {"a": 20, "b": 22}, CONTEXT)
+    assert (added.result, added.is_error) == ("42", False)
+
+
 async def test_an_unreachable_server_is_logged_and_its_named_tools_answer_errors(
     errlog: TextIO, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -163,9 +163,9 @@ class McpConnection:
         except BaseException as exc:
             self._stop.set()
             owner.cancel()
-            with contextlib.suppress(BaseException):
-                await owner
-            if isinstance(exc, asyncio.CancelledError):
+            # gather, not a suppressed await: this task's own cancellation still raises.
+            await asyncio.gather(owner, return_exceptions=True)
+            if not isinstance(exc, Exception):  # cancelled (the run was): not a failure
                 raise
             self._failed_at, self._failure = time.monotonic(), _why(exc)
             raise McpUnavailable(
@@ -216,8 +216,7 @@ class McpConnection:
             await asyncio.wait_for(asyncio.shield(owner), timeout=10)
         except TimeoutError:
             owner.cancel()
-            with contextlib.suppress(BaseException):
-                await owner
+            await asyncio.gather(owner, return_exceptions=True)
         if why not in ("closed", "gone"):
             log.warning("MCP server %s dropped (%s); the next call reconnects", self.name, why)
 
