@@ -14,6 +14,7 @@ from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
 from consumers.tools import REGISTRY as TOOLS
 from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
+from consumers.tools.mcp_servers import mcp_tools_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
 from slipstream import logs, process
@@ -32,7 +33,10 @@ async def work() -> None:
     store = EventStore.from_settings(backend, settings)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
     try:
-        await until_signalled(worker.run)
+        # The MCP servers' sessions live as long as the worker; their tools are
+        # checked against what agents name once the servers have listed them.
+        async with mcp_tools_or_exit(settings.agents_file):
+            await until_signalled(worker.run)
     finally:
         await backend.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sys
 import tomllib
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,19 @@ class RouterConfig(_Strict):
 
 
 class McpServer(_Strict):
-    """An MCP server: stdio (`command` and `args`) or streamable HTTP (`url`)."""
+    """An MCP server: stdio (`command` and `args`) or streamable HTTP (`url`).
+
+    `env`: more environment for a stdio server, over the few variables the `mcp`
+    package passes on (PATH, HOME, USER, ...): the worker's own (REDIS_URL, keys)
+    are not handed to a server unless named here. `timeout`: seconds for each
+    call (default 30), and for connecting (but at least 10).
+    """
 
     command: str | None = Field(None, min_length=1)
     args: tuple[str, ...] = ()
     url: str | None = Field(None, pattern=r"^https?://\S+$")
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(30.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServer:
@@ -66,7 +74,14 @@ class McpServer(_Strict):
             raise ValueError("give either command (with args) or url, not both or neither")
         if self.url is not None and self.args:
             raise ValueError("args go with command, not with url")
+        if self.url is not None and self.env:
+            raise ValueError("env goes with command (a process started here), not with url")
         return self
+
+    @property
+    def where(self) -> str:
+        """The server as a log line shows it: its url, or its command line."""
+        return self.url or " ".join([self.command or "", *self.args])
 
 
 class Agent(_Strict):
@@ -252,6 +267,50 @@ def _server_of(tool: str) -> str | None:
     if not tool.startswith("mcp."):
         return None
     return tool.split(".")[1]
+
+
+def with_mcp_tools(
+    parsed: AgentsFile, listed: Mapping[str, Sequence[str]], label: str
+) -> AgentsFile:
+    """The file with `mcp.<server>` in `tools` and `approve` replaced by the tools
+    the server listed (`listed`: server -> its tool names, for the servers that
+    answered), so that agents name each MCP tool as the registry does.
+
+    A server missing from `listed` (unreachable at start) is left as written: its
+    named tools answer errors until it can be reached. An agent naming a tool a
+    server did not list is an `AgentsFileError` in the file's one-line form.
+    """
+    agents: list[Agent] = []
+    for agent in parsed.agents:
+        for name in agent.tools:
+            server = _server_of(name)
+            tools = listed.get(server or "")
+            if server is not None and tools is not None and name != f"mcp.{server}":
+                tool = name.removeprefix(f"mcp.{server}.")
+                if tool not in tools:
+                    known = ", ".join(tools) or "none"
+                    raise AgentsFileError(
+                        f"{label}: agent {agent.name!r}: tools: MCP server {server!r} has no "
+                        f"tool {tool!r} (it lists: {known})"
+                    )
+
+        def concrete(names: tuple[str, ...]) -> tuple[str, ...]:
+            out: list[str] = []
+            for name in names:
+                server = _server_of(name)
+                tools = listed.get(server or "")
+                if tools is not None and name == f"mcp.{server}":
+                    out.extend(f"mcp.{server}.{tool}" for tool in tools)
+                else:
+                    out.append(name)
+            return tuple(dict.fromkeys(out))  # in order, once each
+
+        agents.append(
+            agent.model_copy(
+                update={"tools": concrete(agent.tools), "approve": concrete(agent.approve)}
+            )
+        )
+    return parsed.model_copy(update={"agents": tuple(agents)})
 
 
 _loaded: AgentsFile | None = None

@@ -17,8 +17,10 @@ from slipstream import events as ev
 def tool_specs(agent: Agent, registry: ToolRegistry = REGISTRY) -> tuple[ToolSpec, ...]:
     """The agent's tools as the model sees them, in the agents file's order.
 
-    A tool the registry does not hold (an `mcp.<server>` entry: MCP is not wired
-    in yet) is left out, so the model is never offered what cannot run.
+    A tool the registry does not hold (an `mcp.<server>` entry whose server was
+    unreachable at start, so its tools are unknown) is left out, so the model is
+    never offered what cannot run. A reachable server's entry was replaced by its
+    tools at start (consumers/tools/mcp_servers.py).
     """
     specs = []
     for name in agent.tools:

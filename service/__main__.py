@@ -23,6 +23,7 @@ from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
 from consumers.tools import REGISTRY as TOOLS
 from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
+from consumers.tools.mcp_servers import mcp_tools_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
 from projections.projector import Projector
@@ -125,11 +126,19 @@ async def serve(
         server.should_exit = True
 
     try:
-        with process.stopping_with(stop):
-            try:
-                await server.serve(sockets=[sock])
-            except SystemExit:  # uvicorn's way to say the lifespan failed, logged above
-                raise StartupError("the roles did not start (see the error above)") from None
+        async with contextlib.AsyncExitStack() as worker_tools:
+            if background is not None:
+                # The embedded worker's MCP servers, connected before it starts and
+                # closed after it stops (consumers/tools/mcp_servers.py); a tool an
+                # agent names that its server lacks stops the start with one line.
+                await worker_tools.enter_async_context(
+                    mcp_tools_or_exit(runtime.settings.agents_file)
+                )
+            with process.stopping_with(stop):
+                try:
+                    await server.serve(sockets=[sock])
+                except SystemExit:  # uvicorn's way to say the lifespan failed, logged above
+                    raise StartupError("the roles did not start (see the error above)") from None
     finally:
         await runtime.backend.close()
 

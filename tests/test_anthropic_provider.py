@@ -605,3 +605,29 @@ async def test_as_the_routers_classifier_it_makes_a_short_call_without_tools(
 def classifying(agents_file: AgentsFile) -> AgentsFile:
     router = agents_file.router.model_copy(update={"classifier": True})
     return agents_file.model_copy(update={"router": router})
+
+
+async def test_dotted_tool_names_are_sent_as_wire_names_and_answered_by_theirs(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    # The Messages API takes ^[a-zA-Z0-9_-]{1,64}$: `mcp.test.add` goes out as
+    # `mcp__test__add`, and the model's call of that comes back as `mcp.test.add`.
+    mock.script(ok(tool_use("toolu_9", "mcp__test__add", '{"a": 2, "b": 3}')))
+    schema: dict[str, JsonValue] = {"type": "object", "properties": {}}
+    prompt = Prompt(
+        system="Use tools.",
+        messages=(
+            ChatMessage("user", "Add."),
+            ChatMessage("assistant", (ToolUseBlock("toolu_1", "mcp.test.add", {"a": 1}),)),
+            ChatMessage("user", (ToolResultBlock("toolu_1", "1"),)),
+        ),
+        tools=(ToolSpec("mcp.test.add", "Adds.", schema), ToolSpec("now", "Time.", schema)),
+    )
+    got: list[Part] = []
+    async with make_llm() as llm:
+        await collect(llm.stream(prompt), got)
+
+    body = mock.requests[0].body
+    assert [t["name"] for t in body["tools"]] == ["mcp__test__add", "now"]
+    assert body["messages"][1]["content"][0]["name"] == "mcp__test__add"
+    assert ToolCallPart("toolu_9", "mcp.test.add", {"a": 2, "b": 3}) in got

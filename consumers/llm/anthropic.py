@@ -36,6 +36,7 @@ from consumers.llm.base import (
     ToolUseBlock,
 )
 from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
+from consumers.llm.tool_names import registry_names, wire_name
 from slipstream.errors import ConfigError, ProviderError
 
 # Error types the API can also send inside a 200 stream (`event: error`), where there is
@@ -95,7 +96,9 @@ class AnthropicLLM:
         # name. The router validates it; the text is all it reads.
         classifying = prompt.classify
         tools = [_tool_param(tool) for tool in prompt.tools] if classifying is None else []
-        reading = _Reading()
+        # The API's tool names are wire names (`mcp__files__read`); the calls it
+        # streams are mapped back to the registry's (`mcp.files.read`).
+        reading = _Reading(registry_names(tool.name for tool in prompt.tools))
         failure: ProviderError | None = None
         try:
             # Raw events (no SDK accumulation): the partial tool input is ours to join,
@@ -141,7 +144,8 @@ class _Reading:
     JSON is whole: a call cut off by a failure is never seen by the caller.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, names: dict[str, str] | None = None) -> None:
+        self.names = names or {}  # wire name -> registry name
         self.model = ""
         self.counts: dict[str, int] = {}
         self.stop_reason: str | None = None
@@ -155,7 +159,8 @@ class _Reading:
         elif event.type == "content_block_start":
             block = event.content_block
             if block.type == "tool_use":
-                self.tools[event.index] = _ToolInput(block.id, block.name)
+                name = self.names.get(block.name, block.name)
+                self.tools[event.index] = _ToolInput(block.id, name)
         elif event.type == "content_block_delta":
             delta = event.delta
             if delta.type == "text_delta":
@@ -265,7 +270,10 @@ def _block_param(block: ContentBlock) -> ContentBlockParam:
         return TextBlockParam(type="text", text=block.text)
     if isinstance(block, ToolUseBlock):
         return ToolUseBlockParam(
-            type="tool_use", id=block.call_id, name=block.name, input=dict[str, object](block.args)
+            type="tool_use",
+            id=block.call_id,
+            name=wire_name(block.name),
+            input=dict[str, object](block.args),
         )
     result = block.result
     return ToolResultBlockParam(
@@ -278,7 +286,7 @@ def _block_param(block: ContentBlock) -> ContentBlockParam:
 
 def _tool_param(tool: ToolSpec) -> ToolParam:
     return ToolParam(
-        name=tool.name,
+        name=wire_name(tool.name),
         description=tool.description,
         input_schema=cast("InputSchema", tool.input_schema),
     )

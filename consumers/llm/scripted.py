@@ -10,8 +10,10 @@ runs offline (the contract is DESIGN.md's "scripted model"):
 
 - `[[tool NAME {json}]]`: its first turn after the message is one ToolCallPart per
   directive, in order, with exactly those arguments and no text, then
-  StopPart("tool_use"). Once the results are back in the prompt it writes, for each
-  call, `NAME returned RESULT.` (RESULT as compact JSON), then its usual answer.
+  StopPart("tool_use"). NAME is a tool's name or its wire name (`mcp__files__read`
+  for `mcp.files.read`: consumers/llm/tool_names.py), called by its name. Once the
+  results are back in the prompt it writes, for each call, `NAME returned RESULT.`
+  (NAME the tool's name, RESULT as compact JSON), then its usual answer.
 - `[[handoff AGENT]]`: once any tool results are back, a turn with one call of the
   tool `handoff` with the arguments `{"agent": AGENT}`. The turn that sees that
   call's result in its history (AGENT's, after the hand-off) answers as usual.
@@ -47,6 +49,7 @@ from consumers.llm.base import (
 )
 from consumers.llm.directives import read_directives
 from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
+from consumers.llm.tool_names import registry_names
 
 ECHO_PREFIX = "echo:"
 
@@ -192,8 +195,13 @@ def scripted_turn(prompt: Prompt, words: int) -> Turn:
     tools = directives.tools
     if tools and not any(c.name != HANDOFF_TOOL for c in calls):
         ids = _call_ids(question, asked, "tool", len(tools))
+        # A directive may name a tool as a real model would (`mcp__files__read`).
+        names = registry_names(t.name for t in prompt.tools)
         return Turn(
-            calls=tuple(ToolCallPart(i, t.name, t.args) for i, t in zip(ids, tools, strict=True))
+            calls=tuple(
+                ToolCallPart(i, names.get(t.name, t.name), t.args)
+                for i, t in zip(ids, tools, strict=True)
+            )
         )
     handoff = directives.handoff
     if handoff is not None and not any(c.name == HANDOFF_TOOL for c in calls):

@@ -9,7 +9,7 @@ from __future__ import annotations
 # The shipped tools register themselves on import.
 from consumers.tools import calculator, clock, fetch_url, search_thread
 from consumers.tools.context import MessagesSource, ToolCall, current_tool, messages_of
-from consumers.tools.definition import Tool, make_tool
+from consumers.tools.definition import Tool, make_tool, schema_tool
 from consumers.tools.errors import (
     DuplicateTool,
     NotInToolCall,
@@ -48,6 +48,7 @@ __all__ = [
     "load_modules_or_exit",
     "make_tool",
     "messages_of",
+    "schema_tool",
     "search_thread",
     "tool",
 ]

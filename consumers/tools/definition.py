@@ -1,11 +1,15 @@
-"""A tool: a typed function, its description and the JSON Schema of its parameters."""
+"""A tool: a typed function, its description and the JSON Schema of its parameters.
+
+Or a tool given its schema (`schema_tool`: an MCP server's), whose input is checked
+against that schema and passed whole to an async callable.
+"""
 
 from __future__ import annotations
 
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 
 from consumers.tools.errors import ToolDefinitionError
+from consumers.tools.schema_check import schema_problem
 
 # What the Anthropic Messages API accepts as a tool name.
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -37,8 +42,11 @@ class Tool:
     fn: Callable[..., Any]
     needs_approval: bool
     is_async: bool
-    arguments: type[BaseModel]
+    # None: a tool given its schema; its input is checked against `input_schema`
+    # and `fn` gets it as one dict.
+    arguments: type[BaseModel] | None
     input_schema: dict[str, Any]
+    timeout_s: float | None = None  # else the caller's bound
 
     @property
     def qualname(self) -> str:
@@ -59,6 +67,45 @@ class Tool:
             for field, info in type(validated).model_fields.items()
             if info.alias is not None
         }
+
+
+def schema_tool(
+    name: str,
+    description: str,
+    input_schema: dict[str, Any],
+    fn: Callable[[dict[str, Any]], Awaitable[Any]],
+    *,
+    needs_approval: bool = False,
+    timeout_s: float | None = None,
+) -> Tool:
+    """A tool whose JSON Schema is given (not derived from a signature): `fn(arguments)`.
+
+    The name is the registry's and may hold dots (`mcp.files.read`); providers send
+    it as a wire name (consumers/llm/tool_names.py). A schema that is not a valid
+    JSON Schema object is refused.
+    """
+    if not name or len(name) > 200 or any(c.isspace() for c in name):
+        raise ToolDefinitionError(f"tool name {name!r} must be 1-200 characters, no spaces")
+    problem = schema_error(input_schema)
+    if problem is not None:
+        raise ToolDefinitionError(f"tool {name!r}: its input schema is not usable: {problem}")
+    return Tool(
+        name=name,
+        description=description,
+        fn=fn,
+        needs_approval=needs_approval,
+        is_async=True,
+        arguments=None,
+        input_schema=input_schema,
+        timeout_s=timeout_s,
+    )
+
+
+def schema_error(schema: Any) -> str | None:
+    """Why `schema` cannot be a tool's input schema, or None."""
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        return "it must be a JSON Schema of type object"
+    return schema_problem(schema)
 
 
 def _qualname(fn: Callable[..., Any]) -> str:

@@ -24,6 +24,7 @@ from consumers.redact import without_urls
 from consumers.tools.context import _CURRENT, ToolCall
 from consumers.tools.definition import Tool
 from consumers.tools.errors import ToolError
+from consumers.tools.schema_check import input_problems
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +88,27 @@ async def run_tool(
             f"invalid arguments for tool {tool.name!r}: expected a JSON object, "
             f"got {type(raw_args).__name__}"
         )
-    try:
-        validated = tool.arguments.model_validate(dict(raw_args))
-    except ValidationError as exc:
-        return invalid_arguments(tool, exc)
-    keywords = tool.keywords(validated)
+    if tool.arguments is None:  # a tool given its schema (an MCP server's)
+        problems = input_problems(tool.input_schema, raw_args)
+        if problems:
+            return error_result(
+                f"invalid arguments for tool {tool.name!r}: " + "; ".join(problems) + "."
+            )
+        keywords: dict[str, Any] = {}
+    else:
+        try:
+            validated = tool.arguments.model_validate(dict(raw_args))
+        except ValidationError as exc:
+            return invalid_arguments(tool, exc)
+        keywords = tool.keywords(validated)
+    timeout_s = tool.timeout_s or timeout_s
     token = _CURRENT.set(context)
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
-            if tool.is_async:
+            if tool.arguments is None:
+                value = await tool.fn(dict(raw_args))
+            elif tool.is_async:
                 value = await tool.fn(**keywords)
             else:
                 value = await _in_own_thread(tool, keywords, context)

@@ -1,4 +1,8 @@
-"""Tools by name: the `@tool` decorator, lookups, and loading SLIPSTREAM_TOOLS modules."""
+"""Tools by name: the `@tool` decorator, lookups, and loading SLIPSTREAM_TOOLS modules.
+
+Tools given their schema (`schema_tool`, as consumers/tools/mcp_servers.py makes
+for each MCP server's tools) are added with `add` like any other.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
+from consumers.llm.tool_names import wire_name
 from consumers.tools.context import ToolCall
 from consumers.tools.definition import Tool, make_tool
 from consumers.tools.errors import DuplicateTool, ToolModuleError
@@ -31,8 +36,21 @@ class ToolRegistry:
                 f"two functions are named tool {tool.name!r}: {existing.qualname} and "
                 f"{tool.qualname}; give one another name with @tool(name=...)"
             )
+        # Providers send names as wire names (`mcp.a.b` as `mcp__a__b`): two tools
+        # sent under one name could not be told apart in the model's answer.
+        wire = wire_name(tool.name)
+        for other in self._tools.values():
+            if other.name != tool.name and wire_name(other.name) == wire:
+                raise DuplicateTool(
+                    f"tools {other.name!r} and {tool.name!r} would both be sent to the "
+                    f"model as {wire!r}; rename one"
+                )
         self._tools[tool.name] = tool
         return tool
+
+    def remove(self, name: str) -> None:
+        """Forget a tool (the MCP tools of a worker that stops); unknown names are ignored."""
+        self._tools.pop(name, None)
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
@@ -56,7 +74,10 @@ class ToolRegistry:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_result_bytes: int = MAX_RESULT_BYTES,
     ) -> CallResult:
-        """Validate and run one call; every failure is a result, only cancellation escapes."""
+        """Validate and run one call; every failure is a result, only cancellation escapes.
+
+        A tool with its own `timeout_s` (an MCP server's `timeout`) is bounded by it.
+        """
         tool = self._tools.get(tool_name)
         if tool is None:
             known = ", ".join(self.names()) or "none"
