@@ -38,8 +38,6 @@ import contextlib
 import dataclasses
 from collections.abc import Iterable
 
-from pydantic import ValidationError
-
 from consumers.agents import Agent, agent_named
 from consumers.answer import AnswerWriter, Attempt
 from consumers.approval import NO_APPROVALS, Approvals, AwaitingApproval, denied
@@ -59,7 +57,7 @@ from consumers.llm.base import LLM, ChatMessage, Prompt, TextBlock, ToolResultBl
 from consumers.llm.parts import ToolCallPart
 from consumers.prompt import tool_specs
 from consumers.tools import REGISTRY, CallResult, MessagesSource, ToolCall, ToolRegistry
-from consumers.tools.execute import error_result, invalid_arguments
+from consumers.tools.execute import checked_arguments, error_result
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.store import EventStore
@@ -397,10 +395,9 @@ class AgentLoop:
             tool = self.registry.get(call.name)
             if tool is not None:
                 # No person is asked about a call that could not run anyway.
-                try:
-                    tool.arguments.model_validate(call.args)
-                except ValidationError as exc:
-                    return invalid_arguments(tool, exc)
+                checked = checked_arguments(tool, call.args)
+                if isinstance(checked, CallResult):
+                    return checked
             decision = self.journal.approvals.decisions.get(call.call_id)
             if decision is None:
                 raise AwaitingApproval(call)

@@ -75,6 +75,31 @@ def invalid_arguments(tool: Tool, error: ValidationError) -> CallResult:
     )
 
 
+def checked_arguments(tool: Tool, raw_args: Mapping[str, Any] | Any) -> CallResult | dict[str, Any]:
+    """The call's keyword arguments, or the error result that says why its input is bad.
+
+    A tool given its schema (an MCP server's) is checked against it and takes its
+    input whole: its keywords are empty.
+    """
+    if not isinstance(raw_args, Mapping):
+        return error_result(
+            f"invalid arguments for tool {tool.name!r}: expected a JSON object, "
+            f"got {type(raw_args).__name__}"
+        )
+    if tool.arguments is None:
+        problems = input_problems(tool.input_schema, raw_args)
+        if problems:
+            return error_result(
+                f"invalid arguments for tool {tool.name!r}: " + "; ".join(problems) + "."
+            )
+        return {}
+    try:
+        validated = tool.arguments.model_validate(dict(raw_args))
+    except ValidationError as exc:
+        return invalid_arguments(tool, exc)
+    return tool.keywords(validated)
+
+
 async def run_tool(
     tool: Tool,
     raw_args: Mapping[str, Any] | Any,
@@ -83,24 +108,9 @@ async def run_tool(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_result_bytes: int = MAX_RESULT_BYTES,
 ) -> CallResult:
-    if not isinstance(raw_args, Mapping):
-        return error_result(
-            f"invalid arguments for tool {tool.name!r}: expected a JSON object, "
-            f"got {type(raw_args).__name__}"
-        )
-    if tool.arguments is None:  # a tool given its schema (an MCP server's)
-        problems = input_problems(tool.input_schema, raw_args)
-        if problems:
-            return error_result(
-                f"invalid arguments for tool {tool.name!r}: " + "; ".join(problems) + "."
-            )
-        keywords: dict[str, Any] = {}
-    else:
-        try:
-            validated = tool.arguments.model_validate(dict(raw_args))
-        except ValidationError as exc:
-            return invalid_arguments(tool, exc)
-        keywords = tool.keywords(validated)
+    keywords = checked_arguments(tool, raw_args)
+    if isinstance(keywords, CallResult):
+        return keywords
     timeout_s = tool.timeout_s or timeout_s
     token = _CURRENT.set(context)
     deadline = asyncio.timeout(timeout_s)
