@@ -23,6 +23,7 @@ from projections.thread_view import (
 )
 from service import commands
 from service.models import (
+    MAX_AGENTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
     AgentInfo,
     CancelAccepted,
@@ -33,6 +34,7 @@ from service.models import (
     NewThread,
     Regenerated,
     RestartAccepted,
+    RunAccepted,
     SignalAccepted,
     SignalIn,
     StoredEvent,
@@ -124,14 +126,17 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"content is {size} bytes; a message may have at most {MAX_MESSAGE_BYTES}",
         )
-    agent, routed = body.agent, None
-    if agent is None:
-        agent, routed = await _route(body.content)
+    agents = body.picked
+    routed: tuple[events.RoutedBy, str] | None = None
+    if len(agents) > 1:
+        routed = ("pick", f"chosen by the sender: {', '.join(agents)}")
+    elif not agents:
+        agents, routed = await _route(body.content)
     sent = await commands.send_message(
         runtime(request).store,
         thread_id,
         body.content,
-        agent,
+        agents,
         client_id=body.client_id,
         expected_version=body.expected_version,
         on_busy=body.on_busy,
@@ -143,22 +148,23 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         run_id=sent.run_id,
         event_id=sent.event_id,
         duplicate=sent.duplicate,
+        runs=[RunAccepted(run_id=r.run_id, agent=r.agent, reply_id=r.reply_id) for r in sent.runs],
     )
 
 
-async def _route(content: str) -> tuple[str, tuple[events.RoutedBy, str]]:
+async def _route(content: str) -> tuple[list[str], tuple[events.RoutedBy, str]]:
     """Who answers a message sent with no agent, and how that was decided.
 
     No classifier is wired in yet: with `[router] classifier = true` an unmatched
-    message goes to the default, and the reason says so. One agent answers: of
-    two mentions the first (several agents at once is still to come).
+    message goes to the default, and the reason says so. Several `@mentions`
+    start one run each, the first MAX_AGENTS_PER_MESSAGE of them.
     """
     decision = await route(content, None, agents_file(), workflows=workflows.names())
-    first, *rest = decision.agents
-    reason = decision.reason
-    if rest:
-        reason += f"; one agent answers a message for now: {first}"
-    return first, (decision.by, reason)
+    agents, reason = list(decision.agents), decision.reason
+    if len(agents) > MAX_AGENTS_PER_MESSAGE:
+        agents = agents[:MAX_AGENTS_PER_MESSAGE]
+        reason += f"; the first {MAX_AGENTS_PER_MESSAGE} answer"
+    return agents, (decision.by, reason)
 
 
 @router.get("/api/threads/{thread_id}/events", response_model=list[StoredEvent])
