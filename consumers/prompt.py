@@ -26,7 +26,8 @@ def prompt_for(view: ThreadView, run_id: str, registry: ToolRegistry = REGISTRY)
     """The conversation up to and including the message the run answers.
 
     Earlier answers count with the text they reached, even when cancelled;
-    answers still pending or failed add nothing, and so do earlier answers to
+    answers still pending, still being written (another agent's, answering at
+    the same time) or failed add nothing, and so do earlier answers to
     the same message (a regenerated answer starts afresh). Consecutive
     messages of one role are merged: the Messages API wants roles to alternate.
     The agent's tools go with it; the tool turns of this answer are added by the
@@ -38,7 +39,7 @@ def prompt_for(view: ThreadView, run_id: str, registry: ToolRegistry = REGISTRY)
     for message in view.messages:
         if message.id == run.reply_id:
             break
-        if not message.content or message.status in ("pending", "failed"):
+        if not message.content or message.status in ("pending", "streaming", "failed"):
             continue
         if message.role == "assistant" and _answers(view, message.run_id, run.message_id):
             continue
