@@ -26,6 +26,7 @@ from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
 from slipstream.store import Append, EventStore
+from slipstream.threads import message_dedupe_key
 from tests.harness import System, running_system
 
 Frame = dict[str, Any]
@@ -241,8 +242,14 @@ async def test_a_message_with_two_mentions_starts_both_in_one_append(
     batch = stored[before:]
     kinds = [s.event.type for s in batch[:4]]
     assert kinds == ["message.sent", "agent.routed", "run.requested", "run.requested"]
-    # One script call: Redis's clock stands still in a script, so one millisecond.
-    assert len({s.id.split("-")[0] for s in batch[:4]}) == 1
+    # One script call: its dedupe key holds every id that call wrote, and each run's
+    # journal begins at the message (`since`, set by the call that admitted it).
+    store = system.runtime.store
+    key = store.keys.partition(thread_id).dedupe(message_dedupe_key(thread_id, "two-mentions"))
+    written = str(await store.redis.get(key)).partition("\n")[0]
+    assert written.split(",") == [s.id for s in batch[:4]]
+    for run in accepted["runs"]:
+        assert (await store.run_state(run["run_id"], thread_id))["since"] == batch[0].id
     routed = batch[1].event
     assert isinstance(routed, ev.AgentRouted)
     assert (routed.agents, routed.by) == (["writer", "critic"], "mention")
@@ -360,6 +367,41 @@ async def test_cancelling_one_of_two_runs_leaves_the_other_running(
     assert replies[again["message_id"]]["content"] == answer("critic")
 
 
+async def test_a_workflow_answers_beside_an_agent_in_its_own_lane(
+    system: System, llm: Lockstep
+) -> None:
+    llm.open("assistant")  # the approval workflow drafts with the assistant
+    thread_id = await system.new_thread()
+    async with connect(system.ws_url(thread_id)) as socket:
+        assert orjson.loads(await socket.recv())["type"] == "snapshot"
+        accepted = await send(
+            system, thread_id, content="Announce it", agents=["critic", "approval"]
+        )
+        critic, approval = (r["run_id"] for r in accepted["runs"])
+        watcher = Watcher(socket)
+
+        def parked(frames: list[Frame]) -> bool:
+            return any(
+                f["event"]["type"] == "run.waiting" and f["event"]["run_id"] == approval
+                for f in frames
+            )
+
+        # The workflow drafts and parks for its signal while the critic is mid-answer.
+        await watcher.until(both(wrote(critic, "critic one. "), parked))
+        signalled = await system.http.post(
+            f"/api/runs/{approval}/signal",
+            json={"name": "approval", "payload": {"approved": True}},
+        )
+        assert signalled.status_code == 202, signalled.text
+        await watcher.until(ended(approval))
+        assert not ended(critic)(watcher.frames)
+        llm.open("critic")
+        await watcher.until(ended(critic))
+    view = await system.view(thread_id)
+    assert view["runs"][approval]["status"] == view["runs"][critic]["status"] == "completed"
+    assert view["runs"][approval]["result"]["status"] == "published"
+
+
 # The lanes in the append script itself, without a worker.
 
 
@@ -392,7 +434,7 @@ async def test_each_agent_has_its_lane_and_its_queue_order(lanes_store: EventSto
     writer, critic = (r.run_id for r in both_sent.runs)
     writer2 = (await commands.send_message(store, thread_id, "b", "writer")).run_id
     writer3 = (await commands.send_message(store, thread_id, "c", "writer")).run_id
-    review = (await commands.send_message(store, thread_id, "d", ["review", "critic"])).runs
+    review = (await commands.send_message(store, thread_id, "d", ["approval", "critic"])).runs
     # The writer's and critic's first runs and the workflow (an agent too) run at once.
     assert await _admitted(store, thread_id) == [writer, critic, review[0].run_id]
     assert await store.redis.lrange(part.queue(thread_id), 0, -1) == [
