@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from consumers.agents import loaded as agents_file
 from consumers.llm.base import Prompt
 from consumers.llm.parts import Part, TextPart
+from consumers.llm.scripted import ScriptedLLM
 from service import commands
 from slipstream import errors
 from slipstream import events as ev
@@ -400,6 +401,30 @@ async def test_a_workflow_answers_beside_an_agent_in_its_own_lane(
     view = await system.view(thread_id)
     assert view["runs"][approval]["status"] == view["runs"][critic]["status"] == "completed"
     assert view["runs"][approval]["result"]["status"] == "published"
+
+
+async def test_a_run_that_hands_off_stays_in_the_lane_it_was_admitted_under(
+    real_backend: Backend, settings: Settings
+) -> None:
+    async with running_system(real_backend, settings, llm=ScriptedLLM(words=8)) as system:
+        thread_id = await system.new_thread()
+        handing = (await send(system, thread_id, content="@writer draft [[handoff critic]]"))[
+            "run_id"
+        ]
+        after = (await send(system, thread_id, content="and again", agent="writer"))["run_id"]
+        await system.wait_for_run(thread_id, handing)
+        view = await system.wait_for_run(thread_id, after)
+        store = system.runtime.store
+        state = await store.run_state(handing, thread_id)
+        assert (state["agent"], state["lane"]) == ("writer", "writer")
+        assert await store.redis.hlen(store.keys.partition(thread_id).active) == 0
+        seen = [s.event for s in await store.read(thread_id)]
+    kinds = [(e.type, getattr(e, "run_id", None)) for e in seen]
+    assert ("agent.handoff", handing) in kinds
+    # The next writer message waited for the run the writer handed to the critic.
+    assert kinds.index(("run.completed", handing)) < kinds.index(("run.started", after))
+    replies = [(m["run_id"], m["agent"]) for m in view["messages"] if m["role"] == "assistant"]
+    assert sorted(replies) == sorted([(handing, "writer"), (handing, "critic"), (after, "writer")])
 
 
 # The lanes in the append script itself, without a worker.
