@@ -61,7 +61,8 @@ def context_for(
     """The conversation up to and including the message the run answers.
 
     Earlier answers count with the text they reached, even when cancelled;
-    answers still pending or failed add nothing, and so do earlier answers to
+    answers still pending, still being written (another agent's, answering at
+    the same time) or failed add nothing, and so do earlier answers to
     the same message (a regenerated answer starts afresh). Earlier answers are
     their text only: their tool calls and results stay in the events (what the
     model made of them is in its text, and the tools it called may not be this
@@ -81,7 +82,7 @@ def context_for(
     for message in view.messages:
         if message.id == run.reply_id:
             break
-        if not message.content or message.status in ("pending", "failed"):
+        if not message.content or message.status in ("pending", "streaming", "failed"):
             continue
         if message.role == "assistant" and _answers(view, message.run_id, run.message_id):
             continue

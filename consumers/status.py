@@ -24,7 +24,7 @@ class PartitionStatus:
     timers: int
     next_timer_in_ms: int | None
     dead: int
-    busy_threads: int
+    active_runs: int  # runs holding their agent's lane in a thread (one per thread and agent)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ async def gather(backend: Backend, keyspace: Keyspace) -> Status:
             pipe.zrange(part.timers, 0, 0, withscores=True)
             pipe.xlen(part.dead)
             pipe.hlen(part.active)
-            queued, timers, head, dead, busy = await pipe.execute()
+            queued, timers, head, dead, active = await pipe.execute()
         partitions.append(
             PartitionStatus(
                 number=part.number,
@@ -67,7 +67,7 @@ async def gather(backend: Backend, keyspace: Keyspace) -> Status:
                 timers=int(timers),
                 next_timer_in_ms=int(head[0][1]) - now_ms if head else None,
                 dead=int(dead),
-                busy_threads=int(busy),
+                active_runs=int(active),
             )
         )
     return Status(workers=workers, partitions=partitions)
@@ -85,7 +85,7 @@ def render(status: Status) -> str:
         "timers",
         "next timer",
         "dead",
-        "busy threads",
+        "active runs",
     )
     lines.append("")
     lines.append("  ".join(f"{h:>12}" for h in header))
@@ -100,7 +100,7 @@ def render(status: Status) -> str:
             p.timers,
             next_timer,
             p.dead,
-            p.busy_threads,
+            p.active_runs,
         )
         lines.append("  ".join(f"{c!s:>12}" for c in cells))
     totals = status.partitions

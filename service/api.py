@@ -25,6 +25,7 @@ from projections.thread_view import (
 )
 from service import commands
 from service.models import (
+    MAX_AGENTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
     AgentInfo,
     CancelAccepted,
@@ -35,6 +36,7 @@ from service.models import (
     NewThread,
     Regenerated,
     RestartAccepted,
+    RunAccepted,
     SignalAccepted,
     SignalIn,
     StoredEvent,
@@ -126,14 +128,18 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"content is {size} bytes; a message may have at most {MAX_MESSAGE_BYTES}",
         )
-    agent, routed, with_run = body.agent, None, None
-    if agent is None:
-        agent, routed, with_run = await _route(runtime(request), body.content)
+    agents = body.picked
+    routed: tuple[events.RoutedBy, str] | None = None
+    with_run: Callable[[str], list[events.Event]] | None = None
+    if len(agents) > 1:
+        routed = ("pick", f"chosen by the sender: {', '.join(agents)}")
+    elif not agents:
+        agents, routed, with_run = await _route(runtime(request), body.content)
     sent = await commands.send_message(
         runtime(request).store,
         thread_id,
         body.content,
-        agent,
+        agents,
         client_id=body.client_id,
         expected_version=body.expected_version,
         on_busy=body.on_busy,
@@ -146,17 +152,17 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         run_id=sent.run_id,
         event_id=sent.event_id,
         duplicate=sent.duplicate,
+        runs=[RunAccepted(run_id=r.run_id, agent=r.agent, reply_id=r.reply_id) for r in sent.runs],
     )
 
 
 async def _route(
     rt: Runtime, content: str
-) -> tuple[str, tuple[events.RoutedBy, str], Callable[[str], list[events.Event]] | None]:
+) -> tuple[list[str], tuple[events.RoutedBy, str], Callable[[str], list[events.Event]] | None]:
     """Who answers a message sent with no agent, how that was decided, and the
-    classification call's usage (charged to the run, see `classified_usage`).
+    classification call's usage (charged to the first run, see `classified_usage`).
 
-    One agent answers: of two mentions the first (several agents at once is still
-    to come).
+    Several `@mentions` start one run each, the first MAX_AGENTS_PER_MESSAGE of them.
     """
     loaded = agents_file()
     classify = None
@@ -165,11 +171,11 @@ async def _route(
             rt.llm(), loaded.router.default, timeout_s=rt.settings.classifier_timeout_ms / 1000
         )
     decision = await route(content, None, loaded, classify, workflows=workflows.names())
-    first, *rest = decision.agents
-    reason = decision.reason
-    if rest:
-        reason += f"; one agent answers a message for now: {first}"
-    return first, (decision.by, reason), classified_usage(decision, rt.llm)
+    agents, reason = list(decision.agents), decision.reason
+    if len(agents) > MAX_AGENTS_PER_MESSAGE:
+        agents = agents[:MAX_AGENTS_PER_MESSAGE]
+        reason += f"; the first {MAX_AGENTS_PER_MESSAGE} answer"
+    return agents, (decision.by, reason), classified_usage(decision, rt.llm)
 
 
 def classified_usage(

@@ -11,6 +11,8 @@ from projections.thread_view import Usage
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_TITLE_CHARS = 200
+# Agents one message may ask at once: each is a run streaming into the thread.
+MAX_AGENTS_PER_MESSAGE = 8
 
 
 class _Body(BaseModel):
@@ -35,6 +37,11 @@ class NewMessage(_Body):
     content: str = Field(description=f"the message, 1 byte to {MAX_MESSAGE_BYTES} bytes of UTF-8")
     agent: str | None = Field(
         None, description="which agent answers; without it the router decides (agent.routed)"
+    )
+    agents: list[str] | None = Field(
+        None,
+        description=f"several agents (1 to {MAX_AGENTS_PER_MESSAGE}, distinct) answering at "
+        "once: one run each, in its own message; with `agent` too, `agent` must be the first",
     )
     client_id: str | None = Field(
         None,
@@ -66,13 +73,60 @@ class NewMessage(_Body):
             raise ValueError(f"no agent named {value!r}; known: {', '.join(known_agents())}")
         return value
 
+    @field_validator("agents")
+    @classmethod
+    def _known_agents(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("name at least one agent, or leave agents out to have it routed")
+        if len(value) > MAX_AGENTS_PER_MESSAGE:
+            raise ValueError(
+                f"{len(value)} agents; a message may ask at most {MAX_AGENTS_PER_MESSAGE}"
+            )
+        known = known_agents()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            named = ", ".join(repr(name) for name in dict.fromkeys(unknown))
+            raise ValueError(f"no agent named {named}; known: {', '.join(known)}")
+        twice = [name for name in dict.fromkeys(value) if value.count(name) > 1]
+        if twice:
+            named = ", ".join(repr(name) for name in twice)
+            raise ValueError(f"{named} named more than once; each agent answers once")
+        return value
+
+    @model_validator(mode="after")
+    def _agent_agrees(self) -> NewMessage:
+        if self.agent is not None and self.agents is not None and self.agents[0] != self.agent:
+            raise ValueError(
+                f"agent {self.agent!r} and agents {self.agents!r} disagree: give agents "
+                "alone, or agent as its first name"
+            )
+        return self
+
+    @property
+    def picked(self) -> list[str]:
+        """The agents the sender chose, in order (none: the router decides)."""
+        if self.agents is not None:
+            return list(self.agents)
+        return [self.agent] if self.agent is not None else []
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    agent: str
+    reply_id: str = Field(description="id of the message the agent answers in")
+
 
 class MessageAccepted(BaseModel):
     thread_id: str
     message_id: str
-    run_id: str
+    run_id: str = Field(description="the first run's id (the first agent's)")
     event_id: str = Field(description="stream id of the message.sent event")
     duplicate: bool = Field(description="true when this was a resend of a known client_id")
+    runs: list[RunAccepted] = Field(
+        default_factory=list, description="every run the message started, one per agent"
+    )
 
 
 class CancelAccepted(BaseModel):

@@ -19,7 +19,7 @@ from slipstream.backend import Backend, Entry, as_entries
 from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.events import Event, new_event_id
-from slipstream.keys import Keyspace
+from slipstream.keys import Keyspace, is_valid_id, thread_of_run
 
 Existence = Literal["new", "exists", "any"]
 
@@ -61,6 +61,9 @@ class Append:
     run_fields: Mapping[str, str] = field(default_factory=dict)
     work: bool = False  # admit the run: a work item now, or a place in the thread's queue
     admit: Admit = "queue"
+    # With `work`: more runs of the thread, as (run id, agent), admitted in the same
+    # call, each in its own agent's lane, with `run_fields` but its own agent.
+    more_runs: Sequence[tuple[str, str]] = ()
     refuse_if_queue_full: bool = False  # QueueFull rather than queue past the store's bound
     interrupt_event_id: str = ""
     ack: str | None = None
@@ -130,6 +133,7 @@ class EventStore:
         return self.keys.partition(thread_id).thread(thread_id)
 
     def _call(self, request: Append) -> tuple[list[str], list[str]]:
+        _check_more_runs(request)
         part = self.keys.partition(request.thread_id)
         run_id = request.run_id or ""
         first = request.dedupe_key or (request.events[0].event_id if request.events else "-")
@@ -173,6 +177,8 @@ class EventStore:
             options["interrupt_eid"] = request.interrupt_event_id or new_event_id()
             if request.refuse_if_queue_full:
                 options["queue_max"] = str(self.queue_max)
+            if request.more_runs:
+                options["more_runs"] = ",".join(f"{r}={agent}" for r, agent in request.more_runs)
         if request.ack:
             options["ack"] = request.ack
         if request.timer_at_ms is not None:
@@ -282,6 +288,17 @@ class EventStore:
         key = self.keys.partition(thread_id).run(run_id)
         state = await self.redis.hgetall(key)
         return {str(k): str(v) for k, v in state.items()}
+
+
+def _check_more_runs(request: Append) -> None:
+    """More runs must be the thread's (their hashes share its slot) and admitted with work."""
+    if not request.more_runs:
+        return
+    if not (request.work and request.run_id):
+        raise ValueError("more_runs are admitted with work=True and a run_id")
+    for run_id, agent in request.more_runs:
+        if thread_of_run(run_id) != request.thread_id or not is_valid_id(agent):
+            raise ValueError(f"more_runs: {run_id!r}={agent!r} is not a run of this thread")
 
 
 def _result(request: Append, reply: list[str | int]) -> Appended:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from slipstream import events as ev
@@ -16,12 +16,22 @@ _CLIENT_NAMESPACE = uuid.UUID("5b1f2b9e-8a52-4b8e-9a0e-6a4c3f1d2e7a")
 
 
 @dataclass(frozen=True)
+class SentRun:
+    """One of the runs a message started: which agent answers, in which message."""
+
+    run_id: str
+    agent: str
+    reply_id: str
+
+
+@dataclass(frozen=True)
 class Sent:
     thread_id: str
     message_id: str
-    run_id: str
+    run_id: str  # the first run's
     event_id: str
     duplicate: bool
+    runs: tuple[SentRun, ...] = ()
 
 
 def message_dedupe_key(thread_id: str, client_id: str) -> str:
@@ -52,7 +62,7 @@ async def send_message(
     store: EventStore,
     thread_id: str,
     content: str,
-    agent: str,
+    agent: str | Sequence[str],
     *,
     client_id: str | None = None,
     expected_version: int | None = None,
@@ -60,33 +70,48 @@ async def send_message(
     routed: tuple[ev.RoutedBy, str] | None = None,
     with_run: Callable[[str], list[ev.Event]] | None = None,
 ) -> Sent:
-    """Append the message and the run that answers it, and queue the run's work item.
+    """Append the message and the runs that answer it, and admit them, in one append.
 
-    `routed` is the router's decision for `agent` (how, and why): it is written
-    as `agent.routed` in the same append, between the message and its run.
-    `with_run(run_id)` gives more events for that append, after the run's request
-    (the router's classification call: its `model.usage` is charged to the run).
+    `agent` is one agent's name or several (distinct, already checked): one run
+    per agent, each answering in its own message and admitted in its agent's
+    lane, so they run at once. The message's own `agent` and the returned
+    `run_id` are the first's. `routed` is how the agents were chosen (how, and
+    why): it is written as `agent.routed` between the message and its runs.
+    `with_run(run_id)` gives more events for that append, after the runs' requests
+    (the router's classification call: its `model.usage` is charged to the first run).
 
     A resend with the same client id within the store's resend window
     (SLIPSTREAM_DEDUPE_WINDOW_S) answers the first send's ids and writes
     nothing; after the window it is a new message.
     """
+    agents = [agent] if isinstance(agent, str) else list(agent)
+    if not agents or len(set(agents)) != len(agents):
+        raise ValueError(f"send_message needs distinct agents, got {agents!r}")
     # Fresh ids even with a client id: a resend in the window gets the first send's
-    # back from its event; one after the window is a new message with ids of its own.
-    message_id, reply_id, run_id = new_id("m"), new_id("m"), new_run_id(thread_id)
+    # back from its events; one after the window is a new message with ids of its own.
+    message_id = new_id("m")
+    runs = tuple(SentRun(new_run_id(thread_id), name, new_id("m")) for name in agents)
+    first = runs[0]
     events: list[ev.Event] = [
         ev.MessageSent(
-            message_id=message_id, content=content, agent=agent, run_id=run_id, client_id=client_id
+            message_id=message_id,
+            content=content,
+            agent=first.agent,
+            run_id=first.run_id,
+            client_id=client_id,
         )
     ]
     if routed is not None:
         by, reason = routed
-        events.append(ev.AgentRouted(message_id=message_id, agents=[agent], by=by, reason=reason))
-    events.append(
-        ev.RunRequested(run_id=run_id, message_id=message_id, reply_id=reply_id, agent=agent)
-    )
+        events.append(ev.AgentRouted(message_id=message_id, agents=agents, by=by, reason=reason))
+    events += [
+        ev.RunRequested(
+            run_id=run.run_id, message_id=message_id, reply_id=run.reply_id, agent=run.agent
+        )
+        for run in runs
+    ]
     if with_run is not None:
-        events.extend(with_run(run_id))
+        events.extend(with_run(runs[0].run_id))
     appended = await store.append(
         Append(
             thread_id=thread_id,
@@ -95,19 +120,27 @@ async def send_message(
             expected_version=expected_version,
             dedupe=True,
             dedupe_key=message_dedupe_key(thread_id, client_id) if client_id else None,
-            run_id=run_id,
-            run_fields={"status": "queued", "thread": thread_id, "agent": agent},
+            run_id=first.run_id,
+            run_fields={"status": "queued", "thread": thread_id, "agent": first.agent},
             work=True,
             admit=on_busy,
             refuse_if_queue_full=True,
+            more_runs=[(run.run_id, run.agent) for run in runs[1:]],
         )
     )
     if appended.duplicate:
-        # The first send's own event says which ids it gave.
-        first = await store.read(thread_id, start=appended.ids[0], count=1)
-        if first and isinstance(first[0].event, ev.MessageSent) and first[0].event.run_id:
-            message_id, run_id = first[0].event.message_id, first[0].event.run_id
-    return Sent(thread_id, message_id, run_id, appended.ids[0], appended.duplicate)
+        # The first send's own events say which ids it gave.
+        written = await store.read(thread_id, start=appended.ids[0], count=len(appended.ids))
+        said = [s.event for s in written]
+        if said and isinstance(said[0], ev.MessageSent) and said[0].run_id:
+            message_id = said[0].message_id
+            found = tuple(
+                SentRun(e.run_id, e.agent, e.reply_id)
+                for e in said
+                if isinstance(e, ev.RunRequested) and e.message_id == message_id
+            )
+            runs = found or (SentRun(said[0].run_id, said[0].agent or first.agent, ""),)
+    return Sent(thread_id, message_id, runs[0].run_id, appended.ids[0], appended.duplicate, runs)
 
 
 async def update_thread(

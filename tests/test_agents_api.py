@@ -50,12 +50,6 @@ async def test_agents_are_listed_with_their_tools(system: System) -> None:
             "what time)\\b matched 'How many'",
         ),
         ("@critic is this clear?", "critic", "mention", "mentioned @critic"),
-        (
-            "@writer then @critic",
-            "writer",
-            "mention",
-            "mentioned @writer, @critic; one agent answers a message for now: writer",
-        ),
         ("Hello there", "assistant", "default", "no pick, mention or rule matched"),
     ],
 )

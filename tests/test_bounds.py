@@ -129,7 +129,8 @@ async def test_a_message_past_the_queue_bound_is_refused_with_429(
         await worker(store, settings).run_once()
         # Redis deletes a list when its last item goes: nothing is left per thread.
         assert not await store.redis.exists(queue)
-        assert await store.redis.hget(store.keys.partition(thread_id).active, thread_id) is None
+        lanes = await store.redis.hgetall(store.keys.partition(thread_id).active)
+        assert not [lane for lane in lanes if str(lane).startswith(f"{thread_id}:")]
 
 
 def _per_run_key(key: str) -> bool:

@@ -31,7 +31,7 @@ async def test_status_shows_workers_queues_and_dead_letters(
     seen = await status.gather(real_backend, store.keys)
     assert [name for name, _ in seen.workers] == ["w:1:a"]
     row = seen.partitions[part.number]
-    assert (row.queued, row.lag, row.dead, row.busy_threads) == (1, 1, 1, 1)
+    assert (row.queued, row.lag, row.dead, row.active_runs) == (1, 1, 1, 1)
     text = status.render(seen)
     assert "live workers: 1" in text and f"p{part.number:02d}" in text
     assert "1 waiting for one" in text and "1 dead letters" in text

@@ -177,10 +177,17 @@ async def test_a_resend_gets_back_the_reply_kept_with_its_dedupe_key(store: Even
 async def test_a_holder_whose_run_is_gone_does_not_block_its_thread(store: EventStore) -> None:
     await new_thread(store)
     part = store.keys.partition("t1")
-    await store.redis.hset(part.active, "t1", "t1.ghost0")  # its run hash never was, or expired
+    # Its run hash never was, or expired.
+    await store.redis.hset(part.active, "t1:assistant", "t1.ghost0")
     await store.append(
-        Append("t1", [message()], run_id="t1.cccccc", run_fields={"status": "queued"}, work=True)
+        Append(
+            "t1",
+            [message()],
+            run_id="t1.cccccc",
+            run_fields={"status": "queued", "agent": "assistant"},
+            work=True,
+        )
     )
-    assert await store.redis.hget(part.active, "t1") == "t1.cccccc"
+    assert await store.redis.hget(part.active, "t1:assistant") == "t1.cccccc"
     assert await store.redis.xlen(part.work) == 1
     assert not await store.redis.exists(part.run("t1.ghost0"))

@@ -1,11 +1,20 @@
 -- Append a batch of events to one thread, atomically, behind its guards, and
--- keep the write-side run state (run hash, per-thread queue, work, timers,
+-- keep the write-side run state (run hashes, per-thread queue, work, timers,
 -- dead letters) in step with it.
 --
+-- Admission is per lane: a thread has one lane per agent (a workflow's name is
+-- its agent), and each lane has at most one active run. Runs of different
+-- agents run at once; runs of one agent run in order. A run's lane is its
+-- agent when it was admitted, kept as `lane` in its hash (a hand-off does not
+-- move it). The active hash's field for a lane is "<thread>:<agent>"; the
+-- runs waiting for any lane of the thread share the thread's queue, oldest first.
+--
 -- KEYS: 1 thread stream, 2 partition feed, 3 work stream, 4 run hash,
---       5 dedupe key, 6 thread activity index, 7 active run per thread (hash),
+--       5 dedupe key, 6 thread activity index, 7 active run per lane (hash),
 --       8 the thread's queue of waiting runs (list), 9 timers (sorted set),
 --       10 dead letters (stream)
+-- Other runs' hashes (the holder of a lane, the queued runs, `more_runs`) are
+-- named from KEYS[4]: they share the partition's hash tag, so they are in its slot.
 -- ARGV: 1 thread id, 2 run id ("" none), 3 K option pairs, then K pairs,
 --       then N events as: field count c, then c strings.
 -- Options (all optional):
@@ -95,19 +104,59 @@ if opt.fence or opt.refuse_cancelled or opt.refuse_finished or opt.expect_status
   end
 end
 
--- Admission: one active run per thread; the others wait in the thread's queue.
-local holder, holder_key = nil, nil
+-- Admission: one active run per lane; the others wait in the thread's queue.
+local function run_key(id)
+  return (string.gsub(run, "[^:]+$", id))
+end
+
+local function lane_field(lane)
+  return thread_id .. ":" .. lane
+end
+
+-- The run that has `lane` now, if any (nil when it is `self_id`).
+local function holder_of(lane, self_id)
+  local holder = redis.call("HGET", active, lane_field(lane))
+  if not holder then
+    -- Before lanes, one run had the whole thread, under the thread's id: it holds its
+    -- agent's lane until it ends.
+    local legacy = redis.call("HGET", active, thread_id)
+    if legacy and redis.call("HGET", run_key(legacy), "agent") == lane then holder = legacy end
+  end
+  if holder == self_id then return nil end
+  -- A holder whose run hash is gone would never hand the lane on: it holds nothing.
+  if holder and redis.call("EXISTS", run_key(holder)) == 0 then return nil end
+  return holder
+end
+
+local admits = {}
 if opt.work then
-  holder = redis.call("HGET", active, thread_id)
-  if holder == run_id then holder = nil end
-  -- The holder shares this partition's hash tag, so its key is in this slot.
-  if holder then holder_key = string.gsub(run, "[^:]+$", holder) end
-  -- A holder whose run hash is gone would never hand the thread on: it holds nothing.
-  if holder and redis.call("EXISTS", holder_key) == 0 then holder = nil end
-  if holder and opt.admit == "reject" then return {"BUSY", holder} end
-  if holder and opt.queue_max then
+  local lane = nil
+  for i = 1, #run_set, 2 do
+    if run_set[i] == "agent" then lane = run_set[i + 1] end
+  end
+  if not lane then
+    local kept = redis.call("HMGET", run, "lane", "agent")
+    lane = kept[1] or kept[2] or ""
+  end
+  admits[1] = {id = run_id, key = run, lane = lane}
+  for item in string.gmatch(opt.more_runs or "", "[^,]+") do
+    local id, agent = string.match(item, "^(.-)=(.*)$")
+    admits[#admits + 1] = {id = id, key = run_key(id), lane = agent}
+  end
+  local taken, waiting_more = {}, 0
+  for _, a in ipairs(admits) do
+    -- A second run of one lane in this very call waits for the first.
+    a.in_batch = taken[a.lane] ~= nil
+    a.holder = taken[a.lane] or holder_of(a.lane, a.id)
+    taken[a.lane] = a.holder or a.id
+    if a.holder then
+      if opt.admit == "reject" and not a.in_batch then return {"BUSY", a.holder} end
+      waiting_more = waiting_more + 1
+    end
+  end
+  if waiting_more > 0 and opt.queue_max then
     local waiting = redis.call("LLEN", queue)
-    if waiting >= tonumber(opt.queue_max) then return {"QUEUEFULL", waiting} end
+    if waiting + waiting_more > tonumber(opt.queue_max) then return {"QUEUEFULL", waiting} end
   end
 end
 
@@ -132,32 +181,71 @@ for _ = 1, n do
   ids[#ids + 1] = add(fields)
 end
 
-local function enqueue_work(which)
-  redis.call("HSET", active, thread_id, which)
+local function enqueue_work(which, lane)
+  redis.call("HSET", active, lane_field(lane), which)
   redis.call("XADD", work, "*", "run", which, "thread", thread_id)
 end
 
+if #run_set > 0 then redis.call("HSET", run, unpack(run_set)) end
 if opt.work then
-  if not holder then
-    enqueue_work(run_id)
-  elseif opt.admit == "interrupt" then
-    redis.call("LPUSH", queue, run_id)
-    if not terminal(redis.call("HGET", holder_key, "status")) then
-      redis.call("HSET", holder_key, "cancel", "1")
-      ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", opt.interrupt_eid,
-                           "run", holder, "body", '{"reason":"interrupted by a newer message"}'})
-      if opt.publish then redis.call("PUBLISH", opt.publish, holder) end
+  for i, a in ipairs(admits) do
+    if i > 1 then
+      -- A further run of this message: the run's fields, with its own agent.
+      local fields = {}
+      for j = 1, #run_set, 2 do
+        if run_set[j] ~= "agent" then
+          fields[#fields + 1] = run_set[j]
+          fields[#fields + 1] = run_set[j + 1]
+        end
+      end
+      fields[#fields + 1] = "agent"
+      fields[#fields + 1] = a.lane
+      redis.call("HSET", a.key, unpack(fields))
     end
-  else
-    redis.call("RPUSH", queue, run_id)
+    redis.call("HSET", a.key, "lane", a.lane)
+    -- Where a run's own events begin: a worker reads its journal from there.
+    if #ids > 0 then redis.call("HSETNX", a.key, "since", ids[1]) end
+    if not a.holder then
+      enqueue_work(a.id, a.lane)
+    elseif opt.admit == "interrupt" and not a.in_batch then
+      redis.call("LPUSH", queue, a.id)
+      local holder_key = run_key(a.holder)
+      if not terminal(redis.call("HGET", holder_key, "status")) then
+        redis.call("HSET", holder_key, "cancel", "1")
+        local eid = opt.interrupt_eid
+        if i > 1 then eid = eid .. "-" .. i end
+        ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", eid,
+                             "run", a.holder, "body", '{"reason":"interrupted by a newer message"}'})
+        if opt.publish then redis.call("PUBLISH", opt.publish, a.holder) end
+      end
+    else
+      redis.call("RPUSH", queue, a.id)
+    end
   end
 end
 
-if #run_set > 0 then redis.call("HSET", run, unpack(run_set)) end
--- Where a run's own events begin: a worker reads its journal from there.
-if opt.work and #ids > 0 then redis.call("HSETNX", run, "since", ids[1]) end
+-- A lane given up lets the first waiting run of every free lane go: its own next
+-- run, and any run left waiting for a lane that is free (by a holder from before
+-- lanes, or one whose hash was lost). The queue is bounded (queue_max), so is this.
+local function hand_on()
+  local decided = {}
+  for _, id in ipairs(redis.call("LRANGE", queue, 0, -1)) do
+    local key = run_key(id)
+    local kept = redis.call("HMGET", key, "lane", "agent", "status")
+    local lane = kept[1] or kept[2] or ""
+    if not kept[3] then
+      redis.call("LREM", queue, 1, id)  -- its hash is gone: nothing to run
+    elseif not decided[lane] then
+      decided[lane] = true
+      if not holder_of(lane, nil) then
+        redis.call("LREM", queue, 1, id)
+        enqueue_work(id, lane)
+      end
+    end
+  end
+end
 
--- A run that ends (or suspends) hands the thread to the next run in its queue.
+-- A run that ends (or suspends) hands its lane to the next run waiting for it.
 local new_status = nil
 for i = 1, #run_set, 2 do
   if run_set[i] == "status" then new_status = run_set[i + 1] end
@@ -174,9 +262,17 @@ if new_status and opt.retention_ms then
   end
 end
 if ending or opt.release_thread then
-  if redis.call("HGET", active, thread_id) == run_id then
-    local next_run = redis.call("LPOP", queue)
-    if next_run then enqueue_work(next_run) else redis.call("HDEL", active, thread_id) end
+  local kept = redis.call("HMGET", run, "lane", "agent")
+  local field = lane_field(kept[1] or kept[2] or "")
+  local held = nil
+  if redis.call("HGET", active, field) == run_id then
+    held = field
+  elseif redis.call("HGET", active, thread_id) == run_id then
+    held = thread_id  -- admitted before lanes
+  end
+  if held then
+    redis.call("HDEL", active, held)
+    hand_on()
   else
     redis.call("LREM", queue, 0, run_id)
   end
