@@ -54,7 +54,12 @@ class Lockstep:
             self.end[agent].set()
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
-        agent = self.agents.get(prompt.system, "unknown")
+        # The system prompt starts with the agent's own; in a thread where several
+        # agents answered, a note on their labels follows it.
+        agent = next(
+            (name for system, name in self.agents.items() if prompt.system.startswith(system)),
+            "unknown",
+        )
         self.prompts[agent].append(prompt)
         yield TextPart(f"{agent} one. ")
         await self.middle[agent].wait()
