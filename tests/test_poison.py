@@ -107,15 +107,15 @@ async def test_a_raising_prompt_builder_fails_its_run_and_the_next_one_is_answer
     poisoned = await commands.send_message(store, thread_id, "poison", "assistant")
     queued = await commands.send_message(store, thread_id, "after it", "assistant")
     calls: list[str] = []
-    real = runner.prompt_for
+    real = runner.context_for
 
-    def prompt_for(view: ThreadView, run_id: str) -> object:
+    def context_for(view: ThreadView, run_id: str, budget: int) -> object:
         calls.append(run_id)
         if run_id == poisoned.run_id:
             raise KeyError(SECRET)
-        return real(view, run_id)
+        return real(view, run_id, budget)
 
-    monkeypatch.setattr(runner, "prompt_for", prompt_for)
+    monkeypatch.setattr(runner, "context_for", context_for)
     worker = Worker(store.backend, store, ScriptedLLM(words=20, delay_ms=0), two_attempts(settings))
     await worker.run_once()
 
@@ -142,10 +142,10 @@ async def test_a_run_that_keeps_killing_its_worker_ends_after_the_bound(
     sent = await commands.send_message(store, thread_id, "deadly", "assistant")
     part = store.keys.partition(thread_id)
 
-    def crash(view: ThreadView, run_id: str) -> object:
+    def crash(view: ThreadView, run_id: str, budget: int) -> object:
         raise WorkerDied
 
-    monkeypatch.setattr(runner, "prompt_for", crash)
+    monkeypatch.setattr(runner, "context_for", crash)
 
     async def lease_lapsed() -> bool:
         pending = await store.redis.xpending_range(part.work, WORKERS_GROUP, "-", "+", 1)
@@ -186,15 +186,15 @@ async def test_a_model_error_is_kept_without_the_urls_in_it(
 async def test_in_the_running_service_a_poisoned_run_fails_and_the_queue_moves_on(
     real_backend: Backend, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = runner.prompt_for
+    real = runner.context_for
 
-    def prompt_for(view: ThreadView, run_id: str) -> object:
+    def context_for(view: ThreadView, run_id: str, budget: int) -> object:
         asked = view.message(view.runs[run_id].message_id)
         if asked is not None and asked.content == "poison":
             raise RuntimeError(SECRET)
-        return real(view, run_id)
+        return real(view, run_id, budget)
 
-    monkeypatch.setattr(runner, "prompt_for", prompt_for)
+    monkeypatch.setattr(runner, "context_for", context_for)
     async with running_system(real_backend, two_attempts(settings)) as system:
         thread_id = await system.new_thread()
         first = await system.send(thread_id, "poison")
