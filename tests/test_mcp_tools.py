@@ -204,27 +204,43 @@ async def test_an_unreachable_server_is_logged_and_its_named_tools_answer_errors
     assert registry.names() == []
 
 
+class Silent:
+    """A TCP server that accepts connections and never answers: an MCP server hung on connect."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.held: list[asyncio.StreamWriter] = []
+
+    async def hold(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.held.append(writer)
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[tuple[Silent, str]]:
+    """The silent server and its MCP URL."""
+    hole = Silent()
+    server = await asyncio.start_server(hole.hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield hole, f"http://127.0.0.1:{port}/mcp"
+    finally:
+        for writer in hole.held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_server_that_hangs_on_connect_is_tried_once_not_by_every_call(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    silent: tuple[Silent, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A call's deadline (the server's `timeout`) ends the call's wait, not the attempt to
     connect: the next call waits on the same attempt, and once it fails (its own deadline)
     calls get a prompt error for RETRY_AFTER_S, with no new connection."""
     monkeypatch.setattr(mcp_servers, "MIN_CONNECT_S", 1.0)  # the attempt's own deadline
-    accepted = 0
-    held: list[asyncio.StreamWriter] = []
-
-    async def hole(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal accepted
-        accepted += 1
-        held.append(writer)  # never answers
-
-    server = await asyncio.start_server(hole, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    hole, url = silent
     registry = ToolRegistry()
-    servers = McpServers(
-        {"hole": McpServer(url=f"http://127.0.0.1:{port}/mcp", timeout=0.5)}, registry
-    )
+    servers = McpServers({"hole": McpServer(url=url, timeout=0.5)}, registry)
     servers.register_unreached(["mcp.hole.echo"])
     try:
         first = await registry.call("mcp.hole.echo", {}, CONTEXT)
@@ -244,13 +260,31 @@ async def test_a_server_that_hangs_on_connect_is_tried_once_not_by_every_call(
         assert str(third.result).startswith(
             "MCP server 'hole' is unreachable: TimeoutError (last tried "
         ), third.result
-        assert accepted == 1, f"{accepted} connections: calls connected again"
+        assert hole.accepted == 1, f"{hole.accepted} connections: calls connected again"
     finally:
         await servers.close()
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+
+
+async def test_closing_while_a_call_waits_to_connect_ends_the_call_with_an_error(
+    silent: tuple[Silent, str],
+) -> None:
+    """The worker stopping cancels the attempt; the call waiting on it (its run not
+    cancelled) gets an error result, not a cancellation that is not its own."""
+    hole, url = silent
+    registry = ToolRegistry()
+    servers = McpServers({"hole": McpServer(url=url, timeout=30)}, registry)
+    servers.register_unreached(["mcp.hole.echo"])
+    call = asyncio.create_task(registry.call("mcp.hole.echo", {}, CONTEXT))
+    try:
+
+        async def connecting() -> bool:
+            return hole.accepted == 1
+
+        await until(connecting)
+    finally:
+        await servers.close()
+    result = await call
+    assert (result.result, result.is_error) == ("MCP server 'hole': closed while connecting", True)
 
 
 async def test_an_unreachable_servers_command_line_is_logged_without_args_not_shown_to_the_model(

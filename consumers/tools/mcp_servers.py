@@ -172,6 +172,12 @@ class McpConnection:
             session, _tools = await asyncio.shield(attempt)
         except McpUnavailable as exc:
             raise ToolError(str(exc)) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if attempt.cancelled() and task is not None and not task.cancelling():
+                # The attempt was cancelled, not this call: the servers are closing.
+                raise ToolError(f"MCP server {self.name!r}: closed while connecting") from None
+            raise
         return session
 
     def _start_attempt_locked(self) -> asyncio.Task[_Ready]:
