@@ -78,11 +78,6 @@ class McpServer(_Strict):
             raise ValueError("env goes with command (a process started here), not with url")
         return self
 
-    @property
-    def where(self) -> str:
-        """The server as a log line shows it: its url, or its command line."""
-        return self.url or " ".join([self.command or "", *self.args])
-
 
 class Agent(_Strict):
     name: str = Field(pattern=NAME_PATTERN)

@@ -134,6 +134,12 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
     if len(agents) > 1:
         routed = ("pick", f"chosen by the sender: {', '.join(agents)}")
     elif not agents:
+        # A resend is answered from the first send before routing: routing may ask a
+        # model, whose answer the resend would only throw away (the append dedupes it).
+        if body.client_id is not None:
+            before = await commands.earlier_send(runtime(request).store, thread_id, body.client_id)
+            if before is not None:
+                return _accepted(before)
         agents, routed, with_run = await _route(runtime(request), body.content)
     sent = await commands.send_message(
         runtime(request).store,
@@ -146,6 +152,10 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         routed=routed,
         with_run=with_run,
     )
+    return _accepted(sent)
+
+
+def _accepted(sent: commands.Sent) -> MessageAccepted:
     return MessageAccepted(
         thread_id=sent.thread_id,
         message_id=sent.message_id,

@@ -21,6 +21,7 @@ from slipstream.threads import (
     Sent,
     create_thread,
     create_thread_with_id,
+    earlier_send,
     send_message,
     update_thread,
 )
@@ -386,6 +387,7 @@ __all__ = [
     "cancel_run",
     "create_thread",
     "create_thread_with_id",
+    "earlier_send",
     "regenerate",
     "restart_run",
     "send_message",

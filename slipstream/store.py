@@ -277,6 +277,14 @@ class EventStore:
             return None
         return str(value).partition("\n")[2]
 
+    async def remembered_ids(self, thread_id: str, dedupe_key: str) -> list[str] | None:
+        """The ids a deduplicated append wrote under `dedupe_key`, if it is still remembered."""
+        value = await self.redis.get(self.keys.partition(thread_id).dedupe(dedupe_key))
+        if value is None:
+            return None
+        written = str(value).partition("\n")[0]
+        return written.split(",") if written else []
+
     async def remember(self, thread_id: str, dedupe_key: str, reply: str) -> str:
         """Keep a reply for a call that wrote no events; the first one kept wins and is returned."""
         key = self.keys.partition(thread_id).dedupe(dedupe_key)

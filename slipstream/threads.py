@@ -129,18 +129,37 @@ async def send_message(
         )
     )
     if appended.duplicate:
-        # The first send's own events say which ids it gave.
-        written = await store.read(thread_id, start=appended.ids[0], count=len(appended.ids))
-        said = [s.event for s in written]
-        if said and isinstance(said[0], ev.MessageSent) and said[0].run_id:
-            message_id = said[0].message_id
-            found = tuple(
-                SentRun(e.run_id, e.agent, e.reply_id)
-                for e in said
-                if isinstance(e, ev.RunRequested) and e.message_id == message_id
-            )
-            runs = found or (SentRun(said[0].run_id, said[0].agent or first.agent, ""),)
+        before = await _sent_before(store, thread_id, appended.ids, first.agent)
+        if before is not None:
+            return before
     return Sent(thread_id, message_id, runs[0].run_id, appended.ids[0], appended.duplicate, runs)
+
+
+async def earlier_send(store: EventStore, thread_id: str, client_id: str) -> Sent | None:
+    """The send a resend with `client_id` repeats, while the resend window remembers it:
+    what `send_message` would answer, found without choosing agents again (the router
+    may ask a model). None when there is none, or its events cannot say."""
+    ids = await store.remembered_ids(thread_id, message_dedupe_key(thread_id, client_id))
+    if not ids:
+        return None
+    return await _sent_before(store, thread_id, ids, "")
+
+
+async def _sent_before(
+    store: EventStore, thread_id: str, ids: Sequence[str], agent: str
+) -> Sent | None:
+    """The first send, from its own events (`ids`, what it wrote): the ids it gave."""
+    written = await store.read(thread_id, start=ids[0], count=len(ids))
+    said = [s.event for s in written]
+    if not (said and isinstance(said[0], ev.MessageSent) and said[0].run_id):
+        return None
+    message_id, run_id = said[0].message_id, said[0].run_id
+    runs = tuple(
+        SentRun(e.run_id, e.agent, e.reply_id)
+        for e in said
+        if isinstance(e, ev.RunRequested) and e.message_id == message_id
+    ) or (SentRun(run_id, said[0].agent or agent, ""),)
+    return Sent(thread_id, message_id, runs[0].run_id, ids[0], True, runs)
 
 
 async def update_thread(

@@ -21,7 +21,7 @@ from consumers import agents
 from consumers.agents import AgentsFileError, McpServer, load, with_mcp_tools
 from consumers.llm.scripted import ScriptedLLM
 from consumers.llm.tool_names import registry_names, wire_name
-from consumers.tools import DuplicateTool, ToolCall, ToolRegistry, schema_tool
+from consumers.tools import DuplicateTool, ToolCall, ToolRegistry, mcp_servers, schema_tool
 from consumers.tools.mcp_servers import McpServers, mcp_tools
 from service.embedded import free_port
 from slipstream.backend import Backend
@@ -202,6 +202,114 @@ async def test_an_unreachable_server_is_logged_and_its_named_tools_answer_errors
     finally:
         await servers.close()
     assert registry.names() == []
+
+
+class Silent:
+    """A TCP server that accepts connections and never answers: an MCP server hung on connect."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.held: list[asyncio.StreamWriter] = []
+
+    async def hold(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.held.append(writer)
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[tuple[Silent, str]]:
+    """The silent server and its MCP URL."""
+    hole = Silent()
+    server = await asyncio.start_server(hole.hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield hole, f"http://127.0.0.1:{port}/mcp"
+    finally:
+        for writer in hole.held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_server_that_hangs_on_connect_is_tried_once_not_by_every_call(
+    silent: tuple[Silent, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call's deadline (the server's `timeout`) ends the call's wait, not the attempt to
+    connect: the next call waits on the same attempt, and once it fails (its own deadline)
+    calls get a prompt error for RETRY_AFTER_S, with no new connection."""
+    monkeypatch.setattr(mcp_servers, "MIN_CONNECT_S", 1.0)  # the attempt's own deadline
+    hole, url = silent
+    registry = ToolRegistry()
+    servers = McpServers({"hole": McpServer(url=url, timeout=0.5)}, registry)
+    servers.register_unreached(["mcp.hole.echo"])
+    try:
+        first = await registry.call("mcp.hole.echo", {}, CONTEXT)
+        assert (first.result, first.is_error) == (
+            "tool 'mcp.hole.echo' timed out after 0.5 s",
+            True,
+        )
+        second = await registry.call("mcp.hole.echo", {}, CONTEXT)  # at once after
+        assert second.is_error
+
+        async def attempt_failed() -> bool:
+            return "MCP server 'hole'" in caplog.text and "unreachable" in caplog.text
+
+        await until(attempt_failed, within=5)
+        third = await registry.call("mcp.hole.echo", {}, CONTEXT)
+        assert third.is_error
+        assert str(third.result).startswith(
+            "MCP server 'hole' is unreachable: TimeoutError (last tried "
+        ), third.result
+        assert hole.accepted == 1, f"{hole.accepted} connections: calls connected again"
+    finally:
+        await servers.close()
+
+
+async def test_closing_while_a_call_waits_to_connect_ends_the_call_with_an_error(
+    silent: tuple[Silent, str],
+) -> None:
+    """The worker stopping cancels the attempt; the call waiting on it (its run not
+    cancelled) gets an error result, not a cancellation that is not its own."""
+    hole, url = silent
+    registry = ToolRegistry()
+    servers = McpServers({"hole": McpServer(url=url, timeout=30)}, registry)
+    servers.register_unreached(["mcp.hole.echo"])
+    call = asyncio.create_task(registry.call("mcp.hole.echo", {}, CONTEXT))
+    try:
+
+        async def connecting() -> bool:
+            return hole.accepted == 1
+
+        await until(connecting)
+    finally:
+        await servers.close()
+    result = await call
+    assert (result.result, result.is_error) == ("MCP server 'hole': closed while connecting", True)
+
+
+async def test_an_unreachable_servers_command_line_is_logged_without_args_not_shown_to_the_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The error result is journaled in `tool.result` and shown in the thread; the args
+    may hold a key (`without_urls` only takes URLs out): it names the server and the
+    exception's class, and the log names the command, not its args."""
+    registry = ToolRegistry()
+    vault = McpServer(command="/no/such/server", args=("--api-key", "sk-s3cret"))
+    servers = McpServers({"vault": vault}, registry)
+    servers.register_unreached(["mcp.vault.read"])
+    try:
+        result = await registry.call("mcp.vault.read", {}, CONTEXT)
+        again = await registry.call("mcp.vault.read", {}, CONTEXT)  # the throttle's error
+    finally:
+        await servers.close()
+    assert (result.result, result.is_error) == (
+        "MCP server 'vault' is unreachable: FileNotFoundError",
+        True,
+    )
+    assert again.is_error and "sk-s3cret" not in str(again.result)
+    assert "/no/such/server" not in str(again.result)
+    assert "/no/such/server" in caplog.text
+    assert "sk-s3cret" not in caplog.text
 
 
 def test_mcp_server_entries_become_the_tools_the_server_listed(tmp_path: Path) -> None:

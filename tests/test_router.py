@@ -20,6 +20,7 @@ from consumers.router import (
     model_classifier,
     route,
 )
+from service import api
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.errors import ProviderError
@@ -312,3 +313,34 @@ async def test_an_unmatched_message_is_routed_by_the_classifier_in_the_same_appe
     assert view["messages"][-1]["agent"] == "critic"
     assert view["usage"]["by_agent"]["router"]["calls"] == 1
     assert usage["total"]["calls"] == 1
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_a_resend_is_answered_from_the_first_send_without_asking_the_classifier_again(
+    backend: Backend,
+    settings: Settings,
+    classifying_file: AgentsFile,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+
+    def counting(llm: LLM, default: str, *, timeout_s: float) -> router.Classifier:
+        classify = model_classifier(llm, default, timeout_s=timeout_s)
+
+        async def counted(content: str, agents: Sequence[Agent]) -> str | router.Answer:
+            asked.append(content)
+            return await classify(content, agents)
+
+        return counted
+
+    monkeypatch.setattr(api, "model_classifier", counting)
+    content = "A short note for the critic about Friday"
+    async with running_system(backend, settings) as system:
+        thread_id = await system.new_thread()
+        first = await system.send(thread_id, content, client_id="c-1")
+        again = await system.send(thread_id, content, client_id="c-1")
+        await system.wait_for_run(thread_id, first["run_id"])
+        stored = (await system.http.get(f"/api/threads/{thread_id}/events")).json()
+    assert asked == [content]
+    assert again == {**first, "duplicate": True}
+    assert [s["event"]["type"] for s in stored].count("message.sent") == 1

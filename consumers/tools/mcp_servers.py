@@ -19,8 +19,17 @@ tool's result; `isError` makes it an error result. Lifetimes:
 - a server that dies (the call fails with a closed connection) is reconnected by
   the next call; connecting is tried at most once per `RETRY_AFTER_S`, so a dead
   server costs each call a prompt error, not a wait;
-- each call is bounded by the server's `timeout` (the registry enforces it),
-  connecting by the same but at least `MIN_CONNECT_S`.
+- each call is bounded by the server's `timeout` (the registry enforces it);
+  connecting is an attempt of its own (a task), bounded by the same but at least
+  `MIN_CONNECT_S`, which a call waits on but does not own: the call's deadline
+  or cancellation leaves the attempt running, calls meanwhile wait on that one
+  attempt (each within its own deadline), and its failure starts the throttle.
+  A server that hangs on connect is so tried once per `MIN_CONNECT_S +
+  RETRY_AFTER_S`, not once per call;
+- why a server is unreachable goes to the log, with its command (not its args,
+  which may hold keys) or its URL without credentials or query; the call's
+  error result, journaled and shown in the thread, says only
+  `MCP server 'NAME' is unreachable: <exception class>`.
 
 Each session is owned by a task of its own: the `mcp` transports are anyio
 context managers that must be entered and left by one task, and calls come
@@ -38,6 +47,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import mcp.types as mcp_types
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
@@ -68,7 +78,8 @@ _Ready = tuple[ClientSession, list[mcp_types.Tool]]
 
 
 class McpUnavailable(Exception):
-    """A server could not be connected to, or its tools listed."""
+    """A server could not be connected to, or its tools listed. Its text is what the
+    model and the thread may see: the server's name and the exception's class."""
 
 
 def tool_name(server: str, tool: str) -> str:
@@ -87,17 +98,21 @@ class McpConnection:
         self._owner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._attempt: asyncio.Task[_Ready] | None = None  # connecting, in flight
         self._failed_at: float | None = None
-        self._failure = ""
+        self._failure = ""  # the last attempt's exception class
 
     @property
     def connected(self) -> bool:
         return self._session is not None and self._owner is not None and not self._owner.done()
 
     async def open(self) -> list[mcp_types.Tool]:
-        """Connect and list the tools; `McpUnavailable` saying why when it cannot."""
+        """Connect and list the tools; `McpUnavailable` saying why when it cannot.
+        Cancelling the caller (the worker's start) cancels the attempt."""
         async with self._lock:
-            return await self._connect()
+            attempt = self._attempt or self._start_attempt_locked()
+        _session, tools = await attempt
+        return tools
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> str:
         """Call `tool`; its text, or `ToolError` with the server's error or why it failed."""
@@ -130,6 +145,10 @@ class McpConnection:
 
     async def close(self) -> None:
         async with self._lock:
+            attempt, self._attempt = self._attempt, None
+            if attempt is not None:
+                attempt.cancel()
+                await asyncio.gather(attempt, return_exceptions=True)
             await self._drop_locked("closed")
 
     async def _session_or_connect(self) -> ClientSession:
@@ -137,22 +156,39 @@ class McpConnection:
             if self.connected:
                 assert self._session is not None
                 return self._session
-            await self._drop_locked("gone")
-            if self._failed_at is not None:
-                ago = time.monotonic() - self._failed_at
-                if ago < RETRY_AFTER_S:
-                    raise ToolError(
-                        f"MCP server {self.name!r} is unreachable ({self._failure}); "
-                        f"last tried {ago:.1f} s ago"
-                    )
-            try:
-                await self._connect()
-            except McpUnavailable as exc:
-                raise ToolError(str(exc)) from None
-            assert self._session is not None
-            return self._session
+            attempt = self._attempt
+            if attempt is None:
+                await self._drop_locked("gone")
+                if self._failed_at is not None:
+                    ago = time.monotonic() - self._failed_at
+                    if ago < RETRY_AFTER_S:
+                        raise ToolError(
+                            f"MCP server {self.name!r} is unreachable: {self._failure} "
+                            f"(last tried {ago:.1f} s ago)"
+                        )
+                attempt = self._start_attempt_locked()
+        try:
+            # Shielded: the call's deadline or cancellation ends the wait, not the attempt.
+            session, _tools = await asyncio.shield(attempt)
+        except McpUnavailable as exc:
+            raise ToolError(str(exc)) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if attempt.cancelled() and task is not None and not task.cancelling():
+                # The attempt was cancelled, not this call: the servers are closing.
+                raise ToolError(f"MCP server {self.name!r}: closed while connecting") from None
+            raise
+        return session
 
-    async def _connect(self) -> list[mcp_types.Tool]:
+    def _start_attempt_locked(self) -> asyncio.Task[_Ready]:
+        self._attempt = asyncio.create_task(self._connect(), name=f"mcp-{self.name}-connect")
+        # Its waiters may all be gone (their deadlines passed) when it fails; the
+        # failure is noted and logged by `_connect`, so retrieving it here is enough.
+        self._attempt.add_done_callback(_retrieved)
+        return self._attempt
+
+    async def _connect(self) -> _Ready:
+        """One attempt, run as a task of its own (`_attempt`) under its own deadline."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[_Ready] = loop.create_future()
         self._stop = asyncio.Event()
@@ -165,16 +201,21 @@ class McpConnection:
             owner.cancel()
             # gather, not a suppressed await: this task's own cancellation still raises.
             await asyncio.gather(owner, return_exceptions=True)
-            if not isinstance(exc, Exception):  # cancelled (the run was): not a failure
+            self._attempt = None
+            if not isinstance(exc, Exception):  # cancelled (closing, or the start was)
                 raise
-            self._failed_at, self._failure = time.monotonic(), _why(exc)
+            self._failed_at, self._failure = time.monotonic(), _kind(exc)
+            log.warning(
+                "MCP server %r (%s) is unreachable: %s", self.name, shown(self.config), _why(exc)
+            )
             raise McpUnavailable(
-                f"MCP server {self.name!r} ({self.config.where}) is unreachable: {self._failure}"
+                f"MCP server {self.name!r} is unreachable: {self._failure}"
             ) from None
         self._session, self._owner, self._failed_at = session, owner, None
+        self._attempt = None
         if self.listed is None:
             self.listed = tools
-        return tools
+        return session, tools
 
     async def _own(self, ready: asyncio.Future[_Ready], stop: asyncio.Event) -> None:
         """Enter the transport and the session, hand them over, hold them until `stop`."""
@@ -246,10 +287,38 @@ async def _all_tools(session: ClientSession) -> list[mcp_types.Tool]:
     return tools[:MAX_TOOLS]
 
 
-def _why(exc: BaseException) -> str:
-    """One line for a failure, looking inside anyio's exception groups."""
+def _retrieved(task: asyncio.Task[_Ready]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def shown(config: McpServer) -> str:
+    """The server as the log shows it: its command without the args (they may hold
+    keys), or its URL without credentials, query or fragment."""
+    if config.url is None:
+        return f"{config.command} (args not shown)" if config.args else str(config.command)
+    url = urlsplit(config.url)
+    host = url.hostname or ""
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{host}{port}{url.path}"
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first leaf of anyio's exception groups: what actually went wrong."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _kind(exc: BaseException) -> str:
+    """A failure as the model may see it: the exception's class, no message (a
+    message may quote the command line, a path or a URL)."""
+    return type(_innermost(exc)).__name__
+
+
+def _why(exc: BaseException) -> str:
+    """One line for a failure, for the log, looking inside anyio's exception groups."""
+    exc = _innermost(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, MCPError):
@@ -283,6 +352,7 @@ class McpServers:
         listed: dict[str, list[str]] = {}
         for connection, outcome in zip(self.connections.values(), opened, strict=True):
             if isinstance(outcome, McpUnavailable):
+                # Why, and where it was looked for, is logged by the attempt.
                 log.error("%s; its tools answer errors until it can be reached", outcome)
                 continue
             if isinstance(outcome, BaseException):
