@@ -286,3 +286,25 @@ def test_approval_by_keyboard_keeps_focus_and_enter_sends_a_denial(page: Page) -
     expect(card.get_by_test_id("tool-result")).to_be_visible()  # it opened itself to ask
     page.keyboard.press("Enter")  # still on the card: Enter closes it
     expect(card.get_by_test_id("tool-result")).to_be_hidden()
+
+
+def test_on_a_phone_a_message_queued_behind_an_approval_says_so(page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    new_thread(page)
+    send(page, f"Add these up: {CALCULATE}", "cautious")
+    card = tool_card(page, "calculator")
+    expect(card).to_have_attribute("data-status", "waiting", timeout=30_000)
+    # The run waiting for a person holds cautious's lane: the next message waits for it.
+    send(page, "And then this, please", "cautious")
+    queued = page.locator(ASSISTANT).last
+    expect(queued.locator(".message__status")).to_have_text(
+        "Queued — cautious waits for an approval"
+    )
+    # The header wraps whole parts on a narrow screen: a time or a count is never split.
+    for part in page.locator(f"{ASSISTANT} .message__meta > :not([hidden])").all():
+        box = part.bounding_box()
+        assert box is not None and box["height"] < 24, part.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "queued-behind-approval-phone")
+    card.get_by_test_id("approve-button").click()
+    expect(queued).to_have_attribute("data-status", "completed", timeout=30_000)
