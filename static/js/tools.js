@@ -141,7 +141,7 @@ function routedWhy(routed) {
  * What a rule matched, from the router's reason "researcher's rule (?i)… matched
  * 'how much'" (the matched text is quoted as Python quotes it). Null if none.
  */
-export function ruleTerm(reason) {
+function ruleTerm(reason) {
   const found = / matched (['"])(.*)\1$/s.exec(String(reason ?? ""));
   if (!found) return null;
   const term = found[2].replace(/\s+/g, " ").trim();
