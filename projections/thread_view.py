@@ -24,8 +24,8 @@ PROBLEMS_KEPT = 20
 # The stored layout of a view (projections/views.py). Bump it when a model here
 # changes shape: stored views of another version are rebuilt from their stream.
 # 3: the view and its runs carry `usage`; 4: runs carry `approval`, routing,
-# tool calls and hand-offs.
-SCHEMA_VERSION = 4
+# tool calls and hand-offs; 5: tool calls carry a person's decision (`denied`, `decided_at`).
+SCHEMA_VERSION = 5
 # A tool's arguments and result are shown in the chat, not used: a long text in
 # them is cut here, so a run's stored view stays small while it streams.
 TOOL_TEXT_CHARS = 2000
@@ -94,6 +94,8 @@ class ToolCallView(BaseModel):
     turn: int = Field(0, description="hand-offs before the call: which of the run's messages")
     started_at: int | None = None
     ended_at: int | None = None
+    denied: bool = Field(False, description="a person said no to it (its result says why)")
+    decided_at: int | None = Field(None, description="when a person said yes or no to it")
 
 
 class HandoffView(BaseModel):
@@ -370,7 +372,7 @@ def _position(entry_id: str) -> tuple[int, int]:
 
 
 def _ignore(view: ThreadView, event: ev.Event, entry_id: str) -> None:
-    """Events that change nothing in this view (timers, signals, cancel requests)."""
+    """Events that change nothing in this view (timers, cancel requests)."""
 
 
 def _thread_created(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -575,7 +577,7 @@ def _approval_of(event: ev.Event, run: RunView) -> ApprovalWait | None:
     return ApprovalWait(
         call_id=event.call_id,
         tool=event.tool,
-        args=event.args,
+        args=_bounded(event.args),
         message_id=event.message_id or run.reply_id,
     )
 
@@ -674,6 +676,25 @@ def _tool_result(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     call.result, call.ended_at = _bounded(event.result), stream_ms(entry_id)
 
 
+def _signal_received(view: ThreadView, event: ev.Event, entry_id: str) -> None:
+    """A person's yes or no to one of a chat run's tool calls (the `approval` signal).
+
+    A workflow's own signal may be called `approval` too: only a payload naming
+    a call of the run, with a yes or no, is a decision on it.
+    """
+    assert isinstance(event, ev.SignalReceived)
+    run = view.runs.get(event.run_id)
+    payload = event.payload
+    if run is None or event.name != "approval" or not isinstance(payload, dict):
+        return
+    approved = payload.get("approved")
+    if not isinstance(approved, bool):
+        return
+    for call in run.tools:
+        if call.call_id == payload.get("call_id"):
+            call.denied, call.decided_at = not approved, stream_ms(entry_id)
+
+
 def _agent_handoff(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     assert isinstance(event, ev.AgentHandoff)
     run = view.runs.get(event.run_id)
@@ -723,6 +744,7 @@ _HANDLERS: dict[str, _Handler] = {
     "model.usage": _model_usage,
     "tool.called": _tool_called,
     "tool.result": _tool_result,
+    "signal.received": _signal_received,
     "agent.handoff": _agent_handoff,
     "agent.routed": _agent_routed,
 }

@@ -165,6 +165,29 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
         )
     )
     threads.append(parked)
+
+    # A call parked for approval whose arguments are long: the wait's copy is cut too
+    # (after every worker pass, which would run it).
+    long_wait, _ = await commands.create_thread(store)
+    sent = await commands.send_message(store, long_wait, "fetch this", "researcher")
+    long_args = {"url": "https://example.com/" + "ü" * 2500}
+    await store.append(
+        Append(
+            thread_id=long_wait,
+            events=[
+                ev.RunStarted(run_id=sent.run_id, attempt=1, worker="w:1:a", token=1),
+                ev.ToolCalled(run_id=sent.run_id, call_id="w1", tool="fetch_url", args=long_args),
+                ev.RunWaiting(
+                    run_id=sent.run_id,
+                    waiting_for="approval",
+                    call_id="w1",
+                    tool="fetch_url",
+                    args=long_args,
+                ),
+            ],
+        )
+    )
+    threads.append(long_wait)
     return threads
 
 
@@ -190,7 +213,7 @@ async def test_the_page_folds_events_as_the_server_does(
         for run in view["runs"].values()
     )
     # The histories do hold what each part of the fold is about, so it is compared too.
-    usage, tools, parked = finals[-3:]
+    usage, tools, parked, _ = finals[-4:]
     assert set(usage["usage"]["by_agent"]) == {"assistant", "writer", "critic"}
     assert tools["messages"][0]["routed"]["by"] == "rule"
     runs = list(tools["runs"].values())
@@ -198,6 +221,20 @@ async def test_the_page_folds_events_as_the_server_does(
     assert runs[1]["handoffs"][0]["to_agent"] == "writer"
     calls = next(iter(parked["runs"].values()))["tools"]
     assert [call["status"] for call in calls] == ["failed", "running"]
+    assert [call["denied"] for call in calls] == [True, False]
+    assert calls[0]["decided_at"] is not None and calls[1]["decided_at"] is None
+    # An approved call knows when it was approved, a waiting one's wait is cut to size.
+    approved = [
+        call
+        for view in finals
+        for run in view["runs"].values()
+        for call in run["tools"]
+        if call["decided_at"] is not None and not call["denied"]
+    ]
+    assert approved and all(call["ended_at"] >= call["decided_at"] for call in approved)
+    waits = [run["approval"] for view in finals for run in view["runs"].values() if run["approval"]]
+    long_urls = [wait["args"]["url"] for wait in waits if len(wait["args"]["url"]) > 2000]
+    assert long_urls and all(len(url) == 2001 and url.endswith("…") for url in long_urls)
     assert calls[0]["args"]["url"].endswith("é…")  # cut, by code points on both sides
     # The review's turns are attributed to their agents, not to the workflow.
     [review] = [v for v in finals if v["messages"][0]["agent"] == "review"]

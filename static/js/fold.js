@@ -55,7 +55,8 @@ export function normaliseView(view) {
     runs: Object.fromEntries(Object.entries(view.runs ?? {}).map(([id, run]) => [id, {
       waiting_for: null, until_ms: null, approval: null, result: null, ...run,
       steps: run.steps ?? [],
-      usage: run.usage ?? emptyUsageTotals(), tools: run.tools ?? [], handoffs: run.handoffs ?? [],
+      usage: run.usage ?? emptyUsageTotals(), tools: (run.tools ?? []).map((call) => ({ denied: false, decided_at: null, ...call })),
+      handoffs: run.handoffs ?? [],
     }])),
     problems: view.problems ?? [],
     usage: view.usage ?? emptyUsage(),
@@ -78,7 +79,7 @@ export function applyEvent(view, id, event) {
     view.problems = [...view.problems, { id, reason: event.reason ?? "" }].slice(-PROBLEMS_KEPT);
     return true;
   }
-  // Timers, signals (signal.received) and cancel requests don't change this view.
+  // Timers and cancel requests don't change this view.
   HANDLERS.get(event.type)?.(view, event, id);
   return true;
 }
@@ -330,7 +331,7 @@ function approvalOf(event, run) {
   return {
     call_id: event.call_id,
     tool: event.tool,
-    args: event.args ?? null,
+    args: bounded(event.args ?? null),
     message_id: event.message_id || run.reply_id,
   };
 }
@@ -445,6 +446,8 @@ function toolCallOf(run, callId, tool, id) {
     turn: (run.handoffs ?? []).length,
     started_at: streamMs(id),
     ended_at: null,
+    denied: false,
+    decided_at: null,
   };
   run.tools.push(call);
   return call;
@@ -465,6 +468,24 @@ function toolResult(view, event, id) {
   call.status = event.is_error ? "failed" : "completed";
   call.result = bounded(event.result ?? null);
   call.ended_at = streamMs(id);
+}
+
+/**
+ * A person's yes or no to one of a chat run's tool calls (the `approval` signal).
+ * A workflow's own signal may be called `approval` too: only a payload naming a
+ * call of the run, with a yes or no, is a decision on it.
+ */
+function signalReceived(view, event, id) {
+  const run = findRun(view, event.run_id);
+  const payload = event.payload;
+  if (!run || event.name !== "approval" || !payload || typeof payload !== "object"
+      || Array.isArray(payload) || typeof payload.approved !== "boolean") return;
+  for (const call of run.tools ?? []) {
+    if (call.call_id === payload.call_id) {
+      call.denied = !payload.approved;
+      call.decided_at = streamMs(id);
+    }
+  }
 }
 
 function agentHandoff(view, event) {
@@ -505,6 +526,7 @@ const HANDLERS = new Map([
   ["model.usage", modelUsage],
   ["tool.called", toolCalled],
   ["tool.result", toolResult],
+  ["signal.received", signalReceived],
   ["agent.handoff", agentHandoff],
   ["agent.routed", agentRouted],
 ]);

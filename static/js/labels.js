@@ -1,6 +1,5 @@
 /** The words a message shows about itself: its phase, status label and note. */
 
-import { findRun } from "./fold.js";
 import { RUN_ENDED, state } from "./state.js";
 
 /**
@@ -18,7 +17,7 @@ export function messagePhase(message, run, lastOfRun) {
   return writing ? "streaming" : "working";
 }
 
-export function statusLabel(message, phase, run, activeRun) {
+export function statusLabel(message, phase, run) {
   if (message.role === "user") {
     return { pending: "Sending…", failed: "Not sent" }[message.status] ?? "";
   }
@@ -27,7 +26,7 @@ export function statusLabel(message, phase, run, activeRun) {
   }
   switch (phase) {
     case "pending":
-      return pendingLabel(run, activeRun);
+      return pendingLabel(run);
     case "streaming":
       return "Writing…";
     case "working":
@@ -44,17 +43,32 @@ export function statusLabel(message, phase, run, activeRun) {
 }
 
 /**
- * The thread answers one run at a time, in order: a queued run either waits for
- * the one before it or, when it is next, for a worker to pick it up.
+ * A thread answers one run per agent at a time (the agent's lane), in order: a
+ * queued run waits for the run holding its lane, for one queued before it in
+ * that lane, or, when it is next, for a worker to pick it up.
  */
-function pendingLabel(run, activeRun) {
+function pendingLabel(run) {
   if (run?.status === "running") return run.steps?.length ? workingLabel(run) : "Thinking…";
-  // A waiting workflow lets the thread go on, so a run queued behind it is not held up.
-  const blocking = activeRun && findRun(state.view, activeRun)?.status !== "waiting";
-  if (run?.status === "queued" && blocking && activeRun !== run.id) {
-    return "Queued — waits for the answer before it";
+  const ahead = run?.status === "queued" ? runAhead(run) : null;
+  if (ahead?.status === "waiting") {
+    const what = ahead.waiting_for === "approval" ? "an approval" : ahead.waiting_for || "a signal";
+    return `Queued — ${ahead.agent} waits for ${what}`;
   }
+  if (ahead) return "Queued — waits for the answer before it";
   return "Waiting for a worker…";
+}
+
+/**
+ * The run a queued one waits behind in its agent's lane, or null. A waiting
+ * workflow lets its lane go on; a chat run waiting for a person's yes holds it.
+ */
+function runAhead(run) {
+  const runs = Object.values(state.view?.runs ?? {})
+    .filter((other) => other.id !== run.id && other.agent === run.agent);
+  const holder = runs.find((other) => ["running", "retrying"].includes(other.status)
+    || (other.status === "waiting" && !other.steps?.length));
+  return holder ?? runs.find((other) => other.status === "queued"
+    && other.requested_at < run.requested_at) ?? null;
 }
 
 /** A workflow between its agent turns: name the step it runs. */

@@ -9,7 +9,7 @@
 import { regeneratePending, retryPending } from "./actions.js";
 import { shownMessages } from "./answers.js";
 import { dom, el, icon, setText } from "./dom.js";
-import { activeRunId, findRun, newMessage } from "./fold.js";
+import { findRun, newMessage } from "./fold.js";
 import { fullFormat, timeFormat } from "./format.js";
 import { messagePhase, noteText, statusLabel } from "./labels.js";
 import { markdownVersion, renderMarkdown } from "./markdown.js";
@@ -40,7 +40,6 @@ function visibleMessages() {
 
 export function renderMessages() {
   const { messages, places } = visibleMessages();
-  const activeRun = activeRunId(state.view); // the one queued runs wait for
   const lastOfRun = new Map(); // run id → its last message: a workflow's agent turns add more
   const turnOf = new Map(); // message → its place among its run's messages (hand-offs add them)
   const turns = new Map();
@@ -51,7 +50,12 @@ export function renderMessages() {
     turnOf.set(message, turn);
     turns.set(message.run_id, turn + 1);
   }
-  const lastAnswer = messages.findLast((message) => message.role === "assistant");
+  // Each agent's latest answer may be written again, once nothing runs in its lane.
+  const latestOfAgent = new Map(); // a run's agent (its lane) → that agent's latest answer
+  for (const message of messages) {
+    const run = message.role === "assistant" && state.view ? findRun(state.view, message.run_id) : null;
+    if (run) latestOfAgent.set(run.agent, message);
+  }
   const used = new Set();
   const usedPanels = new Set();
   let previous = null;
@@ -66,10 +70,10 @@ export function renderMessages() {
     const run = state.view ? findRun(state.view, message.run_id) : null;
     const last = message.role === "assistant" && lastOfRun.get(message.run_id) === message;
     const context = {
-      activeRun,
       last,
       place: last ? places.get(message.run_id) ?? null : null,
-      regenerable: message === lastAnswer && last && !activeRun && run?.status === "completed",
+      regenerable: last && run?.status === "completed" && latestOfAgent.get(run.agent) === message
+        && !laneBusy(run.agent),
       turn: turnOf.get(message) ?? 0,
     };
     updateMessageParts(parts, message, run, context);
@@ -93,6 +97,12 @@ export function renderMessages() {
       runPanels.delete(runId);
     }
   }
+}
+
+/** A run of `agent` is queued, running or waiting in this thread. */
+function laneBusy(agent) {
+  return Object.values(state.view?.runs ?? {}).some((run) => run.agent === agent
+    && ["queued", "running", "retrying", "waiting"].includes(run.status));
 }
 
 /**
@@ -141,7 +151,9 @@ function createMessageParts() {
   const nextAnswer = actionButton("next-answer", "", "next", "Next answer");
   pager.append(previousAnswer, position, nextAnswer);
   actions.append(pager, copy, regenerate, retryRun, retrySend, discard);
-  node.append(meta, activity.routed, activity.tools, content, typing, note, actions);
+  node.append(
+    meta, activity.routed, activity.tools, content, typing, activity.handedOff, note, actions,
+  );
   return {
     node, author, to, time, status, content, note, actions, copy, regenerate, retryRun, activity,
     retrySend, discard, pager, previousAnswer, position, nextAnswer, rendered: null,
@@ -181,7 +193,7 @@ function updateMessageParts(parts, message, run, context) {
   setText(parts.to, to);
   parts.to.hidden = !to;
   updateTime(parts.time, message.created_at);
-  const label = statusLabel(message, phase, run, context.activeRun);
+  const label = statusLabel(message, phase, run);
   setText(parts.status, label);
   parts.status.hidden = !label;
   updateActivity(parts.activity, message, run, { turn: context.turn, lastOfRun: context.last });

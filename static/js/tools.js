@@ -37,6 +37,8 @@ export function waitingCall(run) {
     turn: (run.handoffs ?? []).length,
     started_at: null,
     ended_at: null,
+    denied: false,
+    decided_at: null,
   };
 }
 
@@ -44,11 +46,14 @@ export function waitingCall(run) {
 export function createActivityParts() {
   const routed = el("p", "message__routed");
   routed.setAttribute("data-testid", "routed");
+  // Under the answer: where the turn went when its agent handed the message on.
+  const handedOff = el("p", "message__handoff");
+  handedOff.setAttribute("data-testid", "handed-off");
   const tools = el("div", "tools");
   tools.setAttribute("data-testid", "tool-calls");
   const usage = el("span", "message__usage");
   usage.setAttribute("data-testid", "message-usage");
-  return { routed, tools, usage, cards: new Map() };
+  return { routed, handedOff, tools, usage, cards: new Map() };
 }
 
 /**
@@ -59,9 +64,22 @@ export function createActivityParts() {
 export function updateActivity(activity, message, run, { turn, lastOfRun }) {
   const assistant = message.role === "assistant" && Boolean(run);
   updateRouted(activity.routed, assistant ? run : null, turn);
+  updateHandedOff(activity.handedOff, assistant ? run?.handoffs?.[turn] : null);
   const calls = assistant ? callsOf(run, turn, lastOfRun) : [];
   updateCards(activity, calls, run, message);
-  updateUsage(activity.usage, assistant && lastOfRun ? run.usage : null);
+  // A run's tokens are counted per run, not per message: after a hand-off the
+  // last message carries the whole run's, and says so.
+  const handedOn = assistant && (run.handoffs ?? []).length > 0;
+  updateUsage(activity.usage, assistant && lastOfRun ? run.usage : null, handedOn);
+}
+
+/** "→ handed off to critic — needs a review" on the message whose agent handed over. */
+function updateHandedOff(element, handoff) {
+  const text = handoff
+    ? `→ handed off to ${handoff.to_agent}${handoff.reason ? ` — ${handoff.reason}` : ""}` : "";
+  setText(element, text);
+  element.title = text;
+  element.hidden = !text;
 }
 
 function callsOf(run, turn, lastOfRun) {
@@ -72,37 +90,76 @@ function callsOf(run, turn, lastOfRun) {
     && (call.turn === turn || (lastOfRun && call.turn > turn)));
 }
 
-/** "routed to researcher: rule …" on a run's first message; "handed off by …" on later ones. */
+/**
+ * "→ researcher · rule matched “how much”" on a run's first message (the whole
+ * reason in the tooltip); "handed off by …" on later ones.
+ */
 function updateRouted(element, run, turn) {
   let text = "";
+  let title = "";
   if (run && turn === 0) {
     const routed = state.view?.messages.find((message) => message.id === run.message_id)?.routed;
-    if (routed) text = routedText(routed, run.agent);
+    if (routed) {
+      text = routedText(routed, run.agent);
+      title = routedTitle(routed);
+    }
   } else if (run) {
     const handoff = run.handoffs?.[turn - 1];
     if (handoff) {
       text = `handed off by ${handoff.from_agent}${handoff.reason ? ` — ${handoff.reason}` : ""}`;
+      title = text;
     }
   }
   setText(element, text);
-  element.title = text;
+  element.title = title;
   element.hidden = !text;
 }
 
-/** "routed to writer (with critic): pick — chosen by the sender" */
+/**
+ * One short line: who, and why in a few words. Sent to several agents, each
+ * answer names them all once ("→ writer, critic"); a rule names what it matched.
+ */
 function routedText(routed, agent) {
-  const others = routed.agents.filter((name) => name !== agent);
-  const to = routed.agents.includes(agent) ? agent : routed.agents.join(", ");
-  const also = routed.agents.includes(agent) && others.length ? ` (with ${others.join(", ")})` : "";
-  return `routed to ${to}${also}: ${routed.by}${routed.reason ? ` — ${routed.reason}` : ""}`;
+  const to = routed.agents.length > 1 || !routed.agents.includes(agent)
+    ? routed.agents.join(", ") : agent;
+  const why = routedWhy(routed);
+  return `→ ${to}${why ? ` · ${why}` : ""}`;
 }
 
-function updateUsage(element, usage) {
+const RULE_TERM_CHARS = 24;
+
+function routedWhy(routed) {
+  if (routed.by === "rule") {
+    const term = ruleTerm(routed.reason);
+    return term ? `rule matched “${term}”` : "rule matched";
+  }
+  if (routed.by === "pick") return "";  // the sender chose: the names say it all
+  return routed.by;
+}
+
+/**
+ * What a rule matched, from the router's reason "researcher's rule (?i)… matched
+ * 'how much'" (the matched text is quoted as Python quotes it). Null if none.
+ */
+function ruleTerm(reason) {
+  const found = / matched (['"])(.*)\1$/s.exec(String(reason ?? ""));
+  if (!found) return null;
+  const term = found[2].replace(/\s+/g, " ").trim();
+  if (!term) return null;
+  return term.length > RULE_TERM_CHARS ? `${term.slice(0, RULE_TERM_CHARS - 1)}…` : term;
+}
+
+function routedTitle(routed) {
+  return `Routed to ${routed.agents.join(", ")} by ${routed.by}${routed.reason ? `: ${routed.reason}` : ""}`;
+}
+
+function updateUsage(element, usage, wholeRun = false) {
   const shown = Boolean(usage?.calls);
   element.hidden = !shown;
   if (!shown) return;
-  setText(element, `${formatTokens(usage.input_tokens)} in · ${formatTokens(usage.output_tokens)} out`);
-  element.title = usageTitle(usage);
+  const tokens = `${formatTokens(usage.input_tokens)} in · ${formatTokens(usage.output_tokens)} out`;
+  setText(element, wholeRun ? `run: ${tokens}` : tokens);
+  element.title = `${wholeRun ? "The whole run, every agent in it: " : ""}${usageTitle(usage)}`;
 }
 
 export function formatTokens(count) {
@@ -182,6 +239,7 @@ function createCard() {
   const reason = el("input", "workflow__input");
   reason.type = "text";
   reason.placeholder = "Reason for a denial (optional)";
+  reason.maxLength = REASON_CHARS;
   reason.setAttribute("aria-label", "Reason for denying the tool call");
   reason.setAttribute("data-testid", "deny-reason");
   const deny = el("button", "button button--small button--quiet", "Deny");
@@ -193,13 +251,21 @@ function createCard() {
   approve.dataset.action = "approve-call";
   approve.setAttribute("data-testid", "approve-button");
   form.append(reason, deny, approve);
-  approval.append(question, form);
+  // Enter in the reason box sends the denial it explains.
+  reason.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || event.isComposing) return;
+    event.preventDefault();
+    onApprovalAction("deny-call", deny);
+  });
+  const aside = el("p", "tool__aside");
+  aside.setAttribute("data-testid", "approval-note");
+  approval.append(question, form, aside);
 
   body.append(args, resultBox);
   node.append(summary, approval, body);
   return {
-    node, name, preview, status, args, argsSignature: null, resultBox, resultLabel, result,
-    approval, question, reason, deny, approve, opened: false,
+    node, summary, name, preview, status, args, argsSignature: null, resultBox, resultLabel, result,
+    approval, question, reason, deny, approve, aside, opened: false,
   };
 }
 
@@ -209,7 +275,9 @@ function updateCard(card, call, run, message) {
   // A call the run ended without (it was stopped, or failed) will get no result.
   const interrupted = call.status === "running" && !LIVE.includes(message.status)
     && !["running", "retrying", "waiting", "queued"].includes(run.status);
-  const status = asking ? "waiting" : interrupted ? "interrupted" : call.status;
+  // A person's no is not a crash: it gets its own, quiet look.
+  const denied = call.denied && call.status === "failed";
+  const status = asking ? "waiting" : interrupted ? "interrupted" : denied ? "denied" : call.status;
   node.dataset.status = status;
   node.dataset.tool = call.tool;
   node.dataset.callId = call.call_id;
@@ -225,7 +293,7 @@ function updateCard(card, call, run, message) {
   const done = call.status === "completed" || call.status === "failed";
   card.resultBox.hidden = !done;
   if (done) {
-    setText(card.resultLabel, call.status === "failed" ? "Error" : "Result");
+    setText(card.resultLabel, denied ? "Denied" : call.status === "failed" ? "Error" : "Result");
     setText(card.result, pretty(call.result));
   }
   updateApproval(card, call, run, asking);
@@ -236,7 +304,12 @@ function updateCard(card, call, run, message) {
  * before saying yes; after that the reader decides whether it stays open.
  */
 function updateApproval(card, call, run, asking) {
-  if (!asking && card.approval.contains(document.activeElement)) dom.input.focus();
+  if (!asking) decidedElsewhere.delete(call.call_id);
+  const elsewhere = asking && decidedElsewhere.has(call.call_id);
+  const pending = asking && (approvalPending(run, call) || elsewhere);
+  // A control about to be hidden or disabled would drop focus to the page:
+  // hand it to the card's summary, which stays, so the keyboard keeps its place.
+  if ((!asking || pending) && card.approval.contains(document.activeElement)) card.summary.focus();
   card.approval.hidden = !asking;
   if (asking && !card.opened) {
     card.opened = true;
@@ -245,14 +318,18 @@ function updateApproval(card, call, run, asking) {
   if (!asking) return;
   setText(card.question, `${run.agent} wants to run ${call.tool}. Allow it?`);
   card.approval.setAttribute("aria-label", `Approve or deny ${call.tool}`);
-  const pending = approvalPending(run, call);
   for (const control of [card.reason, card.deny, card.approve]) control.disabled = pending;
   card.approval.setAttribute("aria-busy", String(pending));
+  const aside = elsewhere ? "Already decided in another window; the answer goes on from there." : "";
+  setText(card.aside, aside);
+  card.aside.hidden = !aside;
 }
 
 function statusText(call, status) {
-  const took = call.ended_at != null && call.started_at != null
-    ? ` · ${formatDuration(call.ended_at - call.started_at)}` : "";
+  // An approved call ran from the person's yes: their wait is not its duration.
+  const from = call.decided_at ?? call.started_at;
+  const took = call.ended_at != null && from != null
+    ? ` · ${formatDuration(Math.max(0, call.ended_at - from))}` : "";
   switch (status) {
     case "waiting":
       return "needs approval";
@@ -262,6 +339,8 @@ function statusText(call, status) {
       return `done${took}`;
     case "failed":
       return `error${took}`;
+    case "denied":
+      return "denied";
     default:
       return "no result";
   }
@@ -300,6 +379,8 @@ function isPlainObject(value) {
 // --- Approve / Deny -----------------------------------------------------------------
 
 const APPROVAL_ACTIONS = ["approve-call", "deny-call"];
+const REASON_CHARS = 2000; // the approval payload's bound on a denial's reason
+const decidedElsewhere = new Set(); // call ids another window decided first (a 409 said so)
 
 export function isApprovalAction(action) {
   return APPROVAL_ACTIONS.includes(action);
@@ -315,7 +396,8 @@ export async function onApprovalAction(action, button) {
   const node = button.closest(".tool");
   const run = state.view?.runs?.[node?.dataset.runId];
   const call = waitingCall(run);
-  if (!call || call.call_id !== node.dataset.callId || approvalPending(run, call)) return;
+  if (!call || call.call_id !== node.dataset.callId || approvalPending(run, call)
+      || decidedElsewhere.has(call.call_id)) return;
   const reasonInput = node.querySelector("[data-testid='deny-reason']");
   const approved = action === "approve-call";
   const payload = { call_id: call.call_id, approved };
@@ -329,7 +411,10 @@ export async function onApprovalAction(action, button) {
     if (reasonInput) reasonInput.value = "";
   } catch (error) {
     state.signalling.delete(run.id);
-    showError(`Couldn't send the ${approved ? "approval" : "denial"}: ${error.message}`);
+    // 409: the run no longer waits for this call, so someone decided it first
+    // (another tab, another person). Not an error: the view shows what happened.
+    if (error.status === 409) decidedElsewhere.add(call.call_id);
+    else showError(`Couldn't send the ${approved ? "approval" : "denial"}: ${error.message}`);
   }
   scheduleRender();
 }

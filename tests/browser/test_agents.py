@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import BrowserContext, Locator, Page, WebSocketRoute, expect
 
 from consumers.agents import SHIPPED_FILE
 from service.embedded import free_port
@@ -82,7 +83,10 @@ def test_a_routed_tool_call_shows_its_card_result_and_usage(page: Page) -> None:
     send(page, f"Please calculate this: {CALCULATE}", "")  # "calculate": researcher's rule
     reply = page.locator(ASSISTANT).last
     expect(reply.locator(".message__author")).to_have_text("researcher")
-    expect(reply.get_by_test_id("routed")).to_contain_text("routed to researcher: rule")
+    # A short line says who and what the rule matched; the tooltip has the whole reason.
+    routed = reply.get_by_test_id("routed")
+    expect(routed).to_have_text("→ researcher · rule matched “calculate”")
+    expect(routed).to_have_attribute("title", re.compile(r"^Routed to researcher by rule: .+"))
     card = tool_card(page, "calculator")
     expect(card.get_by_test_id("tool-name")).to_have_text("calculator")
     expect(card).to_have_attribute("data-status", "completed", timeout=30_000)
@@ -121,7 +125,9 @@ def test_a_tool_call_waits_for_approval_and_a_denial_reaches_the_answer(page: Pa
     screenshot(page, "tool-approval")
     card.get_by_test_id("deny-reason").fill("not today")
     card.get_by_test_id("deny-button").click()
-    expect(card).to_have_attribute("data-status", "failed", timeout=30_000)
+    # A person's no is its own quiet state, not an error.
+    expect(card).to_have_attribute("data-status", "denied", timeout=30_000)
+    expect(card.get_by_test_id("tool-status")).to_have_text("denied")
     expect(card.get_by_test_id("tool-result")).to_contain_text("not today")
     expect(card.get_by_test_id("approve-button")).to_be_hidden()
     expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
@@ -160,9 +166,145 @@ def test_two_agents_stream_into_one_thread_at_once(page: Page, server: str) -> N
     for reply in (writer, critic):
         expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
         expect(reply.locator('[data-action="previous-answer"]')).to_be_hidden()  # not one pager
+        expect(reply.get_by_test_id("routed")).to_have_text("→ writer, critic")  # once each
+        # Each agent's latest answer can be written again, not only the last one.
+        expect(reply.locator('[data-action="regenerate"]')).to_be_visible()
     view = httpx.get(f"{server}/api/threads/{thread_id}", timeout=10).json()
     answers = {m["agent"]: m["content"] for m in view["messages"] if m["role"] == "assistant"}
     assert set(answers) == {"writer", "critic"}
     for agent, text in answers.items():
         reply = writer if agent == "writer" else critic
         assert " ".join(reply.locator(".content").inner_text().split()) == " ".join(text.split())
+
+
+def test_a_hand_off_says_where_the_answer_went(page: Page) -> None:
+    """The handing agent's message may be empty: a line under it names who took over."""
+    new_thread(page)
+    send(page, "draft this [[handoff critic]]", "writer")
+    writer = page.locator(ASSISTANT).filter(has=page.locator(".message__author", has_text="writer"))
+    critic = page.locator(ASSISTANT).filter(has=page.locator(".message__author", has_text="critic"))
+    expect(writer.get_by_test_id("handed-off")).to_have_text(
+        re.compile(r"^→ handed off to critic( — .+)?$"), timeout=30_000
+    )
+    expect(critic.get_by_test_id("routed")).to_contain_text("handed off by writer")
+    expect(critic.get_by_test_id("handed-off")).to_be_hidden()
+    expect(critic).to_have_attribute("data-status", "completed", timeout=30_000)
+    # The tokens are the run's, every agent in it: the label says so.
+    expect(critic.get_by_test_id("message-usage")).to_have_text(
+        re.compile(r"^run: \d+ in · \d+ out$")
+    )
+    expect(writer.get_by_test_id("message-usage")).to_be_hidden()
+    screenshot(page, "handoff")
+
+
+class HeldFrames:
+    """A page's thread socket whose frames from the server can be held back, then let go."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.held: list[tuple[WebSocketRoute, str | bytes]] = []
+
+    def route(self, ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        if "/api/live/threads" in ws.url:
+            return  # the thread list: left alone (connect_to_server forwards by default)
+
+        def from_server(message: str | bytes) -> None:
+            if self.holding:
+                self.held.append((ws, message))
+            else:
+                ws.send(message)
+
+        server.on_message(from_server)
+
+    def release(self) -> None:
+        self.holding = False
+        for ws, message in self.held:
+            ws.send(message)
+        self.held.clear()
+
+
+def test_a_call_decided_in_another_tab_is_no_error_here(
+    page: Page, context: BrowserContext, server: str
+) -> None:
+    """Tab B still shows the call waiting when tab A's denial lands: B's yes gets a 409."""
+    thread_id = new_thread(page)
+    frames = HeldFrames()
+    other = context.new_page()
+    other.route_web_socket(re.compile(r"/api/"), frames.route)
+    other.goto(f"{server}/#{thread_id}")
+    expect(other.get_by_test_id("connection-status")).to_have_text("live")
+    answers: list[int] = []
+    other.on("response", lambda r: answers.append(r.status) if r.url.endswith("/signal") else None)
+
+    send(page, f"Add these up: {CALCULATE}", "cautious")
+    for tab in (page, other):
+        expect(tool_card(tab, "calculator")).to_have_attribute(
+            "data-status", "waiting", timeout=30_000
+        )
+    frames.holding = True  # B hears nothing more, so it still shows the question
+    tool_card(page, "calculator").get_by_test_id("deny-button").click()
+    expect(tool_card(page, "calculator")).to_have_attribute("data-status", "denied", timeout=30_000)
+    card = tool_card(other, "calculator")
+    card.get_by_test_id("approve-button").click()
+    # Decided elsewhere: no red banner, a quiet note, and no second decision to send.
+    expect(card.get_by_test_id("approval-note")).to_contain_text("Already decided")
+    assert answers == [409]
+    expect(other.locator("#error-banner")).to_be_hidden()
+    expect(card.get_by_test_id("approve-button")).to_be_disabled()
+    screenshot(other, "approval-decided-elsewhere")
+    frames.release()  # the view catches up and shows what happened
+    expect(card).to_have_attribute("data-status", "denied", timeout=30_000)
+    expect(card.get_by_test_id("approve-button")).to_be_hidden()
+    expect(other.locator("#error-banner")).to_be_hidden()
+
+
+def test_approval_by_keyboard_keeps_focus_and_enter_sends_a_denial(page: Page) -> None:
+    new_thread(page)
+    send(page, f"Add these up: {CALCULATE}", "cautious")
+    card = tool_card(page, "calculator")
+    expect(card).to_have_attribute("data-status", "waiting", timeout=30_000)
+    reason = card.get_by_test_id("deny-reason")
+    expect(reason).to_have_attribute("maxlength", "2000")
+    reason.fill("not by keyboard")
+    reason.press("Enter")  # Enter in the reason box sends the denial
+    expect(card).to_have_attribute("data-status", "denied", timeout=30_000)
+    expect(card.get_by_test_id("tool-result")).to_contain_text("not by keyboard")
+    # The control that went away handed focus to the card, not to the page.
+    focused: Any = page.evaluate("document.activeElement.className")
+    assert focused == "tool__summary"
+    expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "completed")
+
+    send(page, f"Once more: {CALCULATE}", "cautious")
+    expect(page.locator(ASSISTANT)).to_have_count(2)
+    card = tool_card(page, "calculator")
+    expect(card).to_have_attribute("data-status", "waiting", timeout=30_000)
+    card.get_by_test_id("approve-button").focus()
+    page.keyboard.press("Enter")
+    expect(card).to_have_attribute("data-status", "completed", timeout=30_000)
+    assert page.evaluate("document.activeElement.className") == "tool__summary"
+    expect(card.get_by_test_id("tool-result")).to_be_visible()  # it opened itself to ask
+    page.keyboard.press("Enter")  # still on the card: Enter closes it
+    expect(card.get_by_test_id("tool-result")).to_be_hidden()
+
+
+def test_on_a_phone_a_message_queued_behind_an_approval_says_so(page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    new_thread(page)
+    send(page, f"Add these up: {CALCULATE}", "cautious")
+    card = tool_card(page, "calculator")
+    expect(card).to_have_attribute("data-status", "waiting", timeout=30_000)
+    # The run waiting for a person holds cautious's lane: the next message waits for it.
+    send(page, "And then this, please", "cautious")
+    queued = page.locator(ASSISTANT).last
+    expect(queued.locator(".message__status")).to_have_text(
+        "Queued — cautious waits for an approval"
+    )
+    # The header wraps whole parts on a narrow screen: a time or a count is never split.
+    for part in page.locator(f"{ASSISTANT} .message__meta > :not([hidden])").all():
+        box = part.bounding_box()
+        assert box is not None and box["height"] < 24, part.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "queued-behind-approval-phone")
+    card.get_by_test_id("approve-button").click()
+    expect(queued).to_have_attribute("data-status", "completed", timeout=30_000)
