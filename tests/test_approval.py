@@ -270,6 +270,44 @@ async def test_a_cancelled_wait_ends_cancelled_and_takes_no_answer(system: Syste
     ] == "completed"
 
 
+async def test_an_interrupt_ends_a_run_waiting_for_approval_at_once(system: System) -> None:
+    """No worker holds a waiting run to see a cancel flag: the interrupt cancels it
+    on the spot, and the newer message to that agent is answered."""
+    thread_id, run_id = await ask(system, 'file it [[tool stamp {"text": "ok"}]]')
+    call_id = (await waiting_call(system, thread_id, run_id))["call_id"]
+
+    newer = await system.send(thread_id, "never mind", agent="clerk", on_busy="interrupt")
+    view = await system.wait_for_run(thread_id, newer["run_id"])
+
+    assert view["runs"][newer["run_id"]]["status"] == "completed"
+    run = view["runs"][run_id]
+    assert (run["status"], run["approval"], run["waiting_for"]) == ("cancelled", None, None)
+    late = await signal(system, run_id, {"call_id": call_id, "approved": True})
+    assert late.status_code == 409 and "already finished as cancelled" in late.text
+    again = await system.http.post(f"/api/runs/{run_id}/cancel")
+    assert again.status_code == 409 and "already finished as cancelled" in again.text
+    assert RAN == []
+
+
+async def test_a_cancel_ends_a_waiting_run_an_older_interrupt_only_flagged(
+    system: System,
+) -> None:
+    """Before interrupts ended waiting runs they set the cancel flag alone, which no
+    worker sees while the run waits: a cancel must still end such a run."""
+    thread_id, run_id = await ask(system, 'file it [[tool stamp {"text": "ok"}]]')
+    await waiting_call(system, thread_id, run_id)
+    store = system.runtime.store
+    await store.redis.hset(store.keys.partition(thread_id).run(run_id), "cancel", "1")
+
+    response = await system.http.post(f"/api/runs/{run_id}/cancel")
+
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "cancelled"
+    view = await system.wait_for_run(thread_id, run_id)
+    assert view["runs"][run_id]["status"] == "cancelled"
+    assert RAN == []
+
+
 async def test_several_calls_in_one_turn_wait_one_after_the_other(system: System) -> None:
     question = 'both [[tool stamp {"text": "a"}]] [[tool stamp {"text": "b"}]]'
     thread_id, run_id = await ask(system, question)
