@@ -365,3 +365,28 @@ async def test_a_retried_run_reuses_the_result_its_first_attempt_journaled(
     # Every model call with usage is counted: the failed one yielded none.
     usage = [(e["attempt"], e["output_tokens"]) for e in history if e["type"] == "model.usage"]
     assert [a for a, _ in usage] == [1, 2, 2]
+
+
+def test_the_journal_of_a_retried_run_begins_at_its_restart() -> None:
+    """A retry runs from scratch: its earlier life's calls, results, hand-offs and
+    decisions are not reused; the approval signals are all still counted (the run
+    hash counts them all, and the park compares with that count)."""
+    run = "t.r"
+    yes = {"call_id": "c1", "approved": True}
+    earlier: list[ev.Event] = [
+        ev.ToolCalled(run_id=run, call_id="c0", tool="calculator", args={"expression": "1"}),
+        ev.ToolResult(run_id=run, call_id="c0", result="1"),
+        ev.ToolCalled(run_id=run, call_id="c1", tool="stamp", args={"text": "a"}),
+        ev.SignalReceived(run_id=run, name="approval", payload=yes),
+        ev.ToolCalled(run_id=run, call_id="h", tool="handoff", args={"agent": "writer"}),
+        ev.ToolResult(run_id=run, call_id="h", result="handed to writer"),
+        ev.AgentHandoff(run_id=run, from_agent="assistant", to_agent="writer"),
+        ev.RunCancelled(run_id=run),
+    ]
+    now = ev.ToolCalled(run_id=run, call_id="c2", tool="calculator", args={"expression": "2"})
+
+    journal = Journal.of([*earlier, ev.RunRestarted(run_id=run), now])
+
+    assert (journal.called, journal.results, journal.handoffs) == ({"c2": now}, {}, ())
+    assert (journal.approvals.decisions, journal.approvals.received) == ({}, 1)
+    assert len(Journal.of(earlier).handoffs) == 1  # without a restart all of it counts

@@ -335,6 +335,71 @@ async def test_several_calls_in_one_turn_wait_one_after_the_other(system: System
     assert (kinds.count("run.waiting"), kinds.count("tool.result")) == (2, 2)
 
 
+async def retried(system: System, thread_id: str, run_id: str) -> None:
+    """Cancel the waiting run, then retry it: it runs again from scratch."""
+    assert (await system.http.post(f"/api/runs/{run_id}/cancel")).status_code == 202
+    await system.wait_for_run(thread_id, run_id)
+    assert (await system.http.post(f"/api/runs/{run_id}/retry")).status_code == 202
+
+
+async def test_a_retried_run_runs_its_calls_again_and_shows_them(system: System) -> None:
+    """Retry is from scratch, and the view clears a restarted run's calls: the run
+    must not reuse its earlier life's results, and so journals its calls again."""
+    question = 'both [[tool calculator {"expression": "2+2"}]] [[tool stamp {"text": "a"}]]'
+    thread_id, run_id = await ask(system, question)
+    await waiting_call(system, thread_id, run_id)  # calculator ran, stamp waits
+    await retried(system, thread_id, run_id)
+
+    call = await waiting_call(system, thread_id, run_id)
+    assert (await signal(system, run_id, {"call_id": call["call_id"], "approved": True})).is_success
+    view = await system.wait_for_run(thread_id, run_id)
+
+    run = view["runs"][run_id]
+    assert run["status"] == "completed"
+    assert view["messages"][-1]["content"].startswith('calculator returned 4. stamp returned "A".')
+    assert [(c["tool"], c["args"]) for c in run["tools"]] == [
+        ("calculator", {"expression": "2+2"}),
+        ("stamp", {"text": "a"}),
+    ]
+    kinds = [e["type"] for e in await events_of(system, thread_id)]
+    assert kinds.count("tool.called") == 4  # calculator and stamp, in each life
+
+
+async def test_a_retried_run_asks_again_and_its_park_still_waits(system: System) -> None:
+    """An approval given before the retry answers nothing after it; yet the run hash
+    still counts that signal, so the new park must count it too, or it would wake
+    at once, again and again, without an answer."""
+    question = 'both [[tool stamp {"text": "a"}]] [[tool stamp {"text": "b"}]]'
+    thread_id, run_id = await ask(system, question)
+    first = await waiting_call(system, thread_id, run_id)
+    assert (
+        await signal(system, run_id, {"call_id": first["call_id"], "approved": True})
+    ).is_success
+    await waiting_for_another(system, thread_id, run_id, first["call_id"])
+    await retried(system, thread_id, run_id)
+
+    again = await waiting_call(system, thread_id, run_id)
+    assert again["args"] == {"text": "a"}  # asked again: the earlier yes is not reused
+    events = await events_of(system, thread_id)
+    restart = max(i for i, e in enumerate(events) if e["type"] == "run.restarted")
+    # One start and one park since the retry (a park that woke at once would go on).
+    assert [e["type"] for e in events[restart:] if e["type"] in ("run.started", "run.waiting")] == [
+        "run.started",
+        "run.waiting",
+    ]
+    assert (
+        await signal(system, run_id, {"call_id": again["call_id"], "approved": True})
+    ).is_success
+    second = await waiting_for_another(system, thread_id, run_id, again["call_id"])
+    assert (
+        await signal(system, run_id, {"call_id": second["call_id"], "approved": True})
+    ).is_success
+    view = await system.wait_for_run(thread_id, run_id)
+
+    assert view["runs"][run_id]["status"] == "completed"
+    assert RAN == ["stamp:a", "stamp:a", "stamp:b"]
+
+
 async def test_the_wait_outlives_its_worker(real_backend: Backend, settings: Settings) -> None:
     question = 'file it [[tool stamp {"text": "late"}]]'
     llm = ScriptedLLM(words=WORDS, delay_ms=0)
