@@ -6,7 +6,8 @@ journaled as `tool.result` (all fenced by the attempt's token); the model is the
 called again with its tool turn and the results added to the conversation, and
 its text streams on into the same reply message.
 
-Durable across attempts: a new attempt replays the run's journal. A call whose
+Durable across attempts: a new attempt replays the run's journal (of its current
+life: a retried run starts from scratch). A call whose
 `tool.result` is journaled is not run again, its result is reused; a call
 journaled as called with no result (the worker died while it ran) is run again,
 so tools run at least once, not exactly once: a tool with side effects should
@@ -82,15 +83,26 @@ class Journal:
 
     @classmethod
     def of(cls, events: Iterable[ev.Event]) -> Journal:
+        """The journal of the run's current life: a retry (`run.restarted`) runs it
+        from scratch, as the view shows it, so calls, results, hand-offs and
+        decisions from before it are not reused.
+
+        The count of approval signals is the one exception: the park compares it
+        with the run hash's count of every signal, which a restart does not reset;
+        counting fewer would wake the park at once, again and again.
+        """
         events = list(events)
+        restarts = [i for i, e in enumerate(events) if isinstance(e, ev.RunRestarted)]
+        life = events[restarts[-1] + 1 :] if restarts else events
         called: dict[str, ev.ToolCalled] = {}
         results: dict[str, ev.ToolResult] = {}
-        for event in events:
+        for event in life:
             if isinstance(event, ev.ToolCalled):
                 called[event.call_id] = event
             elif isinstance(event, ev.ToolResult):
                 results[event.call_id] = event
-        return cls(called, results, journaled_handoffs(events), Approvals.of(events))
+        approvals = dataclasses.replace(Approvals.of(life), received=Approvals.of(events).received)
+        return cls(called, results, journaled_handoffs(life), approvals)
 
     def result_of(self, call: ToolCallPart) -> CallResult | None:
         called = self.called.get(call.call_id)
@@ -130,7 +142,9 @@ class AgentLoop:
         self.registry = registry
         self.messages = messages
         # The thread's input+output tokens, from its view, kept up to date by this
-        # loop's own calls (no other run of the thread calls a model meanwhile).
+        # loop's own calls. Runs of other agents of the thread may call a model
+        # meanwhile; their tokens are not seen until the next run reads the view, so
+        # concurrent runs can overshoot the budget (each checks before its calls).
         self.token_budget = token_budget
         self.tokens_used = tokens_used
         self.taken: set[str] = set()  # journaled call ids this attempt has matched a call to

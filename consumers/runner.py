@@ -224,7 +224,10 @@ class Runner:
         except errors.RunCancelled:
             return await self._cancelled(attempt, (loop.writer if loop else writer).held_back())
         except (WorkflowFailed, ToolRoundsExceeded, HandoffsExceeded, TokenBudgetReached) as exc:
-            return await self._fail(attempt, str(exc))
+            # The text streamed so far stays, as with a cancel (the last agent's, after
+            # hand-offs).
+            held = (loop.writer if loop else writer).held_back()
+            return await self._fail(attempt, str(exc), held_back=held)
         except errors.ProviderError as exc:
             reason = f"model error: {without_urls(str(exc))}"
             return await self._failure(attempt, claim, reason, exc.retryable)
@@ -422,13 +425,20 @@ class Runner:
         log.info("run %s will retry in %d ms: %s", attempt.run_id, delay, reason)
         return "retrying"
 
-    async def _fail(self, attempt: Attempt, reason: str, failures: int | None = None) -> str:
+    async def _fail(
+        self,
+        attempt: Attempt,
+        reason: str,
+        failures: int | None = None,
+        held_back: list[ev.Event] | None = None,
+    ) -> str:
+        """`held_back`: the text the writer had not written yet, kept before the end."""
         fields = {"status": "failed"}
         if failures is not None:
             fields["failures"] = str(failures)
         await self.store.append(
             attempt.fenced(
-                [ev.RunFailed(run_id=attempt.run_id, reason=reason)],
+                [*(held_back or []), ev.RunFailed(run_id=attempt.run_id, reason=reason)],
                 run_fields=fields,
                 dead_letter=reason,
                 ack=True,

@@ -144,7 +144,9 @@ async def _cancel(
             raise errors.RunNotFound(run_id)
         if status in TERMINAL:
             raise errors.RunFinished(run_id, status)
-        if state.get("cancel") == "1":
+        # Only a worker acts on the flag: a run no worker holds (say one an interrupt
+        # flagged while it waited) is cancelled here whatever the flag says.
+        if state.get("cancel") == "1" and status == "running":
             return await once.without_events({"status": "cancel_requested", "was": status})
         requested = ev.RunCancelRequested(run_id=run_id, reason=reason)
         try:

@@ -12,9 +12,10 @@ import pytest
 from consumers.agent_loop import AgentLoop, Journal, ToolRoundsExceeded
 from consumers.agents import Agent
 from consumers.answer import AnswerWriter, Attempt
+from consumers.handoff import HANDOFF_TOOL
 from consumers.llm.base import LLM, ChatMessage, Prompt
 from consumers.llm.directives import read_directives
-from consumers.llm.parts import Part, StopPart, ToolCallPart, UsagePart
+from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from consumers.llm.scripted import ScriptedLLM, scripted_reply
 from consumers.prompt import tool_specs
 from consumers.tools import REGISTRY, ToolRegistry, tool
@@ -215,6 +216,56 @@ async def test_the_runner_fails_a_run_past_the_round_bound(
     assert "after 1 rounds (SLIPSTREAM_MAX_TOOL_ROUNDS=1)" in str(run)
 
 
+class TextThenToolsLLM(LLM):
+    """Writes a few words (no sentence end) before asking for a tool, every turn;
+    with `handoff_first`, its first turn hands off to the researcher instead."""
+
+    name = "text-then-tools"
+
+    def __init__(self, handoff_first: bool = False) -> None:
+        self.calls = 0
+        self.handoff_first = handoff_first
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
+        self.calls += 1
+        if self.handoff_first and self.calls == 1:
+            yield TextPart("over ")
+            yield ToolCallPart("call_over", HANDOFF_TOOL, {"agent": "researcher"})
+        else:
+            yield TextPart(f"step {self.calls} ")
+            yield ToolCallPart(f"call_{self.calls}", "calculator", {"expression": "1+1"})
+        yield UsagePart(1, 1, 0, 0, "")
+        yield StopPart("tool_use")
+
+
+async def test_a_run_failed_past_the_round_bound_keeps_the_text_it_streamed(
+    backend: Backend, settings: Settings
+) -> None:
+    """Text the writer still held back (no sentence end, a long flush) goes out
+    before `run.failed`, as it does before `run.cancelled`."""
+    limited = dataclasses.replace(settings, max_tool_rounds=1, flush_ms=60_000)
+    async with running_system(backend, limited, llm=TextThenToolsLLM()) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, "q", agent="researcher")
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+    assert view["runs"][sent["run_id"]]["status"] == "failed"
+    assert view["messages"][-1]["content"] == "step 1 step 2 "
+
+
+async def test_after_a_handoff_the_failed_run_keeps_the_last_agents_text(
+    backend: Backend, settings: Settings
+) -> None:
+    limited = dataclasses.replace(settings, max_tool_rounds=1, flush_ms=60_000)
+    llm = TextThenToolsLLM(handoff_first=True)
+    async with running_system(backend, limited, llm=llm) as system:
+        thread_id = await system.new_thread()
+        sent = await system.send(thread_id, "q", agent="assistant")
+        view = await system.wait_for_run(thread_id, sent["run_id"])
+    assert view["runs"][sent["run_id"]]["status"] == "failed"
+    replies = [(m["agent"], m["content"]) for m in view["messages"][-2:]]
+    assert replies == [("assistant", "over "), ("researcher", "step 2 step 3 ")]
+
+
 class FailsAfterToolsLLM(ScriptedLLM):
     """The scripted model, failing once its tool results are back: an attempt lost there."""
 
@@ -365,3 +416,28 @@ async def test_a_retried_run_reuses_the_result_its_first_attempt_journaled(
     # Every model call with usage is counted: the failed one yielded none.
     usage = [(e["attempt"], e["output_tokens"]) for e in history if e["type"] == "model.usage"]
     assert [a for a, _ in usage] == [1, 2, 2]
+
+
+def test_the_journal_of_a_retried_run_begins_at_its_restart() -> None:
+    """A retry runs from scratch: its earlier life's calls, results, hand-offs and
+    decisions are not reused; the approval signals are all still counted (the run
+    hash counts them all, and the park compares with that count)."""
+    run = "t.r"
+    yes = {"call_id": "c1", "approved": True}
+    earlier: list[ev.Event] = [
+        ev.ToolCalled(run_id=run, call_id="c0", tool="calculator", args={"expression": "1"}),
+        ev.ToolResult(run_id=run, call_id="c0", result="1"),
+        ev.ToolCalled(run_id=run, call_id="c1", tool="stamp", args={"text": "a"}),
+        ev.SignalReceived(run_id=run, name="approval", payload=yes),
+        ev.ToolCalled(run_id=run, call_id="h", tool="handoff", args={"agent": "writer"}),
+        ev.ToolResult(run_id=run, call_id="h", result="handed to writer"),
+        ev.AgentHandoff(run_id=run, from_agent="assistant", to_agent="writer"),
+        ev.RunCancelled(run_id=run),
+    ]
+    now = ev.ToolCalled(run_id=run, call_id="c2", tool="calculator", args={"expression": "2"})
+
+    journal = Journal.of([*earlier, ev.RunRestarted(run_id=run), now])
+
+    assert (journal.called, journal.results, journal.handoffs) == ({"c2": now}, {}, ())
+    assert (journal.approvals.decisions, journal.approvals.received) == ({}, 1)
+    assert len(Journal.of(earlier).handoffs) == 1  # without a restart all of it counts

@@ -270,6 +270,44 @@ async def test_a_cancelled_wait_ends_cancelled_and_takes_no_answer(system: Syste
     ] == "completed"
 
 
+async def test_an_interrupt_ends_a_run_waiting_for_approval_at_once(system: System) -> None:
+    """No worker holds a waiting run to see a cancel flag: the interrupt cancels it
+    on the spot, and the newer message to that agent is answered."""
+    thread_id, run_id = await ask(system, 'file it [[tool stamp {"text": "ok"}]]')
+    call_id = (await waiting_call(system, thread_id, run_id))["call_id"]
+
+    newer = await system.send(thread_id, "never mind", agent="clerk", on_busy="interrupt")
+    view = await system.wait_for_run(thread_id, newer["run_id"])
+
+    assert view["runs"][newer["run_id"]]["status"] == "completed"
+    run = view["runs"][run_id]
+    assert (run["status"], run["approval"], run["waiting_for"]) == ("cancelled", None, None)
+    late = await signal(system, run_id, {"call_id": call_id, "approved": True})
+    assert late.status_code == 409 and "already finished as cancelled" in late.text
+    again = await system.http.post(f"/api/runs/{run_id}/cancel")
+    assert again.status_code == 409 and "already finished as cancelled" in again.text
+    assert RAN == []
+
+
+async def test_a_cancel_ends_a_waiting_run_an_older_interrupt_only_flagged(
+    system: System,
+) -> None:
+    """Before interrupts ended waiting runs they set the cancel flag alone, which no
+    worker sees while the run waits: a cancel must still end such a run."""
+    thread_id, run_id = await ask(system, 'file it [[tool stamp {"text": "ok"}]]')
+    await waiting_call(system, thread_id, run_id)
+    store = system.runtime.store
+    await store.redis.hset(store.keys.partition(thread_id).run(run_id), "cancel", "1")
+
+    response = await system.http.post(f"/api/runs/{run_id}/cancel")
+
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "cancelled"
+    view = await system.wait_for_run(thread_id, run_id)
+    assert view["runs"][run_id]["status"] == "cancelled"
+    assert RAN == []
+
+
 async def test_several_calls_in_one_turn_wait_one_after_the_other(system: System) -> None:
     question = 'both [[tool stamp {"text": "a"}]] [[tool stamp {"text": "b"}]]'
     thread_id, run_id = await ask(system, question)
@@ -295,6 +333,71 @@ async def test_several_calls_in_one_turn_wait_one_after_the_other(system: System
     )
     kinds = [e["type"] for e in await events_of(system, thread_id)]
     assert (kinds.count("run.waiting"), kinds.count("tool.result")) == (2, 2)
+
+
+async def retried(system: System, thread_id: str, run_id: str) -> None:
+    """Cancel the waiting run, then retry it: it runs again from scratch."""
+    assert (await system.http.post(f"/api/runs/{run_id}/cancel")).status_code == 202
+    await system.wait_for_run(thread_id, run_id)
+    assert (await system.http.post(f"/api/runs/{run_id}/retry")).status_code == 202
+
+
+async def test_a_retried_run_runs_its_calls_again_and_shows_them(system: System) -> None:
+    """Retry is from scratch, and the view clears a restarted run's calls: the run
+    must not reuse its earlier life's results, and so journals its calls again."""
+    question = 'both [[tool calculator {"expression": "2+2"}]] [[tool stamp {"text": "a"}]]'
+    thread_id, run_id = await ask(system, question)
+    await waiting_call(system, thread_id, run_id)  # calculator ran, stamp waits
+    await retried(system, thread_id, run_id)
+
+    call = await waiting_call(system, thread_id, run_id)
+    assert (await signal(system, run_id, {"call_id": call["call_id"], "approved": True})).is_success
+    view = await system.wait_for_run(thread_id, run_id)
+
+    run = view["runs"][run_id]
+    assert run["status"] == "completed"
+    assert view["messages"][-1]["content"].startswith('calculator returned 4. stamp returned "A".')
+    assert [(c["tool"], c["args"]) for c in run["tools"]] == [
+        ("calculator", {"expression": "2+2"}),
+        ("stamp", {"text": "a"}),
+    ]
+    kinds = [e["type"] for e in await events_of(system, thread_id)]
+    assert kinds.count("tool.called") == 4  # calculator and stamp, in each life
+
+
+async def test_a_retried_run_asks_again_and_its_park_still_waits(system: System) -> None:
+    """An approval given before the retry answers nothing after it; yet the run hash
+    still counts that signal, so the new park must count it too, or it would wake
+    at once, again and again, without an answer."""
+    question = 'both [[tool stamp {"text": "a"}]] [[tool stamp {"text": "b"}]]'
+    thread_id, run_id = await ask(system, question)
+    first = await waiting_call(system, thread_id, run_id)
+    assert (
+        await signal(system, run_id, {"call_id": first["call_id"], "approved": True})
+    ).is_success
+    await waiting_for_another(system, thread_id, run_id, first["call_id"])
+    await retried(system, thread_id, run_id)
+
+    again = await waiting_call(system, thread_id, run_id)
+    assert again["args"] == {"text": "a"}  # asked again: the earlier yes is not reused
+    events = await events_of(system, thread_id)
+    restart = max(i for i, e in enumerate(events) if e["type"] == "run.restarted")
+    # One start and one park since the retry (a park that woke at once would go on).
+    assert [e["type"] for e in events[restart:] if e["type"] in ("run.started", "run.waiting")] == [
+        "run.started",
+        "run.waiting",
+    ]
+    assert (
+        await signal(system, run_id, {"call_id": again["call_id"], "approved": True})
+    ).is_success
+    second = await waiting_for_another(system, thread_id, run_id, again["call_id"])
+    assert (
+        await signal(system, run_id, {"call_id": second["call_id"], "approved": True})
+    ).is_success
+    view = await system.wait_for_run(thread_id, run_id)
+
+    assert view["runs"][run_id]["status"] == "completed"
+    assert RAN == ["stamp:a", "stamp:a", "stamp:b"]
 
 
 async def test_the_wait_outlives_its_worker(real_backend: Backend, settings: Settings) -> None:

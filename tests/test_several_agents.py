@@ -525,6 +525,23 @@ async def test_interrupt_stops_only_the_holders_of_its_agents_lanes(
     assert (await _admitted(store, thread_id))[-1] == new_writer
 
 
+async def test_a_cancel_ends_at_once_an_interrupted_run_no_worker_took_yet(
+    lanes_store: EventStore,
+) -> None:
+    """The interrupt's flag waits for a worker; a cancel meanwhile need not."""
+    store = lanes_store
+    thread_id, _ = await commands.create_thread(store)
+    writer = (await commands.send_message(store, thread_id, "a", "writer")).run_id
+    newer = await commands.send_message(store, thread_id, "now", "writer", on_busy="interrupt")
+    assert (await store.run_state(writer, thread_id))["cancel"] == "1"
+
+    outcome = await commands.cancel_run(store, writer)
+
+    assert (outcome.status, outcome.was) == ("cancelled", "queued")
+    assert (await store.run_state(writer, thread_id))["status"] == "cancelled"
+    assert (await _admitted(store, thread_id))[-1] == newer.run_id
+
+
 async def test_a_run_admitted_before_lanes_still_hands_the_thread_on(
     lanes_store: EventStore,
 ) -> None:

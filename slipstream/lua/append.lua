@@ -25,6 +25,8 @@
 --   dead_maxlen n                retention_ms n (a run hash's life once its run ended)
 --   queue_max n (refuse QUEUEFULL rather than make the thread's queue longer than n)
 --   ack work-item-id             work 1 (admit the run) admit queue|interrupt|reject
+--     (interrupt: the lane's holder is flagged to cancel, for its worker to see; one
+--     waiting for an approval has no worker, so it is cancelled at once)
 --   interrupt_eid id             timer_at ms            dead reason
 --   release_thread 1 (a suspended run lets the thread's next run go)
 --   wake_if_waiting_for name (a signal: count it, and put the run back to work if it
@@ -186,6 +188,20 @@ local function enqueue_work(which, lane)
   redis.call("XADD", work, "*", "run", which, "thread", thread_id)
 end
 
+local INTERRUPTED = '{"reason":"interrupted by a newer message"}'
+
+-- An interrupted holder that no worker holds: cancelled, its lane given up.
+local function end_holder(id, key, lane)
+  redis.call("HSET", key, "cancel", "1", "status", "cancelled", "waiting_for", "")
+  redis.call("ZREM", timers, id)
+  if opt.retention_ms then redis.call("PEXPIRE", key, opt.retention_ms) end
+  if redis.call("HGET", active, lane_field(lane)) == id then
+    redis.call("HDEL", active, lane_field(lane))
+  elseif redis.call("HGET", active, thread_id) == id then
+    redis.call("HDEL", active, thread_id)  -- admitted before lanes
+  end
+end
+
 if #run_set > 0 then redis.call("HSET", run, unpack(run_set)) end
 if opt.work then
   for i, a in ipairs(admits) do
@@ -208,15 +224,28 @@ if opt.work then
     if not a.holder then
       enqueue_work(a.id, a.lane)
     elseif opt.admit == "interrupt" and not a.in_batch then
-      redis.call("LPUSH", queue, a.id)
       local holder_key = run_key(a.holder)
-      if not terminal(redis.call("HGET", holder_key, "status")) then
-        redis.call("HSET", holder_key, "cancel", "1")
-        local eid = opt.interrupt_eid
-        if i > 1 then eid = eid .. "-" .. i end
+      local holder_status = redis.call("HGET", holder_key, "status")
+      local eid = opt.interrupt_eid
+      if i > 1 then eid = eid .. "-" .. i end
+      if holder_status == "waiting" then
+        -- Parked (for an approval): no worker holds it to see a cancel flag, so it
+        -- ends here, as a cancel ends it, and its lane is the new run's at once.
         ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", eid,
-                             "run", a.holder, "body", '{"reason":"interrupted by a newer message"}'})
-        if opt.publish then redis.call("PUBLISH", opt.publish, a.holder) end
+                             "run", a.holder, "body", INTERRUPTED})
+        ids[#ids + 1] = add({"type", "run.cancelled", "v", "1", "eid", eid .. "-cancelled",
+                             "run", a.holder, "body", INTERRUPTED})
+        end_holder(a.holder, holder_key, a.lane)
+        enqueue_work(a.id, a.lane)
+      else
+        -- Its worker sees the flag (a queued or retrying run when it is claimed).
+        redis.call("LPUSH", queue, a.id)
+        if not terminal(holder_status) then
+          redis.call("HSET", holder_key, "cancel", "1")
+          ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", eid,
+                               "run", a.holder, "body", INTERRUPTED})
+          if opt.publish then redis.call("PUBLISH", opt.publish, a.holder) end
+        end
       end
     else
       redis.call("RPUSH", queue, a.id)
