@@ -308,3 +308,13 @@ def test_on_a_phone_a_message_queued_behind_an_approval_says_so(page: Page) -> N
     screenshot(page, "queued-behind-approval-phone")
     card.get_by_test_id("approve-button").click()
     expect(queued).to_have_attribute("data-status", "completed", timeout=30_000)
+
+
+def test_the_review_workflow_shows_three_agents_answering(page: Page) -> None:
+    new_thread(page)
+    send(page, "A note telling the team the office is closed on Friday", "review")
+    done = page.locator(f'{ASSISTANT}[data-status="completed"]')
+    expect(done).to_have_count(3, timeout=30_000)
+    authors = page.locator(f"{ASSISTANT} .message__author").all_inner_texts()
+    assert authors == ["writer", "critic", "writer"]
+    screenshot(page, "review")

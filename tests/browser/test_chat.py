@@ -142,17 +142,6 @@ def test_approving_a_waiting_workflow_from_the_page(page: Page) -> None:
     screenshot(page, "approved")
 
 
-def test_the_review_workflow_shows_three_agents_answering(page: Page) -> None:
-    new_thread(page)
-    page.get_by_test_id("agent-select").select_option("review")
-    send(page, "A note telling the team the office is closed on Friday")
-    done = page.locator(f'{ASSISTANT}[data-status="completed"]')
-    expect(done).to_have_count(3, timeout=30_000)
-    authors = page.locator(f"{ASSISTANT} .message__author").all_inner_texts()
-    assert authors == ["writer", "critic", "writer"]
-    screenshot(page, "review")
-
-
 def test_markdown_and_the_inspector(page: Page, server: str) -> None:
     url = new_thread(page)
     send(
