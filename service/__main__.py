@@ -23,7 +23,7 @@ from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
 from consumers.tools import REGISTRY as TOOLS
 from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
-from consumers.tools.mcp_servers import mcp_tools_or_exit
+from consumers.tools.mcp_start import mcp_tools_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
 from projections.projector import Projector
