@@ -117,7 +117,7 @@ def test_no_secret_in_anything_a_run_writes(tmp_path: Path) -> None:
         running_mock() as mock,
     ):
         mock.script(ok("Hello ", "there"), status(400, "invalid_request_error", echoed))
-        mock.script(overloaded(), ok("second ", "try"))
+        mock.script(overloaded(), ok("second ", "try"))  # the third run: retried once
         env = env_for(
             PORT=str(port),
             REDIS_URL=redis_url,
@@ -132,14 +132,13 @@ def test_no_secret_in_anything_a_run_writes(tmp_path: Path) -> None:
             web = spawn("service", env, logs[0])
             running += [web, spawn("consumers", env, logs[1]), spawn("projections", env, logs[2])]
             wait_healthy(port, web)
-            answered = chat(base, "hello")
-            refused = chat(base, "this one is refused")
-            retried = chat(base, "this one is retried")
-            views = [
-                wait_for_status(base, answered[0], answered[1], {"completed", "failed"}),
-                wait_for_status(base, refused[0], refused[1], {"completed", "failed"}),
-                wait_for_status(base, retried[0], retried[1], {"completed", "failed"}),
-            ]
+            # One at a time: the mock answers requests in the order they come.
+            views, runs = [], []
+            for question in ("hello", "this one is refused", "this one is retried"):
+                thread_id, run_id = chat(base, question)
+                runs.append((thread_id, run_id))
+                views.append(wait_for_status(base, thread_id, run_id, {"completed", "failed"}))
+            answered, refused, retried = runs
             answers = [httpx.get(f"{base}/healthz").text, httpx.get(f"{base}/api/threads").text]
             for thread_id, _run_id in (answered, refused, retried):
                 answers.append(httpx.get(f"{base}/api/threads/{thread_id}").text)
