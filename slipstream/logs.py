@@ -22,7 +22,11 @@ class SecretMask(logging.Filter):
         self._formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = masked(record.getMessage(), self.secrets)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: left for the handler to report as logging does
+            return True
+        record.msg = masked(message, self.secrets)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
