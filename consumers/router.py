@@ -10,6 +10,7 @@ answers or however it fails, a message is routed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ from dataclasses import dataclass
 from consumers.agents import ROUTER_USAGE_NAME, Agent, AgentsFile
 from consumers.llm.base import LLM, ChatMessage, Classification, Prompt
 from consumers.llm.parts import TextPart, UsagePart
-from consumers.redact import without_urls
+from consumers.redact import shown_reason
+from slipstream.errors import ProviderError
 from slipstream.events import RoutedBy
+
+log = logging.getLogger(__name__)
 
 By = RoutedBy
 
@@ -96,7 +100,7 @@ async def route(
     try:
         replied = await classifier(content, agents_file.agents)
     except Exception as exc:  # a failed classification must not stop the message
-        replied = Answer("", error=str(exc) or type(exc).__name__)
+        replied = Answer("", error=shown_reason(str(exc)) or type(exc).__name__)
     answer = replied if isinstance(replied, Answer) else Answer(replied)
     if answer.error is not None:
         reason = f"the classifier failed ({answer.error}); the default"
@@ -154,8 +158,11 @@ def model_classifier(llm: LLM, default: str, *, timeout_s: float) -> Classifier:
                         usage = part
         except TimeoutError:
             return Answer("".join(text), usage, f"no answer within {timeout_s:g} s")
-        except Exception as exc:  # a provider's error, or a bug in one: route all the same
-            error = without_urls(str(exc)) or type(exc).__name__
+        except ProviderError as exc:  # route all the same; the full error to the log only
+            log.warning("the classifier's model call failed: %s", exc)
+            return Answer("".join(text), usage, shown_reason(exc.summary))
+        except Exception as exc:  # a bug in a provider: route all the same
+            error = shown_reason(str(exc)) or type(exc).__name__
             return Answer("".join(text), usage, error)
         return Answer("".join(text)[:ANSWER_CHARS], usage)
 

@@ -17,7 +17,7 @@ from consumers.backoff import compute_backoff
 from consumers.handoff import HandoffsExceeded
 from consumers.llm.base import LLM
 from consumers.prompt import context_for, trimmed_event
-from consumers.redact import without_urls
+from consumers.redact import shown_reason
 from consumers.tools import messages_of
 from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workflow
 from consumers.workflows.registry import WorkflowDef
@@ -229,7 +229,10 @@ class Runner:
             held = (loop.writer if loop else writer).held_back()
             return await self._fail(attempt, str(exc), held_back=held)
         except errors.ProviderError as exc:
-            reason = f"model error: {without_urls(str(exc))}"
+            # Users see the short classified summary; the full error (a provider's
+            # body can quote the request) goes to the worker's log only.
+            log.warning("run %s attempt %d: %s", attempt.run_id, claim.attempt, exc)
+            reason = f"model error: {shown_reason(exc.summary)}"
             return await self._failure(attempt, claim, reason, exc.retryable)
         except (errors.StaleFence, asyncio.CancelledError):
             raise

@@ -117,6 +117,7 @@ async def serve(
     config = uvicorn.Config(
         app,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the root handler: its format, its mask
         ws_ping_interval=None,
         timeout_graceful_shutdown=GRACEFUL_HTTP_S,
     )

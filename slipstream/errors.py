@@ -130,8 +130,15 @@ class SignalUnawaited(SlipstreamError):
 
 
 class ProviderError(SlipstreamError):
-    """The LLM provider failed; `retryable` says whether trying again can help."""
+    """The LLM provider failed; `retryable` says whether trying again can help.
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    The message is the whole story, for the server's log only (a provider's body
+    can quote the request); `summary` is the short classified text users are shown
+    ("overloaded (HTTP 529)"). A provider whose message is already short and safe
+    may leave `summary` out.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, summary: str | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.summary = summary if summary is not None else message

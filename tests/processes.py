@@ -170,6 +170,8 @@ def redis_answers(port: int) -> bool:
     client = redis.Redis(port=port, socket_timeout=1)
     try:
         return bool(client.ping())
+    except redis.AuthenticationError:
+        return True  # one started with --requirepass: it answers, to those who know it
     except redis.RedisError:
         return False
     finally:

@@ -200,6 +200,7 @@ async def test_overloaded_without_retries_is_a_retryable_error(
     assert "529" in str(caught.value)
     assert "overloaded_error" in str(caught.value)
     assert "Overloaded" in str(caught.value)
+    assert caught.value.summary == "overloaded (HTTP 529)"  # what users see: no body
     assert len(mock.requests) == 1
 
 
@@ -228,6 +229,7 @@ async def test_error_event_mid_stream_is_retryable_after_the_text_before_it(
     assert caught.value.retryable is True
     assert "overloaded_error" in str(caught.value)
     assert "Overloaded" in str(caught.value)
+    assert caught.value.summary == "overloaded mid-answer"
     # Once text has streamed, the SDK does not retry: that is the caller's decision.
     assert len(mock.requests) == 1
 
@@ -242,6 +244,7 @@ async def test_non_retryable_error_event_mid_stream(
 
     assert caught.value.retryable is False
     assert "bad turn" in str(caught.value)
+    assert "bad turn" not in caught.value.summary
 
 
 async def test_connection_dropped_mid_stream_is_retryable(
@@ -256,6 +259,7 @@ async def test_connection_dropped_mid_stream_is_retryable(
     assert texts(got) == ["before ", "the drop"]
     assert caught.value.retryable is True
     assert isinstance(caught.value.__cause__, httpx2.RemoteProtocolError)
+    assert caught.value.summary == "the connection to the model provider broke"
     assert len(mock.requests) == 1
 
 
@@ -271,6 +275,7 @@ async def test_stream_ending_without_message_stop_is_retryable(
     assert texts(got) == ["cut ", "off"]
     assert caught.value.retryable is True
     assert "message_stop" in str(caught.value)
+    assert caught.value.summary == "the answer was cut off"
 
 
 async def test_stalled_stream_times_out_as_retryable(
@@ -285,20 +290,36 @@ async def test_stalled_stream_times_out_as_retryable(
     assert texts(got) == ["slow"]
     assert caught.value.retryable is True
     assert isinstance(caught.value.__cause__, httpx2.ReadTimeout)
+    assert caught.value.summary == "timed out"
 
 
 @pytest.mark.parametrize(
-    ("code", "error_type", "message"),
+    ("code", "error_type", "message", "summary"),
     [
-        (401, "authentication_error", "invalid x-api-key"),
-        (400, "invalid_request_error", "max_tokens: must be at least 1"),
-        (403, "permission_error", "not allowed"),
-        (404, "not_found_error", "model: claude-test"),
-        (413, "request_too_large", "Request exceeds the maximum size"),
+        (401, "authentication_error", "invalid x-api-key", "provider refused the credentials"),
+        (
+            400,
+            "invalid_request_error",
+            "max_tokens: must be at least 1",
+            "provider refused the request",
+        ),
+        (403, "permission_error", "not allowed", "provider refused the credentials"),
+        (404, "not_found_error", "model: claude-test", "provider refused the request"),
+        (
+            413,
+            "request_too_large",
+            "Request exceeds the maximum size",
+            "provider refused the request",
+        ),
     ],
 )
 async def test_client_errors_are_not_retryable(
-    mock: MockAnthropic, make_llm: _Factory, code: int, error_type: str, message: str
+    mock: MockAnthropic,
+    make_llm: _Factory,
+    code: int,
+    error_type: str,
+    message: str,
+    summary: str,
 ) -> None:
     mock.script(status(code, error_type, message))
     async with make_llm(max_retries=2) as llm:
@@ -309,15 +330,21 @@ async def test_client_errors_are_not_retryable(
     assert str(code) in str(caught.value)
     assert error_type in str(caught.value)
     assert message in str(caught.value)
+    assert caught.value.summary == f"{summary} (HTTP {code})"  # the code, not the body
     assert len(mock.requests) == 1
 
 
 @pytest.mark.parametrize(
-    ("code", "error_type"),
-    [(429, "rate_limit_error"), (500, "api_error"), (408, "timeout_error"), (409, "conflict")],
+    ("code", "error_type", "summary"),
+    [
+        (429, "rate_limit_error", "rate limited"),
+        (500, "api_error", "provider failed"),
+        (408, "timeout_error", "timed out"),
+        (409, "conflict", "provider refused the request"),
+    ],
 )
 async def test_transient_statuses_are_retryable(
-    mock: MockAnthropic, make_llm: _Factory, code: int, error_type: str
+    mock: MockAnthropic, make_llm: _Factory, code: int, error_type: str, summary: str
 ) -> None:
     mock.script(status(code, error_type, "try later"))
     async with make_llm(max_retries=0) as llm:
@@ -326,6 +353,7 @@ async def test_transient_statuses_are_retryable(
 
     assert caught.value.retryable is True
     assert str(code) in str(caught.value)
+    assert caught.value.summary == f"{summary} (HTTP {code})"
 
 
 async def test_unreachable_server_is_a_retryable_connection_error() -> None:
@@ -342,6 +370,7 @@ async def test_unreachable_server_is_a_retryable_connection_error() -> None:
 
     assert caught.value.retryable is True
     assert "connection" in str(caught.value)
+    assert caught.value.summary == "could not reach the model provider"
 
 
 async def test_base_url_comes_from_the_environment_when_not_given(
@@ -599,7 +628,7 @@ async def test_as_the_routers_classifier_it_makes_a_short_call_without_tools(
     assert (unsure.agents, unsure.by) == (("assistant",), "default")
     assert unsure.reason == "the classifier answered 'I would say the writer', not an agent's name"
     assert (failed.agents, failed.by) == (("assistant",), "default")
-    assert failed.reason.startswith("the classifier failed (anthropic: HTTP 529 overloaded_error")
+    assert failed.reason == "the classifier failed (overloaded (HTTP 529)); the default"
 
 
 def classifying(agents_file: AgentsFile) -> AgentsFile:

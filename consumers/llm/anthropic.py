@@ -46,6 +46,16 @@ _RETRYABLE_ERROR_TYPES = frozenset(
 )
 
 
+# The short texts users are shown (the full error goes to the worker's log only).
+TIMED_OUT = "timed out"
+UNREACHABLE = "could not reach the model provider"
+_ERROR_TYPE_SUMMARIES = {
+    "overloaded_error": "overloaded",
+    "rate_limit_error": "rate limited",
+    "timeout_error": "timed out",
+    "api_error": "provider failed",
+}
+
 CLASSIFY_MAX_TOKENS = 32  # an agent's name (at most 64 characters) and some slack
 
 
@@ -121,6 +131,7 @@ class AnthropicLLM:
             failure = ProviderError(
                 "anthropic: response stream ended without message_stop (answer cut off)",
                 retryable=True,
+                summary="the answer was cut off",
             )
         if failure is not None:
             # The tokens of a call that broke after it started are spent all the same.
@@ -215,12 +226,14 @@ def _tool_args(tool: _ToolInput) -> dict[str, JsonValue]:
             f"anthropic: tool call {tool.name!r} ({tool.call_id}) has input that is not JSON: "
             f"{exc}",
             retryable=True,
+            summary="the model sent a tool call that is not JSON",
         ) from exc
     if not isinstance(args, dict):
         raise ProviderError(
             f"anthropic: tool call {tool.name!r} ({tool.call_id}) has input that is not a JSON "
             f"object ({type(args).__name__})",
             retryable=True,
+            summary="the model sent a tool call that is not a JSON object",
         )
     return args
 
@@ -236,23 +249,41 @@ def _classified(exc: anthropic.AnthropicError | httpx2.HTTPError) -> ProviderErr
     if isinstance(exc, anthropic.APIStatusError):
         return _status_error(exc)
     if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderError(f"anthropic: request timed out: {exc.message}", retryable=True)
+        return ProviderError(
+            f"anthropic: request timed out: {exc.message}", retryable=True, summary=TIMED_OUT
+        )
     if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(f"anthropic: connection failed: {_cause_text(exc)}", retryable=True)
+        return ProviderError(
+            f"anthropic: connection failed: {_cause_text(exc)}",
+            retryable=True,
+            summary=UNREACHABLE,
+        )
     if isinstance(exc, anthropic.AnthropicError):
-        return ProviderError(f"anthropic: {type(exc).__name__}: {exc}", retryable=False)
+        return ProviderError(
+            f"anthropic: {type(exc).__name__}: {exc}",
+            retryable=False,
+            summary=f"provider error ({type(exc).__name__})",
+        )
     # The SDK only wraps failures up to the response headers; once the body is
     # streaming, httpx2's own errors (RemoteProtocolError for a dropped connection,
     # ReadTimeout for a stall) come through raw.
     if isinstance(exc, httpx2.TimeoutException):
         return ProviderError(
-            f"anthropic: response stream timed out ({type(exc).__name__})", retryable=True
+            f"anthropic: response stream timed out ({type(exc).__name__})",
+            retryable=True,
+            summary=TIMED_OUT,
         )
     if isinstance(exc, httpx2.TransportError):
         return ProviderError(
-            f"anthropic: response stream broke ({type(exc).__name__}: {exc})", retryable=True
+            f"anthropic: response stream broke ({type(exc).__name__}: {exc})",
+            retryable=True,
+            summary="the connection to the model provider broke",
         )
-    return ProviderError(f"anthropic: {type(exc).__name__}: {exc}", retryable=False)
+    return ProviderError(
+        f"anthropic: {type(exc).__name__}: {exc}",
+        retryable=False,
+        summary=f"provider error ({type(exc).__name__})",
+    )
 
 
 def _message_param(message: ChatMessage) -> MessageParam:
@@ -302,11 +333,31 @@ def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
         return ProviderError(
             f"anthropic: {error_type} in the response stream: {detail}{request_id}",
             retryable=error_type in _RETRYABLE_ERROR_TYPES,
+            summary=f"{_ERROR_TYPE_SUMMARIES.get(error_type, 'provider error')} mid-answer",
         )
     retryable = status in (408, 409, 429) or status >= 500
     return ProviderError(
-        f"anthropic: HTTP {status} {error_type}: {detail}{request_id}", retryable=retryable
+        f"anthropic: HTTP {status} {error_type}: {detail}{request_id}",
+        retryable=retryable,
+        summary=status_summary(status),
     )
+
+
+def status_summary(status: int) -> str:
+    """What users are shown for an HTTP failure: its class and code, never its body."""
+    if status == 429:
+        what = "rate limited"
+    elif status == 529:
+        what = "overloaded"
+    elif status == 408:
+        what = "timed out"
+    elif status in (401, 403):
+        what = "provider refused the credentials"
+    elif status >= 500:
+        what = "provider failed"
+    else:
+        what = "provider refused the request"
+    return f"{what} (HTTP {status})"
 
 
 def _cause_text(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from consumers.tools.context import _CURRENT, ToolCall
 from consumers.tools.definition import Tool
 from consumers.tools.errors import ToolError
 from consumers.tools.schema_check import input_problems
+from slipstream.secrets import configured_secrets, masked
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class CallResult(BaseModel):
 
 
 def error_result(message: str) -> CallResult:
-    text = without_urls(message)
+    # The model reads it and the thread keeps it: no URL, no configured key or token.
+    text = masked(without_urls(message), configured_secrets())
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS] + " [message truncated]"
     return CallResult(result=text, is_error=True)
