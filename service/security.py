@@ -13,9 +13,9 @@ Programs (curl, the websockets library, tests) send neither Origin nor Sec-Fetch
 are let through: these checks are about what a browser can be made to do, not about who
 calls (identity comes later).
 
-Why not Starlette's TrustedHostMiddleware: it takes the Host's name by splitting on the
-first ':', so an IPv6 Host (`[::1]:8000`) never matches, and it would be a second
-middleware for what is one parse of the same header here.
+Why not Starlette's TrustedHostMiddleware: it answers a plain-text "Invalid host header"
+where every other refusal of this API is JSON with a `detail`, it adds a www. redirect we
+do not want, and it would be a second middleware for headers parsed once here.
 """
 
 from __future__ import annotations
