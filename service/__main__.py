@@ -111,9 +111,10 @@ async def serve(
     runtime: Runtime,
     background: Callable[[Runtime], AsyncIterator[None]] | None,
     sock: socket.socket,
+    host: str,
 ) -> None:
     """The web role (and `background` beside it) until a signal stops them."""
-    app = create_app(runtime, background=background)
+    app = create_app(runtime, background=background, bound_host=host)
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -193,7 +194,7 @@ def _start_and_serve() -> None:
             runtime.redis_label,
             settings.llm,
         )
-        asyncio.run(serve(runtime, background, sock))
+        asyncio.run(serve(runtime, background, sock, args.host))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from service import api, websocket
 from service.runtime import Runtime
+from service.security import BrowserDefences, allowed_host_names
 from slipstream import errors
 from slipstream.supervise import is_redis_fault
 
@@ -51,9 +52,12 @@ _STATUS: dict[type[errors.SlipstreamError], int] = {
 Background = Callable[[Runtime], AsyncIterator[None]]
 
 
-def create_app(runtime: Runtime, *, background: Background | None = None) -> FastAPI:
+def create_app(
+    runtime: Runtime, *, background: Background | None = None, bound_host: str | None = None
+) -> FastAPI:
     """`background`, an async context manager factory, runs beside the web role
-    (the embedded worker and projector)."""
+    (the embedded worker and projector); `bound_host`, the address listened on, is an
+    allowed Host unless SLIPSTREAM_ALLOWED_HOSTS says otherwise."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,6 +132,12 @@ def create_app(runtime: Runtime, *, background: Background | None = None) -> Fas
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Outermost: a refused request reaches neither the body limit nor a route.
+    app.add_middleware(
+        BrowserDefences,
+        allowed_hosts=allowed_host_names(runtime.settings.allowed_hosts, bound_host),
+        allowed_origins=runtime.settings.allowed_origins,
+    )
     return app
 
 

@@ -31,6 +31,18 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Origins (`scheme://host[:port]`), checked so a typo fails the start, not every request."""
+    origins = _names(env, name)
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise ConfigError(
+                f"{name}: {origin!r} is not an origin; write scheme://host[:port], no path"
+            )
+    return origins
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None
@@ -73,6 +85,12 @@ class Settings:
     `context_tokens` wins); the oldest messages are left out past it."""
     classifier_timeout_ms: int = 5_000
     """SLIPSTREAM_CLASSIFIER_TIMEOUT_MS: the router's classification call; past it, the default."""
+    allowed_hosts: tuple[str, ...] = ()
+    """SLIPSTREAM_ALLOWED_HOSTS: Host names the web role answers (`*`: any); empty, the
+    loopback names and the bound host (service/security.py)."""
+    allowed_origins: tuple[str, ...] = ()
+    """SLIPSTREAM_ALLOWED_ORIGINS: origins besides the page's own whose browser pages may
+    open sockets and send state-changing requests (`https://chat.example.com`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -132,4 +150,6 @@ class Settings:
             max_handoffs=_int(env, "SLIPSTREAM_MAX_HANDOFFS", 3, minimum=0),
             context_tokens=_int(env, "SLIPSTREAM_CONTEXT_TOKENS", 100_000, minimum=1),
             classifier_timeout_ms=_int(env, "SLIPSTREAM_CLASSIFIER_TIMEOUT_MS", 5_000, minimum=1),
+            allowed_hosts=_names(env, "SLIPSTREAM_ALLOWED_HOSTS"),
+            allowed_origins=_origins(env, "SLIPSTREAM_ALLOWED_ORIGINS"),
         )

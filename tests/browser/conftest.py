@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 WORDS = 120
+THREAD_URL = re.compile(r"#.{3,}$")
+"""A page showing a thread (its id after the #)."""
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, WebSocketRoute, e
 
 from consumers.agents import SHIPPED_FILE
 from service.embedded import free_port
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import THREAD_URL, screenshot
 from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def new_thread(page: Page) -> str:
     page.get_by_test_id("new-thread").click()
-    page.wait_for_function("location.hash.length > 2")
+    expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
     expect(page.get_by_test_id("connection-status")).to_have_text("live")
     return page.url.split("#", 1)[1]
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from consumers.llm.scripted import scripted_reply
-from tests.browser.conftest import WORDS, screenshot
+from tests.browser.conftest import THREAD_URL, WORDS, screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 
 def new_thread(page: Page) -> str:
     page.get_by_test_id("new-thread").click()
-    page.wait_for_function("location.hash.length > 2")
+    expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
     expect(page.get_by_test_id("connection-status")).to_have_text("live")
     return page.url
 
@@ -99,9 +99,7 @@ def test_a_reload_mid_stream_shows_each_sentence_once(page: Page) -> None:
     words = " ".join(f"w{i}" for i in range(60))
     send(page, f"echo: {words} The unique closing sentence.")
     expect(page.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
-    page.wait_for_function(
-        "document.querySelector('[data-role=assistant] .content')?.innerText.includes('w10')"
-    )
+    expect(page.locator(f"{ASSISTANT} .content").first).to_contain_text("w10")
     page.reload()
     expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
     text = page.locator('[data-testid="message"]').all_inner_texts()
