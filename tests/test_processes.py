@@ -160,7 +160,7 @@ def test_a_second_start_on_a_taken_port_or_data_dir_exits_at_once(tmp_path: Path
             thread_id, run_id = chat(f"http://127.0.0.1:{port}", "still mine")
             wait_for_status(f"http://127.0.0.1:{port}", thread_id, run_id, {"completed"})
             first.send_signal(signal.SIGINT)
-            assert exits_within(first, 5) == 0
+            assert exits_within(first, 10) == 0  # a stop within its grace, on a loaded machine too
         gone_within(redis_pid)
     finally:
         kill_pidfile(data / "redis" / "redis.pid")
@@ -373,7 +373,7 @@ def test_a_left_redis_server_that_does_not_answer_is_named_not_shared(tmp_path: 
 
             second = spawn("service", env, tmp_path / "second.log")
             running.append(second)
-            assert exits_within(second, START_TIMEOUT_S + 5) == 1
+            assert exits_within(second, START_TIMEOUT_S + 10) == 1
         assert (tmp_path / "second.log").read_text().splitlines()[-1] == (
             f"slipstream: the redis-server left running on {data / 'redis'} (pid {redis_pid}) "
             f"does not answer on port {(data / 'redis' / 'port').read_text()}; "
