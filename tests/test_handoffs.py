@@ -189,9 +189,7 @@ async def test_past_the_handoff_bound_the_run_fails(backend: Backend, settings: 
     ]
     assert handoffs == [("writer", "critic", "yours"), ("critic", "writer", "yours")]
     # Every agent's message is completed, the last one too (it only asked for more).
-    replies = [
-        m for m in view["messages"] if m["run_id"] == sent["run_id"] and m["role"] == "assistant"
-    ]
+    replies = replies_of(view, sent["run_id"])
     assert [(m["agent"], m["status"]) for m in replies] == [
         ("writer", "completed"),
         ("critic", "completed"),
@@ -236,9 +234,7 @@ async def test_a_new_attempt_goes_on_with_the_agent_handed_to(
     offered = (HANDOFF_TOOL,)  # neither has tools; each may hand off
     assert llm.asked == [("writer", offered), ("critic", offered), ("critic", offered)]
     assert (kinds.count("agent.handoff"), kinds.count("tool.called")) == (1, 1)
-    replies = [
-        m for m in view["messages"] if m["run_id"] == sent["run_id"] and m["role"] == "assistant"
-    ]
+    replies = replies_of(view, sent["run_id"])
     assert [(m["agent"], m["status"]) for m in replies] == [
         ("writer", "completed"),
         ("critic", "completed"),
