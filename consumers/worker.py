@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -383,8 +384,7 @@ class Worker:
             try:
                 await pubsub.subscribe(*[part.cancels for part in self.partitions])
             except BaseException:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await _close_pubsub(pubsub)
                 raise
             self._pubsub = pubsub
         try:
@@ -400,8 +400,7 @@ class Worker:
     async def _close_listener(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await _close_pubsub(pubsub)
 
     async def _reclaim(self, *, limit: int) -> list[WorkItem]:
         """Take over at most `limit` items whose worker stopped renewing its lease."""
@@ -487,3 +486,12 @@ class Worker:
             WORKERS_GROUP,
             self.name,
         )
+
+
+async def _close_pubsub(pubsub: PubSub) -> None:
+    """Close a cancel listener, whatever state its connection is in."""
+    # Through a typed name: redis-py types `PubSub.aclose` in some releases and not
+    # in others, and a `type: ignore` would be an error under one or the other.
+    aclose: Callable[[], Awaitable[None]] = pubsub.aclose
+    with contextlib.suppress(RedisError, OSError):
+        await aclose()
