@@ -163,16 +163,27 @@ class _Tail:
         self.stats = {"faults": 0, "resyncs": 0}
         self._reader: Redis | None = None
         self._suspect = False  # a read failed: what follows the cursor may be trimmed since
+        self._stop = asyncio.Event()
         loop = Loop(self.name, self._pass, stale_after_s=TAIL_STALE_S, log=log)
         self.task = asyncio.create_task(self._run(loop), name=self.name)
 
     async def _run(self, loop: Loop) -> None:
         try:
-            # Never set: a tail is stopped by cancelling it (its reader has no
-            # socket timeout, so a cancelled read leaves nothing hanging).
-            await loop.run(asyncio.Event(), self.hub.liveness)
+            await loop.run(self._stop, self.hub.liveness)
         finally:
             await self._drop_reader()
+
+    def stop(self) -> None:
+        """End the tail: its read is cancelled (the reader has no socket timeout, so a
+        cancelled read leaves nothing hanging).
+
+        The event is set too because a cancellation can be lost: on Python 3.11,
+        `asyncio.wait_for` (which fakeredis's reads use) returns its result instead
+        of raising when the cancel and the result arrive together. The loop then
+        ends after that pass instead of reading on for ever.
+        """
+        self._stop.set()
+        self.task.cancel()
 
     async def _pass(self) -> None:
         try:
@@ -352,7 +363,7 @@ class Hub:
         if tail is None or tail.subscribers or self.list_subscribers:
             return
         del self._tails[number]
-        tail.task.cancel()
+        tail.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await tail.task
 
@@ -379,7 +390,7 @@ class Hub:
         for starting in self._starting.values():
             starting.cancel()
         for tail in tails:
-            tail.task.cancel()
+            tail.stop()
         await asyncio.gather(*(t.task for t in tails), return_exceptions=True)
 
 

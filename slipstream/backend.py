@@ -102,8 +102,11 @@ class Notifier:
         if self._generation != generation:
             return
         changed = self._changed
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation
+        # that arrives together with the event.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await changed.wait()
 
 
 @dataclass

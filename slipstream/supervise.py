@@ -273,8 +273,9 @@ async def _set_when_either(a: asyncio.Event, b: asyncio.Event, out: asyncio.Even
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     if seconds <= 0 or stop.is_set():
         return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+    with contextlib.suppress(TimeoutError):  # not wait_for: see Notifier.wait_after
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 def _short(exc: BaseException) -> str:
