@@ -98,6 +98,14 @@ async def collect(parts: AsyncIterator[Part], into: list[Part]) -> None:
         into.append(part)
 
 
+def transport_error(error: BaseException) -> BaseException | None:
+    """The httpx2 error behind a provider error, raw or wrapped by the SDK."""
+    cause = error.__cause__
+    while cause is not None and not isinstance(cause, httpx2.HTTPError):
+        cause = cause.__cause__
+    return cause
+
+
 def texts(parts: list[Part]) -> list[str]:
     return [p.text for p in parts if isinstance(p, TextPart)]
 
@@ -258,7 +266,7 @@ async def test_connection_dropped_mid_stream_is_retryable(
 
     assert texts(got) == ["before ", "the drop"]
     assert caught.value.retryable is True
-    assert isinstance(caught.value.__cause__, httpx2.RemoteProtocolError)
+    assert isinstance(transport_error(caught.value), httpx2.RemoteProtocolError)
     assert caught.value.summary == "the connection to the model provider broke"
     assert len(mock.requests) == 1
 
@@ -289,7 +297,7 @@ async def test_stalled_stream_times_out_as_retryable(
 
     assert texts(got) == ["slow"]
     assert caught.value.retryable is True
-    assert isinstance(caught.value.__cause__, httpx2.ReadTimeout)
+    assert isinstance(transport_error(caught.value), httpx2.ReadTimeout)
     assert caught.value.summary == "timed out"
 
 
@@ -553,7 +561,7 @@ async def test_connection_dropped_mid_tool_input_is_retryable_and_drops_the_part
             await collect(llm.stream(PROMPT), got)
 
     assert caught.value.retryable is True
-    assert isinstance(caught.value.__cause__, httpx2.RemoteProtocolError)
+    assert isinstance(transport_error(caught.value), httpx2.RemoteProtocolError)
     # The finished call is given, the cut one never is; the started call's usage still counts.
     assert got == [
         TextPart("Two calls."),

@@ -248,6 +248,14 @@ def _provider_error(exc: anthropic.AnthropicError | httpx2.HTTPError) -> Provide
 def _classified(exc: anthropic.AnthropicError | httpx2.HTTPError) -> ProviderError:
     if isinstance(exc, anthropic.APIStatusError):
         return _status_error(exc)
+    # Releases of the SDK differ in what a failure once the body is streaming
+    # looks like: older ones let httpx2's error through raw, newer ones wrap it in
+    # APIConnectionError / APITimeoutError. What happened is the transport error.
+    transport = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else None
+    if isinstance(transport, httpx2.TransportError) and not isinstance(
+        transport, httpx2.ConnectError | httpx2.ConnectTimeout
+    ):
+        return _classified(transport)
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderError(
             f"anthropic: request timed out: {exc.message}", retryable=True, summary=TIMED_OUT
@@ -264,9 +272,8 @@ def _classified(exc: anthropic.AnthropicError | httpx2.HTTPError) -> ProviderErr
             retryable=False,
             summary=f"provider error ({type(exc).__name__})",
         )
-    # The SDK only wraps failures up to the response headers; once the body is
-    # streaming, httpx2's own errors (RemoteProtocolError for a dropped connection,
-    # ReadTimeout for a stall) come through raw.
+    # A failure once the body is streaming (RemoteProtocolError for a dropped
+    # connection, ReadTimeout for a stall), raw or unwrapped above.
     if isinstance(exc, httpx2.TimeoutException):
         return ProviderError(
             f"anthropic: response stream timed out ({type(exc).__name__})",
