@@ -18,8 +18,9 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.dev: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+# Tests run on the pinned versions of tests/constraints.txt.
+$(VENV)/.dev: $(BIN)/python pyproject.toml tests/constraints.txt
+	$(BIN)/pip install --quiet -c tests/constraints.txt -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
 # The chat's markdown and sanitiser come from npm and are served by the app
