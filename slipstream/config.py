@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Literal
 from slipstream.errors import ConfigError
 
 LLMName = Literal["scripted", "anthropic"]
+AuthMode = Literal["none", "tokens", "header"]
+AUTH_MODES: tuple[AuthMode, ...] = ("none", "tokens", "header")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
@@ -41,6 +44,19 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
                 f"{name}: {origin!r} is not an origin; write scheme://host[:port], no path"
             )
     return origins
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Addresses or networks (`10.0.0.0/8`), checked so a typo fails the start."""
+    networks = _names(env, name) or default
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{name}: {network!r} is not an address or a network (e.g. 10.0.0.0/8)"
+            ) from None
+    return networks
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,17 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     """SLIPSTREAM_ALLOWED_ORIGINS: origins besides the page's own whose browser pages may
     open sockets and send state-changing requests (`https://chat.example.com`)."""
+    auth: AuthMode = "none"
+    """SLIPSTREAM_AUTH: who is asking (service/auth.py): `none` (one local user, loopback
+    only), `tokens` (users and API tokens in Redis) or `header` (a trusted proxy's header)."""
+    auth_header: str = "X-Forwarded-User"
+    """SLIPSTREAM_AUTH_HEADER: the user header of SLIPSTREAM_AUTH=header."""
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    """SLIPSTREAM_TRUSTED_PROXIES: addresses or networks whose user header is believed."""
+    session_ttl_s: int = 7 * 24 * 3600
+    """SLIPSTREAM_SESSION_TTL_S: how long a browser's sign-in lasts."""
+    secret_key: str | None = None
+    """SLIPSTREAM_SECRET_KEY: signs session cookies; unset, one is made and kept in Redis."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +129,14 @@ class Settings:
                 f"SLIPSTREAM_LLM={llm_raw!r} is not a provider; use 'scripted' or 'anthropic'"
             )
         llm: LLMName = "anthropic" if llm_raw == "anthropic" else "scripted"
+        auth_raw = env.get("SLIPSTREAM_AUTH") or "none"
+        if auth_raw not in AUTH_MODES:
+            raise ConfigError(
+                f"SLIPSTREAM_AUTH={auth_raw!r} is not a mode; use 'none', 'tokens' or 'header'"
+            )
+        auth: AuthMode = (
+            "tokens" if auth_raw == "tokens" else "header" if auth_raw == "header" else "none"
+        )
         return cls(
             redis_url=env.get("REDIS_URL") or None,
             partitions=_int(env, "SLIPSTREAM_PARTITIONS", 16, minimum=1),
@@ -152,4 +187,9 @@ class Settings:
             classifier_timeout_ms=_int(env, "SLIPSTREAM_CLASSIFIER_TIMEOUT_MS", 5_000, minimum=1),
             allowed_hosts=_names(env, "SLIPSTREAM_ALLOWED_HOSTS"),
             allowed_origins=_origins(env, "SLIPSTREAM_ALLOWED_ORIGINS"),
+            auth=auth,
+            auth_header=env.get("SLIPSTREAM_AUTH_HEADER") or "X-Forwarded-User",
+            trusted_proxies=_networks(env, "SLIPSTREAM_TRUSTED_PROXIES", ("127.0.0.1", "::1")),
+            session_ttl_s=_int(env, "SLIPSTREAM_SESSION_TTL_S", 7 * 24 * 3600, minimum=60),
+            secret_key=env.get("SLIPSTREAM_SECRET_KEY") or None,
         )

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 # `scheme://user:password@` or `scheme://token@`: everything between `//` and the
 # last `@` before the host is userinfo. No `/`, whitespace or quote inside it.
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@", re.IGNORECASE)
-# Anthropic key shapes, whether configured here or not (a user pasting one into a message).
-_KEY_SHAPES = re.compile(r"\bsk-ant-[A-Za-z0-9_-]{4,}")
+# Anthropic key shapes and Slipstream's own API tokens (slipstream/users.py), whether
+# configured here or not (a user pasting one into a message).
+_KEY_SHAPES = re.compile(r"\bsk-ant-[A-Za-z0-9_-]{4,}|\bss_[A-Za-z0-9_-]{40,}")
 # Environment variables whose values are secrets by their names.
 _SECRET_NAMES = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASS|PWD|CREDENTIALS?)$")
 _SHORTEST_SECRET = 8  # shorter values would mask ordinary words ("true", "on")
