@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
@@ -97,6 +99,16 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is loopback only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _reason(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
@@ -120,6 +132,9 @@ async def serve(
         log_level="warning",
         log_config=None,  # uvicorn's lines go through the root handler: its format, its mask
         ws_ping_interval=None,
+        # The client address stays the connection's own: SLIPSTREAM_AUTH=header trusts a
+        # user header by it, which X-Forwarded-For rewriting would let a client choose.
+        proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_HTTP_S,
     )
     server = _Server(config)
@@ -146,6 +161,10 @@ async def serve(
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["users"]:
+        from service import users_cli
+
+        sys.exit(users_cli.main(sys.argv[2:]))
     process.on_signals(PROG)
     with process.exit_on_startup_error(PROG):
         _start_and_serve()
@@ -162,6 +181,12 @@ def _start_and_serve() -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args()
     logs.setup("web")
+    if settings.auth == "none" and not is_loopback(args.host):
+        raise StartupError(
+            f"will not listen on {args.host} with SLIPSTREAM_AUTH=none: anyone who can reach "
+            "it would act as the local user. Set SLIPSTREAM_AUTH=tokens (then `python -m "
+            "service users add NAME`) or header, or listen on 127.0.0.1"
+        )
 
     with contextlib.ExitStack() as started:  # closed in reverse: roles, Redis, socket
         sock = listen(args.host, args.port)
@@ -188,11 +213,12 @@ def _start_and_serve() -> None:
             background = run_worker_and_projector
         host, port = sock.getsockname()[:2]
         log.info(
-            "Slipstream on http://%s:%d (redis: %s, llm: %s)",
+            "Slipstream on http://%s:%d (redis: %s, llm: %s, %s)",
             f"[{host}]" if ":" in host else host,
             port,
             runtime.redis_label,
             settings.llm,
+            runtime.auth.describe(),
         )
         asyncio.run(serve(runtime, background, sock, args.host))
 

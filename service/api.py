@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
 
 from consumers import workflows
 from consumers.agents import AGENTS, default_agent
@@ -44,10 +44,13 @@ from service.models import (
     ThreadUsage,
 )
 from service.runtime import Runtime
+from service.session import authenticated
 from slipstream import codec, events
 from slipstream.keys import is_stream_id, stream_id_tuple, thread_of_run
 
-router = APIRouter()
+# Every route of `router` needs a caller (service/session.py); `public` ones do not.
+router = APIRouter(dependencies=[Depends(authenticated)], responses={401: {}, 403: {}})
+public = APIRouter()
 
 ThreadId = Annotated[
     str,
@@ -431,13 +434,13 @@ async def delete_schedule(request: Request, name: str) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule named {name!r}")
 
 
-@router.get("/api/schema/events")
+@public.get("/api/schema/events")
 async def event_schema() -> dict[str, object]:
     """JSON Schema of every event, as it appears in API and websocket frames."""
     return events.json_schema()
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+@public.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(request: Request, response: Response) -> Health:
     """ok (200), or degraded (503) with what is wrong: Redis, or a loop that is stuck."""
     rt = runtime(request)

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
-from service import api, websocket
+from service import api, session, websocket
 from service.runtime import Runtime
 from service.security import BrowserDefences, allowed_host_names
 from slipstream import errors
@@ -83,6 +83,8 @@ def create_app(
     )
     app.state.runtime = runtime
     app.include_router(api.router)
+    app.include_router(api.public)
+    app.include_router(session.router)
     app.include_router(websocket.router)
 
     @app.exception_handler(errors.SlipstreamError)

@@ -118,6 +118,20 @@ class EmbeddedRedis:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else self._adopted_pid
 
+    def running_url(self) -> str | None:
+        """The URL of the server a running Slipstream holds on this data dir, if any
+        (for commands such as `users add` beside a running service)."""
+        try:
+            port, pid = (
+                int((self.dir / "port").read_text()),
+                int((self.dir / "redis.pid").read_text()),
+            )
+        except (OSError, ValueError):
+            return None
+        if not _serves(pid, self.dir) or _state(port) != "ready" or _server_pid(port) != pid:
+            return None
+        return f"redis://127.0.0.1:{port}/0"
+
     def start(self) -> str:
         """Take the data dir, then adopt the server a killed owner left or start one.
 

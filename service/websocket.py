@@ -2,9 +2,9 @@
 
 Frames are JSON text: ``snapshot`` (when connecting without ``after``),
 ``event``, ``ping`` (heartbeat while idle) and ``error`` (before a refusal).
-Close codes: 4400 bad request, 4404 unknown thread, 4008 too slow or events
-missed (reconnect with ``after``), 1013 Redis unavailable while connecting
-(try again later, with ``after`` if you have events).
+Close codes: 4401 not signed in, 4403 refused, 4400 bad request, 4404 unknown
+thread, 4008 too slow or events missed (reconnect with ``after``), 1013 Redis
+unavailable while connecting (try again later, with ``after`` if you have events).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
+from service import auth
+from service.auth import Caller
 from service.live import ListSubscription, Subscription, event_frame, is_after
 from service.runtime import Runtime
 from slipstream import codec
@@ -29,6 +31,8 @@ T = TypeVar("T")
 log = logging.getLogger("slipstream.websocket")
 
 CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
 CLOSE_TRY_AGAIN = 1013
@@ -51,10 +55,37 @@ async def _unavailable(socket: WebSocket, exc: Exception) -> None:
         await _refuse(socket, CLOSE_TRY_AGAIN, "Redis is unavailable: try again later")
 
 
+async def _identified(socket: WebSocket) -> Caller | None:
+    """The caller of an accepted socket, or None once it was refused (4401 / 4403).
+
+    Browsers cannot put a token on a socket: the page's session cookie comes along.
+    """
+    rt: Runtime = socket.app.state.runtime
+    request = auth.Request(
+        method="GET",
+        headers=socket.headers,
+        cookies=socket.cookies,
+        peer=socket.client.host if socket.client else None,
+    )
+    try:
+        return await rt.auth.identify(request)
+    except auth.Unauthenticated as exc:
+        await _refuse(socket, CLOSE_UNAUTHENTICATED, str(exc))
+    except auth.CrossSiteRefused as exc:
+        await _refuse(socket, CLOSE_FORBIDDEN, str(exc))
+    except Exception as exc:
+        if not is_redis_fault(exc):
+            raise
+        await _unavailable(socket, exc)
+    return None
+
+
 @router.websocket("/api/threads/{thread_id}/live")
 async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> None:
     rt: Runtime = socket.app.state.runtime
     await socket.accept()
+    if await _identified(socket) is None:
+        return
     if not is_valid_id(thread_id):
         await _refuse(socket, CLOSE_BAD_REQUEST, f"thread id {thread_id!r} is malformed")
         return
@@ -184,6 +215,8 @@ async def live_threads(socket: WebSocket) -> None:
     """
     rt: Runtime = socket.app.state.runtime
     await socket.accept()
+    if await _identified(socket) is None:
+        return
     try:
         watcher = await rt.hub.subscribe_threads()
     except Exception as exc:

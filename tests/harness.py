@@ -120,7 +120,14 @@ async def running_system(
     app = create_app(runtime, background=background)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws_ping_interval=None,
+            proxy_headers=False,  # as service.__main__ serves it
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
