@@ -14,6 +14,13 @@ export class ApiError extends Error {
   }
 }
 
+/** The event a 401 (or a socket closed 4401) sends the page: sign in again. */
+export const SIGNED_OUT = "slipstream:signed-out";
+
+export function signedOut(detail) {
+  window.dispatchEvent(new CustomEvent(SIGNED_OUT, { detail }));
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -46,6 +53,8 @@ export async function api(method, path, body) {
     throw new ApiError("Can't reach the server. Check your connection.", 0);
   }
   const payload = parseJson(text);
+  // Asking who we are, or signing in, expects a 401: only other calls mean "signed out".
+  if (response.status === 401 && path !== "/api/session") signedOut(errorDetail(payload, response));
   if (!response.ok) throw new ApiError(errorDetail(payload, response), response.status);
   return payload;
 }

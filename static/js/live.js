@@ -7,13 +7,14 @@
  * liveThreads(): the thread list, a full list first, then one summary per change.
  */
 
-import { parseJson } from "./api.js";
+import { parseJson, signedOut } from "./api.js";
 
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
 const SILENCE_LIMIT_MS = 35_000; // the server pings every ~15 s: two missed pings and a margin
 const CLOSE_TOO_SLOW = 4008;
 const CLOSE_NOT_FOUND = 4404;
+const CLOSE_UNAUTHENTICATED = 4401;
 
 function wsUrl(path, params = {}) {
   const url = new URL(path, location.href);
@@ -120,7 +121,8 @@ export class LiveSocket {
   #closed(code) {
     this.#socket = null;
     clearTimeout(this.#silenceTimer);
-    if (this.#on.closed?.(code, this.#refusal)) {
+    if (code === CLOSE_UNAUTHENTICATED) signedOut(this.#refusal); // retrying cannot help
+    if (code === CLOSE_UNAUTHENTICATED || this.#on.closed?.(code, this.#refusal)) {
       this.#stopped = true;
       this.#live = false;
       return;

@@ -12,6 +12,7 @@
  *   composer.js      send, queue, stop     agents.js     who answers
  *   workflows.js     workflow panels       inspector.js  raw events
  *   tools.js         routing, tool calls, approvals and tokens on answers
+ *   session.js       signing in and out (SLIPSTREAM_AUTH=tokens)
  *   scroll.js        following the bottom  notices.js    errors, toasts, announcements
  */
 
@@ -26,6 +27,7 @@ import { markdownReady } from "./markdown.js";
 import { renderEmptyState, renderMessages } from "./messages.js";
 import { wireNotices } from "./notices.js";
 import { renderScroll, wireScroll } from "./scroll.js";
+import { showSession, signIn, whoAmI, wireSession } from "./session.js";
 import { onRender, scheduleRender, state } from "./state.js";
 import {
   pauseThreadList, renderThreadList, startThreadList, wakeThreadList, wireThreadList,
@@ -54,7 +56,21 @@ function wire() {
   });
 }
 
-function start() {
+/** Who is using the page first: nothing else asks the server before there is someone. */
+async function signedIn() {
+  let session = null;
+  try {
+    session = await whoAmI();
+  } catch {
+    return null; // the server is unreachable: start, and let the page say so as it retries
+  }
+  return session ?? (await signIn());
+}
+
+async function start() {
+  wireSession();
+  const session = await signedIn();
+  if (session) showSession(session);
   collectDom();
   for (const step of [
     renderHeader, renderThreadList, renderMessages, renderEmptyState, renderControls,

@@ -1,0 +1,142 @@
+"""Signing in with a token (SLIPSTREAM_AUTH=tokens) in Chromium, under the strict CSP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+
+from service.embedded import free_port
+from tests.browser.conftest import THREAD_URL, screenshot
+from tests.browser.test_csp import COLLECT_VIOLATIONS
+from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
+
+pytestmark = pytest.mark.slow
+
+ASSISTANT = '[data-testid="message"][data-role="assistant"]'
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tokens_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """The embedded system with SLIPSTREAM_AUTH=tokens; its environment, for `users`."""
+    workdir = tmp_path_factory.mktemp("sign-in")
+    port = free_port()
+    env = env_for(
+        PORT=str(port),
+        SLIPSTREAM_DATA_DIR=str(workdir / "data"),
+        SLIPSTREAM_AUTH="tokens",
+        SLIPSTREAM_SCRIPTED_DELAY_MS="0",
+        SLIPSTREAM_SCRIPTED_WORDS="20",
+    )
+    process = spawn("service", env, workdir / "service.log")
+    try:
+        wait_healthy(port, process)
+        yield f"http://127.0.0.1:{port}", env
+    finally:
+        stop(process)
+        kill_pidfile(workdir / "data" / "redis" / "redis.pid")
+
+
+def users(env: dict[str, str], *args: str) -> str:
+    """`python -m service users ...` beside the running service (its embedded Redis)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "users", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def watched_page(browser: Browser, complaints: list[str]) -> Page:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.set_default_timeout(20_000)
+    context.add_init_script(COLLECT_VIOLATIONS)
+    page = context.new_page()
+
+    def on_console(message: ConsoleMessage) -> None:
+        # The page's first question (who am I?) is answered 401 before signing in.
+        if "Content Security Policy" in message.text or (
+            message.type == "error" and "401" not in message.text
+        ):
+            complaints.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: complaints.append(str(error)))
+    return page
+
+
+def sign_in(page: Page, token: str) -> None:
+    page.get_by_test_id("sign-in-token").fill(token)
+    page.get_by_test_id("sign-in-submit").click()
+
+
+def test_a_token_signs_the_chat_in_and_sign_out_ends_it(
+    browser: Browser, tokens_server: tuple[str, dict[str, str]]
+) -> None:
+    base, env = tokens_server
+    token = users(env, "add", "alice")
+    complaints: list[str] = []
+    page = watched_page(browser, complaints)
+    page.goto(base)
+    expect(page.get_by_test_id("sign-in")).to_be_visible()
+    expect(page.locator(".app")).to_have_js_property("inert", True)  # covered, and unreachable
+    screenshot(page, "sign-in")
+
+    sign_in(page, "ss_" + "x" * 43)
+    expect(page.get_by_test_id("sign-in-error")).to_have_text(
+        "That token is not valid. Check it, or ask for a new one."
+    )
+    sign_in(page, token)
+    expect(page.get_by_test_id("sign-in")).to_be_hidden()
+    expect(page.locator(".app")).to_have_js_property("inert", False)
+    expect(page.get_by_test_id("signed-in")).to_contain_text("Signed in as alice")
+    assert token not in page.content()
+    cookies = page.context.cookies()
+    assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+        ("slipstream_session", True, "Lax")
+    ]
+
+    # The API and the socket both go on the cookie alone.
+    page.get_by_test_id("new-thread").click()
+    expect(page).to_have_url(THREAD_URL)
+    expect(page.get_by_test_id("connection-status")).to_have_text("live")
+    page.get_by_test_id("message-input").fill("Hello from a signed-in page")
+    page.get_by_test_id("send-button").click()
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    page.reload()
+    expect(page.get_by_test_id("signed-in")).to_contain_text("Signed in as alice")
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible()
+
+    page.get_by_test_id("sign-out").click()
+    expect(page.get_by_test_id("sign-in")).to_be_visible()
+    assert page.evaluate("window.__violations") == []
+    assert complaints == []
+    page.context.close()
+
+
+def test_a_revoked_user_is_asked_to_sign_in_again(
+    browser: Browser, tokens_server: tuple[str, dict[str, str]]
+) -> None:
+    base, env = tokens_server
+    token = users(env, "add", "bob")
+    page = watched_page(browser, [])
+    page.goto(base)
+    sign_in(page, token)
+    page.get_by_test_id("new-thread").click()
+    expect(page.get_by_test_id("connection-status")).to_have_text("live")
+    users(env, "revoke", "bob")
+    # The next request is refused: the page says why and asks again.
+    page.get_by_test_id("message-input").fill("Still there?")
+    page.get_by_test_id("send-button").click()
+    expect(page.get_by_test_id("sign-in")).to_be_visible()
+    expect(page.get_by_test_id("sign-in-error")).to_contain_text("session has ended")
+    page.context.close()
