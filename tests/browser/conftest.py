@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,24 +21,29 @@ THREAD_URL = re.compile(r"#.{3,}$")
 """A page showing a thread (its id after the #)."""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The embedded system (its own redis-server), answering slowly enough to act mid-answer."""
-    workdir = tmp_path_factory.mktemp("browser")
+@contextmanager
+def embedded_service(workdir: Path, **env: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The embedded system (its own redis-server) on a free port: its URL and environment."""
     port = free_port()
-    env = env_for(
-        PORT=str(port),
-        SLIPSTREAM_DATA_DIR=str(workdir / "data"),
-        SLIPSTREAM_SCRIPTED_DELAY_MS="50",
-        SLIPSTREAM_SCRIPTED_WORDS=str(WORDS),
-    )
-    process = spawn("service", env, workdir / "service.log")
+    full = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(workdir / "data"), **env)
+    process = spawn("service", full, workdir / "service.log")
     try:
         wait_healthy(port, process)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", full
     finally:
         stop(process)
         kill_pidfile(workdir / "data" / "redis" / "redis.pid")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded system, answering slowly enough to act mid-answer."""
+    with embedded_service(
+        tmp_path_factory.mktemp("browser"),
+        SLIPSTREAM_SCRIPTED_DELAY_MS="50",
+        SLIPSTREAM_SCRIPTED_WORDS=str(WORDS),
+    ) as (url, _env):
+        yield url
 
 
 @pytest.fixture(scope="module")

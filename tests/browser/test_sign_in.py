@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from service.embedded import free_port
-from tests.browser.conftest import THREAD_URL, screenshot
+from tests.browser.conftest import THREAD_URL, embedded_service, screenshot
 from tests.browser.test_csp import COLLECT_VIOLATIONS
-from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -24,22 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def tokens_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     """The embedded system with SLIPSTREAM_AUTH=tokens; its environment, for `users`."""
-    workdir = tmp_path_factory.mktemp("sign-in")
-    port = free_port()
-    env = env_for(
-        PORT=str(port),
-        SLIPSTREAM_DATA_DIR=str(workdir / "data"),
+    with embedded_service(
+        tmp_path_factory.mktemp("sign-in"),
         SLIPSTREAM_AUTH="tokens",
         SLIPSTREAM_SCRIPTED_DELAY_MS="0",
         SLIPSTREAM_SCRIPTED_WORDS="20",
-    )
-    process = spawn("service", env, workdir / "service.log")
-    try:
-        wait_healthy(port, process)
-        yield f"http://127.0.0.1:{port}", env
-    finally:
-        stop(process)
-        kill_pidfile(workdir / "data" / "redis" / "redis.pid")
+    ) as running:
+        yield running
 
 
 def users(env: dict[str, str], *args: str) -> str:
