@@ -33,6 +33,7 @@ from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from redis.asyncio import Redis
+from starlette.datastructures import Headers
 
 from slipstream.config import Settings
 from slipstream.users import LOCAL_USER, UserError, Users, check_name
@@ -66,9 +67,21 @@ class Request:
     """What identification needs of an HTTP request or a websocket handshake."""
 
     method: str
-    headers: Mapping[str, str]
+    headers: Headers
     cookies: Mapping[str, str]
     peer: str | None
+
+
+def _same_site(request: Request, caller: Caller) -> Caller:
+    """A state-changing request a browser sent on its own (cookies) must say where from."""
+    if request.method in UNSAFE_METHODS and not (
+        request.headers.get("origin") or request.headers.get("sec-fetch-site")
+    ):
+        raise CrossSiteRefused(
+            "a request signed in with a browser cookie must come from the chat's page "
+            "(it has neither Origin nor Sec-Fetch-Site)"
+        )
+    return caller
 
 
 class Authenticator:
@@ -94,7 +107,10 @@ class Authenticator:
         if self.mode == "none":
             return Caller(LOCAL_USER, "local")
         if self.mode == "header":
-            return self._from_proxy(request)
+            caller = self._from_proxy(request)
+            # A request with a cookie is likely a browser's riding on the proxy's sign-in
+            # cookie: the same cross-site rule as ours. Programs send no cookie.
+            return _same_site(request, caller) if request.cookies else caller
         authorization = request.headers.get("authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
@@ -111,19 +127,19 @@ class Authenticator:
         user = await self.users.by_session(session_id) if session_id else None
         if user is None:
             raise Unauthenticated("the session has ended: sign in again")
-        if request.method in UNSAFE_METHODS and not (
-            request.headers.get("origin") or request.headers.get("sec-fetch-site")
-        ):
-            raise CrossSiteRefused(
-                "a request signed in with the session cookie must come from the chat's "
-                "page (it has neither Origin nor Sec-Fetch-Site)"
-            )
-        return Caller(user, "session")
+        return _same_site(request, Caller(user, "session"))
 
     def _from_proxy(self, request: Request) -> Caller:
-        name = request.headers.get(self.settings.auth_header.lower())
-        if name is None:
+        names = request.headers.getlist(self.settings.auth_header)
+        if not names:
             raise Unauthenticated(f"no {self.settings.auth_header} header from the proxy")
+        if len(names) > 1:
+            # A proxy that appends rather than replaces would let the client's copy win.
+            raise Unauthenticated(
+                f"more than one {self.settings.auth_header} header: the proxy must replace "
+                "the client's, not add to it"
+            )
+        name = names[0]
         if not self.trusted(request.peer):
             log.warning(
                 "a %s header from %s, which is not a trusted proxy, was ignored",

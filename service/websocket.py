@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, TypeVar
 
 import orjson
@@ -55,36 +56,64 @@ async def _unavailable(socket: WebSocket, exc: Exception) -> None:
         await _refuse(socket, CLOSE_TRY_AGAIN, "Redis is unavailable: try again later")
 
 
-async def _identified(socket: WebSocket) -> Caller | None:
-    """The caller of an accepted socket, or None once it was refused (4401 / 4403).
+class _Gate:
+    """Who the socket serves, asked again while it stays open.
 
-    Browsers cannot put a token on a socket: the page's session cookie comes along.
+    A socket outlives the request that opened it: a user revoked or signed out
+    since must not go on receiving events. Every `every_s` (the heartbeat) the
+    caller is identified again; a refusal closes the socket (4401). A Redis fault
+    while asking is no refusal: the socket carries on and asks at the next beat.
     """
-    rt: Runtime = socket.app.state.runtime
-    request = auth.Request(
-        method="GET",
-        headers=socket.headers,
-        cookies=socket.cookies,
-        peer=socket.client.host if socket.client else None,
-    )
-    try:
-        return await rt.auth.identify(request)
-    except auth.Unauthenticated as exc:
-        await _refuse(socket, CLOSE_UNAUTHENTICATED, str(exc))
-    except auth.CrossSiteRefused as exc:
-        await _refuse(socket, CLOSE_FORBIDDEN, str(exc))
-    except Exception as exc:
-        if not is_redis_fault(exc):
-            raise
-        await _unavailable(socket, exc)
-    return None
+
+    def __init__(self, socket: WebSocket) -> None:
+        self.socket = socket
+        self.rt: Runtime = socket.app.state.runtime
+        self.request = auth.Request(
+            method="GET",
+            headers=socket.headers,
+            cookies=socket.cookies,
+            peer=socket.client.host if socket.client else None,
+        )
+        self.caller: Caller | None = None
+        self._checked = 0.0
+
+    async def admit(self) -> bool:
+        """Identify the caller of a socket just accepted; False once it was refused."""
+        try:
+            self.caller = await self.rt.auth.identify(self.request)
+        except auth.Unauthenticated as exc:
+            await _refuse(self.socket, CLOSE_UNAUTHENTICATED, str(exc))
+        except auth.CrossSiteRefused as exc:
+            await _refuse(self.socket, CLOSE_FORBIDDEN, str(exc))
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
+            await _unavailable(self.socket, exc)
+        self._checked = time.monotonic()
+        return self.caller is not None
+
+    async def still_open(self) -> bool:
+        """Whether the socket may go on; False once it was closed for its caller."""
+        if time.monotonic() - self._checked < self.rt.settings.heartbeat_s:
+            return True
+        self._checked = time.monotonic()
+        try:
+            await self.rt.auth.identify(self.request)
+        except (auth.Unauthenticated, auth.CrossSiteRefused) as exc:
+            await _refuse(self.socket, CLOSE_UNAUTHENTICATED, str(exc))
+            return False
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
+        return True
 
 
 @router.websocket("/api/threads/{thread_id}/live")
 async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> None:
     rt: Runtime = socket.app.state.runtime
     await socket.accept()
-    if await _identified(socket) is None:
+    gate = _Gate(socket)
+    if not await gate.admit():
         return
     if not is_valid_id(thread_id):
         await _refuse(socket, CLOSE_BAD_REQUEST, f"thread id {thread_id!r} is malformed")
@@ -106,7 +135,7 @@ async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> N
     try:
         last = await _catch_up(rt, socket, thread_id, after)
         # From here on nothing reads Redis: a tail's outage only makes this wait.
-        await _forward(rt, socket, subscription, last, receiver)
+        await _forward(rt, socket, subscription, last, receiver, gate)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away; nothing to tell it
     except Exception as exc:
@@ -152,6 +181,7 @@ async def _forward(
     subscription: Subscription,
     last: str | None,
     receiver: asyncio.Task[None],
+    gate: _Gate,
 ) -> None:
     receiver.add_done_callback(lambda _: subscription.wake())
     pending = subscription.pending
@@ -159,6 +189,8 @@ async def _forward(
         woke = await subscription.wait(rt.settings.heartbeat_s)
         if subscription.overflowed or receiver.done():
             break
+        if not await gate.still_open():
+            return
         if not woke and not pending:
             await socket.send_text(PING)
             continue
@@ -173,10 +205,17 @@ async def _forward(
 
 
 async def _next(
-    socket: WebSocket, queue: asyncio.Queue[T], heartbeat: float, stops: set[asyncio.Future[Any]]
+    socket: WebSocket,
+    queue: asyncio.Queue[T],
+    heartbeat: float,
+    stops: set[asyncio.Future[Any]],
+    gate: _Gate,
 ) -> T | None:
-    """The next queued item, with a ping after each idle `heartbeat`; None once a stop is done."""
+    """The next queued item, with a ping after each idle `heartbeat`; None once a stop
+    is done or the gate closed the socket."""
     while True:
+        if not await gate.still_open():
+            return None
         getter = asyncio.ensure_future(queue.get())
         done, _ = await asyncio.wait(
             {getter, *stops}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
@@ -215,7 +254,8 @@ async def live_threads(socket: WebSocket) -> None:
     """
     rt: Runtime = socket.app.state.runtime
     await socket.accept()
-    if await _identified(socket) is None:
+    gate = _Gate(socket)
+    if not await gate.admit():
         return
     try:
         watcher = await rt.hub.subscribe_threads()
@@ -227,7 +267,7 @@ async def live_threads(socket: WebSocket) -> None:
     receiver = asyncio.create_task(_receive(socket))
     try:
         await _send_list(rt, socket)
-        await _follow_list(rt, socket, watcher, receiver)
+        await _follow_list(rt, socket, watcher, receiver, gate)
     except (WebSocketDisconnect, RuntimeError):
         pass
     except Exception as exc:
@@ -252,10 +292,14 @@ async def _send_list(rt: Runtime, socket: WebSocket) -> None:
 
 
 async def _follow_list(
-    rt: Runtime, socket: WebSocket, watcher: ListSubscription, receiver: asyncio.Task[None]
+    rt: Runtime,
+    socket: WebSocket,
+    watcher: ListSubscription,
+    receiver: asyncio.Task[None],
+    gate: _Gate,
 ) -> None:
     stops: set[asyncio.Future[Any]] = {receiver}
-    while first := await _next(socket, watcher.changed, rt.settings.heartbeat_s, stops):
+    while first := await _next(socket, watcher.changed, rt.settings.heartbeat_s, stops, gate):
         changed: dict[str, str] = {}
         # A burst of events (a run starting, a message completing) is one update each.
         await asyncio.sleep(LIST_DEBOUNCE_S)

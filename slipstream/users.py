@@ -59,6 +59,15 @@ end
 return {existed, #digests, sessions}
 """
 
+# KEYS: users, tokens, the user's token digests; ARGV: name, digest. A token is only
+# written for a user that exists, so one made while the user is revoked is not left.
+_TOKEN_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"""
+
 # KEYS: the session, users. The session holds "<name> <serial of the user>", a
 # random id each user record gets: a user revoked and made again under the same
 # name does not inherit the old one's sessions.
@@ -110,6 +119,7 @@ class Users:
         self.redis = redis
         self._revoke = redis.register_script(_REVOKE_LUA)
         self._session = redis.register_script(_SESSION_LUA)
+        self._new_token = redis.register_script(_TOKEN_LUA)
 
     async def add(self, name: str) -> str:
         """Create a user; returns their first token (kept nowhere but in the answer)."""
@@ -123,16 +133,13 @@ class Users:
 
     async def token(self, name: str) -> str:
         """Another token for an existing user (the others keep working)."""
-        if not await self.redis.hexists(USERS, check_name(name)):
-            raise UserError(f"no user named {name!r}")
-        return await self._token_for(name)
+        return await self._token_for(check_name(name))
 
     async def _token_for(self, name: str) -> str:
         token = new_token()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(TOKENS, digest(token), name)
-            pipe.sadd(USER_TOKENS_PREFIX + name, digest(token))
-            await pipe.execute()
+        keys = [USERS, TOKENS, USER_TOKENS_PREFIX + name]
+        if not await self._new_token(keys=keys, args=[name, digest(token)]):
+            raise UserError(f"no user named {name!r}")
         return token
 
     async def list(self) -> list[User]:

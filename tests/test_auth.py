@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
 import sys
@@ -190,6 +191,44 @@ async def test_sockets_need_a_token_too(system: System) -> None:
         assert orjson.loads(await socket.recv())["type"] == "snapshot"
 
 
+async def test_an_open_socket_closes_once_its_user_is_revoked(
+    backend: Backend, tokens_settings: Settings
+) -> None:
+    quick = dataclasses.replace(tokens_settings, heartbeat_s=0.2)
+    async with running_system(backend, quick, workers=False) as system:
+        name = new_name()
+        token = await system.runtime.auth.users.add(name)
+        created = await system.http.post("/api/threads", json={}, headers=bearer(token))
+        thread_url = system.ws_url(created.json()["id"])
+        list_url = f"ws://127.0.0.1:{system.port}/api/live/threads"
+        async with (
+            connect(thread_url, additional_headers=bearer(token)) as watching,
+            connect(list_url, additional_headers=bearer(token)) as listing,
+        ):
+            assert orjson.loads(await watching.recv())["type"] == "snapshot"
+            assert orjson.loads(await listing.recv())["type"] == "threads"
+            await system.runtime.auth.users.revoke(name)
+            for socket in (watching, listing):
+                frames = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    async with asyncio.timeout(5):
+                        while True:
+                            frames.append(orjson.loads(await socket.recv()))
+                assert frames[-1]["type"] == "error"
+                assert "not valid" in frames[-1]["detail"]
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_the_token_script_needs_the_user(backend: Backend) -> None:
+    users = Users(backend.client)
+    name = new_name()
+    await users.add(name)
+    await users.revoke(name)
+    with pytest.raises(UserError, match="no user named"):
+        await users.token(name)
+    assert not await backend.client.exists(f"ss:{{auth}}:user_tokens:{name}")
+
+
 # The browser's sign-in
 
 
@@ -308,6 +347,31 @@ async def test_a_trusted_proxy_names_the_user(backend: Backend, settings: Settin
         assert (await system.http.get("/api/threads")).status_code == 401
         bad = await system.http.get("/api/threads", headers={"X-Forwarded-User": "a b"})
         assert bad.status_code == 401
+
+
+async def test_a_proxy_header_given_twice_or_a_cookie_write_from_nowhere_is_refused(
+    backend: Backend, settings: Settings
+) -> None:
+    header = dataclasses.replace(settings, auth="header")
+    async with running_system(backend, header, workers=False) as system:
+        twice = await system.http.get(
+            "/api/threads", headers=[("X-Forwarded-User", "mallory"), ("X-Forwarded-User", "bob")]
+        )
+        assert twice.status_code == 401
+        assert "more than one X-Forwarded-User" in twice.json()["detail"]
+        alice = {"X-Forwarded-User": "alice"}
+        program = await system.http.post("/api/threads", json={}, headers=alice)
+        assert program.status_code == 201  # no cookie: a program, not a browser
+        browser = await system.http.post(
+            "/api/threads", json={}, headers={**alice, "Cookie": "sso=abc"}
+        )
+        assert browser.status_code == 403
+        same_page = await system.http.post(
+            "/api/threads",
+            json={},
+            headers={**alice, "Cookie": "sso=abc", "Sec-Fetch-Site": "same-origin"},
+        )
+        assert same_page.status_code == 201
 
 
 async def test_a_user_header_from_anyone_else_is_ignored(
