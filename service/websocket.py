@@ -181,7 +181,7 @@ async def _forward(
     subscription: Subscription,
     last: str | None,
     receiver: asyncio.Task[None],
-    gate: _Gate,
+    gate: _Gate | None = None,
 ) -> None:
     receiver.add_done_callback(lambda _: subscription.wake())
     pending = subscription.pending
@@ -189,7 +189,7 @@ async def _forward(
         woke = await subscription.wait(rt.settings.heartbeat_s)
         if subscription.overflowed or receiver.done():
             break
-        if not await gate.still_open():
+        if gate is not None and not await gate.still_open():
             return
         if not woke and not pending:
             await socket.send_text(PING)
