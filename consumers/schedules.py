@@ -63,6 +63,11 @@ class Schedule(BaseModel):
     missed: Literal["skip", "run_once"] = Field(
         "skip", description="after downtime: skip the missed fires, or run once for them"
     )
+    owner: str = Field(
+        "",
+        description="the user who made it, set by the server ('' for schedules declared in "
+        "code, or made without identity); its runs go to a thread of theirs",
+    )
 
     @field_validator("cron")
     @classmethod
@@ -83,9 +88,14 @@ class Schedule(BaseModel):
         return self
 
     @property
+    def key(self) -> str:
+        """Its field in the schedule hashes: names are each owner's own."""
+        return f"{self.owner}/{self.name}" if self.owner else self.name
+
+    @property
     def thread_id(self) -> str:
         """Each schedule's runs go to one thread, with an id every worker derives alike."""
-        return "s" + hashlib.sha256(self.name.encode()).hexdigest()[:16]
+        return "s" + hashlib.sha256(self.key.encode()).hexdigest()[:16]
 
     def next_after(self, ms: int) -> int:
         """The first fire strictly after `ms`; CronError if there is none."""
@@ -138,15 +148,19 @@ class Schedules:
         next_ms = definition.next_after(await self.now_ms())
         with contextlib.suppress(errors.ThreadExists):
             await threads.create_thread_with_id(
-                self.store, definition.thread_id, f"Schedule: {definition.name}"
+                self.store,
+                definition.thread_id,
+                f"Schedule: {definition.name}",
+                owner=definition.owner,
             )
         await self._put(
             keys=[DEFINITIONS, NEXT],
-            args=[definition.name, definition.model_dump_json(), next_ms, "1" if replace else "0"],
+            args=[definition.key, definition.model_dump_json(), next_ms, "1" if replace else "0"],
         )
-        return (await self.get(definition.name)) or ScheduleState(schedule=definition, next_ms=None)
+        return (await self.get(definition.key)) or ScheduleState(schedule=definition, next_ms=None)
 
     async def get(self, name: str) -> ScheduleState | None:
+        """The schedule whose `key` is `name`."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(DEFINITIONS, name)
             pipe.hget(NEXT, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -28,7 +29,7 @@ from projections.thread_view import (
     stream_ms,
 )
 from projections.view_layout import Unparseable, decode, encode
-from slipstream.keys import stream_id_tuple
+from slipstream.keys import Partition, stream_id_tuple
 from slipstream.store import EventStore
 
 log = logging.getLogger("slipstream.views")
@@ -220,6 +221,28 @@ class ViewStore:
         newest = heapq.nlargest(
             limit, (item for items in per_partition for item in items), key=lambda i: i[1]
         )
+        return await self._summaries(newest)
+
+    async def summaries_of(self, thread_ids: Iterable[str], limit: int) -> list[ThreadSummary]:
+        """The most recently active of `thread_ids` (one user's), newest first."""
+        by_partition: dict[int, list[str]] = {}
+        for thread_id in thread_ids:
+            by_partition.setdefault(self.keys.partition(thread_id).number, []).append(thread_id)
+        if not by_partition:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for number, ids in by_partition.items():
+                pipe.zmscore(Partition(number).threads, ids)
+            replies = await pipe.execute()
+        scored = [
+            (thread_id, float(score))
+            for ids, scores in zip(by_partition.values(), replies, strict=True)
+            for thread_id, score in zip(ids, scores, strict=True)
+            if score is not None
+        ]
+        return await self._summaries(heapq.nlargest(limit, scored, key=lambda i: i[1]))
+
+    async def _summaries(self, newest: list[tuple[str, float]]) -> list[ThreadSummary]:
         ids = [thread_id for thread_id, _ in newest]
         async with self.redis.pipeline(transaction=False) as pipe:
             for thread_id in ids:

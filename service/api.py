@@ -23,14 +23,17 @@ from projections.thread_view import (
     ThreadView,
     tally,
 )
-from service import commands
+from service import access, commands
 from service.models import (
     MAX_AGENTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
+    USER_NAME_PATTERN,
     AgentInfo,
     CancelAccepted,
     Command,
     Health,
+    MemberIn,
+    Members,
     MessageAccepted,
     NewMessage,
     NewThread,
@@ -44,7 +47,7 @@ from service.models import (
     ThreadUsage,
 )
 from service.runtime import Runtime
-from service.session import authenticated
+from service.session import authenticated, caller
 from slipstream import codec, events
 from slipstream.keys import is_stream_id, stream_id_tuple, thread_of_run
 
@@ -89,7 +92,9 @@ async def create_thread(
     request: Request, body: Annotated[NewThread | None, Body()] = None
 ) -> ThreadView:
     rt = runtime(request)
-    thread_id, _ = await commands.create_thread(rt.store, (body or NewThread()).title)
+    thread_id, _ = await commands.create_thread(
+        rt.store, (body or NewThread()).title, owner=caller(request).user
+    )
     return await rt.views.current(thread_id)
 
 
@@ -99,7 +104,13 @@ async def list_threads(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     archived: Annotated[bool, Query(description="list the archived threads instead")] = False,
 ) -> list[ThreadSummary]:
-    summaries = await runtime(request).views.summaries(limit if not archived else 500)
+    rt = runtime(request)
+    wanted = limit if not archived else 500
+    mine = await access.visible_threads(rt, caller(request))
+    if mine is None:
+        summaries = await rt.views.summaries(wanted)
+    else:
+        summaries = await rt.views.summaries_of(mine, wanted)
     return [s for s in summaries if s.archived == archived][:limit]
 
 
@@ -109,13 +120,93 @@ async def update_thread(request: Request, thread_id: ThreadId, body: ThreadPatch
     if body.title is None and body.archived is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give title and/or archived")
     rt = runtime(request)
+    await access.authorize(rt, caller(request), thread_id)
     await commands.update_thread(rt.store, thread_id, title=body.title, archived=body.archived)
     return (await rt.views.current(thread_id)).summary()
 
 
 @router.get("/api/threads/{thread_id}", response_model=ThreadView)
 async def get_thread(request: Request, thread_id: ThreadId) -> ThreadView:
+    await access.authorize(runtime(request), caller(request), thread_id)
     return await existing_view(runtime(request), thread_id)
+
+
+UserName = Annotated[str, Path(pattern=USER_NAME_PATTERN, description="a user name")]
+
+
+async def _members(rt: Runtime, thread_id: str) -> Members:
+    held = await rt.backend.client.hgetall(rt.store.keys.partition(thread_id).access(thread_id))
+    return Members(
+        thread_id=thread_id,
+        owner=str(held.get("owner", "")),
+        members=sorted(str(f)[2:] for f in held if str(f).startswith("m:")),
+    )
+
+
+def _one_user_mode(rt: Runtime) -> None:
+    if rt.auth.mode == "none":
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "SLIPSTREAM_AUTH=none has one user, who may use every thread: there are no members",
+        )
+
+
+@router.get("/api/threads/{thread_id}/members", response_model=Members, responses={404: {}})
+async def list_members(request: Request, thread_id: ThreadId) -> Members:
+    """The thread's owner and members (any of them may ask)."""
+    rt = runtime(request)
+    await access.authorize(rt, caller(request), thread_id)
+    return await _members(rt, thread_id)
+
+
+@router.post(
+    "/api/threads/{thread_id}/members",
+    response_model=Members,
+    responses={400: {}, 403: {}, 404: {}, 422: {}},
+)
+async def add_member(request: Request, thread_id: ThreadId, body: MemberIn) -> Members:
+    """Let a user into the thread (the owner only); adding a member again changes nothing."""
+    rt = runtime(request)
+    _one_user_mode(rt)
+    who = caller(request)
+    if await access.authorize(rt, who, thread_id) != "owner":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the thread's owner adds members")
+    current = await _members(rt, thread_id)
+    if body.user == current.owner:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{body.user} owns the thread already"
+        )
+    if body.user in current.members:
+        return current
+    if rt.auth.mode == "tokens" and not await rt.auth.users.exists(body.user):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no user named {body.user!r}")
+    await commands.change_members(rt.store, thread_id, body.user, add=True, by=who.user)
+    return await _members(rt, thread_id)
+
+
+@router.delete(
+    "/api/threads/{thread_id}/members/{user}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={400: {}, 403: {}, 404: {}, 422: {}},
+)
+async def remove_member(request: Request, thread_id: ThreadId, user: UserName) -> None:
+    """The owner removes a member; a member may remove themself (leave the thread)."""
+    rt = runtime(request)
+    _one_user_mode(rt)
+    who = caller(request)
+    role = await access.authorize(rt, who, thread_id)
+    if role != "owner" and user != who.user:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only the thread's owner removes other members"
+        )
+    current = await _members(rt, thread_id)
+    if user == current.owner:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "the owner cannot be removed from the thread"
+        )
+    if user not in current.members:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{user} is not a member of the thread")
+    await commands.change_members(rt.store, thread_id, user, add=False, by=who.user)
 
 
 @router.post(
@@ -125,6 +216,7 @@ async def get_thread(request: Request, thread_id: ThreadId) -> ThreadView:
     responses={404: {}, 409: {}, 413: {}, 422: {}, 429: {}},
 )
 async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) -> MessageAccepted:
+    await access.authorize(runtime(request), caller(request), thread_id)
     size = len(body.content.encode())
     if size > MAX_MESSAGE_BYTES:
         raise HTTPException(
@@ -221,6 +313,7 @@ async def thread_events(
 ) -> list[StoredEvent]:
     check_stream_id(after, "after")
     rt = runtime(request)
+    await access.authorize(rt, caller(request), thread_id)
     if not await rt.store.exists(thread_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"thread {thread_id!r} does not exist")
     stored = await rt.store.read(thread_id, after=after, count=limit)
@@ -237,6 +330,7 @@ async def cancel_run(
     request: Request, run_id: RunId, body: Annotated[Command | None, Body()] = None
 ) -> CancelAccepted:
     """Stop a run from any client; 409 once it has finished."""
+    await access.authorize_run(runtime(request), caller(request), run_id)
     outcome = await commands.cancel_run(
         runtime(request).store,
         run_id,
@@ -257,6 +351,7 @@ async def regenerate(
 ) -> Regenerated:
     """A new answer to the same message, as a new run; 409 while the run is still going."""
     rt = runtime(request)
+    await access.authorize_run(rt, caller(request), run_id)
     new_run, reply_id = await commands.regenerate(
         rt.store, rt.views, run_id, client_id=(body or Command()).client_id
     )
@@ -273,6 +368,7 @@ async def retry_run(
     request: Request, run_id: RunId, body: Annotated[Command | None, Body()] = None
 ) -> RestartAccepted:
     """Run a failed or cancelled run again, as a fresh attempt; 409 for any other status."""
+    await access.authorize_run(runtime(request), caller(request), run_id)
     was = await commands.restart_run(
         runtime(request).store,
         run_id,
@@ -295,6 +391,7 @@ async def signal_run(request: Request, run_id: RunId, body: SignalIn) -> SignalA
     `approval` with `{call_id, approved, reason?}` for the call it waits on
     (422: a bad payload; 409: not waiting for that call).
     """
+    await access.authorize_run(runtime(request), caller(request), run_id)
     was = await commands.signal_run(
         runtime(request).store, run_id, body.name, body.payload, body.sender_id
     )
@@ -326,19 +423,22 @@ async def list_runs(
         before = Cursor.parse(cursor) if cursor is not None else None
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    page = await runtime(request).views.runs(
-        status=status_, agent=agent, limit=limit, before=before
-    )
+    rt = runtime(request)
+    page = await rt.views.runs(status=status_, agent=agent, limit=limit, before=before)
+    mine = await access.visible_threads(rt, caller(request))
+    # Only the caller's: a page of others' runs comes back short, or empty, with its cursor.
+    shown = page.runs if mine is None else [r for r in page.runs if r.thread_id in mine]
     if page.next is not None:
         following = request.url.include_query_params(cursor=str(page.next))
         response.headers["X-Next-Cursor"] = str(page.next)
         response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
-    return page.runs
+    return shown
 
 
 @router.get("/api/runs/{run_id}", response_model=RunView, responses={404: {}})
 async def get_run(request: Request, run_id: RunId) -> RunView:
     """One run with its steps: status, attempts, durations, errors and results."""
+    await access.authorize_run(runtime(request), caller(request), run_id)
     thread_id = thread_of_run(run_id) or ""
     view = await runtime(request).views.current(thread_id)
     run = view.runs.get(run_id)
@@ -368,6 +468,7 @@ async def usage(
             "thread_id is required for now: usage across threads is not available yet",
         )
     rt = runtime(request)
+    await access.authorize(rt, caller(request), thread_id)
     view = await existing_view(rt, thread_id)
     if agent is None:
         return ThreadUsage(thread_id=thread_id, **view.usage.model_dump())
@@ -408,29 +509,42 @@ def schedules(request: Request) -> Schedules:
     return Schedules(runtime(request).store)  # fire times by the Redis server's clock
 
 
+def schedule_owner(request: Request) -> str:
+    """Whose schedules a caller sees and changes: their own ('' without identity: all)."""
+    return "" if runtime(request).auth.mode == "none" else caller(request).user
+
+
 @router.get("/api/schedules", response_model=list[ScheduleState])
 async def list_schedules(request: Request) -> list[ScheduleState]:
-    """Recurring workflow runs, with when each fires next (ms since the epoch)."""
-    return await schedules(request).all()
+    """Your recurring workflow runs, with when each fires next (ms since the epoch)."""
+    owner = schedule_owner(request)
+    return [
+        state
+        for state in await schedules(request).all()
+        if not owner or state.schedule.owner == owner
+    ]
 
 
 @router.put("/api/schedules/{name}", response_model=ScheduleState)
 async def put_schedule(request: Request, name: str, body: Schedule) -> ScheduleState:
-    """Create or replace a schedule: a cron expression (UTC) or an interval in seconds."""
+    """Create or replace a schedule of yours: a cron expression (UTC) or an interval in
+    seconds. Its runs go to a thread of yours; names are each user's own."""
     if body.name != name:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"name in the body ({body.name!r}) differs from the path ({name!r})",
         )
+    definition = body.model_copy(update={"owner": schedule_owner(request)})
     try:
-        return await schedules(request).put(body)
+        return await schedules(request).put(definition)
     except CronError as exc:  # fires in principle, but not from now on: nothing written
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 @router.delete("/api/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_schedule(request: Request, name: str) -> None:
-    if not await schedules(request).delete(name):
+    owner = schedule_owner(request)
+    if not await schedules(request).delete(f"{owner}/{name}" if owner else name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule named {name!r}")
 
 

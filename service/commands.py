@@ -19,6 +19,7 @@ from slipstream.keys import new_id, new_run_id, thread_of_run
 from slipstream.store import Append, EventStore
 from slipstream.threads import (
     Sent,
+    change_members,
     create_thread,
     create_thread_with_id,
     earlier_send,
@@ -387,6 +388,7 @@ __all__ = [
     "CancelOutcome",
     "Sent",
     "cancel_run",
+    "change_members",
     "create_thread",
     "create_thread_with_id",
     "earlier_send",

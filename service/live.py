@@ -109,6 +109,8 @@ LIST_EVENTS = frozenset(
         "thread.created",
         "thread.renamed",
         "thread.archived",
+        "thread.member_added",
+        "thread.member_removed",
         "message.sent",
         "run.requested",
         "run.started",

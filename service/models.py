@@ -238,3 +238,18 @@ class ThreadUsage(Usage):
     agent: str | None = Field(
         None, description="when given, total, by_agent and by_model count only its calls"
     )
+
+
+USER_NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+
+
+class MemberIn(_Body):
+    user: str = Field(pattern=USER_NAME_PATTERN, description="the user to let into the thread")
+
+
+class Members(BaseModel):
+    """Who may use a thread: its owner, who manages the members, and the members."""
+
+    thread_id: str
+    owner: str
+    members: list[str]

@@ -19,11 +19,11 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from service import auth
+from service import access, auth
 from service.auth import Caller
 from service.live import ListSubscription, Subscription, event_frame, is_after
 from service.runtime import Runtime
-from slipstream import codec
+from slipstream import codec, errors
 from slipstream.keys import is_stream_id, is_valid_id
 from slipstream.supervise import is_redis_fault
 
@@ -60,13 +60,16 @@ class _Gate:
     """Who the socket serves, asked again while it stays open.
 
     A socket outlives the request that opened it: a user revoked or signed out
-    since must not go on receiving events. Every `every_s` (the heartbeat) the
-    caller is identified again; a refusal closes the socket (4401). A Redis fault
-    while asking is no refusal: the socket carries on and asks at the next beat.
+    since, or removed from the thread, must not go on receiving its events.
+    Every heartbeat the caller is identified again and, for a thread's socket,
+    authorized again; a refusal closes the socket (4401, or 4404 as for a thread
+    that does not exist). A Redis fault while asking is no refusal: the socket
+    carries on and asks at the next beat.
     """
 
-    def __init__(self, socket: WebSocket) -> None:
+    def __init__(self, socket: WebSocket, thread_id: str | None = None) -> None:
         self.socket = socket
+        self.thread_id = thread_id
         self.rt: Runtime = socket.app.state.runtime
         self.request = auth.Request(
             method="GET",
@@ -98,21 +101,30 @@ class _Gate:
             return True
         self._checked = time.monotonic()
         try:
-            await self.rt.auth.identify(self.request)
+            self.caller = await self.rt.auth.identify(self.request)
+            await self.authorize()
         except (auth.Unauthenticated, auth.CrossSiteRefused) as exc:
             await _refuse(self.socket, CLOSE_UNAUTHENTICATED, str(exc))
+            return False
+        except errors.ThreadNotFound as exc:
+            await _refuse(self.socket, CLOSE_NOT_FOUND, str(exc))
             return False
         except Exception as exc:
             if not is_redis_fault(exc):
                 raise
         return True
 
+    async def authorize(self) -> None:
+        """ThreadNotFound unless the caller may use the socket's thread."""
+        if self.thread_id is not None and self.caller is not None:
+            await access.authorize(self.rt, self.caller, self.thread_id)
+
 
 @router.websocket("/api/threads/{thread_id}/live")
 async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> None:
     rt: Runtime = socket.app.state.runtime
     await socket.accept()
-    gate = _Gate(socket)
+    gate = _Gate(socket, thread_id)
     if not await gate.admit():
         return
     if not is_valid_id(thread_id):
@@ -122,10 +134,13 @@ async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> N
         await _refuse(socket, CLOSE_BAD_REQUEST, f"after={after!r} is not a stream id (<ms>-<seq>)")
         return
     try:
+        await gate.authorize()
         if not await rt.store.exists(thread_id):
-            await _refuse(socket, CLOSE_NOT_FOUND, f"thread {thread_id!r} does not exist")
-            return
+            raise errors.ThreadNotFound(thread_id)
         subscription = await rt.hub.subscribe(thread_id)
+    except errors.ThreadNotFound as exc:  # a stranger hears what a missing thread says
+        await _refuse(socket, CLOSE_NOT_FOUND, str(exc))
+        return
     except Exception as exc:
         if not is_redis_fault(exc):
             raise
@@ -266,8 +281,8 @@ async def live_threads(socket: WebSocket) -> None:
         return
     receiver = asyncio.create_task(_receive(socket))
     try:
-        await _send_list(rt, socket)
-        await _follow_list(rt, socket, watcher, receiver, gate)
+        shown = await _send_list(rt, socket, gate)
+        await _follow_list(rt, socket, watcher, receiver, gate, shown)
     except (WebSocketDisconnect, RuntimeError):
         pass
     except Exception as exc:
@@ -282,13 +297,18 @@ async def live_threads(socket: WebSocket) -> None:
         await rt.hub.unsubscribe_threads(watcher)
 
 
-async def _send_list(rt: Runtime, socket: WebSocket) -> None:
-    summaries = await rt.views.summaries(500)
+async def _send_list(rt: Runtime, socket: WebSocket, gate: _Gate) -> set[str]:
+    """The whole list of the caller's threads; returns their ids."""
+    mine = await access.visible_threads(rt, gate.caller) if gate.caller else set()
+    summaries = await (
+        rt.views.summaries(500) if mine is None else rt.views.summaries_of(mine, 500)
+    )
     await socket.send_text(
         orjson.dumps(
             {"type": "threads", "threads": [s.model_dump(mode="json") for s in summaries]}
         ).decode()
     )
+    return {s.id for s in summaries}
 
 
 async def _follow_list(
@@ -297,6 +317,7 @@ async def _follow_list(
     watcher: ListSubscription,
     receiver: asyncio.Task[None],
     gate: _Gate,
+    shown: set[str],
 ) -> None:
     stops: set[asyncio.Future[Any]] = {receiver}
     while first := await _next(socket, watcher.changed, rt.settings.heartbeat_s, stops, gate):
@@ -308,9 +329,16 @@ async def _follow_list(
                 changed[thread_id] = entry_id
         if watcher.reload:
             watcher.reload = False
-            await _send_list(rt, socket)
+            shown = await _send_list(rt, socket, gate)
             continue
         for thread_id, entry_id in sorted(changed.items()):
+            # Every change of every thread passes here: only the caller's go on.
+            if gate.caller is not None and rt.auth.mode != "none":
+                if await access.role(rt, gate.caller, thread_id) is None:
+                    if thread_id in shown:  # the caller left it, or was removed
+                        shown = await _send_list(rt, socket, gate)
+                    continue
+                shown.add(thread_id)
             # The projected summary, unless the projector has not reached the change yet.
             summary = await rt.views.summary(
                 thread_id, at_least=entry_id if is_stream_id(entry_id) else None

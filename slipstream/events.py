@@ -32,6 +32,21 @@ class _RunEvent(_Event):
 class ThreadCreated(_Event):
     type: Literal["thread.created"] = "thread.created"
     title: str = ""
+    owner: str = Field("", description="the user who created it ('' before identity existed)")
+
+
+class ThreadMemberAdded(_Event):
+    """`user` may now use the thread as its owner does (but not manage its members)."""
+
+    type: Literal["thread.member_added"] = "thread.member_added"
+    user: str
+    by: str = Field(description="who added them: the owner")
+
+
+class ThreadMemberRemoved(_Event):
+    type: Literal["thread.member_removed"] = "thread.member_removed"
+    user: str
+    by: str = Field(description="who removed them: the owner, or the member who left")
 
 
 class ThreadRenamed(_Event):
@@ -257,6 +272,8 @@ Event: TypeAlias = Annotated[
     ThreadCreated
     | ThreadRenamed
     | ThreadArchived
+    | ThreadMemberAdded
+    | ThreadMemberRemoved
     | MessageSent
     | RunRequested
     | RunStarted

@@ -154,6 +154,14 @@ class Partition:
     def dedupe(self, event_id: str) -> str:
         return self.key("dedupe", event_id)
 
+    def access(self, thread_id: str) -> str:
+        """Hash of who may use the thread: `owner`, and `m:<user>` per member."""
+        return self.key("access", thread_id)
+
+    def users_threads(self, user: str) -> str:
+        """Sorted set of the partition's threads `user` owns or is a member of (joined ms)."""
+        return self.key("mine", user)
+
 
 @dataclass(frozen=True)
 class Keyspace:

@@ -73,6 +73,9 @@ class Append:
     signals_seen: tuple[str, int] | None = None
     dead_letter: str | None = None
     announce_cancel: bool = False
+    # Who may use the thread (service/access.py), changed in the same call as its events:
+    # ("owner" | "add" | "remove", user).
+    access: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,8 @@ class EventStore:
             part.queue(request.thread_id),
             part.timers,
             part.dead,
+            part.access(request.thread_id),
+            part.users_threads(request.access[1] if request.access else "-"),
         ]
         options: dict[str, str] = {
             "existence": request.existence,
@@ -194,6 +199,8 @@ class EventStore:
             options["dead_maxlen"] = str(self.dead_maxlen)
         if request.announce_cancel or (request.work and request.admit == "interrupt"):
             options["publish"] = part.cancels
+        if request.access is not None:
+            options[f"access_{request.access[0]}"] = request.access[1]
         for name, value in request.run_fields.items():
             options[f"run.{name}"] = value
         args: list[str] = [request.thread_id, run_id, str(len(options))]

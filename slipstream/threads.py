@@ -40,22 +40,45 @@ def message_dedupe_key(thread_id: str, client_id: str) -> str:
     return uuid.uuid5(_CLIENT_NAMESPACE, f"{thread_id}\n{client_id}\nevent").hex
 
 
-async def create_thread(store: EventStore, title: str = "") -> tuple[str, str]:
+async def create_thread(store: EventStore, title: str = "", owner: str = "") -> tuple[str, str]:
     """Returns the new thread's id and the id of its first event."""
-    return await create_thread_with_id(store, new_thread_id(), title)
+    return await create_thread_with_id(store, new_thread_id(), title, owner)
 
 
-async def create_thread_with_id(store: EventStore, thread_id: str, title: str) -> tuple[str, str]:
-    """Create a thread whose id the caller chose; ThreadExists if it was created before."""
+async def create_thread_with_id(
+    store: EventStore, thread_id: str, title: str, owner: str = ""
+) -> tuple[str, str]:
+    """Create a thread whose id the caller chose; ThreadExists if it was created before.
+
+    `owner` (a user name) may use it, and is written as its owner in the same call.
+    """
     appended = await store.append(
         Append(
             thread_id=thread_id,
-            events=[ev.ThreadCreated(title=title)],
+            events=[ev.ThreadCreated(title=title, owner=owner)],
             existence="new",
             dedupe=True,
+            access=("owner", owner) if owner else None,
         )
     )
     return thread_id, appended.ids[0]
+
+
+async def change_members(
+    store: EventStore, thread_id: str, user: str, *, add: bool, by: str
+) -> str:
+    """Add or remove a member, with its event, in one append; returns the event's id."""
+    event: ev.Event = (
+        ev.ThreadMemberAdded(user=user, by=by) if add else ev.ThreadMemberRemoved(user=user, by=by)
+    )
+    appended = await store.append(
+        Append(
+            thread_id=thread_id,
+            events=[event],
+            access=("add" if add else "remove", user),
+        )
+    )
+    return appended.ids[0]
 
 
 async def send_message(

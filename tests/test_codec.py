@@ -11,9 +11,11 @@ from slipstream import codec
 from slipstream import events as ev
 
 EXAMPLES: list[ev.Event] = [
-    ev.ThreadCreated(title="t"),
+    ev.ThreadCreated(title="t", owner="alice"),
     ev.ThreadRenamed(title="better"),
     ev.ThreadArchived(archived=True),
+    ev.ThreadMemberAdded(user="bob", by="alice"),
+    ev.ThreadMemberRemoved(user="bob", by="bob"),
     ev.MessageSent(
         message_id="m", content="hi", agent="assistant", run_id="t.aaaaaa", client_id="c"
     ),

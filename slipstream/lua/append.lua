@@ -12,7 +12,8 @@
 -- KEYS: 1 thread stream, 2 partition feed, 3 work stream, 4 run hash,
 --       5 dedupe key, 6 thread activity index, 7 active run per lane (hash),
 --       8 the thread's queue of waiting runs (list), 9 timers (sorted set),
---       10 dead letters (stream)
+--       10 dead letters (stream), 11 the thread's access (hash: owner, m:<user>),
+--       12 the threads of the user named by an access option (sorted set)
 -- Other runs' hashes (the holder of a lane, the queued runs, `more_runs`) are
 -- named from KEYS[4]: they share the partition's hash tag, so they are in its slot.
 -- ARGV: 1 thread id, 2 run id ("" none), 3 K option pairs, then K pairs,
@@ -34,11 +35,14 @@
 --   signals_seen name:n (parking to wait for `name` with n such signals in its journal:
 --     if more have arrived meanwhile, go back to work instead of waiting)
 --   publish channel              run.<field> value (set in the run hash)
+--   access_owner user | access_add user | access_remove user (who may use the thread:
+--     its owner, a member added, a member removed; with the user's thread index)
 -- Returns {"OK"|"DUP", version, reply, id...} (reply: what the first call stored, or "")
 -- or {code, detail} for a refused guard.
 
 local thread, feed, work, run, dedupe, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local active, queue, timers, dead = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local access, users_threads = KEYS[11], KEYS[12]
 local thread_id, run_id = ARGV[1], ARGV[2]
 
 local opt, run_set = {}, {}
@@ -347,6 +351,18 @@ end
 if opt.batch_id then redis.call("HSET", run, "last_batch", opt.batch_id, "last_ids", joined) end
 if #ids > 0 then
   redis.call("ZADD", index, tonumber(string.match(ids[#ids], "^(%d+)")), thread_id)
+end
+if opt.access_owner or opt.access_add then
+  local now = tonumber(string.match(ids[#ids] or "0", "^(%d+)")) or 0
+  if opt.access_owner then
+    redis.call("HSET", access, "owner", opt.access_owner)
+  else
+    redis.call("HSET", access, "m:" .. opt.access_add, now)
+  end
+  redis.call("ZADD", users_threads, now, thread_id)
+elseif opt.access_remove then
+  redis.call("HDEL", access, "m:" .. opt.access_remove)
+  redis.call("ZREM", users_threads, thread_id)
 end
 
 return reply_with("OK", version + #ids, opt.reply or "", ids)
