@@ -129,3 +129,35 @@ def test_a_revoked_user_is_asked_to_sign_in_again(
     expect(page.get_by_test_id("sign-in")).to_be_visible()
     expect(page.get_by_test_id("sign-in-error")).to_contain_text("session has ended")
     page.context.close()
+
+
+def test_two_users_in_two_browsers_do_not_see_each_others_threads(
+    browser: Browser, tokens_server: tuple[str, dict[str, str]]
+) -> None:
+    base, env = tokens_server
+    pages = {}
+    for name in ("carol", "dave"):
+        page = watched_page(browser, [])
+        page.goto(base)
+        sign_in(page, users(env, "add", name))
+        expect(page.get_by_test_id("signed-in")).to_contain_text(f"Signed in as {name}")
+        pages[name] = page
+    carol, dave = pages["carol"], pages["dave"]
+    carol.get_by_test_id("new-thread").click()
+    expect(carol).to_have_url(THREAD_URL)
+    expect(carol.get_by_test_id("connection-status")).to_have_text("live")
+    carol.get_by_test_id("message-input").fill("Carol's private question")
+    carol.get_by_test_id("send-button").click()
+    expect(carol.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    expect(carol.get_by_test_id("thread-list").locator("li")).to_have_count(1)
+
+    # Dave's list stays empty, and carol's thread's address shows him nothing of it.
+    dave.reload()
+    expect(dave.get_by_test_id("signed-in")).to_contain_text("Signed in as dave")
+    expect(dave.get_by_test_id("thread-list").locator("li")).to_have_count(0)
+    dave.goto(carol.url)
+    expect(dave.get_by_text("This thread isn't available")).to_be_visible()
+    expect(dave.get_by_text("Carol's private question")).to_have_count(0)
+    screenshot(dave, "another-users-thread")
+    for page in pages.values():
+        page.context.close()
