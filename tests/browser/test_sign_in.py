@@ -68,6 +68,16 @@ def sign_in(page: Page, token: str) -> None:
     page.get_by_test_id("sign-in-submit").click()
 
 
+def ask_in_a_new_thread(page: Page, question: str) -> None:
+    """A new thread, live, with a question answered."""
+    page.get_by_test_id("new-thread").click()
+    expect(page).to_have_url(THREAD_URL)
+    expect(page.get_by_test_id("connection-status")).to_have_text("live")
+    page.get_by_test_id("message-input").fill(question)
+    page.get_by_test_id("send-button").click()
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+
+
 def test_a_token_signs_the_chat_in_and_sign_out_ends_it(
     browser: Browser, tokens_server: tuple[str, dict[str, str]]
 ) -> None:
@@ -95,12 +105,7 @@ def test_a_token_signs_the_chat_in_and_sign_out_ends_it(
     ]
 
     # The API and the socket both go on the cookie alone.
-    page.get_by_test_id("new-thread").click()
-    expect(page).to_have_url(THREAD_URL)
-    expect(page.get_by_test_id("connection-status")).to_have_text("live")
-    page.get_by_test_id("message-input").fill("Hello from a signed-in page")
-    page.get_by_test_id("send-button").click()
-    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    ask_in_a_new_thread(page, "Hello from a signed-in page")
     page.reload()
     expect(page.get_by_test_id("signed-in")).to_contain_text("Signed in as alice")
     expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible()
@@ -143,12 +148,7 @@ def test_two_users_in_two_browsers_do_not_see_each_others_threads(
         expect(page.get_by_test_id("signed-in")).to_contain_text(f"Signed in as {name}")
         pages[name] = page
     carol, dave = pages["carol"], pages["dave"]
-    carol.get_by_test_id("new-thread").click()
-    expect(carol).to_have_url(THREAD_URL)
-    expect(carol.get_by_test_id("connection-status")).to_have_text("live")
-    carol.get_by_test_id("message-input").fill("Carol's private question")
-    carol.get_by_test_id("send-button").click()
-    expect(carol.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
+    ask_in_a_new_thread(carol, "Carol's private question")
     expect(carol.get_by_test_id("thread-list").locator("li")).to_have_count(1)
 
     # Dave's list stays empty, and carol's thread's address shows him nothing of it.
