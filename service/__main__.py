@@ -41,6 +41,8 @@ from slipstream.supervise import keep_running
 log = logging.getLogger("slipstream.service")
 
 PROG = "slipstream"
+WS_MAX_FRAME_BYTES = 64 * 1024
+"""Clients send the sockets only pings: a bigger frame closes the socket (1009)."""
 GRACEFUL_HTTP_S = 3
 """How long open requests and sockets get to finish when the web role stops."""
 
@@ -132,6 +134,7 @@ async def serve(
         log_level="warning",
         log_config=None,  # uvicorn's lines go through the root handler: its format, its mask
         ws_ping_interval=None,
+        ws_max_size=WS_MAX_FRAME_BYTES,
         # The client address stays the connection's own: SLIPSTREAM_AUTH=header trusts a
         # user header by it, which X-Forwarded-For rewriting would let a client choose.
         proxy_headers=False,

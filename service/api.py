@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -223,6 +225,8 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"content is {size} bytes; a message may have at most {MAX_MESSAGE_BYTES}",
         )
+    # Before routing: the classifier is a model call, and spam must not cost one.
+    await _may_start_runs(request, send=True)
     agents = body.picked
     routed: tuple[events.RoutedBy, str] | None = None
     with_run: Callable[[str], list[events.Event]] | None = None
@@ -247,7 +251,21 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         routed=routed,
         with_run=with_run,
     )
+    if not sent.duplicate:
+        started = [r.run_id for r in sent.runs] or [sent.run_id]
+        await runtime(request).limits.add_runs(caller(request).user, started)
     return _accepted(sent)
+
+
+async def _may_start_runs(request: Request, *, send: bool = False) -> None:
+    """LimitReached (429) past the caller's sends a minute or runs at once; nothing written."""
+    rt, user = runtime(request), caller(request).user
+    if send:
+        await rt.limits.take_send(user)
+    keys = rt.store.keys
+    await rt.limits.check_runs(
+        user, lambda run_id: keys.partition(thread_of_run(run_id) or "").run(run_id)
+    )
 
 
 def _accepted(sent: commands.Sent) -> MessageAccepted:
@@ -352,9 +370,11 @@ async def regenerate(
     """A new answer to the same message, as a new run; 409 while the run is still going."""
     rt = runtime(request)
     await access.authorize_run(rt, caller(request), run_id)
+    await _may_start_runs(request)
     new_run, reply_id = await commands.regenerate(
         rt.store, rt.views, run_id, client_id=(body or Command()).client_id
     )
+    await runtime(request).limits.add_runs(caller(request).user, [new_run])
     return Regenerated(run_id=new_run, message_id=reply_id)
 
 
@@ -369,12 +389,14 @@ async def retry_run(
 ) -> RestartAccepted:
     """Run a failed or cancelled run again, as a fresh attempt; 409 for any other status."""
     await access.authorize_run(runtime(request), caller(request), run_id)
+    await _may_start_runs(request)
     was = await commands.restart_run(
         runtime(request).store,
         run_id,
         reason="retried by a user",
         client_id=(body or Command()).client_id,
     )
+    await runtime(request).limits.add_runs(caller(request).user, [run_id])
     return RestartAccepted(run_id=run_id, was=was)
 
 
@@ -509,6 +531,23 @@ def schedules(request: Request) -> Schedules:
     return Schedules(runtime(request).store)  # fire times by the Redis server's clock
 
 
+CRON_FIRES_CHECKED = 60
+"""Fires of a cron schedule looked at for its shortest gap (a day of hourly ones, a
+minute-by-minute hour): enough for the patterns people write."""
+
+
+def _shortest_gap_s(definition: Schedule) -> int:
+    """The shortest time between two fires: the interval, or for cron the least gap
+    among its next fires from now (cron's shortest is a minute; CronError if it
+    never fires)."""
+    if definition.every_s is not None:
+        return definition.every_s
+    fires = [definition.next_after(int(time.time() * 1000))]
+    for _ in range(CRON_FIRES_CHECKED):
+        fires.append(definition.next_after(fires[-1]))
+    return min(b - a for a, b in itertools.pairwise(fires)) // 1000
+
+
 def schedule_owner(request: Request) -> str:
     """Whose schedules a caller sees and changes: their own ('' without identity: all)."""
     return "" if runtime(request).auth.mode == "none" else caller(request).user
@@ -534,8 +573,26 @@ async def put_schedule(request: Request, name: str, body: Schedule) -> ScheduleS
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"name in the body ({body.name!r}) differs from the path ({name!r})",
         )
+    rt = runtime(request)
     definition = body.model_copy(update={"owner": schedule_owner(request)})
+    shortest = rt.settings.min_schedule_interval_s
     try:
+        gap_s = _shortest_gap_s(definition)
+        if gap_s < shortest:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"the schedule would fire every {gap_s} s; the shortest interval allowed is "
+                f"{shortest} s (SLIPSTREAM_MIN_SCHEDULE_INTERVAL_S)",
+            )
+        kept = [s for s in await schedules(request).all() if s.schedule.owner == definition.owner]
+        limit = rt.settings.schedules_per_user
+        if len(kept) >= limit and definition.key not in {s.schedule.key for s in kept}:
+            raise rt.limits.refuse(
+                "schedules",
+                f"{definition.owner or 'you'} keep {len(kept)} schedules, the limit; "
+                "delete one first",
+                60,
+            )
         return await schedules(request).put(definition)
     except CronError as exc:  # fires in principle, but not from now on: nothing written
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
@@ -574,4 +631,5 @@ async def healthz(request: Request, response: Response) -> Health:
         partitions=rt.settings.partitions,
         llm=rt.settings.llm,
         down=down,
+        refused=dict(rt.limits.refused),
     )

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
 from service import api, session, websocket
+from service.body_limit import BodyLimit
+from service.limits import LimitReached
 from service.runtime import Runtime
 from service.security import BrowserDefences, allowed_host_names
 from slipstream import errors
@@ -91,6 +93,14 @@ def create_app(
     async def _domain_error(request: Request, exc: errors.SlipstreamError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=_STATUS.get(type(exc), 400))
 
+    @app.exception_handler(LimitReached)
+    async def _limited(request: Request, exc: LimitReached) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(max(1, exc.retry_after_s))},
+        )
+
     @app.exception_handler(RedisError)
     async def _redis_error(request: Request, exc: RedisError) -> JSONResponse:
         if not is_redis_fault(exc):
@@ -117,23 +127,12 @@ def create_app(
             status_code=422,
         )
 
-    @app.middleware("http")
-    async def _limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse(
-                {"detail": f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}"},
-                status_code=413,
-            )
-        return await call_next(request)
-
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     # Outermost: a refused request reaches neither the body limit nor a route.
     app.add_middleware(
         BrowserDefences,

@@ -158,6 +158,10 @@ class Health(BaseModel):
     down: dict[str, str] = Field(
         default_factory=dict, description="loops of this process that made no progress, and why"
     )
+    refused: dict[str, int] = Field(
+        default_factory=dict,
+        description="requests and sockets this process refused at a per-user limit, by limit",
+    )
 
 
 class Command(_Body):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from consumers.llm import LLM, provider_from_settings
 from projections.views import ViewStore
 from service.auth import Authenticator
+from service.limits import Limits
 from service.live import Hub
 from slipstream.backend import Backend, redacted
 from slipstream.config import Settings
@@ -23,6 +24,7 @@ class Runtime:
     views: ViewStore
     hub: Hub
     auth: Authenticator
+    limits: Limits
     roles: list[str] = field(default_factory=lambda: ["web"])
     redis_label: str = ""
     # Progress of every supervised loop in this process, for /healthz.
@@ -56,6 +58,7 @@ class Runtime:
             views=ViewStore(store, run_retention_s=settings.run_retention_s),
             hub=Hub(backend, keyspace, liveness=liveness),
             auth=Authenticator(settings, backend.client),
+            limits=Limits(settings, backend.client),
             liveness=liveness,
             roles=roles or ["web"],
             redis_label=redacted(backend.url) if backend.url else "in-process fakeredis",

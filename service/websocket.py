@@ -2,9 +2,10 @@
 
 Frames are JSON text: ``snapshot`` (when connecting without ``after``),
 ``event``, ``ping`` (heartbeat while idle) and ``error`` (before a refusal).
-Close codes: 4401 not signed in, 4403 refused, 4400 bad request, 4404 unknown
-thread, 4008 too slow or events missed (reconnect with ``after``), 1013 Redis
-unavailable while connecting (try again later, with ``after`` if you have events).
+Close codes: 4401 not signed in, 4403 refused, 4429 too many sockets of one
+user, 4400 bad request, 4404 unknown thread, 4008 too slow or events missed
+(reconnect with ``after``), 1013 Redis unavailable while connecting (try again
+later, with ``after`` if you have events).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocketState
 
 from service import access, auth
 from service.auth import Caller
+from service.limits import LimitReached
 from service.live import ListSubscription, Subscription, event_frame, is_after
 from service.runtime import Runtime
 from slipstream import codec, errors
@@ -34,6 +38,7 @@ log = logging.getLogger("slipstream.websocket")
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
 CLOSE_TRY_AGAIN = 1013
@@ -79,21 +84,34 @@ class _Gate:
         )
         self.caller: Caller | None = None
         self._checked = 0.0
+        self._id = uuid.uuid4().hex  # its entry among the user's sockets (service/limits.py)
+        self._held = False
 
     async def admit(self) -> bool:
         """Identify the caller of a socket just accepted; False once it was refused."""
         try:
-            self.caller = await self.rt.auth.identify(self.request)
+            caller = await self.rt.auth.identify(self.request)
+            await self.rt.limits.hold_socket(caller.user, self._id)
+            self.caller, self._held = caller, True
         except auth.Unauthenticated as exc:
             await _refuse(self.socket, CLOSE_UNAUTHENTICATED, str(exc))
         except auth.CrossSiteRefused as exc:
             await _refuse(self.socket, CLOSE_FORBIDDEN, str(exc))
+        except LimitReached as exc:
+            await _refuse(self.socket, CLOSE_TOO_MANY, str(exc))
         except Exception as exc:
             if not is_redis_fault(exc):
                 raise
             await _unavailable(self.socket, exc)
         self._checked = time.monotonic()
         return self.caller is not None
+
+    async def release(self) -> None:
+        """Give back the socket's place among its user's (it lapses by itself anyway)."""
+        if self._held and self.caller is not None:
+            self._held = False
+            with contextlib.suppress(RedisError, OSError):
+                await self.rt.limits.release_socket(self.caller.user, self._id)
 
     async def still_open(self) -> bool:
         """Whether the socket may go on; False once it was closed for its caller."""
@@ -102,6 +120,7 @@ class _Gate:
         self._checked = time.monotonic()
         try:
             self.caller = await self.rt.auth.identify(self.request)
+            await self.rt.limits.renew_socket(self.caller.user, self._id)
             await self.authorize()
         except (auth.Unauthenticated, auth.CrossSiteRefused) as exc:
             await _refuse(self.socket, CLOSE_UNAUTHENTICATED, str(exc))
@@ -127,6 +146,15 @@ async def live(socket: WebSocket, thread_id: str, after: str | None = None) -> N
     gate = _Gate(socket, thread_id)
     if not await gate.admit():
         return
+    try:
+        await _live(rt, socket, gate, thread_id, after)
+    finally:
+        await gate.release()
+
+
+async def _live(
+    rt: Runtime, socket: WebSocket, gate: _Gate, thread_id: str, after: str | None
+) -> None:
     if not is_valid_id(thread_id):
         await _refuse(socket, CLOSE_BAD_REQUEST, f"thread id {thread_id!r} is malformed")
         return
@@ -272,6 +300,13 @@ async def live_threads(socket: WebSocket) -> None:
     gate = _Gate(socket)
     if not await gate.admit():
         return
+    try:
+        await _live_threads(rt, socket, gate)
+    finally:
+        await gate.release()
+
+
+async def _live_threads(rt: Runtime, socket: WebSocket, gate: _Gate) -> None:
     try:
         watcher = await rt.hub.subscribe_threads()
     except Exception as exc:

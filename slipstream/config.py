@@ -118,6 +118,16 @@ class Settings:
     """SLIPSTREAM_SESSION_TTL_S: how long a browser's sign-in lasts."""
     secret_key: str | None = None
     """SLIPSTREAM_SECRET_KEY: signs session cookies; unset, one is made and kept in Redis."""
+    sends_per_minute: int = 120
+    """SLIPSTREAM_SENDS_PER_MINUTE: messages one user may send a minute (a burst of as many)."""
+    sockets_per_user: int = 50
+    """SLIPSTREAM_SOCKETS_PER_USER: live sockets one user may hold open at once."""
+    runs_per_user: int = 20
+    """SLIPSTREAM_RUNS_PER_USER: runs of one user's requests queued or going at once."""
+    schedules_per_user: int = 20
+    """SLIPSTREAM_SCHEDULES_PER_USER: schedules one user may keep."""
+    min_schedule_interval_s: int = 60
+    """SLIPSTREAM_MIN_SCHEDULE_INTERVAL_S: the shortest time between two fires of a schedule."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -192,4 +202,9 @@ class Settings:
             trusted_proxies=_networks(env, "SLIPSTREAM_TRUSTED_PROXIES", ("127.0.0.1", "::1")),
             session_ttl_s=_int(env, "SLIPSTREAM_SESSION_TTL_S", 7 * 24 * 3600, minimum=60),
             secret_key=env.get("SLIPSTREAM_SECRET_KEY") or None,
+            sends_per_minute=_int(env, "SLIPSTREAM_SENDS_PER_MINUTE", 120, minimum=1),
+            sockets_per_user=_int(env, "SLIPSTREAM_SOCKETS_PER_USER", 50, minimum=1),
+            runs_per_user=_int(env, "SLIPSTREAM_RUNS_PER_USER", 20, minimum=1),
+            schedules_per_user=_int(env, "SLIPSTREAM_SCHEDULES_PER_USER", 20, minimum=1),
+            min_schedule_interval_s=_int(env, "SLIPSTREAM_MIN_SCHEDULE_INTERVAL_S", 60, minimum=1),
         )

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from consumers.llm.base import LLM
 from consumers.worker import Worker
 from projections.projector import Projector
-from service.__main__ import run_worker_and_projector
+from service.__main__ import WS_MAX_FRAME_BYTES, run_worker_and_projector
 from service.app import create_app
 from service.embedded import free_port
 from service.runtime import Runtime
@@ -127,6 +127,7 @@ async def running_system(
             log_level="warning",
             ws_ping_interval=None,
             proxy_headers=False,  # as service.__main__ serves it
+            ws_max_size=WS_MAX_FRAME_BYTES,
         )
     )
     task = asyncio.create_task(server.serve())
