@@ -19,7 +19,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from consumers import workflows
 from consumers.workflows.cron import CronError, next_fire, parse
@@ -53,6 +53,8 @@ return 1
 
 
 class Schedule(BaseModel):
+    model_config = ConfigDict(strict=True)  # as the API's bodies: no guessing at types
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     workflow: str
     cron: str | None = Field(

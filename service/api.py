@@ -127,7 +127,7 @@ async def update_thread(request: Request, thread_id: ThreadId, body: ThreadPatch
     return (await rt.views.current(thread_id)).summary()
 
 
-@router.get("/api/threads/{thread_id}", response_model=ThreadView)
+@router.get("/api/threads/{thread_id}", response_model=ThreadView, responses={404: {}})
 async def get_thread(request: Request, thread_id: ThreadId) -> ThreadView:
     await access.authorize(runtime(request), caller(request), thread_id)
     return await existing_view(runtime(request), thread_id)
@@ -322,11 +322,20 @@ def classified_usage(
     ]
 
 
-@router.get("/api/threads/{thread_id}/events", response_model=list[StoredEvent])
+@router.get(
+    "/api/threads/{thread_id}/events", response_model=list[StoredEvent], responses={404: {}}
+)
 async def thread_events(
     request: Request,
     thread_id: ThreadId,
-    after: Annotated[str | None, Query(description="only events after this stream id")] = None,
+    after: Annotated[
+        str | None,
+        # Published; checked by check_stream_id, whose 400 says what a stream id looks like.
+        Query(
+            description="only events after this stream id",
+            json_schema_extra={"pattern": r"^[0-9]{1,20}-[0-9]{1,20}$"},
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[StoredEvent]:
     check_stream_id(after, "after")
@@ -432,7 +441,11 @@ async def list_runs(
     agent: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
-        str | None, Query(description="X-Next-Cursor of the previous page: the page after it")
+        str | None,
+        Query(
+            description="X-Next-Cursor of the previous page: the page after it",
+            json_schema_extra={"pattern": r"^[0-9]{1,15}:[A-Za-z0-9_-]{1,64}\.[a-f0-9]{6,32}$"},
+        ),
     ] = None,
 ) -> list[RunSummary]:
     """Runs by status (and agent), newest first, as projected, a page at a time.
@@ -473,9 +486,9 @@ async def get_run(request: Request, run_id: RunId) -> RunView:
 async def usage(
     request: Request,
     thread_id: Annotated[
-        str | None,
-        Query(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the thread; required for now"),
-    ] = None,
+        str,
+        Query(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the thread (required for now)"),
+    ],
     agent: Annotated[str | None, Query(description="only this agent's model calls")] = None,
 ) -> ThreadUsage:
     """Tokens a thread's model calls spent: in total, by agent and by model.
@@ -483,12 +496,6 @@ async def usage(
     Every call counts, a failed attempt's and a hand-off's too. With `agent`,
     only that agent's calls count (read from the thread's events).
     """
-    if thread_id is None:
-        # Usage across threads needs an index of its own, which is not built yet.
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "thread_id is required for now: usage across threads is not available yet",
-        )
     rt = runtime(request)
     await access.authorize(rt, caller(request), thread_id)
     view = await existing_view(rt, thread_id)
@@ -598,7 +605,7 @@ async def put_schedule(request: Request, name: str, body: Schedule) -> ScheduleS
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-@router.delete("/api/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/api/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}})
 async def delete_schedule(request: Request, name: str) -> None:
     owner = schedule_owner(request)
     if not await schedules(request).delete(f"{owner}/{name}" if owner else name):

@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import api, session, websocket
+from service import api, openapi, session, websocket
 from service.body_limit import BodyLimit
 from service.limits import LimitReached
 from service.runtime import Runtime
@@ -84,6 +87,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.openapi = lambda: openapi.publish(app)  # type: ignore[method-assign]
     app.include_router(api.router)
     app.include_router(api.public)
     app.include_router(session.router)
@@ -92,6 +96,26 @@ def create_app(
     @app.exception_handler(errors.SlipstreamError)
     async def _domain_error(request: Request, exc: errors.SlipstreamError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=_STATUS.get(type(exc), 400))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code != 405:
+            return await http_exception_handler(request, exc)
+        # Starlette's Allow names only the first route of the path; a path served by
+        # several routes (GET and POST /api/threads) takes the methods of them all.
+        allowed = sorted(
+            {
+                method
+                for route in app.routes
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+                for method in route.methods or ()
+            }
+        )
+        return JSONResponse(
+            {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}"},
+            status_code=405,
+            headers={"Allow": ", ".join(allowed)},
+        )
 
     @app.exception_handler(LimitReached)
     async def _limited(request: Request, exc: LimitReached) -> JSONResponse:

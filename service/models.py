@@ -16,7 +16,9 @@ MAX_AGENTS_PER_MESSAGE = 8
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a body says what it means. `"archived": 0` or `"expected_version": "3"`
+    # is a 422, not a guess (the published schema says boolean and integer).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _client_id(about: str) -> str | None:
@@ -34,7 +36,11 @@ class NewThread(_Body):
 
 
 class NewMessage(_Body):
-    content: str = Field(description=f"the message, 1 byte to {MAX_MESSAGE_BYTES} bytes of UTF-8")
+    content: str = Field(
+        description=f"the message, 1 byte to {MAX_MESSAGE_BYTES} bytes of UTF-8, not only spaces",
+        # Published, checked by the validator below (its message is clearer than a pattern's).
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},
+    )
     agent: str | None = Field(
         None, description="which agent answers; without it the router decides (agent.routed)"
     )
@@ -219,6 +225,8 @@ class AgentInfo(BaseModel):
 
 
 class ThreadPatch(_Body):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+
     title: str | None = Field(None, min_length=1, max_length=MAX_TITLE_CHARS)
     archived: bool | None = None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service import auth
 from service.auth import COOKIE, Caller, CrossSiteRefused, Unauthenticated
@@ -22,6 +22,8 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="slipstream"'}
 
 
 class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     token: str = Field(min_length=1, max_length=200, description="an API token of yours")
 
 

@@ -58,8 +58,15 @@ def thread_of_run(run_id: str) -> str | None:
     return match.group(1) if match else None
 
 
+_U64_MAX = 2**64 - 1
+
+
 def is_stream_id(value: str) -> bool:
-    return bool(STREAM_ID.match(value))
+    """`<ms>-<seq>`, each part a 64-bit unsigned number, as Redis takes them."""
+    if not STREAM_ID.match(value):
+        return False
+    ms, seq = value.split("-")
+    return int(ms) <= _U64_MAX and int(seq) <= _U64_MAX
 
 
 def stream_id_tuple(value: str) -> tuple[int, int]:

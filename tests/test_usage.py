@@ -188,7 +188,7 @@ async def test_get_usage_of_a_thread_and_of_one_agent(system: System) -> None:
 async def test_get_usage_refuses_what_it_cannot_answer(system: System) -> None:
     response = await system.http.get("/api/usage")
     assert response.status_code == 422
-    assert "thread_id is required" in response.text
+    assert response.json()["detail"] == "query.thread_id: Field required"
     response = await system.http.get("/api/usage", params={"thread_id": "nosuchthread"})
     assert response.status_code == 404
     assert "does not exist" in response.text
