@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from service.embedded import free_port
 from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,3 +177,17 @@ def redis_answers(port: int) -> bool:
         return False
     finally:
         client.close()
+
+
+@contextmanager
+def embedded_service(workdir: Path, **env: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The embedded system (its own redis-server) on a free port: its URL and environment."""
+    port = free_port()
+    full = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(workdir / "data"), **env)
+    process = spawn("service", full, workdir / "service.log")
+    try:
+        wait_healthy(port, process)
+        yield f"http://127.0.0.1:{port}", full
+    finally:
+        stop(process)
+        kill_pidfile(workdir / "data" / "redis" / "redis.pid")

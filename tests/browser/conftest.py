@@ -5,34 +5,18 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from service.embedded import free_port
-from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
+from tests.processes import embedded_service
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 WORDS = 120
 THREAD_URL = re.compile(r"#.{3,}$")
 """A page showing a thread (its id after the #)."""
-
-
-@contextmanager
-def embedded_service(workdir: Path, **env: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """The embedded system (its own redis-server) on a free port: its URL and environment."""
-    port = free_port()
-    full = env_for(PORT=str(port), SLIPSTREAM_DATA_DIR=str(workdir / "data"), **env)
-    process = spawn("service", full, workdir / "service.log")
-    try:
-        wait_healthy(port, process)
-        yield f"http://127.0.0.1:{port}", full
-    finally:
-        stop(process)
-        kill_pidfile(workdir / "data" / "redis" / "redis.pid")
 
 
 @pytest.fixture(scope="module")

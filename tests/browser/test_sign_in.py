@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from tests.browser.conftest import THREAD_URL, embedded_service, screenshot
+from tests.browser.conftest import THREAD_URL, screenshot
 from tests.browser.test_csp import COLLECT_VIOLATIONS
+from tests.processes import embedded_service
 
 pytestmark = pytest.mark.slow
 
