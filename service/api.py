@@ -333,7 +333,7 @@ async def thread_events(
         # Published; checked by check_stream_id, whose 400 says what a stream id looks like.
         Query(
             description="only events after this stream id",
-            json_schema_extra={"pattern": r"^[0-9]{1,20}-[0-9]{1,20}$"},
+            json_schema_extra={"pattern": r"^[0-9]{1,19}-[0-9]{1,19}$"},
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
