@@ -71,22 +71,26 @@ async def world(real_backend: Backend, settings: Settings) -> AsyncIterator[Worl
         yield made
 
 
-def endpoints(w: World) -> list[tuple[str, str, object, int]]:
-    """(method, path, body, status for the owner and a member) of every thread's route."""
+def endpoints(w: World) -> list[tuple[str, str, object, int, int]]:
+    """(method, path, body, status for the owner, for a member) of every thread's route."""
     t, r = w.thread_id, w.run_id
+    member = f"member-{id(w.system)}"
     approval = {"name": "approval", "payload": {"call_id": "c1", "approved": True}}
     return [
-        ("GET", f"/api/threads/{t}", None, 200),
-        ("PATCH", f"/api/threads/{t}", {"title": "renamed"}, 200),
-        ("GET", f"/api/threads/{t}/events", None, 200),
-        ("GET", f"/api/threads/{t}/members", None, 200),
-        ("GET", f"/api/usage?thread_id={t}", None, 200),
-        ("GET", f"/api/runs/{r}", None, 200),
-        ("POST", f"/api/runs/{r}/cancel", {}, 409),  # finished: the run's own answer
-        ("POST", f"/api/runs/{r}/retry", {}, 409),  # completed runs are not retried
-        ("POST", f"/api/runs/{r}/signal", approval, 409),  # not waiting
-        ("POST", f"/api/threads/{t}/messages", {"content": "hi", "agent": "assistant"}, 202),
-        ("POST", f"/api/runs/{r}/regenerate", {}, 202),
+        ("GET", f"/api/threads/{t}", None, 200, 200),
+        ("PATCH", f"/api/threads/{t}", {"title": "renamed"}, 200, 200),
+        ("GET", f"/api/threads/{t}/events", None, 200, 200),
+        ("GET", f"/api/threads/{t}/members", None, 200, 200),
+        # Adding a member again changes nothing; only the owner manages members.
+        ("POST", f"/api/threads/{t}/members", {"user": member}, 200, 403),
+        ("DELETE", f"/api/threads/{t}/members/owner-{id(w.system)}", None, 422, 403),
+        ("GET", f"/api/usage?thread_id={t}", None, 200, 200),
+        ("GET", f"/api/runs/{r}", None, 200, 200),
+        ("POST", f"/api/runs/{r}/cancel", {}, 409, 409),  # finished: the run's own answer
+        ("POST", f"/api/runs/{r}/retry", {}, 409, 409),  # completed runs are not retried
+        ("POST", f"/api/runs/{r}/signal", approval, 409, 409),  # not waiting
+        ("POST", f"/api/threads/{t}/messages", {"content": "hi", "agent": "assistant"}, 202, 202),
+        ("POST", f"/api/runs/{r}/regenerate", {}, 202, 202),
     ]
 
 
@@ -101,7 +105,8 @@ async def test_the_access_matrix(world: World, role: str) -> None:
     """Every route of a thread and its runs, as each kind of caller."""
     missing_thread = "thread 'tnothere' does not exist"
     async with world.client(role) as client, world.client("owner") as owner:
-        for method, path, body, allowed in endpoints(world):
+        for method, path, body, as_owner, as_member in endpoints(world):
+            allowed = as_owner if role == "owner" else as_member
             before = await stream_length(world)
             kwargs = {"json": body} if body is not None else {}
             response = await client.request(method, path, **kwargs)
