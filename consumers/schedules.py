@@ -52,6 +52,11 @@ return 1
 """
 
 
+def schedule_key(owner: str, name: str) -> str:
+    """A schedule's field in the schedule hashes: names are each owner's own."""
+    return f"{owner}/{name}" if owner else name
+
+
 class Schedule(BaseModel):
     model_config = ConfigDict(strict=True)  # as the API's bodies: no guessing at types
 
@@ -91,8 +96,7 @@ class Schedule(BaseModel):
 
     @property
     def key(self) -> str:
-        """Its field in the schedule hashes: names are each owner's own."""
-        return f"{self.owner}/{self.name}" if self.owner else self.name
+        return schedule_key(self.owner, self.name)
 
     @property
     def thread_id(self) -> str:

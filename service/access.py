@@ -60,10 +60,7 @@ async def visible_threads(rt: Runtime, caller: Caller) -> set[str] | None:
 
 async def authorize_run(rt: Runtime, caller: Caller, run_id: str) -> Role:
     """As `authorize`, for the thread a run id names; RunNotFound for a stranger."""
-    thread_id = thread_of_run(run_id)
-    if rt.auth.mode == "none":
-        return "owner"
-    found = await role(rt, caller, thread_id) if thread_id else None
-    if found is None:
-        raise errors.RunNotFound(run_id)
-    return found
+    try:
+        return await authorize(rt, caller, thread_of_run(run_id) or "")
+    except errors.ThreadNotFound:
+        raise errors.RunNotFound(run_id) from None

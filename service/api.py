@@ -14,7 +14,7 @@ from consumers.agents import AGENTS, default_agent
 from consumers.agents import loaded as agents_file
 from consumers.llm import LLM
 from consumers.router import ROUTER, Decision, model_classifier, route
-from consumers.schedules import Schedule, Schedules, ScheduleState
+from consumers.schedules import Schedule, Schedules, ScheduleState, schedule_key
 from consumers.workflows.cron import CronError
 from projections.run_index import Cursor
 from projections.thread_view import (
@@ -608,7 +608,7 @@ async def put_schedule(request: Request, name: str, body: Schedule) -> ScheduleS
 @router.delete("/api/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}})
 async def delete_schedule(request: Request, name: str) -> None:
     owner = schedule_owner(request)
-    if not await schedules(request).delete(f"{owner}/{name}" if owner else name):
+    if not await schedules(request).delete(schedule_key(owner, name)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule named {name!r}")
 
 

@@ -34,6 +34,7 @@ from typing import Literal
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from redis.asyncio import Redis
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 
 from slipstream.config import Settings
 from slipstream.users import LOCAL_USER, UserError, Users, check_name
@@ -43,6 +44,7 @@ log = logging.getLogger("slipstream.auth")
 COOKIE = "slipstream_session"
 SECRET_KEY = "ss:{auth}:secret"
 _SALT = "slipstream.session"
+INVALID_TOKEN = "the token is not valid (unknown or revoked)"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Via = Literal["local", "token", "session", "header"]
@@ -70,6 +72,16 @@ class Request:
     headers: Headers
     cookies: Mapping[str, str]
     peer: str | None
+
+    @classmethod
+    def of(cls, connection: HTTPConnection) -> Request:
+        """An HTTP request's, or a websocket's handshake (a GET)."""
+        return cls(
+            method=str(connection.scope.get("method", "GET")),
+            headers=connection.headers,
+            cookies=connection.cookies,
+            peer=connection.client.host if connection.client else None,
+        )
 
 
 def _same_site(request: Request, caller: Caller) -> Caller:
@@ -118,7 +130,7 @@ class Authenticator:
                 raise Unauthenticated("Authorization must be 'Bearer <token>'")
             user = await self.users.by_token(token.strip())
             if user is None:
-                raise Unauthenticated("the token is not valid (unknown or revoked)")
+                raise Unauthenticated(INVALID_TOKEN)
             return Caller(user, "token")
         cookie = request.cookies.get(COOKIE)
         if cookie is None:
@@ -165,11 +177,11 @@ class Authenticator:
         """(user, signed cookie value) for a valid token; Unauthenticated otherwise."""
         user = await self.users.by_token(token.strip())
         if user is None:
-            raise Unauthenticated("the token is not valid (unknown or revoked)")
+            raise Unauthenticated(INVALID_TOKEN)
         try:
             session_id = await self.users.start_session(user, self.settings.session_ttl_s)
         except UserError:
-            raise Unauthenticated("the token is not valid (unknown or revoked)") from None
+            raise Unauthenticated(INVALID_TOKEN) from None
         return user, (await self._serializer()).dumps(session_id)
 
     async def sign_out(self, cookie: str | None) -> None:

@@ -134,7 +134,7 @@ class Limits:
         state expired leave the user's list.
         """
         key = RUNS + user
-        listed = [str(r) for r in await self.redis.zrange(key, 0, -1)]
+        listed = [str(r) for r in await self.redis.smembers(key)]
         if not listed:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -143,7 +143,7 @@ class Limits:
             statuses = await pipe.execute()
         ended = [r for r, s in zip(listed, statuses, strict=True) if s is None or s in _TERMINAL]
         if ended:
-            await self.redis.zrem(key, *ended)
+            await self.redis.srem(key, *ended)
         live = len(listed) - len(ended)
         limit = self.settings.runs_per_user
         if live >= limit:
@@ -159,6 +159,6 @@ class Limits:
         if not run_ids:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(RUNS + user, dict.fromkeys(run_ids, 0))
+            pipe.sadd(RUNS + user, *run_ids)
             pipe.expire(RUNS + user, RUNS_KEPT_S)
             await pipe.execute()

@@ -38,18 +38,9 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-def request_of(request: Request) -> auth.Request:
-    return auth.Request(
-        method=request.method,
-        headers=request.headers,
-        cookies=request.cookies,
-        peer=request.client.host if request.client else None,
-    )
-
-
 async def authenticated(request: Request) -> Caller:
     try:
-        caller = await runtime(request).auth.identify(request_of(request))
+        caller = await runtime(request).auth.identify(auth.Request.of(request))
     except Unauthenticated as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers=CHALLENGE) from None
     except CrossSiteRefused as exc:

@@ -76,12 +76,7 @@ class _Gate:
         self.socket = socket
         self.thread_id = thread_id
         self.rt: Runtime = socket.app.state.runtime
-        self.request = auth.Request(
-            method="GET",
-            headers=socket.headers,
-            cookies=socket.cookies,
-            peer=socket.client.host if socket.client else None,
-        )
+        self.request = auth.Request.of(socket)
         self.caller: Caller | None = None
         self._checked = 0.0
         self._id = uuid.uuid4().hex  # its entry among the user's sockets (service/limits.py)
