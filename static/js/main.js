@@ -67,10 +67,9 @@ async function signedIn() {
   return session ?? (await signIn());
 }
 
-async function start() {
+function start() {
+  // Wired at once, as the page appears: a click must never land before its handler.
   wireSession();
-  const session = await signedIn();
-  if (session) showSession(session);
   collectDom();
   for (const step of [
     renderHeader, renderThreadList, renderMessages, renderEmptyState, renderControls,
@@ -81,11 +80,15 @@ async function start() {
   wire();
   setConnection("offline");
   renderAgentPicker();
-  loadAgents();
-  startThreadList();
-  openThread(threadIdFromHash());
   markdownReady.then(scheduleRender); // answers shown before it loaded become markdown
   scheduleRender();
+  // What reads the server waits for someone to be signed in (with no auth, at once).
+  signedIn().then((session) => {
+    if (session) showSession(session);
+    loadAgents();
+    startThreadList();
+    openThread(threadIdFromHash());
+  });
 }
 
 start();

@@ -20,8 +20,15 @@ export async function whoAmI() {
   }
 }
 
+let pending = null; // one sign-in at a time, whoever asks for it
+
 /** Show the sign-in page; resolves once the server accepted a token. */
 export function signIn(reason = "") {
+  if (!pending) pending = askForToken(reason).finally(() => { pending = null; });
+  return pending;
+}
+
+function askForToken(reason) {
   const page = $("sign-in");
   const form = $("sign-in-form");
   const input = $("sign-in-token");
