@@ -23,13 +23,25 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml tests/constraints.txt
 	$(BIN)/pip install --quiet -c tests/constraints.txt -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
-# The chat's markdown and sanitiser come from npm and are served by the app
-# itself: no CDN at run time.
+# The chat's markdown, sanitiser and code highlighter come from npm and are
+# served by the app itself: no CDN at run time. highlight.js ships its core for
+# browsers only as CommonJS (its es/core.js re-exports lib/core.js), so the copy
+# wraps it as an ES module; its languages are ES modules already. The languages
+# here are the ones static/js/highlight.js registers.
+HLJS_LANGUAGES = python javascript typescript json bash shell sql xml css go rust java c cpp yaml markdown diff
+HLJS_CORE_NOTE = // highlight.js lib/core.js wrapped as an ES module by the Makefile (\$$(VENDOR)); do not edit.
 $(VENDOR): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	mkdir -p static/vendor
 	cp node_modules/marked/lib/marked.esm.js static/vendor/marked.esm.js
 	cp node_modules/dompurify/dist/purify.es.mjs static/vendor/purify.es.mjs
+	mkdir -p static/vendor/highlight/languages
+	{ echo "$(HLJS_CORE_NOTE)"; echo "const module = { exports: {} };"; \
+	  cat node_modules/highlight.js/lib/core.js; echo "export default module.exports;"; \
+	} > static/vendor/highlight/core.js
+	for name in $(HLJS_LANGUAGES); do \
+	  cp node_modules/highlight.js/es/languages/$$name.js static/vendor/highlight/languages/$$name.js || exit 1; \
+	done
 	touch $@
 
 ## run: the whole system, embedded, on http://127.0.0.1:8000

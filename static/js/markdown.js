@@ -11,9 +11,14 @@
  *
  * The libraries are imported dynamically: if static/vendor/ is missing, answers
  * show as plain text instead of the whole page failing to load.
+ *
+ * Fenced code with a language is highlighted (highlight.js) inside marked's
+ * renderer, so DOMPurify still sees, and cleans, everything. A fence still
+ * being written is left plain until it closes: a stream re-renders every frame.
  */
 
 import { el } from "./dom.js";
+import { highlightCode, highlightReady, highlightVersion } from "./highlight.js";
 
 const PURIFY_CONFIG = {
   FORBID_TAGS: ["style", "form", "button", "textarea", "select", "option"],
@@ -24,7 +29,7 @@ const PURIFY_CONFIG = {
 
 let engine = null; // {marked, purify} once both have loaded
 
-export const markdownReady = Promise.all([
+const libraries = Promise.all([
   import("../vendor/marked.esm.js"),
   import("../vendor/purify.es.mjs"),
 ]).then(([markedModule, purifyModule]) => {
@@ -33,9 +38,11 @@ export const markdownReady = Promise.all([
   console.warn("Answers show as plain text: static/vendor/ lacks marked or DOMPurify (run make).", error);
 });
 
+export const markdownReady = Promise.all([libraries, highlightReady]);
+
 /** Changes when rendering does, so messages rendered before the libraries arrived re-render. */
 export function markdownVersion() {
-  return engine ? 1 : 0;
+  return (engine ? 1 : 0) + 2 * highlightVersion();
 }
 
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -55,6 +62,13 @@ function setUp(Marked, purify) {
       image({ href, text }) {
         return `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`;
       },
+      code({ text, lang, raw }) {
+        const language = /^\S*/.exec(lang ?? "")[0];
+        const code = String(text ?? "").replace(/\n$/, "");
+        const html = language && fenceClosed(raw) ? highlightCode(code, language) : null;
+        if (html === null) return false; // marked's own: plain, escaped
+        return `<pre><code class="hljs language-${escapeHtml(language)}">${html}\n</code></pre>\n`;
+      },
     },
   });
   purify.addHook("afterSanitizeAttributes", (node) => {
@@ -64,6 +78,15 @@ function setUp(Marked, purify) {
     }
   });
   return { marked, purify };
+}
+
+/** A fenced block whose closing fence has arrived (marked also ends an open one at the text's end). */
+function fenceClosed(raw) {
+  const lines = String(raw ?? "").trimEnd().split("\n");
+  const opening = /^ {0,3}(`{3,}|~{3,})/.exec(lines[0])?.[1];
+  if (!opening || lines.length < 2) return false;
+  const closing = /^ {0,3}(`{3,}|~{3,})\s*$/.exec(lines.at(-1))?.[1];
+  return Boolean(closing) && closing[0] === opening[0] && closing.length >= opening.length;
 }
 
 /**
