@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from consumers.prompt_examples import Examples
+
 SHIPPED_FILE = Path(__file__).with_name("agents.toml")
 
 BUILTIN_TOOLS = ("calculator", "now", "search_thread", "fetch_url")
@@ -95,6 +97,7 @@ class Agent(_Strict):
         ge=1,
         description="estimated tokens of thread it is sent; else SLIPSTREAM_CONTEXT_TOKENS",
     )
+    examples: Examples = Field((), description="prompts the chat offers in an empty thread")
 
     @field_validator("route", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from consumers import workflows
 from consumers.agents import AGENTS, default_agent
 from consumers.agents import loaded as agents_file
 from consumers.llm import LLM
+from consumers.llm.scripted import MODEL_NAME as SCRIPTED_MODEL
 from consumers.router import ROUTER, Decision, model_classifier, route
 from consumers.schedules import Schedule, Schedules, ScheduleState, schedule_key
 from consumers.workflows.cron import CronError
@@ -30,6 +31,7 @@ from service.models import (
     MAX_AGENTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
     USER_NAME_PATTERN,
+    About,
     AgentInfo,
     CancelAccepted,
     Command,
@@ -51,6 +53,7 @@ from service.models import (
 from service.runtime import Runtime
 from service.session import authenticated, caller
 from slipstream import codec, events
+from slipstream.config import Settings
 from slipstream.keys import is_stream_id, stream_id_tuple, thread_of_run
 
 # Every route of `router` needs a caller (service/session.py); `public` ones do not.
@@ -509,9 +512,16 @@ async def usage(
     return ThreadUsage(thread_id=thread_id, agent=agent, **own.model_dump())
 
 
+def answering_model(settings: Settings) -> str:
+    """The model answers come from. An agent's own `model` in the agents file is not
+    passed to the provider (yet), so every agent answers with this one."""
+    return settings.anthropic_model if settings.llm == "anthropic" else SCRIPTED_MODEL
+
+
 @router.get("/api/agents", response_model=list[AgentInfo])
-async def list_agents() -> list[AgentInfo]:
+async def list_agents(request: Request) -> list[AgentInfo]:
     """Who a message can be addressed to: chat agents (with their tools) and workflows."""
+    model = answering_model(runtime(request).settings)
     chat = [
         AgentInfo(
             name=a.name,
@@ -521,17 +531,31 @@ async def list_agents() -> list[AgentInfo]:
             approve=list(a.approve),
             handoffs=list(a.handoffs),
             default=a.name == default_agent(),
+            model=model,
+            examples=list(a.examples),
         )
         for a in AGENTS.values()
     ]
     flows = [
         AgentInfo(
-            name=d.name, kind="workflow", description=d.description, signals=sorted(d.signals)
+            name=d.name,
+            kind="workflow",
+            description=d.description,
+            signals=sorted(d.signals),
+            model=model,
+            examples=list(d.examples),
         )
         for d in (workflows.get(name) for name in workflows.names())
         if d is not None
     ]
     return chat + flows
+
+
+@router.get("/api/about", response_model=About)
+async def about(request: Request) -> About:
+    """Which model answers: `demo` is true for the offline one, which makes answers up."""
+    settings = runtime(request).settings
+    return About(llm=settings.llm, demo=settings.llm == "scripted", model=answering_model(settings))
 
 
 def schedules(request: Request) -> Schedules:

@@ -222,6 +222,24 @@ class AgentInfo(BaseModel):
         default_factory=list, description="agents it may hand the conversation to"
     )
     default: bool = Field(False, description="answers when no pick, mention or rule decides")
+    model: str = Field(
+        description="the model that writes its answers: 'scripted' for the offline demo model"
+    )
+    examples: list[str] = Field(
+        default_factory=list, description="messages the chat offers to send it in an empty thread"
+    )
+
+
+class About(BaseModel):
+    """Which model answers, so a page can say when it is the offline demo one."""
+
+    llm: Literal["scripted", "anthropic"] = Field(description="SLIPSTREAM_LLM, as in force")
+    demo: bool = Field(
+        description="true for the offline demo model: its answers are made up from the words "
+        "of the prompt; set ANTHROPIC_API_KEY (or SLIPSTREAM_LLM=anthropic) and restart for a "
+        "real one"
+    )
+    model: str = Field(description="the model answers come from: 'scripted' when demo")
 
 
 class ThreadPatch(_Body):

@@ -68,7 +68,11 @@ def finalize(answer: str, plan: Plan) -> Summary:
     )
 
 
-@workflow("research", description="Analyse the question, stream an answer, then summarise it.")
+@workflow(
+    "research",
+    description="Analyse the question, stream an answer, then summarise it.",
+    examples=("How do Redis Streams consumer groups share work between workers?",),
+)
 async def research(ctx: WorkflowContext, message: str) -> dict[str, object]:
     plan = await ctx.step("analyze", analyze, message)
     answer = await ctx.run_agent(
@@ -97,6 +101,7 @@ def publish(draft: str) -> Publication:
     "approval",
     signals=("approval",),
     description="Draft an answer, wait for a person to approve it, then publish or revise.",
+    examples=("Draft a two-sentence release note for version 2.1, for me to approve.",),
 )
 async def approval(ctx: WorkflowContext, message: str) -> dict[str, object]:
     draft = await ctx.run_agent("assistant", message, name="draft")
@@ -138,7 +143,11 @@ def parse_reminder(message: str) -> Reminder:
     return Reminder(seconds=float(amount) * _UNIT_S[unit[0].lower()], text=text.strip() or "this")
 
 
-@workflow("reminder", description="'in 10 minutes: stretch': sleeps durably, then reminds you.")
+@workflow(
+    "reminder",
+    description="'in 10 minutes: stretch': sleeps durably, then reminds you.",
+    examples=("in 1 minute: stretch your legs",),
+)
 async def reminder(ctx: WorkflowContext, message: str) -> str:
     plan = await ctx.step("parse", parse_reminder, message, retry=RetryPolicy(max_attempts=1))
     await ctx.sleep(plan.seconds)

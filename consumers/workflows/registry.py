@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from consumers.prompt_examples import checked_examples
+
 if TYPE_CHECKING:
     from consumers.workflows.context import WorkflowContext
 
@@ -19,6 +21,8 @@ class WorkflowDef:
     version: int
     signals: frozenset[str]
     description: str
+    examples: tuple[str, ...] = ()
+    """Prompts the chat offers in an empty thread (consumers/prompt_examples.py)."""
 
 
 _REGISTRY: dict[str, WorkflowDef] = {}
@@ -30,15 +34,19 @@ def workflow(
     version: int = 1,
     signals: tuple[str, ...] = (),
     description: str = "",
+    examples: tuple[str, ...] = (),
 ) -> Callable[[WorkflowFn], WorkflowFn]:
     """Register `async def fn(ctx, message)` as the workflow `name` (default: its own name).
 
     `signals` names what the workflow may `wait_for`: a signal of another name
     is refused with 409 instead of being kept for a wait that never comes.
+    `examples`: a few messages to start it with, which the chat offers in an
+    empty thread (at most 6, each 1 to 300 characters; else a ValueError here).
     """
 
     def register(fn: WorkflowFn) -> WorkflowFn:
         key = name or fn.__name__
+        offered = checked_examples(examples, f"workflow {key!r}")
         existing = _REGISTRY.get(key)
         if existing is not None and existing.fn is not fn:
             raise ValueError(f"a workflow named {key!r} is registered already ({existing.fn!r})")
@@ -48,6 +56,7 @@ def workflow(
             version=version,
             signals=frozenset(signals),
             description=description or (fn.__doc__ or "").strip().split("\n")[0],
+            examples=offered,
         )
         return fn
 

@@ -40,6 +40,7 @@ def revision_prompt(request: str, draft: str, review: str) -> str:
 @workflow(
     "review",
     description="The writer drafts, the critic reviews the draft, the writer revises it.",
+    examples=("A three-sentence product blurb for a reusable water bottle.",),
 )
 async def review(ctx: WorkflowContext, message: str) -> dict[str, object]:
     draft = await ctx.agent_turn(WRITER, draft_prompt(message), name="draft")
