@@ -10,7 +10,7 @@ from consumers.context import Trimmed, fixed_tokens, repaired, trimmed
 from consumers.handoff import handoff_spec
 from consumers.llm.base import ChatMessage, Prompt, ToolSpec
 from consumers.tools import REGISTRY, ToolRegistry
-from projections.thread_view import ThreadView
+from projections.thread_view import MessageView, RunView, ThreadView, branch_of
 from slipstream import events as ev
 
 
@@ -60,10 +60,13 @@ def context_for(
 ) -> Context:
     """The conversation up to and including the message the run answers.
 
-    Earlier answers count with the text they reached, even when cancelled;
-    answers still pending, still being written (another agent's, answering at
-    the same time) or failed add nothing, and so do earlier answers to
-    the same message (a regenerated answer starts afresh). Earlier answers are
+    Only the run's branch counts: the user messages from the thread's first to
+    the one answered, following parents (an edited message's earlier versions
+    and what followed them are left out), with their answers. Earlier answers
+    count with the text they reached, even when cancelled; answers still
+    pending, still being written (another agent's, answering at the same time)
+    or failed add nothing, and so do earlier answers to the same message (a
+    regenerated answer starts afresh) and answers a later regeneration replaced. Earlier answers are
     their text only: their tool calls and results stay in the events (what the
     model made of them is in its text, and the tools it called may not be this
     agent's). An answer another agent wrote is labelled with its name
@@ -79,13 +82,8 @@ def context_for(
     agent = agent_named(run.agent)
     turns: list[ChatMessage] = []
     labelled = False
-    for message in view.messages:
-        if message.id == run.reply_id:
-            break
-        if not message.content or message.status in ("pending", "streaming", "failed"):
-            continue
-        if message.role == "assistant" and _answers(view, message.run_id, run.message_id):
-            continue
+    branch = set(branch_of(view, run.message_id))
+    for message in _conversation(view, run, branch):
         content = message.content
         if message.role == "assistant" and message.agent and message.agent != agent.name:
             content, labelled = label(message.agent) + content, True
@@ -119,6 +117,53 @@ def trimmed_event(attempt: Attempt, cut: Trimmed) -> ev.ContextTrimmed:
     )
 
 
-def _answers(view: ThreadView, run_id: str | None, message_id: str) -> bool:
-    other = view.runs.get(run_id or "")
-    return other is not None and other.message_id == message_id
+def _latest_answers(view: ThreadView, before: str) -> set[str]:
+    """The newest run per (message, agent) among those whose reply comes before `before`:
+    the answer a regeneration replaced is no longer part of the conversation."""
+    newest: dict[tuple[str, str], str] = {}
+    for message in view.messages:
+        if message.id == before:
+            break
+        run = view.runs.get(message.run_id or "")
+        if message.role == "assistant" and run is not None and message.id == run.reply_id:
+            newest[(run.message_id, run.agent)] = run.id
+    return set(newest.values())
+
+
+def _conversation(view: ThreadView, run: RunView, branch: set[str]) -> list[MessageView]:
+    """The branch's messages before the run's reply, each question followed by its answers
+    (a regenerated answer comes later in the stream than the questions after it)."""
+    shown = _latest_answers(view, run.reply_id)
+    questions: list[MessageView] = []
+    answers: dict[str, list[MessageView]] = {}
+    for message in view.messages:
+        if message.id == run.reply_id:
+            break
+        if message.role == "user":
+            if message.id in branch:
+                questions.append(message)  # else an edit's earlier version, or another branch's
+            continue
+        if not message.content or message.status in ("pending", "streaming", "failed"):
+            continue
+        if _kept_answer(view, message, run, branch, shown):
+            other = view.runs.get(message.run_id or "")
+            asked = other.message_id if other else questions[-1].id if questions else ""
+            answers.setdefault(asked, []).append(message)
+    ordered: list[MessageView] = []
+    for question in questions:
+        if question.content:
+            ordered.append(question)
+        ordered.extend(answers.get(question.id, []))
+    return ordered
+
+
+def _kept_answer(
+    view: ThreadView, message: MessageView, run: RunView, branch: set[str], shown: set[str]
+) -> bool:
+    """Whether an earlier answer is part of the conversation `run` continues: it answers
+    a message of the run's branch, not the run's own message (a regenerated answer
+    starts afresh), and no later regeneration replaced it."""
+    other = view.runs.get(message.run_id or "")
+    if other is None:
+        return True
+    return other.message_id in branch and other.message_id != run.message_id and other.id in shown

@@ -24,8 +24,9 @@ PROBLEMS_KEPT = 20
 # The stored layout of a view (projections/views.py). Bump it when a model here
 # changes shape: stored views of another version are rebuilt from their stream.
 # 3: the view and its runs carry `usage`; 4: runs carry `approval`, routing,
-# tool calls and hand-offs; 5: tool calls carry a person's decision (`denied`, `decided_at`).
-SCHEMA_VERSION = 5
+# tool calls and hand-offs; 5: tool calls carry a person's decision (`denied`, `decided_at`);
+# 6: user messages carry their branch (`parent_id`, `edit_of`), runs their model and timings.
+SCHEMA_VERSION = 6
 # A tool's arguments and result are shown in the chat, not used: a long text in
 # them is cut here, so a run's stored view stays small while it streams.
 TOOL_TEXT_CHARS = 2000
@@ -55,6 +56,12 @@ class MessageView(BaseModel):
     attempt: int = 0
     seq: int = Field(0, description="last delta sequence number folded in")
     routed: RoutedView | None = Field(None, description="who the router chose, on a user message")
+    parent_id: str | None = Field(
+        None,
+        description="on a user message: the user message it follows (None: the thread's "
+        "first); versions of a message share their parent",
+    )
+    edit_of: str | None = Field(None, description="on a user message: the message it revises")
 
 
 StepStatus = Literal["running", "completed", "failed", "retrying", "waiting"]
@@ -163,7 +170,12 @@ class RunView(BaseModel):
     reason: str | None = None
     waiting_for: str | None = None
     requested_at: int
+    started_at: int | None = Field(None, description="when its current attempt started (ms)")
+    first_token_at: int | None = Field(
+        None, description="when its current attempt wrote its first text (ms)"
+    )
     ended_at: int | None = None
+    model: str | None = Field(None, description="the model of its latest call")
     until_ms: int | None = Field(None, description="when a waiting run's timer is due")
     approval: ApprovalWait | None = Field(None, description="the call a waiting run asks about")
     steps: list[StepView] = Field(default_factory=list)
@@ -299,6 +311,7 @@ def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
     for item in stored:
         before = view.version
         count = len(view.messages)
+        first_token = _first_token_at(view, item)
         apply(view, item)
         if view.version == before:
             continue
@@ -314,7 +327,10 @@ def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
                 changes.runs.add(run_id)
             continue
         ids = {getattr(event, "message_id", None), getattr(event, "reply_id", None)}
-        if isinstance(run_id, str) and run_id in view.runs:
+        if isinstance(event, ev.MessageDelta) and first_token == _first_token_at(view, item):
+            # A delta changes its message; its run only with the attempt's first text.
+            ids.add(view.runs[event.run_id].reply_id if event.run_id in view.runs else None)
+        elif isinstance(run_id, str) and run_id in view.runs:
             changes.runs.add(run_id)
             ids.add(view.runs[run_id].reply_id)
             if isinstance(event, _RUN_STATUS_EVENTS):
@@ -326,6 +342,11 @@ def fold_into(view: ThreadView, stored: Iterable[Stored]) -> Changes:
                 if index is not None:
                     changes.messages.add(index)
     return changes
+
+
+def _first_token_at(view: ThreadView, item: Stored) -> int | None:
+    run = view.runs.get(getattr(item.event, "run_id", None) or "")
+    return run.first_token_at if run is not None else None
 
 
 def message_index(view: ThreadView, message_id: str) -> int | None:
@@ -393,6 +414,7 @@ def _thread_archived(view: ThreadView, event: ev.Event, entry_id: str) -> None:
 
 def _message_sent(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     assert isinstance(event, ev.MessageSent)
+    parent = _parent_of(view, event)
     view.messages.append(
         MessageView(
             id=event.message_id,
@@ -403,10 +425,39 @@ def _message_sent(view: ThreadView, event: ev.Event, entry_id: str) -> None:
             run_id=event.run_id,
             client_id=event.client_id,
             created_at=stream_ms(entry_id),
+            parent_id=parent,
+            edit_of=event.edit_of,
         )
     )
     if not view.title:
         view.title = " ".join(event.content.split())[:TITLE_CHARS]
+
+
+def _parent_of(view: ThreadView, event: ev.MessageSent) -> str | None:
+    """The user message `event`'s message follows: the revised one's parent for an edit,
+    the one named, else the newest user message (a thread without edits is one line)."""
+    if event.edit_of is not None:
+        edited = view.message(event.edit_of)
+        return edited.parent_id if edited is not None else None
+    if event.parent_id is not None:
+        return event.parent_id
+    for message in reversed(view.messages):
+        if message.role == "user":
+            return message.id
+    return None
+
+
+def branch_of(view: ThreadView, message_id: str) -> list[str]:
+    """The user messages from the thread's first to `message_id`, following parents."""
+    by_id = {m.id: m for m in view.messages if m.role == "user"}
+    chain: list[str] = []
+    seen: set[str] = set()  # parents only point back, but a bad event must not loop
+    current: str | None = message_id
+    while current is not None and current in by_id and current not in seen:
+        chain.append(current)
+        seen.add(current)
+        current = by_id[current].parent_id
+    return chain[::-1]
 
 
 def _run_requested(view: ThreadView, event: ev.Event, entry_id: str) -> None:
@@ -441,6 +492,8 @@ def _run_started(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     run = view.runs.get(event.run_id)
     if run is None:
         return
+    if event.attempt != run.attempt:
+        run.started_at, run.first_token_at = stream_ms(entry_id), None
     run.status, run.attempt, run.worker = "running", event.attempt, event.worker
     run.approval = None
     reply = view.message(run.reply_id)
@@ -482,6 +535,9 @@ def _delta(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     reply.content += event.text
     reply.seq = event.seq
     reply.status = "streaming"
+    run = view.runs.get(event.run_id)
+    if run is not None and run.first_token_at is None and event.attempt == run.attempt:
+        run.first_token_at = stream_ms(entry_id)
     if event.agent:
         reply.agent = event.agent  # who writes it: a workflow's turn may be an agent's
 
@@ -629,6 +685,7 @@ def _model_usage(view: ThreadView, event: ev.Event, entry_id: str) -> None:
     run = view.runs.get(event.run_id)
     if run is not None:
         run.usage.add(event)
+        run.model = event.model
 
 
 def _bounded(value: JsonValue) -> JsonValue:

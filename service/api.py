@@ -228,6 +228,7 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"content is {size} bytes; a message may have at most {MAX_MESSAGE_BYTES}",
         )
+    await _check_place(runtime(request), thread_id, body)
     # Before routing: the classifier is a model call, and spam must not cost one.
     await _may_start_runs(request, send=True)
     agents = body.picked
@@ -253,11 +254,26 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         on_busy=body.on_busy,
         routed=routed,
         with_run=with_run,
+        edit_of=body.edit_of,
+        parent_id=body.parent_id,
     )
     if not sent.duplicate:
         started = [r.run_id for r in sent.runs] or [sent.run_id]
         await runtime(request).limits.add_runs(caller(request).user, started)
     return _accepted(sent)
+
+
+async def _check_place(rt: Runtime, thread_id: str, body: NewMessage) -> None:
+    """422 unless the message an edit revises (or a reply follows) is a user message here."""
+    for field, message_id in (("edit_of", body.edit_of), ("parent_id", body.parent_id)):
+        if message_id is None:
+            continue
+        found = (await existing_view(rt, thread_id)).message(message_id)
+        if found is None or found.role != "user":
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"{field}: {message_id!r} is not a user message of thread {thread_id!r}",
+            )
 
 
 async def _may_start_runs(request: Request, *, send: bool = False) -> None:

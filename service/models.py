@@ -64,6 +64,18 @@ class NewMessage(_Body):
         description="while another run has the thread: wait for it (queue), cancel it "
         "(interrupt), or refuse with 409 (reject)",
     )
+    edit_of: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="a user message of the thread this one revises: a new version of it, "
+        "on a new branch (the earlier one and what followed it stay, as another branch)",
+    )
+    parent_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="a user message of the thread this one follows, to go on from an "
+        "earlier branch (without it: the newest user message)",
+    )
 
     @field_validator("content")
     @classmethod
@@ -107,6 +119,11 @@ class NewMessage(_Body):
             raise ValueError(
                 f"agent {self.agent!r} and agents {self.agents!r} disagree: give agents "
                 "alone, or agent as its first name"
+            )
+        if self.edit_of is not None and self.parent_id is not None:
+            raise ValueError(
+                "give edit_of or parent_id, not both: an edit follows the parent of the "
+                "message it revises"
             )
         return self
 

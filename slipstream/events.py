@@ -68,6 +68,14 @@ class MessageSent(_Event):
     agent: str | None = None
     run_id: str | None = None
     client_id: str | None = None
+    edit_of: str | None = Field(
+        None, description="the user message this one is a new version of (its parent's too)"
+    )
+    parent_id: str | None = Field(
+        None,
+        description="the user message this one follows, when not the newest one "
+        "(a reply on an earlier branch); unset with edit_of",
+    )
 
 
 class RunRequested(_RunEvent):

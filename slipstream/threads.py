@@ -92,6 +92,8 @@ async def send_message(
     on_busy: Admit = "queue",
     routed: tuple[ev.RoutedBy, str] | None = None,
     with_run: Callable[[str], list[ev.Event]] | None = None,
+    edit_of: str | None = None,
+    parent_id: str | None = None,
 ) -> Sent:
     """Append the message and the runs that answer it, and admit them, in one append.
 
@@ -102,6 +104,8 @@ async def send_message(
     why): it is written as `agent.routed` between the message and its runs.
     `with_run(run_id)` gives more events for that append, after the runs' requests
     (the router's classification call: its `model.usage` is charged to the first run).
+    `edit_of` makes the message a new version of that user message; `parent_id` puts
+    it after that user message instead of the newest (the view's branches).
 
     A resend with the same client id within the store's resend window
     (SLIPSTREAM_DEDUPE_WINDOW_S) answers the first send's ids and writes
@@ -122,6 +126,8 @@ async def send_message(
             agent=first.agent,
             run_id=first.run_id,
             client_id=client_id,
+            edit_of=edit_of,
+            parent_id=parent_id,
         )
     ]
     if routed is not None:

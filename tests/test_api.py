@@ -104,6 +104,9 @@ async def _version(system: System, thread_id: str) -> int:
         ({"content": "hi", "agent": "nobody"}, 422, "no agent named 'nobody'"),
         ({"content": "hi", "client_id": "has space"}, 422, "client_id"),
         ({"content": "hi", "surprise": 1}, 422, "surprise: Extra inputs are not permitted"),
+        ({"content": "hi", "edit_of": "mnope"}, 422, "edit_of: 'mnope' is not a user message"),
+        ({"content": "hi", "parent_id": "m/x"}, 422, "parent_id: String should match"),
+        ({"content": "hi", "edit_of": "m1", "parent_id": "m2"}, 422, "edit_of or parent_id"),
     ],
 )
 async def test_bad_messages_are_refused_and_write_nothing(
@@ -227,3 +230,34 @@ async def test_regenerate_answers_the_same_message_again(
     assert answers[-1]["id"] == again.json()["message_id"]
     assert answers[-1]["content"] == scripted_reply("say it twice", settings.scripted_words)
     assert view["runs"][again.json()["run_id"]]["message_id"] == first["message_id"]
+
+
+async def test_an_edited_message_is_a_new_version_with_its_own_answer(
+    system: System, settings: Settings
+) -> None:
+    thread_id = await system.new_thread()
+    first = await system.send(thread_id, "first question")
+    await system.wait_for_run(thread_id, first["run_id"])
+    second = await system.send(thread_id, "second question")
+    await system.wait_for_run(thread_id, second["run_id"])
+
+    edited = await system.send(thread_id, "second question, better", edit_of=second["message_id"])
+    view = await system.wait_for_run(thread_id, edited["run_id"])
+    users = {m["id"]: m for m in view["messages"] if m["role"] == "user"}
+    assert users[edited["message_id"]]["edit_of"] == second["message_id"]
+    # Both versions follow the first question: the earlier one stays, as another branch.
+    assert users[edited["message_id"]]["parent_id"] == first["message_id"]
+    assert users[second["message_id"]]["parent_id"] == first["message_id"]
+    reply = view["messages"][-1]
+    expected = scripted_reply("second question, better", settings.scripted_words)
+    assert (reply["role"], reply["run_id"]) == ("assistant", edited["run_id"])
+    assert reply["content"] == expected
+
+    # An answer is not a message one can edit: refused, nothing written.
+    version = await _version(system, thread_id)
+    response = await system.http.post(
+        f"/api/threads/{thread_id}/messages",
+        json={"content": "x", "edit_of": reply["id"]},
+    )
+    assert response.status_code == 422 and "not a user message" in response.json()["detail"]
+    assert await _version(system, thread_id) == version

@@ -59,6 +59,16 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
     await commands.update_thread(store, chat, title="renamed", archived=True)
     threads.append(chat)
 
+    # An edited message on a branch of its own, and a reply going on from the first branch.
+    edited, _ = await commands.create_thread(store, "edited")
+    one = await commands.send_message(store, edited, "one", "assistant")
+    await commands.send_message(store, edited, "two", "assistant")
+    await worker.run_once()
+    await commands.send_message(store, edited, "one, again", "assistant", edit_of=one.message_id)
+    await commands.send_message(store, edited, "three", "assistant", parent_id=one.message_id)
+    await worker.run_once()
+    threads.append(edited)
+
     cancelled, _ = await commands.create_thread(store)
     queued = await commands.send_message(store, cancelled, "one", "assistant")
     await commands.cancel_run(store, queued.run_id)

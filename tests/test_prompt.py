@@ -64,3 +64,94 @@ def test_a_regenerated_answer_does_not_see_the_answer_it_replaces() -> None:
     prompt = prompt_for(view, "t.aaaaa2")
     assert prompt.messages == (ChatMessage("user", "question 1"),)
     assert prompt.question == "question 1"
+
+
+def answered(n: int, run: str, text: str) -> list[ev.Event]:
+    return [
+        ev.MessageCompleted(run_id=run, message_id=f"a{n}", text=text),
+        ev.RunCompleted(run_id=run),
+    ]
+
+
+def test_an_edited_message_is_answered_on_its_own_branch() -> None:
+    """Editing question 2 forks after question 1: the new version's answer sees question 1
+    and its answer, not question 2's first version, its answer or what followed it."""
+    view = view_of(
+        *asked(1, "t.aaaaa1"),
+        *answered(1, "t.aaaaa1", "answer 1"),
+        *asked(2, "t.aaaaa2"),
+        *answered(2, "t.aaaaa2", "answer 2"),
+        *asked(3, "t.aaaaa3"),
+        *answered(3, "t.aaaaa3", "answer 3"),
+        ev.MessageSent(
+            message_id="u4", content="question 2, edited", run_id="t.aaaaa4", edit_of="u2"
+        ),
+        ev.RunRequested(run_id="t.aaaaa4", message_id="u4", reply_id="a4", agent="assistant"),
+    )
+    assert [m.parent_id for m in view.messages if m.role == "user"] == [None, "u1", "u2", "u1"]
+    prompt = prompt_for(view, "t.aaaaa4")
+    assert prompt.messages == (
+        ChatMessage("user", "question 1"),
+        ChatMessage("assistant", "answer 1"),
+        ChatMessage("user", "question 2, edited"),
+    )
+    assert prompt.question == "question 2, edited"
+
+
+def test_a_message_after_an_edit_continues_the_new_branch() -> None:
+    view = view_of(
+        *asked(1, "t.aaaaa1"),
+        *answered(1, "t.aaaaa1", "answer 1"),
+        ev.MessageSent(
+            message_id="u2", content="question 1, edited", run_id="t.aaaaa2", edit_of="u1"
+        ),
+        ev.RunRequested(run_id="t.aaaaa2", message_id="u2", reply_id="a2", agent="assistant"),
+        *answered(2, "t.aaaaa2", "answer 1, edited"),
+        *asked(3, "t.aaaaa3"),
+    )
+    assert view.messages[-2].parent_id == "u2"
+    assert prompt_for(view, "t.aaaaa3").messages == (
+        ChatMessage("user", "question 1, edited"),
+        ChatMessage("assistant", "answer 1, edited"),
+        ChatMessage("user", "question 3"),
+    )
+
+
+def test_a_reply_on_an_earlier_branch_follows_the_message_it_names() -> None:
+    """Paged back to question 1's first version, the person goes on from there."""
+    view = view_of(
+        *asked(1, "t.aaaaa1"),
+        *answered(1, "t.aaaaa1", "answer 1"),
+        ev.MessageSent(
+            message_id="u2", content="question 1, edited", run_id="t.aaaaa2", edit_of="u1"
+        ),
+        ev.RunRequested(run_id="t.aaaaa2", message_id="u2", reply_id="a2", agent="assistant"),
+        *answered(2, "t.aaaaa2", "answer 1, edited"),
+        ev.MessageSent(message_id="u3", content="question 3", run_id="t.aaaaa3", parent_id="u1"),
+        ev.RunRequested(run_id="t.aaaaa3", message_id="u3", reply_id="a3", agent="assistant"),
+    )
+    assert prompt_for(view, "t.aaaaa3").messages == (
+        ChatMessage("user", "question 1"),
+        ChatMessage("assistant", "answer 1"),
+        ChatMessage("user", "question 3"),
+    )
+
+
+def test_only_the_newest_answer_to_an_earlier_message_is_in_the_conversation() -> None:
+    """A regeneration replaces the answer it regenerates, in its question's place."""
+    view = view_of(
+        *asked(1, "t.aaaaa1"),
+        *answered(1, "t.aaaaa1", "old answer 1"),
+        *asked(2, "t.aaaaa2"),
+        *answered(2, "t.aaaaa2", "answer 2"),
+        ev.RunRequested(run_id="t.aaaaa5", message_id="u1", reply_id="a5", agent="assistant"),
+        *answered(5, "t.aaaaa5", "new answer 1"),
+        *asked(3, "t.aaaaa3"),
+    )
+    assert prompt_for(view, "t.aaaaa3").messages == (
+        ChatMessage("user", "question 1"),
+        ChatMessage("assistant", "new answer 1"),
+        ChatMessage("user", "question 2"),
+        ChatMessage("assistant", "answer 2"),
+        ChatMessage("user", "question 3"),
+    )

@@ -269,3 +269,52 @@ def test_a_completed_run_completes_the_message_handed_to() -> None:
         ("r1", "completed"),
         ("h1", "completed"),
     ]
+
+
+def test_a_run_keeps_its_model_and_when_it_started_and_first_wrote() -> None:
+    """What the chat's answer details show: model, and first-token and total times."""
+    events = [
+        ev.ThreadCreated(title=""),
+        ev.MessageSent(message_id="m1", content="hi", run_id=RUN),
+        ev.RunRequested(run_id=RUN, message_id="m1", reply_id="r1", agent="assistant"),
+        ev.RunStarted(run_id=RUN, attempt=1, worker="h:1:a", token=1),
+        delta(1, "Hi. "),
+        delta(2, "Bye."),
+        ev.ModelUsage(run_id=RUN, agent="assistant", model="m-1", input_tokens=3, output_tokens=2),
+        ev.RunCompleted(run_id=RUN),
+    ]
+    timed = [Stored(f"{1000 + 10 * i}-0", e) for i, e in enumerate(events)]
+    run = fold(ThreadView.empty("t1", "k"), timed).runs[RUN]
+    assert (run.requested_at, run.started_at, run.first_token_at, run.ended_at) == (
+        1020,
+        1030,
+        1040,
+        1070,
+    )
+    assert run.model == "m-1"
+    assert (run.usage.input_tokens, run.usage.output_tokens) == (3, 2)
+
+
+def test_a_new_attempt_times_its_first_text_again() -> None:
+    view = view_of(
+        *opening(),
+        delta(1, "Hi. "),
+        ev.RunRetrying(run_id=RUN, attempt=1, reason="boom", delay_ms=0),
+    )
+    assert view.runs[RUN].first_token_at is not None
+    retried = fold(
+        view,
+        [
+            Stored("2000-0", ev.RunStarted(run_id=RUN, attempt=2, worker="h:1:a", token=2)),
+            Stored("2100-0", delta(1, "Again. ", attempt=2)),
+        ],
+    )
+    assert (retried.runs[RUN].started_at, retried.runs[RUN].first_token_at) == (2000, 2100)
+
+
+def test_a_delta_rewrites_its_run_only_when_it_is_the_first_text() -> None:
+    view = view_of(*opening())
+    first = fold_into(view, [Stored("2000-0", delta(1, "Hi. "))])
+    later = fold_into(view, [Stored("2000-1", delta(2, "Bye."))])
+    assert (first.runs, later.runs) == ({RUN}, set())
+    assert first.messages == later.messages == {1}  # the reply

@@ -53,7 +53,8 @@ export function normaliseView(view) {
     ...view,
     messages: view.messages ?? [],
     runs: Object.fromEntries(Object.entries(view.runs ?? {}).map(([id, run]) => [id, {
-      waiting_for: null, until_ms: null, approval: null, result: null, ...run,
+      waiting_for: null, until_ms: null, approval: null, result: null,
+      started_at: null, first_token_at: null, model: null, ...run,
       steps: run.steps ?? [],
       usage: run.usage ?? emptyUsageTotals(), tools: (run.tools ?? []).map((call) => ({ denied: false, decided_at: null, ...call })),
       handoffs: run.handoffs ?? [],
@@ -131,6 +132,7 @@ function titleFrom(content) {
 export function newMessage(fields) {
   return {
     agent: null, content: "", run_id: null, client_id: null, attempt: 0, seq: 0, routed: null,
+    parent_id: null, edit_of: null,
     ...fields,
   };
 }
@@ -148,7 +150,21 @@ function threadArchived(view, event) {
   view.archived = event.archived ?? true;
 }
 
+/**
+ * The user message a sent one follows: the revised one's parent for an edit, the one
+ * named, else the newest user message (a thread without edits is one line).
+ */
+function parentOf(view, event) {
+  if (event.edit_of) return findMessage(view, event.edit_of)?.parent_id ?? null;
+  if (event.parent_id) return event.parent_id;
+  for (let i = view.messages.length - 1; i >= 0; i -= 1) {
+    if (view.messages[i].role === "user") return view.messages[i].id;
+  }
+  return null;
+}
+
 function messageSent(view, event, id) {
+  const parent = parentOf(view, event);
   view.messages.push(newMessage({
     id: event.message_id,
     role: "user",
@@ -158,6 +174,8 @@ function messageSent(view, event, id) {
     run_id: event.run_id ?? null,
     client_id: event.client_id ?? null,
     created_at: streamMs(id),
+    parent_id: parent,
+    edit_of: event.edit_of ?? null,
   }));
   if (!view.title) view.title = titleFrom(event.content);
 }
@@ -174,7 +192,10 @@ function runRequested(view, event, id) {
     reason: null,
     waiting_for: null,
     requested_at: streamMs(id),
+    started_at: null,
+    first_token_at: null,
     ended_at: null,
+    model: null,
     until_ms: null,
     approval: null,
     steps: [],
@@ -199,9 +220,13 @@ function restartReply(reply, attempt) {
   reply.attempt = attempt;
 }
 
-function runStarted(view, event) {
+function runStarted(view, event, id) {
   const run = findRun(view, event.run_id);
   if (!run) return;
+  if (event.attempt !== run.attempt) {
+    run.started_at = streamMs(id);
+    run.first_token_at = null;
+  }
   Object.assign(run, {
     status: "running", attempt: event.attempt, worker: event.worker, approval: null,
   });
@@ -241,6 +266,8 @@ function messageDelta(view, event, id) {
   reply.seq = event.seq;
   reply.status = "streaming";
   if (event.agent) reply.agent = event.agent; // who writes it: a workflow's turn may be an agent's
+  const run = findRun(view, event.run_id);
+  if (run && run.first_token_at == null && attempt === run.attempt) run.first_token_at = streamMs(id);
 }
 
 function messageCompleted(view, event, id) {
@@ -414,6 +441,7 @@ function modelUsage(view, event) {
   if (run) {
     run.usage ??= emptyUsageTotals();
     addUsage(run.usage, event);
+    run.model = event.model;
   }
 }
 
