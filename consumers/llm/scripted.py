@@ -1,7 +1,9 @@
 """The offline model: a deterministic reply derived from the prompt it answers.
 
 Useful for demos and tests: the same prompt always gets the same answer, word by
-word, with a configurable pause between words. A message that starts with
+word, with a configurable pause between words. The answer says it comes from the
+offline demo model, quotes the message and shows some markdown
+(`consumers.llm.demo_reply`). A message that starts with
 ``echo:`` is answered with the rest of it, verbatim, so tests can make the model
 say exactly what they need (markup, links, long text).
 
@@ -32,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,88 +48,19 @@ from consumers.llm.base import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from consumers.llm.demo_reply import demo_reply
 from consumers.llm.directives import read_directives
 from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from consumers.llm.tool_names import registry_names
 
 ECHO_PREFIX = "echo:"
 
-_VOCABULARY = [
-    "stream",
-    "event",
-    "worker",
-    "thread",
-    "answer",
-    "token",
-    "journal",
-    "replay",
-    "lease",
-    "fence",
-    "partition",
-    "projection",
-    "cursor",
-    "signal",
-    "timer",
-    "step",
-    "agent",
-    "message",
-    "delta",
-    "view",
-    "socket",
-    "browser",
-    "consumer",
-    "group",
-    "redis",
-    "durable",
-    "async",
-    "runs",
-    "queue",
-    "order",
-    "state",
-    "history",
-    "offset",
-    "snapshot",
-    "resume",
-    "retry",
-    "backoff",
-    "cancel",
-    "complete",
-    "batch",
-    "flush",
-    "append",
-    "index",
-    "feed",
-    "reader",
-    "writer",
-    "checkpoint",
-    "schema",
-    "version",
-    "model",
-    "prompt",
-    "reply",
-    "sentence",
-    "word",
-]
-_GLUE = ("the", "a", "every", "each", "its", "one", "and", "then", "so", "with", "from", "into")
-
 
 def scripted_reply(text: str, words: int) -> str:
     """The whole reply the scripted model gives to `text`."""
     if text.startswith(ECHO_PREFIX):
         return text[len(ECHO_PREFIX) :].strip()
-    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-    rng = random.Random(seed)
-    sentences: list[str] = []
-    remaining = words
-    while remaining > 0:
-        length = min(remaining, rng.randint(6, 14))
-        chosen = [
-            rng.choice(_GLUE) if i % 3 == 1 else rng.choice(_VOCABULARY) for i in range(length)
-        ]
-        chosen[0] = chosen[0].capitalize()
-        sentences.append(" ".join(chosen) + rng.choice((".", ".", ".", "!", "?")))
-        remaining -= length
-    return " ".join(sentences)
+    return demo_reply(text, words)
 
 
 def chunks(reply: str) -> list[str]:
