@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from pydantic import JsonValue
 
 from consumers.llm.base import (
@@ -13,12 +17,14 @@ from consumers.llm.base import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from consumers.llm.demo_reply import FILLER, quote
 from consumers.llm.directives import HandoffDirective, ToolDirective, read_directives
 from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
 from consumers.llm.scripted import ScriptedLLM, prompt_words, scripted_reply
 from slipstream.errors import ProviderError
 
 WORDS = 12
+BOUNDED = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def asked(question: str, *history: ChatMessage, system: str = "") -> Prompt:
@@ -235,3 +241,140 @@ async def test_without_a_question_it_answers_the_last_user_turn_with_text() -> N
 
     after = Prompt(system="", messages=bare.messages + back([call], "noon"))
     assert text_of(await parts_of(after)) == 'now returned "noon". ' + scripted_reply("hi", WORDS)
+
+
+# --- the usual answer: says what it is, quotes the message, shows some markdown ----
+
+
+def fences(reply: str) -> list[str]:
+    """The reply's code fence lines, in order."""
+    return [line for line in reply.splitlines() if line.startswith("```")]
+
+
+def prose(reply: str) -> str:
+    """The reply without its code block and with its backslash escapes taken out."""
+    outside = re.sub(r"^```\w*\n.*?^```$", "", reply, flags=re.MULTILINE | re.DOTALL)
+    return re.sub(r"\\.", "", outside)
+
+
+def test_the_reply_says_it_is_the_offline_demo_model_and_how_to_use_a_real_one() -> None:
+    reply = scripted_reply("What is a stream?", 80)
+
+    assert "Slipstream's offline demo model" in reply and "not a real LLM" in reply
+    assert "ANTHROPIC_API_KEY" in " ".join(reply.split()[:40])  # early, however it is put
+
+
+def test_a_short_question_is_quoted_whole_with_its_whitespace_collapsed() -> None:
+    reply = scripted_reply("What   makes\n\tstreams durable?", 80)
+
+    assert "\u201cWhat makes streams durable?\u201d" in reply
+
+
+def test_a_long_question_is_quoted_cut_short() -> None:
+    question = " ".join(f"word{i}" for i in range(40))
+
+    assert quote(question) == "\u201c" + " ".join(f"word{i}" for i in range(12)) + "\u2026\u201d"
+    assert quote(question) in scripted_reply(question, 80)
+    assert quote("x" * 500) == "\u201c" + "x" * 80 + "\u2026\u201d"
+
+
+def test_markdown_in_the_question_is_quoted_inert() -> None:
+    question = "fix `x`, *y* and <b>z</b> [a](b) &amp; ```python"
+    reply = scripted_reply(question, 80)
+
+    assert r"fix \`x\`, \*y\* and \<b\>z\</b\> \[a\](b) \&amp; \`\`\`python" in reply
+    assert fences(reply) == ["```python", "```"]  # its own block alone: the quote opens none
+
+
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("Write a function that sums a list", "python"),
+        ("Show me some code", "python"),
+        ("a bash script to back up redis", "bash"),
+        ("An example in JavaScript, please", "javascript"),
+        ("How do I query this in SQL?", "sql"),
+        ("snippets in Rust", "rust"),
+        ("golang program for a worker", "go"),
+        ("What is Java?", "java"),
+        ("TypeScript types for the view", "typescript"),
+    ],
+)
+def test_a_request_for_code_gets_a_closed_fenced_block_in_its_language(
+    question: str, language: str
+) -> None:
+    # Even with the longest quote the block fits in the default 80 words.
+    for asked in (question, f"{question} " + " ".join(["and more words"] * 5)):
+        reply = scripted_reply(asked, 80)
+        assert fences(reply) == [f"```{language}", "```"], reply
+        assert len(reply.split()) == 80
+
+
+def test_other_questions_get_prose_and_a_list_and_no_code_block() -> None:
+    reply = scripted_reply("What makes streams durable?", 80)
+
+    assert fences(reply) == []
+    assert len([line for line in reply.splitlines() if line.startswith("- ")]) == 3
+    assert "\n\n- " in reply  # a list after a blank line: never read as a heading's underline
+
+
+def test_a_reply_too_short_for_the_code_block_leaves_it_out_whole() -> None:
+    question = "Write a python function"
+    whole = scripted_reply(question, 80)
+    assert fences(whole) == ["```python", "```"]
+    block_ends = len(whole[: whole.index("\n```\n") + 4].split())
+
+    for words in range(1, block_ends):
+        short = scripted_reply(question, words)
+        assert fences(short) == [] and len(short.split()) == words
+    assert fences(scripted_reply(question, block_ends)) == ["```python", "```"]
+
+
+def test_a_reply_cut_mid_sentence_ends_in_an_ellipsis() -> None:
+    assert scripted_reply("What is a stream?", 5).endswith("\u2026")
+    assert len(scripted_reply("What is a stream?", 1).split()) == 1
+
+
+def test_a_long_reply_is_filled_with_whole_paragraphs_of_the_fixed_set() -> None:
+    reply = scripted_reply("Survive the crash", 500)
+    paragraphs = reply.split("\n\n")
+
+    assert len(reply.split()) == 500
+    start = next(i for i, p in enumerate(paragraphs) if p.startswith("- ")) + 1
+    filled, last = paragraphs[start:-1], paragraphs[-1]
+    assert len(filled) > len(FILLER)  # round after round
+    assert all(p in FILLER for p in filled)
+    assert filled[: len(FILLER)] != list(FILLER)  # in an order of its own
+    assert last.endswith("\u2026") and any(p.startswith(last[:-1]) for p in FILLER)
+
+
+def test_different_messages_get_different_sentences() -> None:
+    openings = {scripted_reply(f"question {i}", 80).split(".")[0] for i in range(20)}
+    assert len(openings) > 1
+
+
+def test_echo_is_answered_with_the_rest_verbatim_whatever_the_length() -> None:
+    assert scripted_reply("echo:  **raw** `text` ", 3) == "**raw** `text`"
+
+
+@BOUNDED
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=400))
+def test_any_message_gets_exactly_n_words_of_sound_markdown(text: str, words: int) -> None:
+    assume(not text.startswith("echo:"))
+    reply = scripted_reply(text, words)
+
+    assert scripted_reply(text, words) == reply  # a pure function of the message
+    assert len(reply.split()) == words
+    assert len(fences(reply)) in (0, 2)  # a code block is whole or absent
+    assert not set("`*<>[]&~|") & set(prose(reply))  # the quote opens no inline markup
+    if words >= 12:  # the first sentence, whole
+        assert "Slipstream's offline demo model" in reply and "not a real LLM" in reply
+
+
+@BOUNDED
+@given(st.lists(st.from_regex(r"[A-Za-z0-9']{1,10}", fullmatch=True), min_size=1, max_size=8))
+def test_a_short_question_is_quoted_word_for_word(said: list[str]) -> None:
+    question = " ".join(said)
+    assume(not question.startswith("echo:"))
+
+    assert f"\u201c{question}\u201d" in scripted_reply(question, 80)

@@ -65,7 +65,7 @@ _POINTS = (
 _POINTS_SHOWN = 3
 _CODE_LEAD = "You asked for code, so here is placeholder {language}:"
 # Paragraphs that each read on their own, so any order of them reads well.
-_FILLER = (
+FILLER = (
     "Nothing in this reply was written by a language model. Its sentences come from a"
     " fixed set, chosen and ordered by a hash of your message, so asking again gets"
     " exactly this reply.",
@@ -222,7 +222,7 @@ def _blocks(text: str) -> Iterator[_Block]:
     yield _Block(pick(_LIST_LEADS, 3) + "\n\n" + "\n".join(f"- {p}" for p in points))
     # Then the filler, round after round in the same order: a paragraph comes back
     # only after all the others.
-    filler = _ordered(_FILLER, seed, b"filler")
+    filler = _ordered(FILLER, seed, b"filler")
     while True:
         yield from (_Block(paragraph) for paragraph in filler)
 
