@@ -15,12 +15,26 @@ import { stickToBottom } from "./scroll.js";
 import { RUN_ENDED, RUN_RETRYABLE, scheduleRender, state } from "./state.js";
 import { patchSummary } from "./threads.js";
 
-export function threadIdFromHash() {
+const THREAD_ID = /^[A-Za-z0-9_-]{1,64}$/; // the API's thread id pattern
+
+function hashText() {
   try {
-    return decodeURIComponent(location.hash.slice(1)) || null;
+    return decodeURIComponent(location.hash.slice(1));
   } catch {
-    return null; // a malformed hash names no thread
+    return ""; // a malformed hash names nothing
   }
+}
+
+/** The URL's #fragment names an element of the page (#message-input): a place, not a thread. */
+export function pageAnchor() {
+  const id = hashText();
+  return Boolean(id) && document.getElementById(id) !== null;
+}
+
+/** The thread the URL names, or null: none, not shaped like a thread id, or a page anchor. */
+export function threadIdFromHash() {
+  const id = hashText();
+  return THREAD_ID.test(id) && !pageAnchor() ? id : null;
 }
 
 /** Open a thread and record it in the URL, so reload and shared links come back to it. */

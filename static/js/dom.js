@@ -40,6 +40,10 @@ const IDS = {
   inspectorCount: "inspector-count",
   inspectorRows: "inspector-rows",
   inspectorClose: "inspector-close",
+  skipLink: "skip-link",
+  menu: "menu-button",
+  drawerBackdrop: "drawer-backdrop",
+  conversation: "conversation",
 };
 
 /** Filled in by collectDom() once the page is there. */

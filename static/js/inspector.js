@@ -148,10 +148,5 @@ export function wireInspector() {
     toggleInspector(false);
     dom.inspectorToggle.focus();
   });
-  dom.inspector.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape" || event.defaultPrevented) return;
-    event.preventDefault(); // Esc here closes the panel; it doesn't stop the answer
-    toggleInspector(false);
-    dom.inspectorToggle.focus();
-  });
+  // Esc closes it wherever focus is: navigation.js.
 }

@@ -1,5 +1,6 @@
 /** The words a message shows about itself: its phase, status label and note. */
 
+import { explainFailure } from "./failures.js";
 import { RUN_ENDED, state } from "./state.js";
 
 /**
@@ -88,18 +89,28 @@ export function stepLabel(step) {
   return step.name;
 }
 
+/**
+ * The note under a message, {text, detail}: a run's failure in a person's words
+ * (failures.js), its reason as written kept as the detail. Empty text: no note.
+ */
 export function noteText(message, run) {
   if (message.role === "user") {
-    return message.status === "failed" ? message.error || "The message couldn't be sent." : "";
+    // The page's own words already (api.js): nothing technical to tuck away.
+    const text = message.status === "failed" ? message.error || "The message couldn't be sent." : "";
+    return { text, detail: "" };
   }
-  if (message.status === "failed") return run?.reason || "The answer failed.";
-  if (message.status === "cancelled") return run?.reason || "";
+  if (message.status === "failed") return explainFailure(run?.reason, "The answer failed.");
+  if (message.status === "cancelled") {
+    return run?.reason ? explainFailure(run.reason, "Stopped.") : { text: "", detail: "" };
+  }
   if (run?.status === "retrying" && !RUN_ENDED.includes(message.status)) return retryingNote(run);
-  return "";
+  return { text: "", detail: "" };
 }
 
 /** run.retrying names the attempt to come; the view keeps the one that failed, so add one. */
 function retryingNote(run) {
   const attempt = run.attempt > 0 ? ` (attempt ${run.attempt + 1})` : "";
-  return run.reason ? `Retrying${attempt}: ${run.reason}` : `Retrying${attempt}…`;
+  if (!run.reason) return { text: `Retrying${attempt}…`, detail: "" };
+  const { text, detail } = explainFailure(run.reason);
+  return { text: `Retrying${attempt}: ${text}`, detail };
 }

@@ -14,16 +14,20 @@
  *   tools.js         routing, tool calls, approvals and tokens on answers
  *   session.js       signing in and out (SLIPSTREAM_AUTH=tokens)
  *   scroll.js        following the bottom  notices.js    errors, toasts, announcements
+ *   navigation.js    skip link, Esc, the phone's thread drawer
+ *   highlight.js     code colours          values.js     JSON values as lists
+ *   failures.js      failures in plain words
  */
 
 import { wireMessageActions } from "./actions.js";
 import { loadAgents, renderAgentPicker, wireAgentPicker } from "./agents.js";
 import { renderControls, wireComposer } from "./composer.js";
-import { openThread, threadIdFromHash } from "./conversation.js";
+import { openThread, pageAnchor, threadIdFromHash } from "./conversation.js";
 import { collectDom } from "./dom.js";
 import { renderHeader, setConnection, wireHeader } from "./header.js";
 import { renderInspector, wireInspector } from "./inspector.js";
 import { markdownReady } from "./markdown.js";
+import { wireNavigation } from "./navigation.js";
 import { renderEmptyState, renderMessages } from "./messages.js";
 import { wireNotices } from "./notices.js";
 import { renderScroll, wireScroll } from "./scroll.js";
@@ -34,6 +38,7 @@ import {
 } from "./threads.js";
 
 function wire() {
+  wireNavigation(); // first: Esc closes what is on top before anything else hears it
   wireThreadList();
   wireHeader();
   wireNotices();
@@ -42,7 +47,10 @@ function wire() {
   wireAgentPicker();
   wireInspector();
   wireScroll();
-  window.addEventListener("hashchange", () => openThread(threadIdFromHash()));
+  // A #fragment naming an element of the page is a place on it, not a thread.
+  window.addEventListener("hashchange", () => {
+    if (!pageAnchor()) openThread(threadIdFromHash());
+  });
   window.addEventListener("online", () => {
     state.live?.wake();
     wakeThreadList();

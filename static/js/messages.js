@@ -10,6 +10,7 @@ import { regeneratePending, retryPending } from "./actions.js";
 import { shownMessages } from "./answers.js";
 import { dom, el, icon, setText } from "./dom.js";
 import { findRun, newMessage } from "./fold.js";
+import { showExplained } from "./failures.js";
 import { fullFormat, timeFormat } from "./format.js";
 import { messagePhase, noteText, statusLabel } from "./labels.js";
 import { markdownVersion, renderMarkdown } from "./markdown.js";
@@ -134,7 +135,7 @@ function createMessageParts() {
   const typing = el("span", "typing");
   typing.setAttribute("aria-hidden", "true");
   typing.append(el("span"), el("span"), el("span"));
-  const note = el("p", "message__note");
+  const note = el("div", "message__note"); // a div: it may hold a <details>
   const actions = el("div", "message__actions");
   const copy = actionButton("copy", "Copy", "copy", "Copy the answer as markdown");
   // For the last answer of a finished run: a new answer to the same message.
@@ -199,8 +200,8 @@ function updateMessageParts(parts, message, run, context) {
   updateActivity(parts.activity, message, run, { turn: context.turn, lastOfRun: context.last });
   updateContent(parts, message, phase);
   const note = noteText(message, run);
-  setText(parts.note, note);
-  parts.note.hidden = !note;
+  if (note.text) showExplained(parts.note, note);
+  parts.note.hidden = !note.text;
   updateActions(parts, message, run, phase, context);
 }
 

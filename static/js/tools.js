@@ -14,6 +14,7 @@ import { dom, el, setText } from "./dom.js";
 import { formatDuration } from "./format.js";
 import { showError } from "./notices.js";
 import { scheduleRender, state } from "./state.js";
+import { createValueBox } from "./values.js";
 
 const HANDOFF_TOOL = "handoff"; // shown as "handed off to …", not as a card
 const PREVIEW_CHARS = 80;
@@ -224,13 +225,14 @@ function createCard() {
   summary.append(marker, name, preview, status);
 
   const body = el("div", "tool__body");
-  const args = el("dl", "tool__args");
-  args.setAttribute("data-testid", "tool-args");
+  // Arguments and result as name → value lists, each with its raw JSON behind a toggle.
+  const argsBox = el("div", "tool__args");
+  const args = createValueBox("the arguments", "tool-args", { empty: "no arguments" });
+  argsBox.append(el("p", "tool__label", "Arguments"), args.node);
   const resultBox = el("div", "tool__result");
   const resultLabel = el("p", "tool__label", "Result");
-  const result = el("pre", "tool__json");
-  result.setAttribute("data-testid", "tool-result");
-  resultBox.append(resultLabel, result);
+  const result = createValueBox("the result", "tool-result");
+  resultBox.append(resultLabel, result.node);
 
   const approval = el("div", "tool__approval");
   approval.setAttribute("role", "group");
@@ -261,10 +263,10 @@ function createCard() {
   aside.setAttribute("data-testid", "approval-note");
   approval.append(question, form, aside);
 
-  body.append(args, resultBox);
+  body.append(argsBox, resultBox);
   node.append(summary, approval, body);
   return {
-    node, summary, name, preview, status, args, argsSignature: null, resultBox, resultLabel, result,
+    node, summary, name, preview, status, args, resultBox, resultLabel, result,
     approval, question, reason, deny, approve, aside, opened: false,
   };
 }
@@ -285,16 +287,12 @@ function updateCard(card, call, run, message) {
   setText(card.name, call.tool || "tool");
   setText(card.preview, argsPreview(call.args));
   setText(card.status, statusText(call, status));
-  const signature = JSON.stringify(call.args ?? null);
-  if (signature !== card.argsSignature) {
-    card.argsSignature = signature;
-    card.args.replaceChildren(...argItems(call.args));
-  }
+  card.args.update(call.args);
   const done = call.status === "completed" || call.status === "failed";
   card.resultBox.hidden = !done;
   if (done) {
     setText(card.resultLabel, denied ? "Denied" : call.status === "failed" ? "Error" : "Result");
-    setText(card.result, pretty(call.result));
+    card.result.update(call.result);
   }
   updateApproval(card, call, run, asking);
 }
@@ -353,23 +351,6 @@ function argsPreview(args) {
     ? Object.entries(args).map(([key, value]) => `${key}: ${JSON.stringify(value)}`).join(", ")
     : JSON.stringify(args);
   return text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS - 1)}…` : text;
-}
-
-/** Arguments as name → value rows; texts as they are, other values as indented JSON. */
-function argItems(args) {
-  if (args == null) return [];
-  const entries = isPlainObject(args) ? Object.entries(args) : [["input", args]];
-  if (!entries.length) return [el("dd", "tool__none", "no arguments")];
-  return entries.flatMap(([key, value]) => {
-    const name = el("dt", "tool__arg", key);
-    const shown = el("dd", "tool__value");
-    shown.append(typeof value === "string" ? el("span", "", value) : el("pre", "tool__json", pretty(value)));
-    return [name, shown];
-  });
-}
-
-function pretty(value) {
-  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
 
 function isPlainObject(value) {

@@ -8,9 +8,11 @@ import { dom, el, setText } from "./dom.js";
 import { findRun } from "./fold.js";
 import { formatDuration, formatMoment, plural } from "./format.js";
 import { stepLabel } from "./labels.js";
+import { showExplained } from "./failures.js";
 import { showError } from "./notices.js";
 import { scheduleRender, state } from "./state.js";
 import { waitingCall } from "./tools.js";
+import { createValueBox } from "./values.js";
 
 export const runPanels = new Map(); // run id → the parts of its workflow panel
 
@@ -76,14 +78,14 @@ function createPanel() {
   const list = el("ol", "workflow__list");
   const result = el("details", "workflow__result");
   result.setAttribute("data-testid", "workflow-result");
-  const resultPre = el("pre", "workflow__json");
-  result.append(el("summary", "workflow__result-summary", "Result"), resultPre);
+  const resultValue = createValueBox("the workflow's result", "workflow-result-value");
+  result.append(el("summary", "workflow__result-summary", "Result"), resultValue.node);
   details.append(summary, list);
 
   node.append(details);
   return {
     node, wait, waitText, approval, feedback, reject, approve, generic, payload, send,
-    details, summary, list, listSignature: "", result, resultPre,
+    details, summary, list, stepNodes: new Map(), result, resultValue,
   };
 }
 
@@ -102,18 +104,47 @@ function updatePanel(panel, run) {
   setText(panel.summary, `Workflow · ${done}/${plural(steps.length, "step")} · ${run.status}`);
   panel.node.dataset.runStatus = run.status;
 
-  const signature = JSON.stringify(steps.map((step) => [
-    step.op, step.name, step.kind, step.status, step.attempts, step.duration_ms, step.error,
-    step.until_ms, step.kind === "wait" ? step.result : null,
-  ]));
-  if (signature !== panel.listSignature) {
-    panel.listSignature = signature;
-    panel.list.replaceChildren(...steps.map(stepItem));
-  }
+  updateSteps(panel, steps);
 
   const showResult = run.status === "completed" && run.result != null;
-  setText(panel.resultPre, showResult ? JSON.stringify(run.result, null, 2) : "");
+  if (showResult) panel.resultValue.update(run.result);
   attach(panel.details, showResult ? [panel.result] : [], 2);
+}
+
+/**
+ * One item per step, kept by its op and rebuilt only when the step changes,
+ * so a result a reader opened stays open while later steps run.
+ */
+function updateSteps(panel, steps) {
+  const keep = new Set();
+  const items = steps.map((step) => {
+    keep.add(step.op);
+    const signature = JSON.stringify([
+      step.name, step.kind, step.status, step.attempts, step.duration_ms, step.error,
+      step.until_ms, step.kind === "agent" ? null : step.result,
+    ]);
+    let entry = panel.stepNodes.get(step.op);
+    if (entry?.signature !== signature) {
+      const node = stepItem(step);
+      const focused = entry?.node.contains(document.activeElement);
+      entry?.node.replaceWith(node);
+      if (focused) (node.querySelector("summary") ?? dom.input).focus(); // don't strand focus
+      entry = { signature, node };
+      panel.stepNodes.set(step.op, entry);
+    }
+    return entry.node;
+  });
+  for (const [op, entry] of panel.stepNodes) {
+    if (keep.has(op)) continue;
+    entry.node.remove();
+    panel.stepNodes.delete(op);
+  }
+  let previous = null;
+  for (const node of items) {
+    const expected = previous ? previous.nextSibling : panel.list.firstChild;
+    if (node !== expected) panel.list.insertBefore(node, expected);
+    previous = node;
+  }
 }
 
 /**
@@ -180,9 +211,33 @@ function stepItem(step) {
   item.append(status);
   const meta = stepMeta(step);
   if (meta) item.append(el("span", "step__meta", meta));
-  const detail = step.error || waitOutcome(step);
-  if (detail) item.append(el("p", step.error ? "step__error" : "step__detail", detail));
+  if (step.error) {
+    // The step's own exception: its class and text are for whoever wrote the workflow.
+    const error = el("div", "step__error");
+    showExplained(error, { text: "The step raised an error.", detail: step.error });
+    item.append(error);
+  }
+  const outcome = waitOutcome(step);
+  if (outcome) item.append(el("p", "step__detail", outcome));
+  const result = stepResult(step);
+  if (result !== undefined) item.append(resultDetails(step, result));
   return item;
+}
+
+/** What a finished step gave, to show as a list: not an agent's text (it is the message), not a wait's sentence. */
+function stepResult(step) {
+  if (step.status !== "completed" || step.kind === "agent" || step.result == null) return undefined;
+  if (step.kind !== "wait") return step.result;
+  const payload = waitResult(step).payload;
+  return isApprovalPayload(payload) || payload == null ? undefined : payload;
+}
+
+function resultDetails(step, result) {
+  const details = el("details", "step__result");
+  const box = createValueBox(`${stepLabel(step)}'s result`, "step-result");
+  box.update(result);
+  details.append(el("summary", "step__result-summary", step.kind === "wait" ? "Signal" : "Result"), box.node);
+  return details;
 }
 
 function stepMeta(step) {
@@ -196,13 +251,32 @@ function stepMeta(step) {
   return parts.join(" · ");
 }
 
-/** What a finished wait received: its payload, compact, or that it timed out. */
+function waitResult(step) {
+  return step.result && typeof step.result === "object" ? step.result : {};
+}
+
+/** {approved, feedback?}: the payload the approval form sends (and an API caller may). */
+function isApprovalPayload(payload) {
+  return Boolean(payload) && typeof payload === "object" && typeof payload.approved === "boolean";
+}
+
+const FEEDBACK_CHARS = 160;
+
+/**
+ * What a finished wait received, in a line: "Approved", "Declined — feedback",
+ * that it timed out, or that a signal came (its payload follows as a list).
+ */
 function waitOutcome(step) {
   if (step.kind !== "wait" || step.status !== "completed") return "";
-  const result = step.result && typeof step.result === "object" ? step.result : {};
-  if (result.timed_out) return "timed out";
-  const text = JSON.stringify(result.payload ?? null);
-  return text.length > 160 ? `${text.slice(0, 159)}…` : text;
+  const result = waitResult(step);
+  if (result.timed_out) return "Timed out: no answer came in time";
+  const payload = result.payload;
+  if (!isApprovalPayload(payload)) return payload == null ? "Signal received" : "";
+  const verdict = payload.approved ? "Approved" : "Declined";
+  const feedback = String(payload.feedback ?? payload.reason ?? "").trim();
+  if (!feedback) return verdict;
+  const shown = feedback.length > FEEDBACK_CHARS ? `${feedback.slice(0, FEEDBACK_CHARS - 1)}…` : feedback;
+  return `${verdict} — “${shown}”`;
 }
 
 // --- Signals ---------------------------------------------------------------------
