@@ -4,9 +4,9 @@
  */
 
 import * as http from "./api.js";
-import { answerGroupKey, answersTo, pageAnswers } from "./answers.js";
+import { answerGroupKey, answersTo, pageAnswers, pageVersions } from "./answers.js";
 import { copyFromButton } from "./clipboard.js";
-import { onFailedMessageAction } from "./composer.js";
+import { onFailedMessageAction, sendEdit } from "./composer.js";
 import { dom } from "./dom.js";
 import { findMessage, findRun } from "./fold.js";
 import { showError } from "./notices.js";
@@ -17,7 +17,50 @@ import { SIGNAL_ACTIONS, onSignalAction } from "./workflows.js";
 export function wireMessageActions() {
   dom.messageList.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action]");
+    if (button?.type === "submit") return; // the form's submit event handles it
     if (button && !button.disabled && dom.messageList.contains(button)) onMessageAction(button);
+  });
+  dom.messageList.addEventListener("submit", (event) => {
+    const form = event.target.closest("form[data-action='edit-form']");
+    if (!form) return;
+    event.preventDefault();
+    finishEdit(form);
+  });
+  dom.messageList.addEventListener("keydown", (event) => {
+    const form = event.target.closest?.("form[data-action='edit-form']");
+    if (!form || event.isComposing) return;
+    if (event.key === "Escape") {
+      event.stopPropagation(); // Esc here cancels the edit; it does not stop an answer
+      cancelEdit();
+    } else if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      finishEdit(form);
+    }
+  });
+}
+
+function finishEdit(form) {
+  const message = state.view ? findMessage(state.view, state.editing) : null;
+  const text = form.querySelector("textarea")?.value ?? "";
+  if (!message || !text.trim()) return;
+  if (text.trim() === message.content.trim()) {
+    cancelEdit(); // nothing changed: no new version
+    return;
+  }
+  state.editing = null;
+  sendEdit(message, text);
+  scheduleRender();
+}
+
+function cancelEdit() {
+  const editing = state.editing;
+  state.editing = null;
+  scheduleRender();
+  // Back to the Edit button of the message, once the render has shown it again.
+  requestAnimationFrame(() => {
+    dom.messageList
+      .querySelector(`[data-message-id="${CSS.escape(editing ?? "")}"] [data-action="edit"]`)
+      ?.focus();
   });
 }
 
@@ -34,6 +77,19 @@ function onMessageAction(button) {
     regenerate(runId);
   } else if (action === "retry-run") {
     retryRun(runId);
+  } else if (action === "edit") {
+    state.editing = message.dataset.messageId;
+    scheduleRender();
+  } else if (action === "edit-cancel") {
+    cancelEdit();
+  } else if (action === "previous-version" || action === "next-version") {
+    pageVersions(message.dataset.versionOf, action === "next-version" ? 1 : -1);
+    scheduleRender();
+  } else if (action === "details") {
+    const id = message.dataset.messageId;
+    if (state.openDetails.has(id)) state.openDetails.delete(id);
+    else state.openDetails.add(id);
+    scheduleRender();
   } else if (action === "previous-answer" || action === "next-answer") {
     pageAnswers(message.dataset.answerOf, action === "next-answer" ? 1 : -1);
     scheduleRender();

@@ -59,20 +59,102 @@ export function pageAnswers(messageId, step) {
  * its place: run id → {messageId (its group key), index, count}.
  */
 export function shownMessages(view) {
+  const { chain, versions } = shownBranch(view);
+  const onBranch = (message) => {
+    if (message.role === "user") return chain.has(message.id);
+    const run = view?.runs?.[message.run_id];
+    return !run || chain.has(run.message_id);
+  };
+  const { shown, places } = shownAnswers(view, (view?.messages ?? []).filter(onBranch));
+  return { shown, places, versions };
+}
+
+// --- Versions of a message: edits, and replies that went on from an earlier branch ---
+
+const ROOT = ""; // the parent key of a thread's first messages
+
+/**
+ * The user messages shown, from the thread's first: at each step the reader's pick
+ * among the versions there, else the one leading to the newest message (the branch
+ * the server continues). Also returns, per shown message among several versions,
+ * its place: message id → {parent (its versions' key), index, count}.
+ */
+export function shownBranch(view) {
+  const users = (view?.messages ?? []).filter((message) => message.role === "user");
+  const children = new Map(); // parent key → its user messages, oldest first
+  const parentOf = new Map(users.map((message) => [message.id, message.parent_id ?? ROOT]));
+  const newest = new Map(); // message id → stream position of the newest message below it
+  users.forEach((message, position) => {
+    const key = message.parent_id ?? ROOT;
+    children.set(key, [...(children.get(key) ?? []), message]);
+    const seen = new Set();
+    for (let id = message.id; id !== ROOT && parentOf.has(id) && !seen.has(id); id = parentOf.get(id)) {
+      seen.add(id);
+      newest.set(id, position);
+    }
+  });
+  const chain = new Set();
+  const versions = new Map();
+  const visited = new Set(); // parents only point back, but a bad view must not loop
+  for (let key = ROOT; children.has(key) && !visited.has(key);) {
+    visited.add(key);
+    const siblings = children.get(key);
+    const picked = state.versionChoice.get(key);
+    const shown = siblings.find((message) => message.id === picked)
+      ?? siblings.reduce((a, b) => ((newest.get(b.id) ?? 0) > (newest.get(a.id) ?? 0) ? b : a));
+    chain.add(shown.id);
+    if (siblings.length > 1) {
+      versions.set(shown.id, {
+        parent: key, index: siblings.indexOf(shown), count: siblings.length,
+      });
+    }
+    key = shown.id;
+  }
+  return { chain, versions };
+}
+
+/** Show the version `step` places before (-1) or after (+1) the one shown at `parent`. */
+export function pageVersions(parent, step) {
+  const siblings = (state.view?.messages ?? [])
+    .filter((message) => message.role === "user" && (message.parent_id ?? ROOT) === parent);
+  const { chain } = shownBranch(state.view);
+  const index = siblings.findIndex((message) => chain.has(message.id));
+  const next = siblings[Math.min(siblings.length - 1, Math.max(0, index + step))];
+  if (next) state.versionChoice.set(parent, next.id);
+}
+
+/** Forget the picks at and below `parent`: the branch the server continues is shown there. */
+export function followNewest(parent) {
+  state.versionChoice.delete(parent ?? ROOT);
+}
+
+/**
+ * The user message a new one should follow: the last one shown, when that is not the
+ * newest (the reader went back to an earlier branch); null lets the server pick the newest.
+ */
+export function replyParent(view) {
+  const users = (view?.messages ?? []).filter((message) => message.role === "user");
+  if (!users.length) return null;
+  const { chain } = shownBranch(view);
+  const last = users.filter((message) => chain.has(message.id)).at(-1);
+  return last && last.id !== users.at(-1).id ? last.id : null;
+}
+
+function shownAnswers(view, messages) {
   const groups = answerGroups(view);
   const groupOf = new Map(); // run id → the user message it answers, for runs among several
   for (const [messageId, runs] of groups) {
     for (const run of runs) groupOf.set(run.id, messageId);
   }
   const messagesOf = new Map(); // run id → its messages, for those runs
-  for (const message of view?.messages ?? []) {
+  for (const message of messages) {
     if (message.role !== "assistant" || !groupOf.has(message.run_id)) continue;
     messagesOf.set(message.run_id, [...(messagesOf.get(message.run_id) ?? []), message]);
   }
   const shown = [];
   const places = new Map();
   const placed = new Set();
-  for (const message of view?.messages ?? []) {
+  for (const message of messages) {
     const messageId = message.role === "assistant" ? groupOf.get(message.run_id) : undefined;
     if (messageId === undefined) {
       shown.push(message);

@@ -56,6 +56,9 @@ export function openThread(threadId) {
     retryingRuns: new Map(),
     regenerating: new Map(),
     answerChoice: new Map(),
+    versionChoice: new Map(),
+    editing: null,
+    openDetails: new Set(),
     signalling: new Map(),
   });
   clearMessages();

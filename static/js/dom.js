@@ -77,6 +77,10 @@ const PATHS = {
   previous: "M12 5l-5 5 5 5",
   next: "M8 5l5 5-5 5",
   unarchive: "M3 5h14v3H3zM4.5 8v7.5h11V8M10 15v-5M7.5 12.5L10 10l2.5 2.5",
+  edit: "M13.5 3.5l3 3L7 16H4v-3zM11.5 5.5l3 3",
+  info: "M10 17a7 7 0 1 0 0-14 7 7 0 0 0 0 14zM10 9v5M10 6.5v.5",
+  trash: "M4 6h12M8 6V4h4v2M5.5 6l1 10.5h7l1-10.5M8.5 9v5M11.5 9v5",
+  search: "M8.5 14a5.5 5.5 0 1 0 0-11 5.5 5.5 0 0 0 0 11zM12.5 12.5L17 17",
 };
 
 /** An inline SVG icon, hidden from assistive tech: the button around it carries the name. */

@@ -22,9 +22,14 @@ const messageNodes = new Map(); // render key → the parts of one message eleme
 
 /** The open thread's messages as shown, then its optimistic ones still on their way. */
 function visibleMessages() {
-  const { shown, places } = shownMessages(state.view);
-  const optimistic = [...state.outbox.values()]
-    .filter((entry) => entry.threadId === state.threadId)
+  const { shown: branch, places, versions } = shownMessages(state.view);
+  const pending = [...state.outbox.values()].filter((entry) => entry.threadId === state.threadId);
+  // An edit on its way takes the place of the message it revises, and of what followed.
+  const cut = pending
+    .map((entry) => branch.findIndex((message) => message.id === entry.editOf))
+    .filter((index) => index >= 0);
+  const shown = cut.length ? branch.slice(0, Math.min(...cut)) : branch;
+  const optimistic = pending
     .map((entry) => newMessage({
       id: entry.messageId ?? "",
       role: "user",
@@ -36,11 +41,11 @@ function visibleMessages() {
       error: entry.error,
       local: true,
     }));
-  return { messages: [...shown, ...optimistic], places };
+  return { messages: [...shown, ...optimistic], places, versions };
 }
 
 export function renderMessages() {
-  const { messages, places } = visibleMessages();
+  const { messages, places, versions } = visibleMessages();
   const lastOfRun = new Map(); // run id → its last message: a workflow's agent turns add more
   const turnOf = new Map(); // message → its place among its run's messages (hand-offs add them)
   const turns = new Map();
@@ -76,6 +81,7 @@ export function renderMessages() {
       regenerable: last && run?.status === "completed" && latestOfAgent.get(run.agent) === message
         && !laneBusy(run.agent),
       turn: turnOf.get(message) ?? 0,
+      version: message.role === "user" ? versions.get(message.id) ?? null : null,
     };
     updateMessageParts(parts, message, run, context);
     if (last && hasPanel(run)) {
@@ -138,8 +144,18 @@ function createMessageParts() {
   const note = el("div", "message__note"); // a div: it may hold a <details>
   const actions = el("div", "message__actions");
   const copy = actionButton("copy", "Copy", "copy", "Copy the answer as markdown");
+  // On a message one sent: a new version of it, answered afresh on a branch of its own.
+  const edit = actionButton("edit", "Edit", "edit", "Edit and resend this message");
+  const versions = el("div", "answers versions");
+  versions.setAttribute("role", "group");
+  const previousVersion = actionButton("previous-version", "", "previous", "Previous version");
+  const versionPosition = el("span", "answers__position");
+  const nextVersion = actionButton("next-version", "", "next", "Next version");
+  versions.append(previousVersion, versionPosition, nextVersion);
+  const editor = createEditor();
+  const details = createDetails();
   // For the last answer of a finished run: a new answer to the same message.
-  const regenerate = actionButton("regenerate", "Regenerate", "regenerate", "Write a new answer");
+  const regenerate = actionButton("regenerate", "Regenerate", "regenerate", "Regenerate: write a new answer");
   // For an answer that failed or was stopped: the run can run again, from scratch.
   const retryRun = actionButton("retry-run", "Retry", "retry", "Retry this answer");
   // For a message that failed to send: it isn't in the thread, so the reader decides.
@@ -151,14 +167,57 @@ function createMessageParts() {
   const position = el("span", "answers__position");
   const nextAnswer = actionButton("next-answer", "", "next", "Next answer");
   pager.append(previousAnswer, position, nextAnswer);
-  actions.append(pager, copy, regenerate, retryRun, retrySend, discard);
+  actions.append(versions, pager, copy, edit, regenerate, retryRun, retrySend, discard, details.toggle);
   node.append(
-    meta, activity.routed, activity.tools, content, typing, activity.handedOff, note, actions,
+    meta, activity.routed, activity.tools, content, editor.form, typing, activity.handedOff, note,
+    actions, details.panel,
   );
   return {
     node, author, to, time, status, content, note, actions, copy, regenerate, retryRun, activity,
     retrySend, discard, pager, previousAnswer, position, nextAnswer, rendered: null,
+    edit, versions, previousVersion, versionPosition, nextVersion, editor, details,
   };
+}
+
+/** The form that edits a sent message in place: Enter (or Send) resends, Esc cancels. */
+function createEditor() {
+  const form = el("form", "message__editor");
+  form.hidden = true;
+  form.dataset.action = "edit-form";
+  const label = el("label", "visually-hidden", "Edit your message");
+  const input = el("textarea", "message__editor-input");
+  input.rows = 3;
+  input.setAttribute("data-testid", "edit-input");
+  const inputId = `edit-${Math.random().toString(36).slice(2)}`;
+  input.id = inputId;
+  label.htmlFor = inputId;
+  const buttons = el("div", "message__editor-buttons");
+  const cancel = el("button", "button", "Cancel");
+  cancel.type = "button";
+  cancel.dataset.action = "edit-cancel";
+  const send = el("button", "button button--primary", "Send");
+  send.type = "submit";
+  send.setAttribute("data-testid", "edit-send");
+  buttons.append(cancel, send);
+  form.append(label, input, buttons);
+  return { form, input, messageId: null };
+}
+
+/** "Details" on an answer: agent, model, tokens, time to first token and in all. */
+function createDetails() {
+  const toggle = el("button", "message__action");
+  toggle.type = "button";
+  toggle.dataset.action = "details";
+  toggle.setAttribute("aria-expanded", "false");
+  toggle.setAttribute("data-testid", "answer-details-toggle");
+  toggle.append(icon("info"), el("span", "label", "Details"));
+  const panel = el("dl", "message__details");
+  panel.hidden = true;
+  panel.setAttribute("data-testid", "answer-details");
+  const panelId = `details-${Math.random().toString(36).slice(2)}`;
+  panel.id = panelId;
+  toggle.setAttribute("aria-controls", panelId);
+  return { toggle, panel, signature: "" };
 }
 
 function actionButton(action, text, iconName = null, label = null) {
@@ -199,10 +258,65 @@ function updateMessageParts(parts, message, run, context) {
   parts.status.hidden = !label;
   updateActivity(parts.activity, message, run, { turn: context.turn, lastOfRun: context.last });
   updateContent(parts, message, phase);
+  updateEditor(parts, message);
+  updateDetails(parts.details, message, run);
   const note = noteText(message, run);
   if (note.text) showExplained(parts.note, note);
   parts.note.hidden = !note.text;
   updateActions(parts, message, run, phase, context);
+}
+
+function updateEditor(parts, message) {
+  const { editor } = parts;
+  const editing = message.role === "user" && !message.local && state.editing === message.id;
+  if (editing && editor.messageId !== message.id) {
+    editor.messageId = message.id;
+    editor.input.value = message.content ?? "";
+    editor.form.hidden = false;
+    editor.input.focus();
+    editor.input.setSelectionRange(editor.input.value.length, editor.input.value.length);
+  } else if (!editing && editor.messageId) {
+    editor.messageId = null;
+    editor.form.hidden = true;
+  }
+  parts.content.hidden = editing;
+}
+
+/** What the details list says about an answer's run: the model, its tokens and its times. */
+export function answerDetails(message, run) {
+  if (message.role !== "assistant" || !run) return [];
+  const rows = [["Agent", message.agent || run.agent]];
+  if (run.model) rows.push(["Model", run.model === "scripted" ? "scripted (offline demo model)" : run.model]);
+  const usage = run.usage ?? {};
+  if (usage.calls) {
+    rows.push(["Tokens in", usage.input_tokens.toLocaleString()]);
+    rows.push(["Tokens out", usage.output_tokens.toLocaleString()]);
+    if (usage.calls > 1) rows.push(["Model calls", String(usage.calls)]);
+  }
+  if (run.first_token_at && run.requested_at) {
+    rows.push(["First token after", seconds(run.first_token_at - run.requested_at)]);
+  }
+  if (run.ended_at && run.requested_at) rows.push(["Total time", seconds(run.ended_at - run.requested_at)]);
+  if (run.attempt > 1) rows.push(["Attempts", String(run.attempt)]);
+  return rows;
+}
+
+function seconds(ms) {
+  return ms < 1000 ? `${Math.max(0, ms)} ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
+}
+
+function updateDetails(details, message, run) {
+  const open = state.openDetails.has(message.id);
+  details.toggle.setAttribute("aria-expanded", String(open));
+  details.panel.hidden = !open;
+  if (!open) return;
+  const rows = answerDetails(message, run);
+  const signature = JSON.stringify(rows);
+  if (signature === details.signature) return;
+  details.signature = signature;
+  details.panel.replaceChildren(...rows.flatMap(([term, value]) => [
+    el("dt", "message__details-term", term), el("dd", "message__details-value", value),
+  ]));
 }
 
 function updateContent(parts, message, phase) {
@@ -236,13 +350,32 @@ function updateActions(parts, message, run, phase, context) {
   const retryable = assistant && Boolean(run)
     && RUN_RETRYABLE.includes(message.status) && RUN_RETRYABLE.includes(run.status);
   const retrying = retryable && retryPending(run);
-  const copyable = assistant && Boolean(message.content) && !["pending", "streaming"].includes(phase);
+  const copyable = !message.local && Boolean(message.content)
+    && !["pending", "streaming"].includes(phase);
+  const editable = message.role === "user" && !message.local && Boolean(message.id)
+    && state.editing !== message.id && !state.missing;
+  const described = assistant && Boolean(run);
+  const version = context.version;
   const regenerating = context.regenerable && regeneratePending(run);
   const place = context.place;
 
   keepFocus(parts.retryRun, retryable);
   keepFocus(parts.regenerate, context.regenerable);
   parts.copy.hidden = !copyable;
+  parts.copy.setAttribute("aria-label", assistant ? "Copy the answer as markdown" : "Copy your message");
+  keepFocus(parts.edit, editable);
+  parts.edit.hidden = !editable;
+  parts.details.toggle.hidden = !described;
+  parts.versions.hidden = !version;
+  if (version) {
+    setText(parts.versionPosition, `${version.index + 1} / ${version.count}`);
+    parts.versions.setAttribute("aria-label", `Version ${version.index + 1} of ${version.count}`);
+    parts.previousVersion.disabled = version.index === 0;
+    parts.nextVersion.disabled = version.index === version.count - 1;
+    parts.node.dataset.versionOf = version.parent;
+  } else {
+    delete parts.node.dataset.versionOf;
+  }
   parts.regenerate.hidden = !context.regenerable;
   parts.regenerate.disabled = regenerating;
   setText(parts.regenerate.lastChild, regenerating ? "Regenerating…" : "Regenerate");
@@ -259,7 +392,8 @@ function updateActions(parts, message, run, phase, context) {
     parts.previousAnswer.disabled = place.index === 0;
     parts.nextAnswer.disabled = place.index === place.count - 1;
   }
-  parts.actions.hidden = !copyable && !context.regenerable && !failedSend && !retryable && !place;
+  parts.actions.hidden = !copyable && !context.regenerable && !failedSend && !retryable && !place
+    && !editable && !described && !version;
 }
 
 /** A control about to disappear hands focus to the composer rather than strand it. */

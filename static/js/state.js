@@ -23,6 +23,9 @@ export const state = {
   retryingRuns: new Map(), // run id → the ended_at of the ending its retry was asked for
   regenerating: new Map(), // run id → its message's answer count when regeneration was asked for
   answerChoice: new Map(), // answer group (answers.js) → {runId, count}: the answer shown among several
+  versionChoice: new Map(), // a message's parent ("" for the first) → the version of it shown
+  editing: null, // the id of the user message being edited
+  openDetails: new Set(), // ids of the answers whose details are shown
   signalling: new Map(), // run id → the wait (waitKey) a signal was sent to, while it stands
   creatingThread: false,
   agents: [], // from GET /api/agents: [{name, kind, description, signals}]

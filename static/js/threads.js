@@ -161,19 +161,13 @@ export function createThreadOnce() {
   return creation;
 }
 
-export async function startNewThread() {
-  if (state.creatingThread) return;
-  state.creatingThread = true;
-  scheduleRender();
-  try {
-    navigate(await createThreadOnce());
-    dom.input.focus();
-  } catch (error) {
-    showError(`Couldn't create a thread: ${error.message}`);
-  } finally {
-    state.creatingThread = false;
-    scheduleRender();
-  }
+/**
+ * A new conversation is a draft in the page: nothing is saved until its first message
+ * is sent (the composer creates the thread on the way), so unsent ones never pile up.
+ */
+export function startNewThread() {
+  navigate(null);
+  dom.input.focus();
 }
 
 /** PATCH a thread and show the summary the server answers with. Rejects with an ApiError. */

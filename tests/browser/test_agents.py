@@ -18,7 +18,8 @@ from playwright.sync_api import BrowserContext, Locator, Page, WebSocketRoute, e
 
 from consumers.agents import SHIPPED_FILE
 from service.embedded import free_port
-from tests.browser.conftest import THREAD_URL, screenshot
+from tests.browser.conftest import screenshot
+from tests.browser.shown import shown
 from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -58,11 +59,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         kill_pidfile(workdir / "data" / "redis" / "redis.pid")
 
 
-def new_thread(page: Page) -> str:
+def new_thread(page: Page) -> None:
+    """A draft: the thread is saved with its first message."""
     page.get_by_test_id("new-thread").click()
-    expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
+    expect(page.get_by_test_id("message-input")).to_be_focused()
     expect(page.get_by_test_id("connection-status")).to_have_text("live")
-    return page.url.split("#", 1)[1]
+
+
+def saved_thread(page: Page, server: str) -> str:
+    """A thread that exists before its first message, open in `page`."""
+    thread_id: str = httpx.post(f"{server}/api/threads", json={}, timeout=10).json()["id"]
+    page.goto(f"{server}/#{thread_id}")
+    expect(page.get_by_test_id("connection-status")).to_have_text("live")
+    return thread_id
 
 
 def send(page: Page, text: str, agent: str) -> None:
@@ -151,7 +160,7 @@ def test_two_agents_stream_into_one_thread_at_once(page: Page, server: str) -> N
 
     Two mentions at the start of a message send it to both (`agents`).
     """
-    thread_id = new_thread(page)
+    thread_id = saved_thread(page, server)
     send(page, "@writer @critic A short note about streams, please", "assistant")
     asked = page.locator('[data-testid="message"][data-role="user"]').last
     expect(asked.locator(".message__to")).to_have_text("to writer, critic")
@@ -174,7 +183,7 @@ def test_two_agents_stream_into_one_thread_at_once(page: Page, server: str) -> N
     assert set(answers) == {"writer", "critic"}
     for agent, text in answers.items():
         reply = writer if agent == "writer" else critic
-        assert " ".join(reply.locator(".content").inner_text().split()) == " ".join(text.split())
+        assert " ".join(reply.locator(".content").inner_text().split()) == shown(text)
 
 
 def test_a_hand_off_says_where_the_answer_went(page: Page) -> None:
@@ -228,7 +237,7 @@ def test_a_call_decided_in_another_tab_is_no_error_here(
     page: Page, context: BrowserContext, server: str
 ) -> None:
     """Tab B still shows the call waiting when tab A's denial lands: B's yes gets a 409."""
-    thread_id = new_thread(page)
+    thread_id = saved_thread(page, server)
     frames = HeldFrames()
     other = context.new_page()
     other.route_web_socket(re.compile(r"/api/"), frames.route)

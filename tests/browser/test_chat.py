@@ -10,14 +10,22 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from consumers.llm.scripted import scripted_reply
 from tests.browser.conftest import THREAD_URL, WORDS, screenshot
+from tests.browser.shown import shown
 
 pytestmark = pytest.mark.slow
 
 ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 
 
-def new_thread(page: Page) -> str:
+def new_thread(page: Page) -> None:
+    """A draft: nothing is saved until its first message is sent."""
     page.get_by_test_id("new-thread").click()
+    expect(page.get_by_test_id("message-input")).to_be_focused()
+    assert "#" not in page.url
+
+
+def thread_url(page: Page) -> str:
+    """The page's thread, once its first message has saved it."""
     expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
     expect(page.get_by_test_id("connection-status")).to_have_text("live")
     return page.url
@@ -44,9 +52,9 @@ def open_tab(context: BrowserContext, url: str) -> Page:
 
 
 def test_two_tabs_see_the_same_answer_grow(page: Page, context: BrowserContext) -> None:
-    url = new_thread(page)
-    other = open_tab(context, url)
+    new_thread(page)
     send(page, "What makes streams durable?")
+    other = open_tab(context, thread_url(page))
     expect(page.locator('[data-testid="message"][data-role="user"]').last).to_contain_text(
         "What makes streams durable?"
     )
@@ -57,16 +65,17 @@ def test_two_tabs_see_the_same_answer_grow(page: Page, context: BrowserContext) 
     for tab in (page, other):
         expect(tab.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
     assert answer(page) == answer(other)
-    assert " ".join(answer(page).split()) == " ".join(reference.split())
+    assert " ".join(answer(page).split()) == shown(reference)
     screenshot(page, "completed")
 
 
 def test_either_tab_stops_the_answer_for_both(
     page: Page, context: BrowserContext, server: str
 ) -> None:
-    url = new_thread(page)
-    other = open_tab(context, url)
+    new_thread(page)
     send(page, "A long answer, please")
+    url = thread_url(page)
+    other = open_tab(context, url)
     expect(other.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
     expect(other.get_by_test_id("stop-button")).to_be_visible()
     other.get_by_test_id("stop-button").click()
@@ -77,21 +86,22 @@ def test_either_tab_stops_the_answer_for_both(
     assert 0 < len(stopped) < len(scripted_reply("A long answer, please", WORDS))
     for tab in (page, other):  # what each tab shows is where the server stopped
         expect(tab.locator(f"{ASSISTANT} .content").last).to_have_text(
-            re.compile(re.escape(stopped.split()[-1]) + r"\s*$")
+            re.compile(re.escape(shown(stopped).split()[-1]) + r"\s*$")
         )
     expect(page.get_by_test_id("stop-button")).to_be_hidden()
     screenshot(other, "stopped")
 
 
 def test_the_answer_completes_after_the_sender_leaves(page: Page, context: BrowserContext) -> None:
-    url = new_thread(page)
+    new_thread(page)
     send(page, "Finish without me")
+    url = thread_url(page)
     expect(page.locator(f'{ASSISTANT}[data-status="streaming"]')).to_be_visible()
     page.close()
     later = open_tab(context, url)
     expect(later.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
     reference = scripted_reply("Finish without me", WORDS)
-    assert " ".join(answer(later).split()) == " ".join(reference.split())
+    assert " ".join(answer(later).split()) == shown(reference)
 
 
 def test_a_reload_mid_stream_shows_each_sentence_once(page: Page) -> None:
@@ -141,7 +151,7 @@ def test_approving_a_waiting_workflow_from_the_page(page: Page) -> None:
 
 
 def test_markdown_and_the_inspector(page: Page, server: str) -> None:
-    url = new_thread(page)
+    new_thread(page)
     send(
         page,
         "echo: ## Plan\n\n- first\n- second\n\n```py\nprint('hi')\n```\n\nSee [docs](https://example.com).",
@@ -154,6 +164,7 @@ def test_markdown_and_the_inspector(page: Page, server: str) -> None:
     expect(reply.locator("a[href='https://example.com']")).to_have_attribute(
         "rel", re.compile("noopener")
     )
+    url = thread_url(page)
     page.get_by_test_id("inspector-toggle").click()
     view = httpx.get(f"{server}/api/threads/{thread_id(url)}").json()
     expect(page.get_by_test_id("inspector-stream-key")).to_have_text(view["stream_key"])
@@ -163,9 +174,9 @@ def test_markdown_and_the_inspector(page: Page, server: str) -> None:
 
 
 def test_a_rename_shows_in_every_tab(page: Page, context: BrowserContext) -> None:
-    url = new_thread(page)
+    new_thread(page)
     send(page, "echo: hello")
-    other = open_tab(context, url)
+    other = open_tab(context, thread_url(page))
     page.get_by_test_id("rename-thread").click()
     page.get_by_test_id("title-input").fill("Renamed thread")
     page.get_by_test_id("title-input").press("Enter")

@@ -39,11 +39,11 @@ def test_the_chat_works_under_the_csp_with_no_violation(
     assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
 
     page.get_by_test_id("new-thread").click()
-    expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
     expect(page.get_by_test_id("connection-status")).to_have_text("live")
     # Markdown with a code block: the renderer, the sanitiser and the copy button all run.
     page.get_by_test_id("message-input").fill("Explain `XADD` with *one* example:\n\n```\nx\n```")
     page.get_by_test_id("send-button").click()
+    expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
     expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
     assert page.locator(f"{ASSISTANT} .content").last.inner_text().strip()
 

@@ -72,10 +72,10 @@ def sign_in(page: Page, token: str) -> None:
 def ask_in_a_new_thread(page: Page, question: str) -> None:
     """A new thread, live, with a question answered."""
     page.get_by_test_id("new-thread").click()
-    expect(page).to_have_url(THREAD_URL)
     expect(page.get_by_test_id("connection-status")).to_have_text("live")
     page.get_by_test_id("message-input").fill(question)
     page.get_by_test_id("send-button").click()
+    expect(page).to_have_url(THREAD_URL)
     expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_be_visible(timeout=30_000)
 
 

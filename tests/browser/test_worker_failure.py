@@ -15,6 +15,7 @@ from playwright.sync_api import BrowserContext, expect
 from consumers.llm.scripted import scripted_reply
 from service.embedded import free_port
 from tests.browser.conftest import THREAD_URL, screenshot
+from tests.browser.shown import shown
 from tests.processes import env_for, processes, spawn, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -47,10 +48,10 @@ def test_a_killed_worker_is_replaced_and_the_page_keeps_up(
         page = context.new_page()
         page.goto(base)
         page.get_by_test_id("new-thread").click()
-        expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
-        thread = page.url.split("#", 1)[1]
         page.get_by_test_id("message-input").fill("Survive the crash")
         page.get_by_test_id("send-button").click()
+        expect(page).to_have_url(THREAD_URL)  # not wait_for_function: the CSP forbids its eval
+        thread = page.url.split("#", 1)[1]
         reply = page.locator('[data-testid="message"][data-role="assistant"]').last
         expect(reply).to_have_attribute("data-status", "streaming")
         # A few words in, then the worker dies.
@@ -61,7 +62,7 @@ def test_a_killed_worker_is_replaced_and_the_page_keeps_up(
         expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
         expect(page.get_by_test_id("connection-status")).to_have_text("live")
         screenshot(page, "after-worker-failure")
-    shown = " ".join(reply.locator(".content").inner_text().split())
-    assert shown == " ".join(scripted_reply("Survive the crash", WORDS).split())
+    seen = " ".join(reply.locator(".content").inner_text().split())
+    assert seen == shown(scripted_reply("Survive the crash", WORDS))
     run = next(iter(httpx.get(f"{base}/api/threads/{thread}").json()["runs"].values()))
     assert run["attempt"] == 2
