@@ -18,7 +18,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from projections import run_index
+from projections import run_index, search_index
 from projections.thread_view import (
     SCHEMA_VERSION,
     Changes,
@@ -56,6 +56,13 @@ class Snapshot:
     bad: bool = False  # what is stored is unusable: overwrite it even from a reader
     # Runs not finished, so the summary's active run is found without a look at every run.
     unfinished: set[str] = field(default_factory=set)
+    # The title the search index holds (None: unknown), and whether the index holds
+    # none of the thread, or one of another INDEX_VERSION: its next save indexes all.
+    indexed_title: str | None = None
+    index_stale: bool = True
+    # Message position -> hash of the text the index holds for it, as this snapshot
+    # wrote it: a save that changes a message's status but not its text skips it.
+    indexed_texts: dict[int, int] = field(default_factory=dict)
 
 
 class ViewStore:
@@ -72,8 +79,16 @@ class ViewStore:
         return ThreadView.empty(thread_id, self.store.stream_key(thread_id))
 
     async def read(self, thread_id: str) -> Snapshot:
-        """The stored view, in one HGETALL; an empty one to rebuild if it is missing or unusable."""
-        reply = await self.redis.hgetall(self.keys.partition(thread_id).view(thread_id))
+        """The stored view, in one HGETALL; an empty one to rebuild if it is missing or unusable.
+
+        With it, in the same MULTI, the version of the thread's search index (they are
+        written together, so the pair is consistent).
+        """
+        part = self.keys.partition(thread_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(part.view(thread_id))
+            pipe.hget(part.search_doc(thread_id), "v")
+            reply, index_version = await pipe.execute()
         fields = {str(name): str(value) for name, value in reply.items()}
         if not fields:
             return Snapshot(self._empty(thread_id))
@@ -86,7 +101,15 @@ class ViewStore:
             )
             return Snapshot(self._empty(thread_id), stored_last=last, bad=True)
         unfinished = {run.id for run in view.runs.values() if run.status not in TERMINAL}
-        return Snapshot(view, numbers, last, rebuild=False, unfinished=unfinished)
+        return Snapshot(
+            view,
+            numbers,
+            last,
+            rebuild=False,
+            unfinished=unfinished,
+            indexed_title=view.title,
+            index_stale=str(index_version or "") != str(search_index.INDEX_VERSION),
+        )
 
     async def load(self, thread_id: str) -> ThreadView | None:
         """The stored view as it is, or None if there is none it can use."""
@@ -153,6 +176,19 @@ class ViewStore:
         cutoff = (
             str(stream_ms(view.last_event_id) - self.run_retention_ms) if view.last_event_id else ""
         )
+        index_all = snapshot.rebuild or snapshot.index_stale
+        sources, texts = _index_sources(snapshot, changes, index_all=index_all)
+        words: list[str] = []
+        if sources:
+            # What the doc holds for these sources now names the posting sets the save
+            # may change (the words a source loses too): one read, only for a save
+            # that indexes (a message that ended, a rename), never for a delta.
+            held = await self.redis.hmget(
+                part.search_doc(view.id), [f"s:{source.name}" for source in sources]
+            )
+            words = search_index.touched_words(
+                sources, [None if value is None else str(value) for value in held]
+            )
         stored = await self._store(
             keys=[
                 part.view(view.id),
@@ -160,7 +196,10 @@ class ViewStore:
                 part.runs,
                 part.runs_by_time,
                 part.runs_ended,
+                part.thread(view.id),
                 *(part.runs_with_status(status) for status in STATUSES),
+                *([part.search_doc(view.id)] if sources else []),
+                *(part.search_word(word) for word in words),
             ],
             args=[
                 snapshot.stored_last or "",
@@ -174,13 +213,20 @@ class ViewStore:
                 cutoff,
                 str(TRIM_PER_SAVE),
                 str(len(pairs) // 2),
+                str(len(STATUSES)),
+                str(len(sources)),
+                str(search_index.INDEX_VERSION) if index_all else "",
                 *pairs,
+                *(part for source in sources for part in (source.name, source.encoded)),
+                *words,
                 *run_args,
             ],
         )
         if stored:
             snapshot.stored_last, snapshot.unfinished = view.last_event_id, unfinished
-            snapshot.rebuild = snapshot.bad = False
+            snapshot.rebuild = snapshot.bad = snapshot.index_stale = False
+            snapshot.indexed_title = view.title
+            snapshot.indexed_texts.update(texts)
         return bool(stored)
 
     async def runs(
@@ -257,6 +303,33 @@ class ViewStore:
             summary.updated_at = max(summary.updated_at, int(score))
             result.append(summary)
         return result
+
+
+def _index_sources(
+    snapshot: Snapshot, changes: Changes, *, index_all: bool
+) -> tuple[list[search_index.Source], dict[int, int]]:
+    """The search sources a save writes, and the hashes of the message texts among them.
+
+    Everything when the index holds nothing of the thread (or is of another version);
+    else the title if it changed, and the changed messages whose final text the
+    index does not hold yet.
+    """
+    view = snapshot.view
+    if index_all:
+        snapshot.indexed_texts.clear()
+        positions: Iterable[int] = range(len(view.messages))
+    else:
+        positions = [
+            n
+            for n in changes.messages
+            if n < len(view.messages)
+            and snapshot.indexed_texts.get(n) != hash(view.messages[n].content)
+        ]
+    sources = search_index.message_sources(view, positions)
+    texts = {int(source.name): hash(view.messages[int(source.name)].content) for source in sources}
+    if index_all or view.title != snapshot.indexed_title:
+        sources.insert(0, search_index.title_source(view))
+    return sources, texts
 
 
 def _parsed(raw: str | None) -> ThreadSummary | None:

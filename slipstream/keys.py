@@ -164,6 +164,15 @@ class Partition:
         """Sorted set of the partition's threads `user` owns or is a member of (joined ms)."""
         return self.key("mine", user)
 
+    def search_word(self, word: str) -> str:
+        """Sorted set of the partition's threads that hold `word`, by its points in each
+        (projections/search_index.py); gone with the last thread that holds it."""
+        return self.key("search", "w", word)
+
+    def search_doc(self, thread_id: str) -> str:
+        """Hash of what the search index holds for the thread: its words, source by source."""
+        return self.key("search", "doc", thread_id)
+
 
 @dataclass(frozen=True)
 class Keyspace:

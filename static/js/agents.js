@@ -1,6 +1,8 @@
 /**
  * Who messages can go to: GET /api/agents, the picker, and "@name" mentions.
  * The picker's "Auto" (ROUTED, an empty name) sends no agent: the router decides.
+ * The picker follows the draft: while it mentions a known agent, it shows that
+ * one (the message goes there), until the person picks another by hand.
  */
 
 import { listAgents } from "./api.js";
@@ -13,6 +15,11 @@ const AGENTS_RETRY_MS = [2_000, 5_000, 15_000, 30_000];
 let loading = null;
 let retries = 0;
 let pickerSignature = "";
+let pickedOverMention = false; // the person chose in the picker while the draft mentioned someone
+
+// As the server's router reads mentions (consumers/router.py `_MENTION`): `@name` at
+// the start or after a space or punctuation, not inside an address (a@b.c).
+const MENTION = /(?<![A-Za-z0-9_.@-])@([A-Za-z0-9_-]{1,64})/g;
 
 /** Fetch the agents. Resolves either way; a failure tries again later. */
 export function loadAgents() {
@@ -38,9 +45,28 @@ export function knownAgent(name) {
   return state.agents.some((agent) => agent.name === name);
 }
 
-/** Chat agents and workflows, in two groups; test-only workflows stay out of it. */
+/** The known agents `text` @mentions, in order, each once: whom the router would ask. */
+export function mentionsIn(text) {
+  const found = [];
+  for (const [, name] of text.matchAll(MENTION)) {
+    if (knownAgent(name) && !found.includes(name)) found.push(name);
+  }
+  return found;
+}
+
+/** The picker was changed by hand over the draft's mentions: the pick decides. */
+export function pickOverridesMentions() {
+  return pickedOverMention;
+}
+
+/** Agents a person may address: test-only workflows stay out of sight. */
+export function pickableAgents() {
+  return state.agents.filter((agent) => !agent.name.startsWith("test_"));
+}
+
+/** Chat agents and workflows, in two groups, each with its description. */
 export function renderAgentPicker() {
-  const listed = state.agents.filter((agent) => !agent.name.startsWith("test_"));
+  const listed = pickableAgents();
   const agents = listed.length
     ? listed
     : [{ name: DEFAULT_AGENT, kind: "chat", description: "" }];
@@ -54,27 +80,64 @@ export function renderAgentPicker() {
       const group = document.createElement("optgroup");
       group.label = label;
       for (const agent of agents.filter((candidate) => (candidate.kind ?? "chat") === kind)) {
-        const option = el("option", "", agent.name);
-        option.value = agent.name;
-        option.title = agent.description ?? "";
-        group.append(option);
+        group.append(agentOption(agent));
       }
       return group;
     });
     const auto = el("option", "", "Auto (router)");
     auto.value = ROUTED;
     auto.title = "The router picks the agent: a mention, a rule, or the default";
-    dom.agent.replaceChildren(auto, ...groups.filter((group) => group.children.length));
+    // The select's own button (appearance: base-select; see index.html) stays first.
+    const button = dom.agent.querySelector(":scope > button");
+    dom.agent.replaceChildren(...(button ? [button] : []), auto, ...groups.filter((group) => group.children.length));
   }
-  dom.agent.value = state.agent;
-  dom.agent.title = state.agent === ROUTED
-    ? "The router picks the agent"
-    : agents.find((agent) => agent.name === state.agent)?.description ?? "";
+  showPickedAgent(agents);
+}
+
+/**
+ * An option shows the agent's name and, in the open list, its description. Browsers
+ * that can style a select's list (appearance: base-select) show the closed picker
+ * with the name alone; others show "name — description" as the option's text.
+ */
+function agentOption(agent) {
+  const option = el("option", "agent-option");
+  option.value = agent.name;
+  option.title = agent.description ?? "";
+  option.append(el("span", "agent-option__name", agent.name));
+  if (agent.description) {
+    option.append(el("span", "agent-option__sep", " — "), el("span", "agent-option__about", agent.description));
+  }
+  return option;
+}
+
+/** The picker shows whom the draft goes to: the first agent it mentions, else the pick. */
+function showPickedAgent(agents) {
+  const mentioned = mentionsIn(dom.input.value);
+  if (!mentioned.length) pickedOverMention = false;
+  const following = mentioned.length > 0 && !pickedOverMention;
+  const shown = following ? mentioned[0] : state.agent;
+  dom.agent.value = shown;
+  dom.agent.dataset.mentioned = String(following);
+  if (following && mentioned.length > 1) {
+    dom.agent.title = `Goes to ${mentioned.join(", ")}: the message mentions them`;
+  } else if (following) {
+    dom.agent.title = `Goes to ${shown}: the message mentions it`;
+  } else {
+    dom.agent.title = shown === ROUTED
+      ? "The router picks the agent"
+      : agents.find((agent) => agent.name === shown)?.description ?? "";
+  }
+}
+
+/** The draft changed: the picker follows its mentions. */
+export function followDraft() {
+  renderAgentPicker();
 }
 
 export function wireAgentPicker() {
   dom.agent.addEventListener("change", () => {
     state.agent = dom.agent.value;
+    pickedOverMention = mentionsIn(dom.input.value).length > 0;
     renderAgentPicker();
   });
 }

@@ -114,3 +114,4 @@ export const regenerateRun = (id, clientId) =>
 export const signalRun = (id, name, payload, clientId) =>
   api("POST", `${run(id)}/signal`, { name, payload, client_id: clientId });
 export const listAgents = () => api("GET", "/api/agents");
+export const getAbout = () => api("GET", "/api/about");

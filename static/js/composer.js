@@ -1,32 +1,37 @@
 /**
  * The composer: typing, sending (optimistically, with retries that the
  * client_id makes safe), and stopping. Enter sends, Shift+Enter is a new line,
- * Esc anywhere in the page stops the answer being written.
+ * Esc anywhere in the page stops the answer being written; "@" opens the list
+ * of agents to mention (mentions.js).
  */
 
 import * as http from "./api.js";
-import { knownAgent, loadAgents } from "./agents.js";
+import { followDraft, knownAgent, loadAgents, mentionsIn, pickOverridesMentions } from "./agents.js";
+import { followNewest, replyParent } from "./answers.js";
 import { forgetStop, navigate } from "./conversation.js";
 import { dom, setText } from "./dom.js";
-import { activeRunId, findRun } from "./fold.js";
+import { wireMentions } from "./mentions.js";
 import { showError } from "./notices.js";
 import { stickToBottom } from "./scroll.js";
 import { scheduleRender, state } from "./state.js";
 import { createThreadOnce } from "./threads.js";
-import { waitingCall } from "./tools.js";
+
+const LEADING_MENTION = /^@(\S+)(?:\s+|$)/;
+const MAX_AGENTS = 8; // the server's MAX_AGENTS_PER_MESSAGE, which its router keeps to as well
 
 /**
- * What the composer would send: a message that starts with "@name " (a known
- * agent) goes to that agent without the mention, and one that starts with several
- * ("@writer @critic …") to all of them at once (`agents`); anything else to the
- * picker's agent.
+ * What the composer would send. The agents the text @mentions get it, as the
+ * server's router would send it (one: `agent`; several: `agents`, each answering
+ * at once); mentions at the start only address it and are taken off its text.
+ * With no mention, or once the picker was changed by hand over them, the
+ * picker's agent gets it.
  */
-function composerDraft(text) {
+function composerDraft(text, picked = pickOverridesMentions()) {
   let content = text.trim();
-  const agents = [];
-  for (let mention = /^@(\S+)(?:\s+|$)/.exec(content); mention && knownAgent(mention[1]);
-    mention = /^@(\S+)(?:\s+|$)/.exec(content)) {
-    if (!agents.includes(mention[1])) agents.push(mention[1]);
+  if (picked) return { agent: state.agent, agents: null, content };
+  const agents = mentionsIn(content).slice(0, MAX_AGENTS);
+  for (let mention = LEADING_MENTION.exec(content); mention && knownAgent(mention[1]);
+    mention = LEADING_MENTION.exec(content)) {
     content = content.slice(mention[0].length).trim();
   }
   if (agents.length > 1) return { agent: agents[0], agents, content };
@@ -36,18 +41,19 @@ function composerDraft(text) {
 function sendFromComposer() {
   const text = dom.input.value;
   if (!composerDraft(text).content || state.missing) return;
+  const picked = pickOverridesMentions(); // as it is now: clearing the box forgets it
   dom.input.value = "";
   onInputChanged();
   dom.input.focus(); // clicking Send moved focus to a button that may now be hidden
   stickToBottom(true);
   // A mention can only be told from text once the agents are known: wait for them, briefly.
-  const mention = text.trim().startsWith("@");
-  if (mention && !state.agentsLoaded) loadAgents().then(() => queueMessage(text));
-  else queueMessage(text);
+  const mention = text.includes("@");
+  if (mention && !state.agentsLoaded) loadAgents().then(() => queueMessage(text, picked));
+  else queueMessage(text, picked);
 }
 
-function queueMessage(text) {
-  const { agent, agents, content } = composerDraft(text);
+function queueMessage(text, picked) {
+  const { agent, agents, content } = composerDraft(text, picked);
   if (!content) return;
   const entry = {
     clientId: http.newClientId(),
@@ -55,6 +61,8 @@ function queueMessage(text) {
     content,
     agent,
     agents,
+    // Paged back to an earlier branch: the message goes on from there.
+    parentId: replyParent(state.view),
     createdAt: Date.now(),
     status: "pending",
     error: null,
@@ -62,6 +70,35 @@ function queueMessage(text) {
   };
   state.outbox.set(entry.clientId, entry);
   deliver(entry);
+}
+
+/**
+ * Resend `message` (a user message of the open thread) as `text`: a new version of it,
+ * to the agents it went to (or the router again, if the router chose), answered afresh.
+ */
+export function sendEdit(message, text) {
+  const content = text.trim();
+  if (!content || !state.threadId) return false;
+  const routed = message.routed;
+  const picked = !routed || routed.by === "pick";
+  const agents = picked && routed?.agents?.length > 1 ? [...routed.agents] : null;
+  const entry = {
+    clientId: http.newClientId(),
+    threadId: state.threadId,
+    content,
+    agent: picked ? message.agent : null,
+    agents,
+    editOf: message.id,
+    createdAt: Date.now(),
+    status: "pending",
+    error: null,
+    messageId: null,
+  };
+  followNewest(message.parent_id);
+  state.outbox.set(entry.clientId, entry);
+  stickToBottom(true);
+  deliver(entry);
+  return true;
 }
 
 /** POST an outbox entry. The client_id makes resending safe, so network failures retry. */
@@ -77,6 +114,8 @@ async function deliver(entry) {
     const body = { content: entry.content, client_id: entry.clientId };
     if (entry.agents) body.agents = entry.agents; // one answer from each, at once
     else if (entry.agent) body.agent = entry.agent; // none: the router decides
+    if (entry.editOf) body.edit_of = entry.editOf;
+    else if (entry.parentId) body.parent_id = entry.parentId;
     const accepted = await http.withRetries(() => http.sendMessage(entry.threadId, body));
     entry.messageId = accepted?.message_id ?? null;
   } catch (error) {
@@ -99,17 +138,15 @@ export function onFailedMessageAction(action, clientId) {
 }
 
 /**
- * The run Stop would stop: the thread's active one, as the server picks it, but
- * not one that only waits for a person to approve a tool call; that one is
- * answered on its card, and a run working beside it can still be stopped.
+ * The run Stop would stop: one writing an answer (running, or about to retry),
+ * else one queued to write one. Never a run parked on a wait (a person's
+ * approval, a signal, a timer): nothing is being written, the person may answer
+ * with Send, and the wait's card or panel says what it waits for.
  */
 function stoppableRunId() {
   if (state.missing || !state.view) return null;
-  const runId = activeRunId(state.view);
-  if (!waitingCall(findRun(state.view, runId))) return runId;
   const runs = Object.values(state.view.runs);
-  const busy = runs.find((run) => ["running", "retrying"].includes(run.status)
-    || (run.status === "waiting" && !waitingCall(run)));
+  const busy = runs.find((run) => ["running", "retrying"].includes(run.status));
   return (busy ?? runs.find((run) => run.status === "queued"))?.id ?? null;
 }
 
@@ -149,7 +186,6 @@ export function renderControls() {
   dom.send.classList.toggle("button--primary", runId === null);
   dom.send.classList.toggle("button--quiet", runId !== null);
   dom.send.setAttribute("aria-label", runId === null ? "Send message" : "Queue message");
-  dom.newThread.disabled = state.creatingThread;
   if (stopFocused && dom.stop.hidden) dom.input.focus(); // don't strand focus
 }
 
@@ -159,25 +195,35 @@ function onInputChanged() {
   input.style.height = "auto";
   const borders = input.offsetHeight - input.clientHeight;
   input.style.height = `${input.scrollHeight + borders}px`;
+  followDraft();
   renderControls();
 }
 
+/** Put `text` in the composer, as if typed (an example from the empty thread). */
+export function fillComposer(text) {
+  dom.input.value = text;
+  onInputChanged();
+  dom.input.focus();
+  dom.input.setSelectionRange(text.length, text.length);
+}
+
 function onInputKeydown(event) {
-  // isComposing: Enter that confirms an IME composition (Japanese, Chinese…) must not send.
-  if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+  // defaultPrevented: the mention list took the key. isComposing: Enter that
+  // confirms an IME composition (Japanese, Chinese…) must not send.
+  if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.defaultPrevented) return;
   event.preventDefault();
   sendFromComposer();
 }
 
 /**
- * Esc stops the answer, wherever focus is, unless something closer used the key.
- * Not a workflow parked on a wait, though: that may have waited for days, and a
- * stray Esc shouldn't end it (its Stop button still does).
+ * Esc stops the answer being written, wherever focus is, unless something closer
+ * used the key (a list, a dialog: Esc closes those). Shift+Esc is a shortcut of
+ * its own (shortcuts.js). A run parked on a wait is never stopped by it.
  */
 function onPageKeydown(event) {
   if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
-  const run = state.missing ? null : findRun(state.view, stoppableRunId());
-  if (!run || run.status === "waiting") return;
+  if (event.shiftKey || event.target?.closest?.("dialog")) return;
+  if (!stoppableRunId()) return;
   event.preventDefault();
   stopActiveRun();
 }
@@ -187,6 +233,7 @@ export function wireComposer() {
     event.preventDefault();
     sendFromComposer();
   });
+  wireMentions(dom.input); // before the Enter that sends: a pick in the list takes it
   dom.input.addEventListener("input", onInputChanged);
   dom.input.addEventListener("keydown", onInputKeydown);
   dom.stop.addEventListener("click", stopActiveRun);

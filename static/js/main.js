@@ -13,6 +13,8 @@
  *   workflows.js     workflow panels       inspector.js  raw events
  *   tools.js         routing, tool calls, approvals and tokens on answers
  *   session.js       signing in and out (SLIPSTREAM_AUTH=tokens)
+ *   mentions.js      the @ list of agents  suggestions.js  examples in an empty thread
+ *   model.js         which model answers   shortcuts.js    keyboard shortcuts and their help
  *   scroll.js        following the bottom  notices.js    errors, toasts, announcements
  *   navigation.js    skip link, Esc, the phone's thread drawer
  *   highlight.js     code colours          values.js     JSON values as lists
@@ -27,12 +29,15 @@ import { collectDom } from "./dom.js";
 import { renderHeader, setConnection, wireHeader } from "./header.js";
 import { renderInspector, wireInspector } from "./inspector.js";
 import { markdownReady } from "./markdown.js";
+import { loadModelBadge, wireModelBadge } from "./model.js";
 import { wireNavigation } from "./navigation.js";
 import { renderEmptyState, renderMessages } from "./messages.js";
 import { wireNotices } from "./notices.js";
 import { renderScroll, wireScroll } from "./scroll.js";
 import { showSession, signIn, whoAmI, wireSession } from "./session.js";
+import { wireShortcuts } from "./shortcuts.js";
 import { onRender, scheduleRender, state } from "./state.js";
+import { renderSuggestions, wireSuggestions } from "./suggestions.js";
 import {
   pauseThreadList, renderThreadList, startThreadList, wakeThreadList, wireThreadList,
 } from "./threads.js";
@@ -47,6 +52,9 @@ function wire() {
   wireAgentPicker();
   wireInspector();
   wireScroll();
+  wireModelBadge();
+  wireSuggestions();
+  wireShortcuts();
   // A #fragment naming an element of the page is a place on it, not a thread.
   window.addEventListener("hashchange", () => {
     if (!pageAnchor()) openThread(threadIdFromHash());
@@ -80,8 +88,8 @@ function start() {
   wireSession();
   collectDom();
   for (const step of [
-    renderHeader, renderThreadList, renderMessages, renderEmptyState, renderControls,
-    renderInspector, renderScroll,
+    renderHeader, renderThreadList, renderMessages, renderEmptyState, renderSuggestions,
+    renderControls, renderInspector, renderScroll,
   ]) {
     onRender(step);
   }
@@ -94,6 +102,7 @@ function start() {
   signedIn().then((session) => {
     if (session) showSession(session);
     loadAgents();
+    loadModelBadge();
     startThreadList();
     openThread(threadIdFromHash());
   });
