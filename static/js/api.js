@@ -97,6 +97,10 @@ const run = (id) => `/api/runs/${encodeURIComponent(id)}`;
 export const listThreads = (archived = false) =>
   api("GET", archived ? "/api/threads?archived=true" : "/api/threads");
 export const createThread = () => api("POST", "/api/threads", {});
+/** The caller's threads matching `query` (titles and message text), best match first. */
+export const searchThreads = (query) =>
+  api("GET", `/api/threads?${new URLSearchParams({ q: query })}`);
+export const deleteThread = (id) => api("DELETE", thread(id));
 /** `patch`: {title} to rename, {archived: true|false} to archive or bring back. */
 export const updateThread = (id, patch) => api("PATCH", thread(id), patch);
 export const sendMessage = (threadId, body) => api("POST", `${thread(threadId)}/messages`, body);

@@ -13,6 +13,11 @@ const IDS = {
   archivedBadge: "archived-badge",
   rename: "rename-thread",
   archive: "archive-thread",
+  deleteThread: "delete-thread",
+  deleteDialog: "delete-dialog",
+  deleteDialogName: "delete-dialog-name",
+  threadSearch: "thread-search",
+  threadSearchStatus: "thread-search-status",
   inspectorToggle: "inspector-toggle",
   connection: "connection-status",
   modelBadge: "model-badge",
@@ -44,12 +49,12 @@ const IDS = {
   inspectorCount: "inspector-count",
   inspectorRows: "inspector-rows",
   inspectorClose: "inspector-close",
-  shortcutsDialog: "shortcuts-dialog",
-  shortcutsList: "shortcuts-list",
   skipLink: "skip-link",
   menu: "menu-button",
   drawerBackdrop: "drawer-backdrop",
   conversation: "conversation",
+  shortcutsDialog: "shortcuts-dialog",
+  shortcutsList: "shortcuts-list",
 };
 
 /** Filled in by collectDom() once the page is there. */

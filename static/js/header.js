@@ -29,6 +29,7 @@ export function renderHeader() {
   const archived = Boolean(thread && state.view.archived);
   dom.rename.hidden = !thread || Boolean(editing);
   dom.archive.hidden = !thread;
+  dom.deleteThread.hidden = !thread;
   dom.archivedBadge.hidden = !archived;
   dom.archive.dataset.archived = String(archived);
   const label = archived ? "Unarchive thread" : "Archive thread";

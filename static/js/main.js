@@ -19,6 +19,7 @@
  *   navigation.js    skip link, Esc, the phone's thread drawer
  *   highlight.js     code colours          values.js     JSON values as lists
  *   failures.js      failures in plain words
+ *   search.js        searching threads     deletion.js   deleting one, after asking
  */
 
 import { wireMessageActions } from "./actions.js";
@@ -29,9 +30,11 @@ import { collectDom } from "./dom.js";
 import { renderHeader, setConnection, wireHeader } from "./header.js";
 import { renderInspector, wireInspector } from "./inspector.js";
 import { markdownReady } from "./markdown.js";
-import { loadModelBadge, wireModelBadge } from "./model.js";
 import { wireNavigation } from "./navigation.js";
+import { loadModelBadge, wireModelBadge } from "./model.js";
 import { renderEmptyState, renderMessages } from "./messages.js";
+import { wireDeletion } from "./deletion.js";
+import { renderReveal, renderSearchStatus, wireSearch } from "./search.js";
 import { wireNotices } from "./notices.js";
 import { renderScroll, wireScroll } from "./scroll.js";
 import { showSession, signIn, whoAmI, wireSession } from "./session.js";
@@ -45,6 +48,8 @@ import {
 function wire() {
   wireNavigation(); // first: Esc closes what is on top before anything else hears it
   wireThreadList();
+  wireSearch();
+  wireDeletion();
   wireHeader();
   wireNotices();
   wireMessageActions();
@@ -88,8 +93,8 @@ function start() {
   wireSession();
   collectDom();
   for (const step of [
-    renderHeader, renderThreadList, renderMessages, renderEmptyState, renderSuggestions,
-    renderControls, renderInspector, renderScroll,
+    renderHeader, renderThreadList, renderSearchStatus, renderMessages, renderReveal, renderEmptyState,
+    renderSuggestions, renderControls, renderInspector, renderScroll,
   ]) {
     onRender(step);
   }

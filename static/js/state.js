@@ -27,7 +27,8 @@ export const state = {
   editing: null, // the id of the user message being edited
   openDetails: new Set(), // ids of the answers whose details are shown
   signalling: new Map(), // run id → the wait (waitKey) a signal was sent to, while it stands
-  creatingThread: false,
+  search: { query: "", results: [], loading: false, error: null }, // the sidebar's search
+  reveal: null, // a message to scroll to once it shows: the one a search result matched
   agents: [], // from GET /api/agents: [{name, kind, description, signals}]
   agentsLoaded: false,
   agent: DEFAULT_AGENT, // the picker's choice

@@ -12,6 +12,7 @@ import { activeRunId, compareEventIds } from "./fold.js";
 import { formatWhen, plural } from "./format.js";
 import { liveThreads } from "./live.js";
 import { showError, showToast } from "./notices.js";
+import { revealOnOpen, searchEmptyText, searching } from "./search.js";
 import { scheduleRender, state } from "./state.js";
 
 const POLL_MS = 10_000;
@@ -233,18 +234,21 @@ export async function toggleArchivedList() {
 // --- Rendering ---------------------------------------------------------------------
 
 export function renderThreadList() {
-  const archivedList = state.showArchived;
-  const threads = archivedList ? state.archivedThreads ?? [] : state.threads;
+  const found = searching();
+  const archivedList = state.showArchived && !found;
+  const threads = found ? state.search.results : archivedList ? state.archivedThreads ?? [] : state.threads;
   const rows = threads.map((thread) => ({
     id: thread.id,
     title: thread.title || "Untitled thread",
     when: formatWhen(thread.updated_at),
     messages: thread.messages ?? 0,
     active: Boolean(thread.active_run),
-    archived: Boolean(thread.archived),
+    archived: Boolean(thread.archived) && (found || archivedList),
+    snippet: found ? thread.snippet ?? "" : "",
+    messageId: found ? thread.message_id ?? "" : "",
   }));
   // Rebuild only on change: a rebuild on every update would steal keyboard focus for nothing.
-  const signature = JSON.stringify([state.threadId, archivedList, rows]);
+  const signature = JSON.stringify([state.threadId, archivedList, found, rows]);
   if (signature !== listSignature) {
     listSignature = signature;
     const focused = document.activeElement?.closest?.("[data-thread-id]");
@@ -259,10 +263,18 @@ export function renderThreadList() {
   }
   dom.archivedToggle.setAttribute("aria-pressed", String(archivedList));
   dom.archivedToggle.title = archivedList ? "Back to the threads" : "Show archived threads";
-  setText(dom.threadListHeading, archivedList ? "Archived" : "Threads");
-  dom.threadListHeading.classList.toggle("visually-hidden", !archivedList);
+  setText(dom.threadListHeading, found ? "Search results" : archivedList ? "Archived" : "Threads");
+  dom.threadListHeading.classList.toggle("visually-hidden", !archivedList && !found);
   dom.threadListEmpty.hidden = rows.length > 0;
-  setText(dom.threadListEmpty, emptyText(archivedList));
+  setText(dom.threadListEmpty, found ? searchEmptyText() : emptyText(archivedList));
+}
+
+/** A thread deleted here or elsewhere: out of every list. */
+export function forgetThread(id) {
+  state.threads = state.threads.filter((thread) => thread.id !== id);
+  if (state.archivedThreads) state.archivedThreads = state.archivedThreads.filter((thread) => thread.id !== id);
+  state.search = { ...state.search, results: state.search.results.filter((thread) => thread.id !== id) };
+  scheduleRender();
 }
 
 function emptyText(archivedList) {
@@ -288,7 +300,12 @@ function threadItem(row) {
   }
   meta.append(document.createTextNode([row.when, plural(row.messages, "message")]
     .filter(Boolean).join(" · ")));
-  link.append(title, meta);
+  link.append(title);
+  if (row.snippet) {
+    link.append(el("span", "thread__snippet", row.snippet));
+    if (row.messageId) link.dataset.messageId = row.messageId;
+  }
+  link.append(meta);
   item.append(link);
   if (row.archived) {
     const restore = el("button", "thread__action");
@@ -305,6 +322,12 @@ function threadItem(row) {
 export function wireThreadList() {
   dom.newThread.addEventListener("click", startNewThread);
   dom.archivedToggle.addEventListener("click", toggleArchivedList);
+  dom.threadList.addEventListener("click", (event) => {
+    const found = event.target.closest("a[data-message-id]");
+    if (!found) return;
+    revealOnOpen(found.dataset.messageId);
+    scheduleRender(); // the thread may be open already: the hash does not change then
+  });
   dom.threadList.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action='unarchive']");
     if (!button || button.disabled) return;
