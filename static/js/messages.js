@@ -133,10 +133,12 @@ function createMessageParts() {
   const meta = el("header", "message__meta");
   const author = el("span", "message__author");
   const to = el("span", "message__to");
+  const model = el("span", "message__model"); // which model wrote an answer
+  model.setAttribute("data-testid", "answer-model");
   const time = el("time", "message__time");
   const status = el("span", "message__status");
   const activity = createActivityParts();
-  meta.append(author, to, time, status, activity.usage);
+  meta.append(author, to, model, time, status, activity.usage);
   const content = el("div", "content");
   const typing = el("span", "typing");
   typing.setAttribute("aria-hidden", "true");
@@ -173,7 +175,7 @@ function createMessageParts() {
     actions, details.panel,
   );
   return {
-    node, author, to, time, status, content, note, actions, copy, regenerate, retryRun, activity,
+    node, author, to, model, time, status, content, note, actions, copy, regenerate, retryRun, activity,
     retrySend, discard, pager, previousAnswer, position, nextAnswer, rendered: null,
     edit, versions, previousVersion, versionPosition, nextVersion, editor, details,
   };
@@ -252,6 +254,10 @@ function updateMessageParts(parts, message, run, context) {
     ? `to ${addressed}` : "";
   setText(parts.to, to);
   parts.to.hidden = !to;
+  const modelName = message.role === "assistant" ? modelLabel(run?.model) : "";
+  setText(parts.model, modelName);
+  parts.model.hidden = !modelName;
+  parts.model.title = run?.model === "scripted" ? "Slipstream's offline demo model: it does not really answer" : "";
   updateTime(parts.time, message.created_at);
   const label = statusLabel(message, phase, run);
   setText(parts.status, label);
@@ -280,6 +286,11 @@ function updateEditor(parts, message) {
     editor.form.hidden = true;
   }
   parts.content.hidden = editing;
+}
+
+function modelLabel(model) {
+  if (!model) return "";
+  return model === "scripted" ? "offline demo model" : model;
 }
 
 /** What the details list says about an answer's run: the model, its tokens and its times. */

@@ -121,6 +121,7 @@ def test_an_answer_shows_its_model_tokens_and_times_on_demand(page: Page) -> Non
     page.get_by_test_id("new-thread").click()
     ask(page, "How long does this take?")
     reply = page.locator(ASSISTANT).last
+    expect(reply.get_by_test_id("answer-model")).to_have_text("offline demo model")
     details = reply.get_by_test_id("answer-details")
     expect(details).to_be_hidden()
     reply.get_by_test_id("answer-details-toggle").click()
