@@ -150,8 +150,12 @@ function stoppableRunId() {
   return (busy ?? runs.find((run) => run.status === "queued"))?.id ?? null;
 }
 
-export async function stopActiveRun() {
-  const runId = stoppableRunId();
+export function stopActiveRun() {
+  return stopRun(stoppableRunId());
+}
+
+/** Cancel a run: the one answering (Stop), or one parked on a wait (its panel's Cancel). */
+export async function stopRun(runId) {
   if (!runId || state.stoppingRun === runId) return;
   state.stoppingRun = runId;
   scheduleRender();

@@ -4,6 +4,7 @@
  */
 
 import { newClientId, signalRun, withRetries } from "./api.js";
+import { stopRun } from "./composer.js";
 import { dom, el, setText } from "./dom.js";
 import { findRun } from "./fold.js";
 import { formatDuration, formatMoment, plural } from "./format.js";
@@ -71,6 +72,11 @@ function createPanel() {
   const send = signalButton("signal", "Send", "signal-send", "button--primary");
   generic.append(payload, send);
 
+  // The composer has no Stop for a run parked on a wait (nothing is being written):
+  // ending one that waits, for days perhaps, is asked for here, where the wait is.
+  const cancel = signalButton("cancel-wait", "Cancel workflow", "cancel-wait", "button--quiet");
+  cancel.classList.add("workflow__cancel");
+
   const details = el("details", "workflow__steps");
   details.open = true;
   details.setAttribute("data-testid", "workflow-steps");
@@ -84,7 +90,7 @@ function createPanel() {
 
   node.append(details);
   return {
-    node, wait, waitText, approval, feedback, reject, approve, generic, payload, send,
+    node, wait, waitText, approval, feedback, reject, approve, generic, payload, send, cancel,
     details, summary, list, stepNodes: new Map(), result, resultValue,
   };
 }
@@ -175,7 +181,10 @@ function updateWait(panel, run) {
   panel.wait.dataset.waitingFor = run.waiting_for;
   setText(panel.waitText, waitText(run));
   const form = signal === "approval" ? panel.approval : signal ? panel.generic : null;
-  attach(panel.wait, form ? [form] : [], 1);
+  attach(panel.wait, form ? [form, panel.cancel] : [panel.cancel], 1);
+  const cancelling = state.stoppingRun === run.id;
+  panel.cancel.disabled = cancelling;
+  setText(panel.cancel, cancelling ? "Cancelling…" : "Cancel workflow");
   const pending = Boolean(signal) && signalPending(run);
   for (const control of [panel.feedback, panel.reject, panel.approve, panel.payload, panel.send]) {
     control.disabled = pending;
@@ -281,7 +290,7 @@ function waitOutcome(step) {
 
 // --- Signals ---------------------------------------------------------------------
 
-export const SIGNAL_ACTIONS = ["approve", "reject", "signal"];
+export const SIGNAL_ACTIONS = ["approve", "reject", "signal", "cancel-wait"];
 
 /** Which wait a run is in: a signal sent to one wait must not disable the next one's buttons. */
 function waitKey(run) {
@@ -298,7 +307,9 @@ export function onSignalAction(action, panel) {
   const parts = runId ? runPanels.get(runId) : null;
   const run = state.view ? findRun(state.view, runId) : null;
   if (!parts || !run?.waiting_for) return;
-  if (action === "approve") {
+  if (action === "cancel-wait") {
+    stopRun(run.id);
+  } else if (action === "approve") {
     sendSignal(run, "approval", { approved: true }, parts.feedback);
   } else if (action === "reject") {
     sendSignal(run, "approval", { approved: false, feedback: parts.feedback.value.trim() }, parts.feedback);

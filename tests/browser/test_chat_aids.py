@@ -296,9 +296,28 @@ def test_a_workflow_waiting_for_approval_shows_send_and_its_wait(page: Page) -> 
     expect(wait).to_be_visible(timeout=30_000)
     expect(wait).to_contain_text("Waiting for your approval")
     expect(wait.get_by_test_id("approve-button")).to_be_visible()
+    expect(wait.get_by_test_id("cancel-wait")).to_be_visible()  # ending it is asked for here
     expect(page.get_by_test_id("stop-button")).to_be_hidden()
     expect(page.get_by_test_id("send-button")).to_be_visible()
     screenshot(page, "workflow-waiting-send")
     wait.get_by_test_id("approve-button").click()
     expect(page.locator('[data-testid="workflow-result"]').last).to_be_attached(timeout=30_000)
     expect(page.get_by_test_id("stop-button")).to_be_hidden()
+
+
+def test_a_sleeping_workflow_is_cancelled_from_its_panel_not_by_stop(page: Page) -> None:
+    """The `reminder` sleeps for a minute: no Stop, no Esc; its panel's Cancel ends it."""
+    agents_loaded(page)
+    page.get_by_test_id("agent-select").select_option("reminder")
+    page.get_by_test_id("message-input").fill("in 1 minute: stretch")
+    page.get_by_test_id("send-button").click()
+    wait = page.get_by_test_id("workflow-wait")
+    expect(wait).to_have_attribute("data-waiting-for", "timer", timeout=30_000)
+    expect(wait).to_contain_text("Sleeping")
+    expect(page.get_by_test_id("stop-button")).to_be_hidden()
+    page.keyboard.press("Escape")
+    expect(wait).to_be_visible()
+    wait.get_by_test_id("cancel-wait").click()
+    reply = page.locator(ASSISTANT).last
+    expect(reply).to_have_attribute("data-run-status", "cancelled", timeout=30_000)
+    expect(wait).to_be_hidden()
