@@ -86,9 +86,10 @@ export function wireNavigation() {
   dom.menu.addEventListener("click", () => setDrawer(!drawerOpen));
   dom.drawerBackdrop.addEventListener("click", () => setDrawer(false));
   // Picking a thread (or starting one) closes the drawer: the conversation is what comes next.
+  // Captured, so the page is no longer inert when the button's own handler moves focus into it.
   dom.sidebar.addEventListener("click", (event) => {
     if (event.target.closest("a.thread, #new-thread")) setDrawer(false);
-  });
+  }, true);
   window.addEventListener("hashchange", () => setDrawer(false, { returnFocus: false }));
   // Wider than a phone there is no drawer: a rotated phone must not stay inert.
   PHONE.addEventListener("change", () => {

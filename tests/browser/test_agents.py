@@ -299,6 +299,7 @@ def test_approval_by_keyboard_keeps_focus_and_enter_sends_a_denial(page: Page) -
 
 def test_on_a_phone_a_message_queued_behind_an_approval_says_so(page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
+    page.get_by_test_id("menu-button").click()  # New thread is in the drawer on a phone
     new_thread(page)
     send(page, f"Add these up: {CALCULATE}", "cautious")
     card = tool_card(page, "calculator")
