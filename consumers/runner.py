@@ -132,9 +132,10 @@ class Runner:
     async def run(self, item: WorkItem, claim: Claim, cancelled: asyncio.Event) -> str:
         """Returns how the run ended: completed, cancelled, retrying, waiting or failed.
 
-        Any exception but a lost lease, a shutdown or a Redis fault counts
-        as a failed attempt, wherever it comes from, so a run that cannot be
-        handled ends at the attempt bound instead of being taken over for ever.
+        Any exception but a lost lease, a shutdown, a Redis fault or the run's
+        thread deleted (errors.RUN_GONE, raised on) counts as a failed attempt,
+        wherever it comes from, so a run that cannot be handled ends at the
+        attempt bound instead of being taken over for ever.
         A Redis fault is raised on: its run is left to its lease and taken
         over (claim.lua counts that attempt as lost), because an append that
         timed out may still be applied later, and so may a failure written
@@ -159,7 +160,12 @@ class Runner:
             )
         try:
             facts, view, journal = await self._facts(item, claim)
-        except (errors.StaleFence, asyncio.CancelledError):
+        except (
+            errors.StaleFence,
+            errors.ThreadNotFound,
+            errors.RunNotFound,
+            asyncio.CancelledError,
+        ):
             raise
         except Exception as exc:
             if is_redis_fault(exc):
@@ -234,7 +240,12 @@ class Runner:
             log.warning("run %s attempt %d: %s", attempt.run_id, claim.attempt, exc)
             reason = f"model error: {shown_reason(exc.summary)}"
             return await self._failure(attempt, claim, reason, exc.retryable)
-        except (errors.StaleFence, asyncio.CancelledError):
+        except (
+            errors.StaleFence,
+            errors.ThreadNotFound,
+            errors.RunNotFound,
+            asyncio.CancelledError,
+        ):
             raise
         except Exception as exc:
             if is_redis_fault(exc):

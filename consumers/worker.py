@@ -313,6 +313,12 @@ class Worker:
         except errors.StaleFence:
             self.stats["fenced_out"] += 1
             log.warning("run %s: lease lost to another worker; dropped", item.run_id)
+        except errors.RUN_GONE:
+            # Its thread was deleted (service/deletion.py): nothing is left to write to,
+            # and nothing of it may be written again. Its work item goes too.
+            self.stats["thread_deleted"] += 1
+            log.info("run %s: its thread was deleted; the run stops", item.run_id)
+            await self._drop(item)
         except asyncio.CancelledError:
             if flight.lost:
                 self.stats["fenced_out"] += 1

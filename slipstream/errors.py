@@ -142,3 +142,8 @@ class ProviderError(SlipstreamError):
         super().__init__(message)
         self.retryable = retryable
         self.summary = summary if summary is not None else message
+
+
+# What a run's writes meet once its thread was deleted (service/deletion.py): no stream,
+# no run hash. Not a failure of the run, which has nowhere left to write: it just ends.
+RUN_GONE: tuple[type[SlipstreamError], ...] = (ThreadNotFound, RunNotFound)

@@ -222,7 +222,7 @@ async def run_workflow(
         raise WorkflowFailed(str(exc)) from exc
     except (StepError, GatherMisuse, UnknownAgent) as exc:
         raise WorkflowFailed(str(exc)) from exc
-    except (errors.RunCancelled, errors.StaleFence):
+    except (errors.RunCancelled, errors.StaleFence, errors.ThreadNotFound, errors.RunNotFound):
         raise
     except errors.ProviderError:
         # An agent turn's model call failed: the run retries (or fails) as a chat
