@@ -17,7 +17,9 @@ from consumers.llm.scripted import MODEL_NAME as SCRIPTED_MODEL
 from consumers.router import ROUTER, Decision, model_classifier, route
 from consumers.schedules import Schedule, Schedules, ScheduleState, schedule_key
 from consumers.workflows.cron import CronError
+from projections import search
 from projections.run_index import Cursor
+from projections.search import SearchHit
 from projections.thread_view import (
     RunStatus,
     RunSummary,
@@ -27,6 +29,7 @@ from projections.thread_view import (
     tally,
 )
 from service import access, commands
+from service.deletion import Deleter, ThreadKeptChanging
 from service.models import (
     MAX_AGENTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -52,7 +55,7 @@ from service.models import (
 )
 from service.runtime import Runtime
 from service.session import authenticated, caller
-from slipstream import codec, events
+from slipstream import codec, errors, events
 from slipstream.config import Settings
 from slipstream.keys import is_stream_id, stream_id_tuple, thread_of_run
 
@@ -103,13 +106,30 @@ async def create_thread(
     return await rt.views.current(thread_id)
 
 
-@router.get("/api/threads", response_model=list[ThreadSummary])
+@router.get("/api/threads", response_model=list[SearchHit], responses={422: {}})
 async def list_threads(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    archived: Annotated[bool, Query(description="list the archived threads instead")] = False,
+    archived: Annotated[
+        bool,
+        Query(
+            description="list the archived threads instead; with q, search only the archived "
+            "threads (without it a search finds archived threads too, marked `archived`)"
+        ),
+    ] = False,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=search.MAX_QUERY_CHARS,
+            description="search: the threads holding every one of these words (in the title "
+            "or a message), best match first, each with a `snippet` and the `message_id` it "
+            f"is from; at most {search.MAX_QUERY_WORDS} words. Empty: the list as without it",
+        ),
+    ] = None,
 ) -> list[ThreadSummary]:
     rt = runtime(request)
+    if q is not None and q.strip():
+        return list(await _search(rt, caller(request).user, q, limit, archived=archived))
     wanted = limit if not archived else 500
     mine = await access.visible_threads(rt, caller(request))
     if mine is None:
@@ -130,10 +150,48 @@ async def update_thread(request: Request, thread_id: ThreadId, body: ThreadPatch
     return (await rt.views.current(thread_id)).summary()
 
 
+async def _search(
+    rt: Runtime, user: str, q: str, limit: int, *, archived: bool
+) -> list[search.SearchHit]:
+    try:
+        words = search.query_words(q)
+    except search.BadQuery as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    finder = search.Search(rt.backend.client, rt.store.keys)
+    # Archived threads are a few among many: look further for them, as the list does.
+    wanted = limit if not archived else 500
+    matches = await finder.matches(
+        words, user=None if rt.auth.mode == "none" else user, limit=wanted
+    )
+    hits = await finder.hits(matches, words)
+    return [hit for hit in hits if hit.archived or not archived][:limit]
+
+
 @router.get("/api/threads/{thread_id}", response_model=ThreadView, responses={404: {}})
 async def get_thread(request: Request, thread_id: ThreadId) -> ThreadView:
     await access.authorize(runtime(request), caller(request), thread_id)
     return await existing_view(runtime(request), thread_id)
+
+
+@router.delete(
+    "/api/threads/{thread_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={403: {}, 404: {}},
+)
+async def delete_thread(request: Request, thread_id: ThreadId) -> None:
+    """Delete the thread and every key of it (its owner only); then it is a 404 everywhere.
+
+    A run of it that is going stops; see service/deletion.py for what lapses later.
+    """
+    rt = runtime(request)
+    if await access.authorize(rt, caller(request), thread_id) != "owner":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the thread's owner deletes it")
+    try:
+        deleted = await Deleter(rt.store, rt.views).delete(thread_id)
+    except ThreadKeptChanging as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    if not deleted:
+        raise errors.ThreadNotFound(thread_id)
 
 
 UserName = Annotated[str, Path(pattern=USER_NAME_PATTERN, description="a user name")]

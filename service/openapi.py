@@ -51,6 +51,7 @@ _THREAD_OPS = [
     ("post", "/api/threads/{thread_id}/messages"),
     ("get", "/api/threads/{thread_id}/events"),
     ("get", "/api/threads/{thread_id}/members"),
+    ("delete", "/api/threads/{thread_id}"),
 ]
 _RUN_OPS = [
     ("get", "/api/runs/{run_id}"),

@@ -129,9 +129,12 @@ class _Gate:
         return True
 
     async def authorize(self) -> None:
-        """ThreadNotFound unless the caller may use the socket's thread."""
+        """ThreadNotFound unless the caller may use the socket's thread, and it still exists
+        (a deleted thread's sockets close 4404 at their next beat, whoever watches)."""
         if self.thread_id is not None and self.caller is not None:
             await access.authorize(self.rt, self.caller, self.thread_id)
+            if not await self.rt.store.exists(self.thread_id):
+                raise errors.ThreadNotFound(self.thread_id)
 
 
 @router.websocket("/api/threads/{thread_id}/live")
@@ -157,9 +160,7 @@ async def _live(
         await _refuse(socket, CLOSE_BAD_REQUEST, f"after={after!r} is not a stream id (<ms>-<seq>)")
         return
     try:
-        await gate.authorize()
-        if not await rt.store.exists(thread_id):
-            raise errors.ThreadNotFound(thread_id)
+        await gate.authorize()  # a stranger, or a thread that does not exist: ThreadNotFound
         subscription = await rt.hub.subscribe(thread_id)
     except errors.ThreadNotFound as exc:  # a stranger hears what a missing thread says
         await _refuse(socket, CLOSE_NOT_FOUND, str(exc))
