@@ -124,12 +124,13 @@ def test_on_a_phone_the_threads_are_a_drawer(page: Page, server: str) -> None:
     sidebar = page.locator("#sidebar")
     expect(sidebar).to_be_hidden()
     expect(menu).to_have_attribute("aria-expanded", "false")
+    current = page.locator("#thread-list a[aria-current='page']")
+    expect(current).to_have_attribute("data-thread-id", thread)  # the list has come
 
     menu.click()
     expect(sidebar).to_be_visible()
     expect(menu).to_have_attribute("aria-expanded", "true")
     expect(page.locator("#conversation")).to_have_attribute("inert", "")
-    current = page.locator("#thread-list a[aria-current='page']")
     expect(current).to_be_focused()
     # The whole title, wrapped over lines rather than cut.
     title = current.locator(".thread__title")
