@@ -292,6 +292,9 @@ class AgentLoop:
             prompt,
             system=self.agent.system,
             tools=(*tool_specs(self.agent, self.registry), *handoff_spec(self.agent)),
+            model=self.agent.model,
+            max_tokens=self.agent.max_tokens,
+            temperature=self.agent.temperature,
         )
 
     async def _call_model(self, prompt: Prompt, cancelled: asyncio.Event) -> None:

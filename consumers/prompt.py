@@ -101,6 +101,9 @@ def context_for(
         messages=repaired(turns),
         question=asked.content if asked else "",
         tools=tools,
+        model=agent.model,
+        max_tokens=agent.max_tokens,
+        temperature=agent.temperature,
     )
     return Context(prompt, cut)
 

@@ -586,10 +586,12 @@ async def usage(
     return ThreadUsage(thread_id=thread_id, agent=agent, **own.model_dump())
 
 
-def answering_model(settings: Settings) -> str:
-    """The model answers come from. An agent's own `model` in the agents file is not
-    passed to the provider (yet), so every agent answers with this one."""
-    return settings.anthropic_model if settings.llm == "anthropic" else SCRIPTED_MODEL
+def answering_model(settings: Settings, own: str | None = None) -> str:
+    """The model answers come from: an agent's own `model` (agents file) with a real
+    provider, else the provider's; the offline model ignores what an agent asks for."""
+    if settings.llm != "anthropic":
+        return SCRIPTED_MODEL
+    return own or settings.anthropic_model
 
 
 @router.get("/api/agents", response_model=list[AgentInfo])
@@ -605,7 +607,7 @@ async def list_agents(request: Request) -> list[AgentInfo]:
             approve=list(a.approve),
             handoffs=list(a.handoffs),
             default=a.name == default_agent(),
-            model=model,
+            model=answering_model(runtime(request).settings, a.model),
             examples=list(a.examples),
         )
         for a in AGENTS.values()

@@ -3,6 +3,7 @@ and the stop reason as parts, and every way a request or its stream can fail."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
 
@@ -147,6 +148,22 @@ async def test_abandoning_the_stream_releases_the_connection(
 
     assert texts(got) == ["again"]
     assert len(mock.requests) == 2
+
+
+async def test_an_agents_model_tokens_and_temperature_replace_the_defaults(
+    mock: MockAnthropic, make_llm: _Factory
+) -> None:
+    """The agents file's `model`, `max_tokens` and `temperature` reach the request."""
+    mock.script(ok("x"), ok("y"))
+    chosen = dataclasses.replace(PROMPT, model="claude-other", max_tokens=7, temperature=0.2)
+    async with make_llm() as llm:
+        await collect(llm.stream(chosen), [])
+        await collect(llm.stream(PROMPT), [])
+
+    first, second = (request.body for request in mock.requests)
+    assert (first["model"], first["max_tokens"], first["temperature"]) == ("claude-other", 7, 0.2)
+    assert (second["model"], second["max_tokens"]) == ("claude-test", 50)
+    assert "temperature" not in second
 
 
 async def test_empty_system_is_left_out(mock: MockAnthropic, make_llm: _Factory) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
+from consumers.agents import agent_named
 from consumers.llm.base import ChatMessage
 from consumers.prompt import prompt_for
 from projections.thread_view import ThreadView, fold
@@ -155,3 +158,15 @@ def test_only_the_newest_answer_to_an_earlier_message_is_in_the_conversation() -
         ChatMessage("assistant", "answer 2"),
         ChatMessage("user", "question 3"),
     )
+
+
+def test_the_agents_own_model_settings_go_with_its_prompt() -> None:
+    """The agents file's optional model, max_tokens and temperature reach the provider."""
+    view = view_of(*asked(1, "t.aaaaa1"))
+    tuned = agent_named("assistant").model_copy(
+        update={"model": "claude-other", "max_tokens": 9, "temperature": 0.5}
+    )
+    with patch("consumers.prompt.agent_named", return_value=tuned):
+        prompt = prompt_for(view, "t.aaaaa1")
+    assert (prompt.model, prompt.max_tokens, prompt.temperature) == ("claude-other", 9, 0.5)
+    assert prompt_for(view, "t.aaaaa1").model == agent_named("assistant").model

@@ -115,11 +115,18 @@ class AnthropicLLM:
             # and the end of the message is visible: a body that ends cleanly but
             # without `message_stop` is a cut-off answer.
             async with await self._client.messages.create(
-                model=self._model,
-                max_tokens=self._max_tokens if classifying is None else CLASSIFY_MAX_TOKENS,
+                model=prompt.model or self._model,
+                max_tokens=(prompt.max_tokens or self._max_tokens)
+                if classifying is None
+                else CLASSIFY_MAX_TOKENS,
                 messages=messages,
                 system=prompt.system or anthropic.omit,
                 tools=tools or anthropic.omit,
+                # This SDK line has no `temperature` argument: an agent that sets one
+                # (agents file) sends it as a body field, as the Messages API reads it.
+                extra_body=None
+                if prompt.temperature is None
+                else {"temperature": prompt.temperature},
                 stream=True,
             ) as stream:
                 async for event in stream:

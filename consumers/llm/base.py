@@ -88,6 +88,10 @@ class Prompt:
     question: str = ""  # the message being answered, as sent (turns may merge several)
     tools: tuple[ToolSpec, ...] = field(default=())
     classify: Classification | None = None
+    # The agent's own choices (agents file); None: the provider's defaults.
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
 
 
 class LLM(Protocol):

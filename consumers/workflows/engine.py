@@ -116,7 +116,12 @@ class RunIO:
         )
         writer = AnswerWriter(self.store, target, self.flush_ms)
         question = Prompt(
-            system=known.system, messages=(ChatMessage("user", prompt),), question=prompt
+            system=known.system,
+            messages=(ChatMessage("user", prompt),),
+            question=prompt,
+            model=known.model,
+            max_tokens=known.max_tokens,
+            temperature=known.temperature,
         )
         try:
             await writer.stream(self.llm.stream(question), self.cancelled)
