@@ -2,7 +2,7 @@
 (projections/search_index.py).
 
 A query is its words (tokenized as the index tokenizes text); a thread matches
-when it holds every one of them. Three pipelined round trips, whatever the
+when it holds every one of them. Four pipelined round trips, whatever the
 number of threads:
 
 1. per partition, ZCARD of its threads and of each word's posting set: how
@@ -12,8 +12,10 @@ number of threads:
 2. per partition that can match, `search.lua`: ZINTER of the word's posting
    sets and the caller's own threads (weight 0: only a filter), the best
    `limit` by points, ties by the most recent activity;
-3. for the best `limit` overall, the thread's summary and where the words are
-   (its search doc), then the matching message's text, for a snippet.
+3. for the best `limit` overall, the thread's summary and, per partition,
+   `search_places.lua`: which message holds the words (read from each hit's
+   search doc in Redis, so only a position comes back);
+4. the text of each matching message, for a snippet.
 
 Redis Cluster: every key one script reads is its partition's (one hash tag,
 one slot); nothing reads keys of two partitions in one command, the
@@ -23,6 +25,7 @@ partitions' answers are merged here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ MAX_QUERY_WORDS = 8
 SNIPPET_CHARS = 160
 
 _SEARCH_LUA = (Path(__file__).parent / "search.lua").read_text()
+_PLACES_LUA = (Path(__file__).parent / "search_places.lua").read_text()
 
 
 class BadQuery(ValueError):
@@ -78,6 +82,7 @@ class Search:
         self.redis = redis
         self.keys = keys
         self._script = redis.register_script(_SEARCH_LUA)
+        self._places = redis.register_script(_PLACES_LUA)
 
     async def matches(self, words: list[str], *, user: str | None, limit: int) -> list[Match]:
         """The `limit` best threads holding all `words`, among `user`'s (None: all threads)."""
@@ -111,52 +116,59 @@ class Search:
                     args=[str(limit), *weights],
                     client=pipe,
                 )
-            replies: list[list[Any]] = await pipe.execute()
-        found = [
-            Match(str(reply[i]), float(reply[i + 1]), int(reply[i + 2]))
-            for reply in replies
-            for i in range(0, len(reply), 3)
-        ]
+            replies: list[Any] = await pipe.execute()
+        found: list[Match] = []
+        for reply in replies:
+            for line in str(reply or "").splitlines():
+                thread_id, points, activity = line.split(" ")
+                found.append(Match(thread_id, float(points), int(activity)))
         found.sort(key=lambda m: (-m.points, -m.activity, m.thread_id))
         return found[:limit]
 
     async def hits(self, matches: list[Match], words: list[str]) -> list[SearchHit]:
         """Each match's summary with a snippet of where the words are; a match whose
         summary is gone (deleted meanwhile) is left out."""
+        by_partition: dict[int, list[str]] = {}
+        for match in matches:
+            by_partition.setdefault(self.keys.partition(match.thread_id).number, []).append(
+                match.thread_id
+            )
         async with self.redis.pipeline(transaction=False) as pipe:
             for match in matches:
-                part = self.keys.partition(match.thread_id)
-                pipe.hget(part.summaries, match.thread_id)
-                pipe.hmget(part.search_doc(match.thread_id), [f"w:{word}" for word in words])
+                pipe.hget(self.keys.partition(match.thread_id).summaries, match.thread_id)
+            for number, thread_ids in by_partition.items():
+                part = Partition(number)
+                await self._places(
+                    keys=[part.search_doc(t) for t in thread_ids], args=words, client=pipe
+                )
             replies = await pipe.execute()
-        found: list[tuple[Match, SearchHit, str | None]] = []
-        for n, match in enumerate(matches):
-            raw, held = replies[2 * n], replies[2 * n + 1]
+        places: dict[str, str] = {}
+        for thread_ids, found_places in zip(
+            by_partition.values(), replies[len(matches) :], strict=True
+        ):
+            places.update(zip(thread_ids, (str(p) for p in found_places), strict=True))
+        found: list[tuple[SearchHit, str]] = []
+        for match, raw in zip(matches, replies[: len(matches)], strict=True):
             if not raw:
                 continue
             try:
-                summary = SearchHit.model_validate_json(str(raw))
+                hit = SearchHit.model_validate_json(str(raw))
             except ValidationError:
                 continue
-            summary.updated_at = max(summary.updated_at, match.activity)
-            found.append((match, summary, place_of([None if h is None else str(h) for h in held])))
+            hit.updated_at = max(hit.updated_at, match.activity)
+            found.append((hit, places.get(match.thread_id, "")))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for match, _, place in found:
-                if place is not None and place != search_index.TITLE:
-                    part = self.keys.partition(match.thread_id)
-                    pipe.hget(part.view(match.thread_id), f"m:{place}")
+            for hit, place in found:
+                if place.isdigit():
+                    pipe.hget(self.keys.partition(hit.id).view(hit.id), f"m:{place}")
             texts = iter(await pipe.execute())
-        result: list[SearchHit] = []
-        for _, hit, place in found:
-            message = None
-            if place is not None and place != search_index.TITLE:
-                message = _message(next(texts))
+        for hit, place in found:
+            message = _message(next(texts)) if place.isdigit() else None
             if message is not None:
                 hit.snippet, hit.message_id = snippet(message.content, words), message.id
             else:
                 hit.snippet = snippet(hit.title, words)
-            result.append(hit)
-        return result
+        return [hit for hit, _ in found]
 
 
 def _message(raw: object) -> MessageView | None:
@@ -168,42 +180,25 @@ def _message(raw: object) -> MessageView | None:
         return None
 
 
-def _places(held: str | None) -> tuple[bool, list[int]]:
-    title, numbers = False, []
-    for item in (held or "").split():
-        if item == search_index.TITLE:
-            title = True
-        elif item.isdigit():
-            numbers.append(int(item))
-    return title, numbers
-
-
-def place_of(held: list[str | None]) -> str | None:
-    """Where to show the match, from each word's places (`w:<word>` of the doc): the
-    newest message holding every word, else the title if it holds them all, else the
-    newest message holding the first word that is in one, else the title."""
-    places = [_places(h) for h in held]
-    if not places:
-        return None
-    common = set(places[0][1]).intersection(*(set(numbers) for _, numbers in places[1:]))
-    if common:
-        return str(max(common))
-    if all(title for title, _ in places):
-        return search_index.TITLE
-    for _, numbers in places:
-        if numbers:
-            return str(max(numbers))
-    return search_index.TITLE if any(title for title, _ in places) else None
+def _first(text: str, words: list[str]) -> tuple[int, int] | None:
+    """Where the first of `words` is in `text`. A plain ASCII word is looked for with one
+    regular expression (C speed, on long answers); failing that, word by word."""
+    plain = [word for word in words if word.isascii()]
+    if plain:
+        pattern = "|".join(re.escape(word) for word in plain)
+        found = re.search(f"(?<![^\\W_])(?:{pattern})(?![^\\W_])", text, re.IGNORECASE)
+        if found is not None:
+            return found.start(), found.end()
+    wanted = set(words)
+    return next(
+        ((start, end) for word, start, end in search_index.tokens(text) if word in wanted), None
+    )
 
 
 def snippet(text: str, words: list[str], width: int = SNIPPET_CHARS) -> str:
     """About `width` characters of `text` around the first of `words` in it, on word
     boundaries, with "…" where it is cut."""
-    wanted = set(words)
-    at = next(
-        ((start, end) for word, start, end in search_index.tokens(text) if word in wanted), None
-    )
-    start, end = at or (0, 0)
+    start, end = _first(text, words) or (0, 0)
     begin = max(0, start - width // 3)
     if begin > 0:
         space = text.rfind(" ", 0, begin + 1)

@@ -7,16 +7,17 @@ with the view's checkpoint and a fold repeated after a crash changes nothing):
     ss:{pNN}:search:w:<word>      sorted set: thread id -> points of <word> in it
     ss:{pNN}:search:doc:<thread>  hash: what the index holds for the thread
         v          INDEX_VERSION it was written with
-        s:t        the title's words and points ("word points word points ...")
+        s:t        the title's words and points ("word:points word:points ...")
         s:<n>      message n's words and points (n: its position in the view)
-        w:<word>   where <word> is: "t" if in the title, then the newest few
-                   message positions holding it ("t 12 7")
 
 A source (the title, or one message) is written whole: its new words replace
 what `s:<source>` held, and each posting set moves by the difference. So
 writing a source twice, or rewriting a view from its stream, changes nothing;
-a rename replaces the title's words; and a thread's words are all named in its
-doc, so a delete removes every posting entry of the thread.
+a rename replaces the title's words; a thread's words are all named in its
+doc, so a delete removes every posting entry of the thread; and a search finds
+which message of a hit holds its words there (search_places.lua), for the
+snippet. Nothing is kept per word of a thread but its posting entry: a doc is
+about the size of the thread's text.
 
 What is indexed: the title, every user message and every answer once it has
 ended (completed, cancelled or failed: the text is final), not each delta.
@@ -45,7 +46,6 @@ MAX_WORDS_PER_SOURCE = 1000
 MAX_TOKENS_READ = 20_000  # a message is at most 32 KiB: this is a bound, not a cut
 TITLE_WEIGHT = 5  # a word of the title counts as five in a message
 COUNT_CAP = 8  # a word said twenty times in one message counts as eight
-PLACES_KEPT = 4  # message positions kept per word, for a search's snippet
 TITLE = "t"
 ENDED = frozenset({"completed", "cancelled", "failed"})
 
@@ -128,15 +128,16 @@ def points_of(text: str, weight: int = 1) -> dict[str, int]:
 
 
 def encode(points: dict[str, int]) -> str:
-    """`s:<source>`'s value: "word points ..." in word order (the same words, the same text)."""
-    return " ".join(f"{word} {points[word]}" for word in sorted(points))
+    """`s:<source>`'s value: "word:points ..." in word order (the same words, the same
+    text). A word has no ':' or space, so " word:" finds it and nothing else."""
+    return " ".join(f"{word}:{points[word]}" for word in sorted(points))
 
 
 def decode(encoded: str | None) -> dict[str, int]:
     if not encoded:
         return {}
-    parts = encoded.split(" ")
-    return {parts[i]: int(parts[i + 1]) for i in range(0, len(parts) - 1, 2)}
+    pairs = (item.rpartition(":") for item in encoded.split(" "))
+    return {word: int(points) for word, _, points in pairs}
 
 
 def indexed(message: MessageView) -> bool:

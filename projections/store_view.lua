@@ -17,7 +17,7 @@
 --       8 how many runs to trim at most, 9 n view fields, 10 s statuses,
 --       11 k search sources, 12 search index version to record ("" to leave it),
 --       then n field / value pairs,
---       then k search sources: name ("t" or a message position), words and points,
+--       then k search sources: name ("t" or a message position), "word:points ...",
 --       then the words of the posting sets (as many as KEYS after the statuses),
 --       then per changed run: id, summary JSON, requested ms, status number
 --       (1-based, into the status keys), ended ms ("" while it is not finished)
@@ -45,7 +45,7 @@ local runs_at = words_at + posting_count
 -- The search sources: each replaces what the doc held for it.
 local function parse(encoded)
   local out = {}
-  for word, points in string.gmatch(encoded or "", "(%S+) (%d+)") do out[word] = tonumber(points) end
+  for word, points in string.gmatch(encoded or "", "(%S+):(%d+)") do out[word] = tonumber(points) end
   return out
 end
 local posting = {}
@@ -72,45 +72,15 @@ end
 redis.call("HSET", view, unpack(fields))
 redis.call("HSET", KEYS[2], thread_id, ARGV[6])
 
--- Where a word is, for a search's snippet: "t" (the title has it), then the newest
--- few message positions that have it.
-local PLACES_KEPT = 4
-local function move_place(word, name, present)
-  local field = "w:" .. word
-  local title, numbers = false, {}
-  for item in string.gmatch(redis.call("HGET", doc, field) or "", "%S+") do
-    if item == "t" then
-      title = true
-    elseif item ~= name then
-      numbers[#numbers + 1] = tonumber(item)
-    end
-  end
-  if name == "t" then
-    title = present
-  elseif present then
-    numbers[#numbers + 1] = tonumber(name)
-  end
-  table.sort(numbers, function(a, b) return a > b end)
-  local parts = {}
-  if title then parts[1] = "t" end
-  for i = 1, math.min(#numbers, PLACES_KEPT) do parts[#parts + 1] = tostring(numbers[i]) end
-  if #parts == 0 then
-    redis.call("HDEL", doc, field)
-  else
-    redis.call("HSET", doc, field, table.concat(parts, " "))
-  end
-end
 for _, change in ipairs(changes) do
   for word, points in pairs(change.new) do
     local delta = points - (change.old[word] or 0)
     if delta ~= 0 then redis.call("ZINCRBY", posting[word], delta, thread_id) end
-    if not change.old[word] then move_place(word, change.name, true) end
   end
   for word, points in pairs(change.old) do
     if not change.new[word] then
       local left = tonumber(redis.call("ZINCRBY", posting[word], -points, thread_id))
       if left <= 0 then redis.call("ZREM", posting[word], thread_id) end
-      move_place(word, change.name, false)
     end
   end
   if change.encoded == "" then

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from projections import search_index
 from projections.projector import Projector
-from projections.search import BadQuery, Search, place_of, query_words, snippet
+from projections.search import BadQuery, Search, query_words, snippet
 from service import commands
 from slipstream import events as ev
 from slipstream.keys import new_id, new_run_id
@@ -79,7 +80,7 @@ def test_a_source_holds_a_bounded_number_of_words() -> None:
 
 def test_encoding_round_trips_in_a_fixed_order() -> None:
     points = {"zeta": 2, "alpha": 5}
-    assert search_index.encode(points) == "alpha 5 zeta 2"
+    assert search_index.encode(points) == "alpha:5 zeta:2"
     assert search_index.decode(search_index.encode(points)) == points
     assert search_index.decode(None) == {} and search_index.decode("") == {}
 
@@ -99,13 +100,6 @@ def test_a_snippet_shows_the_first_match_cut_on_words() -> None:
     assert shown.startswith("…") and shown.endswith("…")
     assert len(shown) <= 200
     assert snippet("short title", ["nothing"]) == "short title"
-
-
-def test_the_place_shown_holds_every_word_when_one_does() -> None:
-    assert place_of(["t 9 4", "7 4 2"]) == "4"  # message 4 has both
-    assert place_of(["t 9", "t 2"]) == "t"  # only the title has both
-    assert place_of(["9 5", "2"]) == "9"  # none has both: the first word's newest
-    assert place_of([None, None]) is None
 
 
 # -- the index in Redis --------------------------------------------------------
@@ -233,21 +227,46 @@ async def test_folding_again_changes_nothing(store: EventStore) -> None:
     assert await index_dump(store) == before
 
 
-async def test_each_word_knows_where_it_is(store: EventStore) -> None:
+async def test_a_hit_shows_the_newest_message_that_holds_its_words(store: EventStore) -> None:
     thread_id = await thread_with(
-        store, "Walrus notes", ("tusks?", "walrus tusks are teeth"), ("diet", "clams mostly")
+        store,
+        "Walrus notes",
+        ("tusks?", "walrus tusks are teeth"),
+        ("diet", "clams mostly"),
+        ("and tusks again?", "tusks grow all life"),
     )
     part = store.keys.partition(thread_id)
     doc = await store.redis.hgetall(part.search_doc(thread_id))
     assert doc["v"] == str(search_index.INDEX_VERSION)
-    assert doc["w:walrus"] == "t 1"  # the title and the first answer
-    assert doc["w:tusks"] == "1 0"
-    assert doc["w:clams"] == "3"
-    assert doc["s:t"] == "notes 5 walrus 5"
+    assert doc["s:t"] == "notes:5 walrus:5"
+    assert doc["s:1"] == "are:1 teeth:1 tusks:1 walrus:1"
+    assert set(doc) == {"v", "s:t", *(f"s:{n}" for n in range(6))}  # nothing per word
     search = Search(store.redis, store.keys)
-    hits = await search.hits(
-        await search.matches(["walrus", "tusks"], user=None, limit=5), ["walrus", "tusks"]
-    )
-    assert [(h.id, h.snippet) for h in hits] == [(thread_id, "walrus tusks are teeth")]
-    view = await store.redis.hget(part.view(thread_id), "m:1")
-    assert hits[0].message_id is not None and hits[0].message_id in str(view)
+
+    async def shown(q: str) -> tuple[str | None, str | None]:
+        words = query_words(q)
+        (hit,) = await search.hits(await search.matches(words, user=None, limit=5), words)
+        return hit.snippet, hit.message_id
+
+    async def message_id(n: int) -> str:
+        return str(orjson.loads(await store.redis.hget(part.view(thread_id), f"m:{n}"))["id"])
+
+    assert await shown("walrus tusks") == ("walrus tusks are teeth", await message_id(1))
+    assert await shown("tusks") == ("tusks grow all life", await message_id(5))  # the newest
+    assert await shown("notes") == ("Walrus notes", None)  # the title alone has it
+    assert await shown("notes clams") == ("clams mostly", await message_id(3))  # the most
+
+
+async def test_the_best_few_of_many_ties_to_the_most_recent(store: EventStore) -> None:
+    strong = []
+    for _ in range(2):
+        strong.append(await thread_with(store, "", ("heron heron heron", "ok")))
+        await next_millisecond(store, strong[-1])
+    weak = []
+    for _ in range(6):
+        weak.append(await thread_with(store, "", ("a heron", "ok")))
+        await next_millisecond(store, weak[-1])
+    # Each partition sends its best few and those tied with the last of them; the
+    # most recent of the tied come first.
+    assert await found(store, "heron", limit=4) == [strong[1], strong[0], weak[5], weak[4]]
+    assert await found(store, "heron", limit=20) == [*strong[::-1], *weak[::-1]]
