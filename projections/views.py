@@ -153,6 +153,19 @@ class ViewStore:
             await self.save(snapshot, changes)  # if a projector got there first, it wins
         return snapshot.view
 
+    async def reindex(self, thread_id: str) -> bool:
+        """Write the thread's whole search index (the view brought up to date with it);
+        False if its view kept moving under this (a projector indexes it then anyway)."""
+        for _ in range(5):
+            snapshot = await self.read(thread_id)
+            if snapshot.rebuild and not await self.store.exists(thread_id):
+                return True  # deleted: nothing to index
+            changes = await self.advance(snapshot)
+            snapshot.index_stale = True
+            if await self.save(snapshot, changes):
+                return True
+        return False
+
     async def save(self, snapshot: Snapshot, changes: Changes) -> bool:
         """Write what `changes` touched (all, for a rebuild) if the stored view is unchanged."""
         view = snapshot.view

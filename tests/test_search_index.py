@@ -10,9 +10,11 @@ import pytest
 
 from projections import search_index
 from projections.projector import Projector
+from projections.reindex import reindex
 from projections.search import BadQuery, Search, query_words, snippet
 from service import commands
 from slipstream import events as ev
+from slipstream.config import Settings
 from slipstream.keys import new_id, new_run_id
 from slipstream.store import Append, EventStore
 from tests.waits import next_millisecond
@@ -270,3 +272,19 @@ async def test_the_best_few_of_many_ties_to_the_most_recent(store: EventStore) -
     # most recent of the tied come first.
     assert await found(store, "heron", limit=4) == [strong[1], strong[0], weak[5], weak[4]]
     assert await found(store, "heron", limit=20) == [*strong[::-1], *weak[::-1]]
+
+
+async def test_reindex_writes_what_the_index_lacks(store: EventStore, settings: Settings) -> None:
+    first = await thread_with(store, "Lanterns", ("paper lanterns?", "They float."))
+    second = await thread_with(store, "Kites", ("box kites?", "They fly."))
+    before = await index_dump(store)
+    # Threads from before the index, say: no doc, no posting entries.
+    async for key in store.redis.scan_iter(match="ss:*:search:*"):
+        await store.redis.delete(key)
+    assert await found(store, "lanterns") == []
+
+    done = await reindex(store.backend, settings)
+    assert done == {"indexed": 2}
+    assert await index_dump(store) == before
+    assert await found(store, "lanterns") == [first] and await found(store, "kites") == [second]
+    assert await reindex(store.backend, settings) == {"already indexed": 2}
