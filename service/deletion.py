@@ -36,8 +36,9 @@ from typing import cast
 from redis.exceptions import ResponseError
 
 from projections import search_index
-from projections.views import STATUSES, ViewStore
+from projections.views import STATUSES, FoldFailed, ViewStore
 from slipstream import errors
+from slipstream import events as ev
 from slipstream.backend import Entry
 from slipstream.keys import WORKERS_GROUP, Partition
 from slipstream.store import EventStore
@@ -80,21 +81,14 @@ class Deleter:
             pipe.hget(part.view(thread_id), "last")
             pipe.hgetall(part.search_doc(thread_id))
             view_last, doc = await pipe.execute()
-        view = await self.views.current(thread_id)
-        if view.last_event_id is None and not await self.store.exists(thread_id):
+        last, runs, client_ids = await self._history(thread_id)
+        if last is None and not await self.store.exists(thread_id):
             return "GONE"
-        # After the view: a member added since is in the stream, past what was read.
+        # After the history: a member added since is in the stream, past what was read.
         access = await self.redis.hgetall(part.access(thread_id))
         users = {str(access["owner"])} if access.get("owner") else set()
         users.update(str(name)[2:] for name in access if str(name).startswith("m:"))
-        runs = list(view.runs)
-        dedupes = sorted(
-            {
-                part.dedupe(message_dedupe_key(thread_id, m.client_id))
-                for m in view.messages
-                if m.client_id
-            }
-        )
+        dedupes = sorted({part.dedupe(message_dedupe_key(thread_id, c)) for c in client_ids})
         words: set[str] = set()
         for name, value in doc.items():
             if str(name).startswith("s:"):
@@ -120,7 +114,7 @@ class Deleter:
         ]
         args = [
             thread_id,
-            view.last_event_id or "",
+            last or "",
             "" if view_last is None else str(view_last),
             str(len(STATUSES)),
             str(len(runs)),
@@ -130,6 +124,24 @@ class Deleter:
             *runs,
         ]
         return str(await self._script(keys=keys, args=args))
+
+    async def _history(self, thread_id: str) -> tuple[str | None, list[str], set[str]]:
+        """The stream's last id, the thread's run ids and its messages' client ids: from
+        the view brought up to the stream's end, or, for a thread whose events do not
+        fold, from the events themselves (such a thread can be deleted too)."""
+        try:
+            view = await self.views.current(thread_id)
+        except FoldFailed:
+            stored = await self.store.read(thread_id)
+            runs = [s.event.run_id for s in stored if isinstance(s.event, ev.RunRequested)]
+            clients = {
+                s.event.client_id
+                for s in stored
+                if isinstance(s.event, ev.MessageSent) and s.event.client_id
+            }
+            return (stored[-1].id if stored else None), list(dict.fromkeys(runs)), clients
+        clients = {m.client_id for m in view.messages if m.client_id}
+        return view.last_event_id, list(view.runs), clients
 
     async def _sweep(self, stream: str, thread_id: str, *, group: str | None = None) -> None:
         """Remove the thread's entries from a partition stream (its work, its dead letters)."""

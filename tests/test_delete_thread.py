@@ -18,10 +18,14 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from projections.thread_view import ThreadView
+from projections.views import FoldFailed, ViewStore
+from service.deletion import Deleter
 from slipstream import threads
 from slipstream.backend import Backend, as_entries
 from slipstream.config import Settings
 from slipstream.keys import PROJECTORS_GROUP, Partition
+from slipstream.store import EventStore
 from slipstream.threads import message_dedupe_key
 from tests.harness import System, running_system
 from tests.waits import until
@@ -286,3 +290,27 @@ async def test_a_delete_while_an_answer_streams(
             r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info is not None
         ]
         assert problems == [], [r.getMessage() for r in problems]
+
+
+async def test_a_thread_whose_events_do_not_fold_is_deleted_too(
+    real_backend: Backend, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its runs and client ids come from its events then; runs queued and waiting go,
+    with their work items."""
+    store = EventStore.from_settings(real_backend, settings)
+    views = ViewStore(store)
+    thread_id, _ = await threads.create_thread(store, "Broken", owner="ann")
+    first = await threads.send_message(store, thread_id, "one", "assistant", client_id="k-1")
+    second = await threads.send_message(store, thread_id, "two", "assistant")
+    part = store.keys.partition(thread_id)
+    assert await real_backend.client.exists(part.run(first.run_id), part.run(second.run_id)) == 2
+    assert await real_backend.client.llen(part.queue(thread_id)) == 1  # the second waits
+
+    async def unfoldable(thread_id: str) -> ThreadView:
+        raise FoldFailed(thread_id)
+
+    monkeypatch.setattr(views, "current", unfoldable)
+    assert await Deleter(store, views).delete(thread_id)
+    assert lasting(await traces(real_backend.client, thread_id), part) == []
+    assert not await real_backend.client.exists(part.dedupe(message_dedupe_key(thread_id, "k-1")))
+    assert not await Deleter(store, views).delete(thread_id)  # gone: nothing to delete
