@@ -314,3 +314,28 @@ async def test_a_thread_whose_events_do_not_fold_is_deleted_too(
     assert lasting(await traces(real_backend.client, thread_id), part) == []
     assert not await real_backend.client.exists(part.dedupe(message_dedupe_key(thread_id, "k-1")))
     assert not await Deleter(store, views).delete(thread_id)  # gone: nothing to delete
+
+
+async def test_a_run_requested_while_deleting_is_deleted_too(
+    real_backend: Backend, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the read that names the keys and the script, the thread moves on: the
+    script deletes nothing, and the next read names the new run too."""
+    store = EventStore.from_settings(real_backend, settings)
+    deleter = Deleter(store, ViewStore(store))
+    thread_id, _ = await threads.create_thread(store, "Racing", owner="ann")
+    part = store.keys.partition(thread_id)
+    read = deleter._history
+    late: list[str] = []
+
+    async def history_then_a_send(thread_id: str) -> tuple[str | None, list[str], set[str]]:
+        found = await read(thread_id)
+        if not late:
+            sent = await threads.send_message(store, thread_id, "late", "assistant")
+            late.append(sent.run_id)
+        return found
+
+    monkeypatch.setattr(deleter, "_history", history_then_a_send)
+    assert await deleter.delete(thread_id)
+    assert late and not await real_backend.client.exists(part.run(late[0]))
+    assert lasting(await traces(real_backend.client, thread_id), part) == []
