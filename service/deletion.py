@@ -68,11 +68,25 @@ class Deleter:
             if outcome == "GONE":
                 return False
             if outcome == "DELETED":
+                await self._announce(part, thread_id)
                 await self._sweep(part.work, thread_id, group=WORKERS_GROUP)
                 await self._sweep(part.dead, thread_id)
                 return True
         raise ThreadKeptChanging(
             f"thread {thread_id!r} kept changing while it was being deleted; try again"
+        )
+
+    async def _announce(self, part: Partition, thread_id: str) -> None:
+        """Tell the thread lists: a `thread.deleted` entry in the partition feed, which
+        every web process tails (their list sockets send the whole list again) and a
+        projector passes by (there is no stream to fold). Not an event of the thread:
+        its stream is gone. Lost with a Redis fault, a list shows the thread until the
+        page loads it again."""
+        await self.redis.xadd(
+            part.feed,
+            {"type": "thread.deleted", "thread": thread_id},
+            maxlen=self.store.feed_maxlen,
+            approximate=True,
         )
 
     async def _attempt(self, part: Partition, thread_id: str) -> str:

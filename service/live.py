@@ -104,6 +104,7 @@ class Subscription:
 
 
 # What changes a thread's line in the thread list (not every delta).
+DELETED = "thread.deleted"  # service/deletion.py: a feed entry only, not a thread event
 LIST_EVENTS = frozenset(
     {
         "thread.created",
@@ -274,6 +275,12 @@ class _Tail:
 
     def _fan_out(self, fields: dict[str, str]) -> None:
         thread_id = fields.get("thread", "")
+        if fields.get("type") == DELETED:
+            # Rare: each list socket sends its whole list again, without the thread.
+            # The thread's own sockets close at their next beat (it is not found).
+            for watcher in self.hub.list_subscribers:
+                watcher.resync()
+            return
         if self.hub.list_subscribers and fields.get("type") in LIST_EVENTS:
             for watcher in self.hub.list_subscribers:
                 watcher.offer(thread_id, fields.get("tid", ""))

@@ -339,3 +339,25 @@ async def test_a_run_requested_while_deleting_is_deleted_too(
     assert await deleter.delete(thread_id)
     assert late and not await real_backend.client.exists(part.run(late[0]))
     assert lasting(await traces(real_backend.client, thread_id), part) == []
+
+
+async def test_every_open_thread_list_drops_a_deleted_thread(
+    real_backend: Backend, settings: Settings
+) -> None:
+    """Another tab's live list is told: it gets the whole list again, without the thread."""
+    async with running_system(real_backend, settings) as system:
+        kept = (await system.http.post("/api/threads", json={"title": "kept"})).json()["id"]
+        gone = (await system.http.post("/api/threads", json={"title": "gone"})).json()["id"]
+        url = f"ws://127.0.0.1:{system.port}/api/live/threads"
+        async with connect(url) as socket:
+            first = orjson.loads(await socket.recv())
+            assert first["type"] == "threads"
+            assert {kept, gone} <= {t["id"] for t in first["threads"]}
+            assert (await system.http.delete(f"/api/threads/{gone}")).status_code == 204
+            async with asyncio.timeout(10):
+                while True:
+                    frame = orjson.loads(await socket.recv())
+                    if frame["type"] == "threads":
+                        break
+            listed = {t["id"] for t in frame["threads"]}
+            assert kept in listed and gone not in listed
