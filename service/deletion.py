@@ -90,14 +90,16 @@ class Deleter:
         )
 
     async def _attempt(self, part: Partition, thread_id: str) -> str:
+        last, runs, client_ids = await self._history(thread_id)
+        if last is None and not await self.store.exists(thread_id):
+            return "GONE"
         # The view's checkpoint and the search doc in one MULTI: they are saved together.
+        # After the history: reading it may have rebuilt a view of an older layout, and
+        # that save wrote the thread's whole index under the same checkpoint.
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(part.view(thread_id), "last")
             pipe.hgetall(part.search_doc(thread_id))
             view_last, doc = await pipe.execute()
-        last, runs, client_ids = await self._history(thread_id)
-        if last is None and not await self.store.exists(thread_id):
-            return "GONE"
         # After the history: a member added since is in the stream, past what was read.
         access = await self.redis.hgetall(part.access(thread_id))
         users = {str(access["owner"])} if access.get("owner") else set()

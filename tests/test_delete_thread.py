@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from projections import thread_view
 from projections.thread_view import ThreadView
 from projections.views import FoldFailed, ViewStore
 from service.deletion import Deleter
@@ -361,3 +362,27 @@ async def test_every_open_thread_list_drops_a_deleted_thread(
                         break
             listed = {t["id"] for t in frame["threads"]}
             assert kept in listed and gone not in listed
+
+
+async def test_a_thread_indexed_first_by_the_delete_leaves_no_word_behind(
+    store: EventStore,
+) -> None:
+    """A view stored before the index existed (an older layout, no search doc) is rebuilt,
+    and so indexed, when the delete reads it: the words that rebuild wrote go too."""
+    views = ViewStore(store)
+    redis = store.redis
+    thread_id, _ = await threads.create_thread(store, "Zebra title", owner="ann")
+    await threads.send_message(store, thread_id, "xylophone quokka", "assistant")
+    snapshot = await views.read(thread_id)
+    await views.save(snapshot, await views.advance(snapshot))
+    part = store.keys.partition(thread_id)
+    words = ("xylophone", "quokka", "zebra")
+    for word in words:
+        assert await redis.zrange(part.search_word(word), 0, -1) == [thread_id]
+    # As it was before the upgrade: a view of the older layout, and no index of it.
+    await redis.hset(part.view(thread_id), "schema", str(thread_view.SCHEMA_VERSION - 1))
+    await redis.delete(part.search_doc(thread_id), *(part.search_word(w) for w in words))
+
+    assert await Deleter(store, views).delete(thread_id)
+    assert [await redis.exists(part.search_word(w)) for w in words] == [0, 0, 0]
+    assert not await redis.exists(part.search_doc(thread_id))
