@@ -276,10 +276,10 @@ class _Tail:
     def _fan_out(self, fields: dict[str, str]) -> None:
         thread_id = fields.get("thread", "")
         if fields.get("type") == DELETED:
-            # Rare: each list socket sends its whole list again, without the thread.
-            # The thread's own sockets close at their next beat (it is not found).
+            # Each list socket showing the thread sends its list again, without it;
+            # the thread's own sockets close at their next beat (it is not found).
             for watcher in self.hub.list_subscribers:
-                watcher.resync()
+                watcher.offer(thread_id, DELETED)
             return
         if self.hub.list_subscribers and fields.get("type") in LIST_EVENTS:
             for watcher in self.hub.list_subscribers:

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocketState
 from service import access, auth
 from service.auth import Caller
 from service.limits import LimitReached
-from service.live import ListSubscription, Subscription, event_frame, is_after
+from service.live import DELETED, ListSubscription, Subscription, event_frame, is_after
 from service.runtime import Runtime
 from slipstream import codec, errors
 from slipstream.keys import is_stream_id, is_valid_id
@@ -356,13 +356,23 @@ async def _follow_list(
         # A burst of events (a run starting, a message completing) is one update each.
         await asyncio.sleep(LIST_DEBOUNCE_S)
         for thread_id, entry_id in [first, *_drain(watcher.changed)]:
-            if thread_id and (thread_id not in changed or is_after(entry_id, changed[thread_id])):
+            if not thread_id or changed.get(thread_id) == DELETED:
+                continue  # a deleted thread stays deleted, whatever came before
+            if (
+                entry_id == DELETED
+                or thread_id not in changed
+                or is_after(entry_id, changed[thread_id])
+            ):
                 changed[thread_id] = entry_id
         if watcher.reload:
             watcher.reload = False
             shown = await _send_list(rt, socket, gate)
             continue
         for thread_id, entry_id in sorted(changed.items()):
+            if entry_id == DELETED:
+                if thread_id in shown:  # only a list that shows it is sent again
+                    shown = await _send_list(rt, socket, gate)
+                continue
             # Every change of every thread passes here: only the caller's go on.
             if gate.caller is not None and rt.auth.mode != "none":
                 if await access.role(rt, gate.caller, thread_id) is None:
