@@ -212,7 +212,7 @@ class Runner:
                 max_rounds=self.settings.max_tool_rounds,
                 max_handoffs=self.settings.max_handoffs,
                 journal=Journal.of(journal),
-                messages=messages_of(view),
+                messages=messages_of(view, item.run_id),
                 token_budget=self.settings.thread_token_budget,
                 tokens_used=view.usage.total.input_tokens + view.usage.total.output_tokens,
             )

@@ -435,12 +435,14 @@ def _message_sent(view: ThreadView, event: ev.Event, entry_id: str) -> None:
 
 def _parent_of(view: ThreadView, event: ev.MessageSent) -> str | None:
     """The user message `event`'s message follows: the revised one's parent for an edit,
-    the one named, else the newest user message (a thread without edits is one line)."""
-    if event.edit_of is not None:
-        edited = view.message(event.edit_of)
-        return edited.parent_id if edited is not None else None
-    if event.parent_id is not None:
-        return event.parent_id
+    the one named, else the newest user message (a thread without edits is one line).
+
+    Only a user message already folded counts (the API checks; an imported history
+    may not): any other id is taken as none, so a branch never hangs from nothing.
+    """
+    named = view.message(event.edit_of or event.parent_id or "")
+    if named is not None and named.role == "user":
+        return named.parent_id if event.edit_of else named.id
     for message in reversed(view.messages):
         if message.role == "user":
             return message.id
@@ -458,6 +460,26 @@ def branch_of(view: ThreadView, message_id: str) -> list[str]:
         seen.add(current)
         current = by_id[current].parent_id
     return chain[::-1]
+
+
+def branch_messages(view: ThreadView, run_id: str) -> list[MessageView]:
+    """The thread's messages on the branch the run answers (its model's conversation,
+    with every answer to it): not an edited message's earlier versions, nor what
+    followed them. All of them for a run the view does not hold."""
+    run = view.runs.get(run_id)
+    if run is None:
+        return list(view.messages)
+    branch = set(branch_of(view, run.message_id))
+    kept: list[MessageView] = []
+    for message in view.messages:
+        answered = view.runs.get(message.run_id or "")
+        if message.role == "user":
+            on_branch = message.id in branch
+        else:
+            on_branch = answered is None or answered.message_id in branch
+        if on_branch:
+            kept.append(message)
+    return kept
 
 
 def _run_requested(view: ThreadView, event: ev.Event, entry_id: str) -> None:

@@ -162,6 +162,32 @@ async def test_search_thread_needs_every_word_and_honours_the_limit() -> None:
     assert ids(await call("search_thread", {"query": "madrid"}, in_thread(view))) == []
 
 
+async def test_search_thread_finds_only_what_the_runs_branch_holds() -> None:
+    """An edited-away message (and its answer) is not the run's conversation: not found."""
+    edited = "t1.eeeeee"
+    view = fold(
+        thread(),
+        [
+            Stored(
+                "2000-0",
+                ev.MessageSent(
+                    message_id="m3", content="Lisbon, or Porto?", run_id=edited, edit_of="m2"
+                ),
+            ),
+            Stored(
+                "2000-1",
+                ev.RunRequested(run_id=edited, message_id="m3", reply_id="r3", agent="researcher"),
+            ),
+        ],
+    )
+    on_branch = ToolCall(
+        run_id=edited, thread_id="t1", call_id="call_b", messages=messages_of(view, edited)
+    )
+    assert ids(await call("search_thread", {"query": "lisbon"}, on_branch)) == ["m3", "r1", "m1"]
+    everything = await call("search_thread", {"query": "lisbon"}, in_thread(view))
+    assert "m2" in ids(everything)  # without a run, every message: what was there before
+
+
 async def test_search_thread_excerpts_a_long_message_around_the_match() -> None:
     view = thread()
     view.messages[0].content = "filler " * 200 + "the needle is here " + "more " * 200

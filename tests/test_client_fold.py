@@ -67,6 +67,11 @@ async def histories(store: EventStore, settings: Settings) -> list[str]:
     await commands.send_message(store, edited, "one, again", "assistant", edit_of=one.message_id)
     await commands.send_message(store, edited, "three", "assistant", parent_id=one.message_id)
     await worker.run_once()
+    # Ids no API would take (an imported history may hold them): the newest message then.
+    await commands.send_message(store, edited, "four", "assistant", parent_id="mnowhere")
+    await commands.send_message(store, edited, "five", "assistant", edit_of="mnowhere")
+    await worker.run_once()  # four, then five, which waits for four in the agent's lane
+    await worker.run_once()
     threads.append(edited)
 
     cancelled, _ = await commands.create_thread(store)

@@ -170,3 +170,21 @@ def test_the_agents_own_model_settings_go_with_its_prompt() -> None:
         prompt = prompt_for(view, "t.aaaaa1")
     assert (prompt.model, prompt.max_tokens, prompt.temperature) == ("claude-other", 9, 0.5)
     assert prompt_for(view, "t.aaaaa1").model == agent_named("assistant").model
+
+
+def test_a_parent_that_is_not_an_earlier_user_message_is_taken_as_none() -> None:
+    """An imported history may name anything: the message then follows the newest one."""
+    view = view_of(
+        *asked(1, "t.aaaaa1"),
+        ev.MessageSent(message_id="u2", content="q2", run_id="t.aaaaa2", parent_id="u9"),
+        ev.MessageSent(message_id="u3", content="q3", run_id="t.aaaaa3", parent_id="a1"),
+        ev.MessageSent(message_id="u4", content="q4", run_id="t.aaaaa4", edit_of="u9"),
+        ev.MessageSent(message_id="u5", content="q5", run_id="t.aaaaa5", parent_id="u5"),
+    )
+    assert [m.parent_id for m in view.messages if m.role == "user"] == [
+        None,
+        "u1",
+        "u2",
+        "u3",
+        "u4",
+    ]

@@ -7,7 +7,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from consumers.tools.errors import NotInToolCall, ToolError
-from projections.thread_view import MessageView, ThreadView
+from projections.thread_view import MessageView, ThreadView, branch_messages
 from slipstream.keys import derived_hex
 
 # The loop passes the thread's messages as a loader, so only a tool that reads
@@ -36,11 +36,12 @@ class ToolCall:
         return await self.messages()
 
 
-def messages_of(view: ThreadView) -> MessagesSource:
-    """A messages source over a thread view already in hand."""
+def messages_of(view: ThreadView, run_id: str | None = None) -> MessagesSource:
+    """A messages source over a thread view already in hand; with `run_id`, only the
+    run's branch, so a tool finds nothing its model was not shown (an edited-away text)."""
 
     async def load() -> Sequence[MessageView]:
-        return view.messages
+        return view.messages if run_id is None else branch_messages(view, run_id)
 
     return load
 

@@ -155,8 +155,9 @@ function threadArchived(view, event) {
  * named, else the newest user message (a thread without edits is one line).
  */
 function parentOf(view, event) {
-  if (event.edit_of) return findMessage(view, event.edit_of)?.parent_id ?? null;
-  if (event.parent_id) return event.parent_id;
+  // Only a user message already folded counts; any other id is taken as none.
+  const named = findMessage(view, event.edit_of || event.parent_id || "");
+  if (named?.role === "user") return event.edit_of ? named.parent_id ?? null : named.id;
   for (let i = view.messages.length - 1; i >= 0; i -= 1) {
     if (view.messages[i].role === "user") return view.messages[i].id;
   }
