@@ -32,8 +32,8 @@ export function wireMessageActions() {
     if (event.key === "Escape") {
       event.stopPropagation(); // Esc here cancels the edit; it does not stop an answer
       cancelEdit();
-    } else if (event.key === "Enter" && !event.shiftKey) {
-      event.preventDefault();
+    } else if (event.key === "Enter" && !event.shiftKey && event.target.tagName === "TEXTAREA") {
+      event.preventDefault(); // Enter on Cancel or Send is that button's
       finishEdit(form);
     }
   });

@@ -84,15 +84,18 @@ export function shownBranch(view) {
   const children = new Map(); // parent key → its user messages, oldest first
   const parentOf = new Map(users.map((message) => [message.id, message.parent_id ?? ROOT]));
   const newest = new Map(); // message id → stream position of the newest message below it
-  users.forEach((message, position) => {
+  for (const message of users) {
     const key = message.parent_id ?? ROOT;
-    children.set(key, [...(children.get(key) ?? []), message]);
-    const seen = new Set();
-    for (let id = message.id; id !== ROOT && parentOf.has(id) && !seen.has(id); id = parentOf.get(id)) {
-      seen.add(id);
+    if (!children.has(key)) children.set(key, []);
+    children.get(key).push(message);
+  }
+  // Newest first: a climb stops at the first message marked, whose ancestors a newer
+  // message marked already, so each message is marked once.
+  for (let position = users.length - 1; position >= 0; position -= 1) {
+    for (let id = users[position].id; parentOf.has(id) && !newest.has(id); id = parentOf.get(id)) {
       newest.set(id, position);
     }
-  });
+  }
   const chain = new Set();
   const versions = new Map();
   const visited = new Set(); // parents only point back, but a bad view must not loop
@@ -121,6 +124,27 @@ export function pageVersions(parent, step) {
   const index = siblings.findIndex((message) => chain.has(message.id));
   const next = siblings[Math.min(siblings.length - 1, Math.max(0, index + step))];
   if (next) state.versionChoice.set(parent, next.id);
+}
+
+/**
+ * Page the thread so that `messageId` is shown: its branch picked at every step, and
+ * for an answer, that answer among its regenerations. False if the view lacks it.
+ */
+export function pageTo(view, messageId) {
+  const message = (view?.messages ?? []).find((candidate) => candidate.id === messageId);
+  if (!message) return false;
+  const run = message.role === "assistant" ? view.runs?.[message.run_id] : null;
+  const users = new Map((view.messages ?? [])
+    .filter((candidate) => candidate.role === "user").map((user) => [user.id, user]));
+  const seen = new Set();
+  for (let user = users.get(run ? run.message_id : message.id); user && !seen.has(user.id);
+    user = users.get(user.parent_id)) {
+    seen.add(user.id);
+    state.versionChoice.set(user.parent_id ?? ROOT, user.id);
+  }
+  const runs = run ? answerGroups(view).get(answerGroupKey(run)) : null;
+  if (runs) state.answerChoice.set(answerGroupKey(run), { runId: run.id, count: runs.length });
+  return true;
 }
 
 /** Forget the picks at and below `parent`: the branch the server continues is shown there. */

@@ -55,21 +55,29 @@ function sendFromComposer() {
 function queueMessage(text, picked) {
   const { agent, agents, content } = composerDraft(text, picked);
   if (!content) return;
+  // Paged back to an earlier branch, the message goes on from there; one sent before the
+  // last such message was accepted goes on from that one, once its id is known (else
+  // both would hang from the same message, as two versions).
+  const before = [...state.outbox.values()]
+    .filter((other) => other.threadId === state.threadId && other.threadId && !other.messageId
+      && other.status !== "failed")
+    .at(-1);
+  const branching = before ? Boolean(before.parentId || before.follows) : false;
   const entry = {
     clientId: http.newClientId(),
     threadId: state.threadId, // null: the thread gets created on the way
     content,
     agent,
     agents,
-    // Paged back to an earlier branch: the message goes on from there.
-    parentId: replyParent(state.view),
+    parentId: before ? null : replyParent(state.view),
+    follows: branching ? before : null,
     createdAt: Date.now(),
     status: "pending",
     error: null,
     messageId: null,
   };
   state.outbox.set(entry.clientId, entry);
-  deliver(entry);
+  entry.delivered = deliver(entry);
 }
 
 /**
@@ -114,8 +122,12 @@ async function deliver(entry) {
     const body = { content: entry.content, client_id: entry.clientId };
     if (entry.agents) body.agents = entry.agents; // one answer from each, at once
     else if (entry.agent) body.agent = entry.agent; // none: the router decides
-    if (entry.editOf) body.edit_of = entry.editOf;
-    else if (entry.parentId) body.parent_id = entry.parentId;
+    if (entry.follows) await entry.follows.delivered;
+    const parentId = entry.follows?.messageId ?? entry.parentId;
+    // An edit makes what answers the old version moot: it stops a run holding its
+    // agent (one waiting for an approval no longer shown would hold the edit forever).
+    if (entry.editOf) Object.assign(body, { edit_of: entry.editOf, on_busy: "interrupt" });
+    else if (parentId) body.parent_id = parentId;
     const accepted = await http.withRetries(() => http.sendMessage(entry.threadId, body));
     entry.messageId = accepted?.message_id ?? null;
   } catch (error) {

@@ -6,6 +6,7 @@
  */
 
 import * as http from "./api.js";
+import { pageTo } from "./answers.js";
 import { dom, setText } from "./dom.js";
 import { plural } from "./format.js";
 import { stickToBottom } from "./scroll.js";
@@ -80,16 +81,23 @@ export function renderSearchStatus() {
 }
 
 /** Opening a result: its thread, scrolled to the message that matched. */
-export function revealOnOpen(messageId) {
-  state.reveal = messageId || null;
+export function revealOnOpen(threadId, messageId) {
+  state.reveal = messageId ? { threadId, messageId } : null;
+  state.revealPaged = false;
 }
 
 /** A render step after the messages: bring the matched message into view, once it is there. */
 export function renderReveal() {
-  const id = state.reveal;
-  if (!id || !state.view) return;
+  if (!state.reveal || state.view?.id !== state.reveal.threadId) return; // not open yet
+  const id = state.reveal.messageId;
   const node = dom.messageList.querySelector(`[data-message-id="${CSS.escape(id)}"]`);
-  if (!node) return;
+  if (!node) {
+    // On another branch (an earlier version, another answer): page there, once.
+    if (state.revealPaged || !pageTo(state.view, id)) state.reveal = null;
+    else scheduleRender();
+    state.revealPaged = true;
+    return;
+  }
   state.reveal = null;
   stickToBottom(false);
   node.scrollIntoView({ block: "center" });

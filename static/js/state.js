@@ -28,7 +28,8 @@ export const state = {
   openDetails: new Set(), // ids of the answers whose details are shown
   signalling: new Map(), // run id → the wait (waitKey) a signal was sent to, while it stands
   search: { query: "", results: [], loading: false, error: null }, // the sidebar's search
-  reveal: null, // a message to scroll to once it shows: the one a search result matched
+  reveal: null, // {threadId, messageId}: scrolled to once shown (the message a search hit matched)
+  revealPaged: false, // the thread was paged to show it (it was on another branch)
   agents: [], // from GET /api/agents: [{name, kind, description, signals}]
   agentsLoaded: false,
   agent: DEFAULT_AGENT, // the picker's choice

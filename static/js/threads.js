@@ -325,7 +325,7 @@ export function wireThreadList() {
   dom.threadList.addEventListener("click", (event) => {
     const found = event.target.closest("a[data-message-id]");
     if (!found) return;
-    revealOnOpen(found.dataset.messageId);
+    revealOnOpen(found.dataset.threadId, found.dataset.messageId);
     scheduleRender(); // the thread may be open already: the hash does not change then
   });
   dom.threadList.addEventListener("click", (event) => {

@@ -134,3 +134,76 @@ def test_an_answer_shows_its_model_tokens_and_times_on_demand(page: Page) -> Non
     screenshot(page, "answer-details")
     reply.get_by_test_id("answer-details-toggle").click()
     expect(details).to_be_hidden()
+
+
+def test_enter_on_an_edits_cancel_button_cancels(page: Page, server: str) -> None:
+    page.get_by_test_id("new-thread").click()
+    ask(page, "echo: leave me be")
+    asked = page.locator(USER).last
+    asked.hover()
+    asked.get_by_role("button", name="Edit and resend this message").click()
+    asked.get_by_test_id("edit-input").fill("echo: changed")
+    cancel = asked.get_by_role("button", name="Cancel")
+    cancel.focus()
+    page.keyboard.press("Enter")
+    expect(asked.get_by_test_id("edit-input")).to_be_hidden()
+    expect(asked.locator(".content")).to_have_text("echo: leave me be")
+    thread_id = page.url.split("#", 1)[1]
+    view = httpx.get(f"{server}/api/threads/{thread_id}", timeout=10).json()
+    assert [m["content"] for m in view["messages"] if m["role"] == "user"] == ["echo: leave me be"]
+
+
+def test_messages_sent_on_an_earlier_branch_follow_each_other(page: Page, server: str) -> None:
+    """Paged back to the first version, two quick messages go on from it, one after the
+    other: neither becomes a version of the other."""
+    page.get_by_test_id("new-thread").click()
+    ask(page, "echo: start")
+    ask(page, "echo: first try")
+    asked = page.locator(USER).last
+    asked.hover()
+    asked.get_by_role("button", name="Edit and resend this message").click()
+    asked.get_by_test_id("edit-input").fill("echo: second try")
+    asked.get_by_test_id("edit-input").press("Enter")
+    expect(page.locator(USER).last.get_by_role("group", name="Version 2 of 2")).to_be_visible()
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_have_count(2, timeout=30_000)
+    page.locator(USER).last.get_by_role("button", name="Previous version").click()
+    expect(page.locator(USER).last.locator(".content")).to_have_text("echo: first try")
+
+    box = page.get_by_test_id("message-input")
+    box.fill("echo: then this")
+    box.press("Enter")
+    box.fill("echo: and this")
+    box.press("Enter")
+    expect(page.locator(USER)).to_have_count(4)
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_have_count(4, timeout=30_000)
+    shown = [text.strip() for text in page.locator(f"{USER} .content").all_inner_texts()]
+    assert shown == ["echo: start", "echo: first try", "echo: then this", "echo: and this"]
+
+    thread_id = page.url.split("#", 1)[1]
+    view = httpx.get(f"{server}/api/threads/{thread_id}", timeout=10).json()
+    users = {m["content"]: m for m in view["messages"] if m["role"] == "user"}
+    assert users["echo: then this"]["parent_id"] == users["echo: first try"]["id"]
+    assert users["echo: and this"]["parent_id"] == users["echo: then this"]["id"]
+
+
+def test_an_edit_stops_an_answer_that_waits_for_approval(page: Page) -> None:
+    """The old version's answer waits for a yes that is no longer shown: the edit stops it,
+    so the new version is answered at once rather than queued behind it."""
+    page.get_by_test_id("new-thread").click()
+    page.get_by_test_id("agent-select").select_option("researcher")
+    page.get_by_test_id("message-input").fill(
+        'read it [[tool fetch_url {"url": "https://example.invalid/"}]]'
+    )
+    page.get_by_test_id("send-button").click()
+    expect(page.get_by_test_id("approve-button")).to_be_visible(timeout=30_000)
+    asked = page.locator(USER).last
+    asked.hover()
+    asked.get_by_role("button", name="Edit and resend this message").click()
+    asked.get_by_test_id("edit-input").fill("echo: never mind")
+    asked.get_by_test_id("edit-input").press("Enter")
+    reply = page.locator(ASSISTANT).last
+    expect(page.locator(USER).last.get_by_role("group", name="Version 2 of 2")).to_be_visible()
+    expect(reply).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(reply.locator(".content")).to_have_text("never mind")
+    page.locator(USER).last.get_by_role("button", name="Previous version").click()
+    expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "cancelled")

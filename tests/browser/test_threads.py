@@ -86,3 +86,25 @@ def test_delete_asks_first_then_removes_the_thread(page: Page, server: str) -> N
     assert httpx.get(f"{server}/api/threads/{thread_id}", timeout=10).status_code == 404
     listed = [t["id"] for t in httpx.get(f"{server}/api/threads", timeout=10).json()]
     assert thread_id not in listed
+
+
+def test_a_search_hit_in_an_earlier_version_pages_to_it(page: Page) -> None:
+    page.get_by_test_id("new-thread").click()
+    ask(page, "echo: the walrus said hello")
+    asked = page.locator(USER).last
+    asked.hover()
+    asked.get_by_role("button", name="Edit and resend this message").click()
+    asked.get_by_test_id("edit-input").fill("echo: the seal said hello")
+    asked.get_by_test_id("edit-input").press("Enter")
+    expect(page.locator(USER).last.get_by_role("group", name="Version 2 of 2")).to_be_visible()
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_have_count(1, timeout=30_000)
+    page.get_by_test_id("new-thread").click()
+
+    page.get_by_test_id("thread-search").fill("walrus")
+    hit = page.get_by_test_id("thread-list").locator("li a")
+    expect(hit).to_have_count(1)
+    hit.click()
+    found = page.locator(".message--found")
+    expect(found).to_have_count(1)
+    expect(found).to_contain_text("walrus")
+    expect(page.locator(USER).last.get_by_role("group", name="Version 1 of 2")).to_be_visible()
