@@ -314,6 +314,8 @@ class Worker:
             self.stats["fenced_out"] += 1
             log.warning("run %s: lease lost to another worker; dropped", item.run_id)
         except errors.RUN_GONE:
+            if await self.store.exists(item.thread_id):
+                raise  # not a deletion: an error like any other, left to the lease
             # Its thread was deleted (service/deletion.py): nothing is left to write to,
             # and nothing of it may be written again. Its work item goes too.
             self.stats["thread_deleted"] += 1
