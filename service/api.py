@@ -106,6 +106,9 @@ async def create_thread(
     return await rt.views.current(thread_id)
 
 
+SEARCH_HITS = 50  # the most threads a search answers with
+
+
 @router.get("/api/threads", response_model=list[SearchHit], responses={422: {}})
 async def list_threads(
     request: Request,
@@ -123,7 +126,8 @@ async def list_threads(
             max_length=search.MAX_QUERY_CHARS,
             description="search: the threads holding every one of these words (in the title "
             "or a message), best match first, each with a `snippet` and the `message_id` it "
-            f"is from; at most {search.MAX_QUERY_WORDS} words. Empty: the list as without it",
+            f"is from; at most {search.MAX_QUERY_WORDS} words, and at most {SEARCH_HITS} "
+            "threads whatever the limit. Empty: the list as without it",
         ),
     ] = None,
 ) -> list[ThreadSummary]:
@@ -158,8 +162,11 @@ async def _search(
     except search.BadQuery as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     finder = search.Search(rt.backend.client, rt.store.keys)
+    # A hit's snippet is looked for inside Redis, message by message: a search answers
+    # at most SEARCH_HITS, so one query's work stays bounded whatever `limit` asks.
+    limit = min(limit, SEARCH_HITS)
     # Archived threads are a few among many: look further for them, as the list does.
-    wanted = limit if not archived else 500
+    wanted = limit if not archived else 4 * SEARCH_HITS
     matches = await finder.matches(
         words, user=None if rt.auth.mode == "none" else user, limit=wanted
     )
