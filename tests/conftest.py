@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.embedded import free_port
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
 from slipstream.store import EventStore
+from tests.ports import free_port
 
 TEST_ENV = {
     "SLIPSTREAM_LLM": "scripted",

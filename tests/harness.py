@@ -17,10 +17,10 @@ from consumers.worker import Worker
 from projections.projector import Projector
 from service.__main__ import WS_MAX_FRAME_BYTES, run_worker_and_projector
 from service.app import create_app
-from service.embedded import free_port
 from service.runtime import Runtime
 from slipstream.backend import Backend
 from slipstream.config import Settings
+from tests.ports import free_port
 
 
 @dataclass

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from service.embedded import free_port
 from tests.conftest import subprocess_env
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ import pytest
 
 from consumers import agents
 from consumers.agents import AgentsFileError, load
-from service.embedded import free_port
 from slipstream.config import Settings
+from tests.ports import free_port
 from tests.processes import ROOT, env_for, exits_within, processes, spawn
 
 MINIMAL = """\

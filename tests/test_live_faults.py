@@ -24,7 +24,6 @@ from websockets.exceptions import ConnectionClosed
 
 from consumers.llm.scripted import scripted_reply
 from service import live
-from service.embedded import free_port
 from service.live import MISSED, Hub, Subscription
 from service.websocket import CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN
 from slipstream import events as ev
@@ -35,6 +34,7 @@ from slipstream.store import Append, EventStore
 from slipstream.supervise import Liveness
 from slipstream.threads import create_thread
 from tests.harness import frames_until, running_system
+from tests.ports import free_port
 from tests.processes import redis_process
 from tests.waits import until
 

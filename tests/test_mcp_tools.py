@@ -23,10 +23,10 @@ from consumers.llm.scripted import ScriptedLLM
 from consumers.llm.tool_names import registry_names, wire_name
 from consumers.tools import DuplicateTool, ToolCall, ToolRegistry, mcp_servers, schema_tool
 from consumers.tools.mcp_servers import McpServers, mcp_tools
-from service.embedded import free_port
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import running_system
+from tests.ports import free_port
 from tests.processes import (
     ROOT,
     chat,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from consumers.llm.scripted import scripted_reply
-from service.embedded import free_port
+from tests.ports import free_port
 from tests.processes import (
     ROOT,
     chat,

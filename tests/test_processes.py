@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from consumers.llm.scripted import scripted_reply
-from service.embedded import START_TIMEOUT_S, free_port
+from service.embedded import START_TIMEOUT_S
 from slipstream.process import STOP_GRACE_S
+from tests.ports import free_port
 from tests.processes import (
     chat,
     env_for,

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import redis
 
-from service.embedded import free_port
+from tests.ports import free_port
 from tests.processes import redis_with_aof
 from tests.test_run_faults import Cluster, check_thread, wait_for
 

@@ -12,7 +12,7 @@ import pytest
 
 from consumers.llm.scripted import scripted_reply
 from consumers.workflows.examples import analyze
-from service.embedded import free_port
+from tests.ports import free_port
 from tests.processes import env_for, processes, redis_with_aof, spawn, wait_healthy
 
 pytestmark = pytest.mark.slow

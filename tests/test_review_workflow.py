@@ -22,11 +22,11 @@ from consumers.llm.scripted import ScriptedLLM, scripted_reply
 from consumers.workflows import WorkflowContext, workflow
 from consumers.workflows.engine import turn_message_id
 from consumers.workflows.review import draft_prompt, review_prompt, revision_prompt
-from service.embedded import free_port
 from slipstream import errors
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import running_system
+from tests.ports import free_port
 from tests.processes import env_for, processes, spawn, wait_for_status, wait_healthy
 from tests.waits import until
 

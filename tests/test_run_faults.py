@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from consumers.llm.scripted import scripted_reply
-from service.embedded import free_port
+from tests.ports import free_port
 from tests.processes import env_for, spawn, stop, wait_healthy
 
 pytestmark = pytest.mark.slow

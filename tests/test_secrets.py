@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis
 
-from service.embedded import free_port
 from slipstream.logs import SecretMask
 from slipstream.secrets import configured_secrets, masked, without_userinfo
 from tests.anthropic_mock import ok, overloaded, running_mock, status
+from tests.ports import free_port
 from tests.processes import (
     chat,
     env_for,

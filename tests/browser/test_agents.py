@@ -17,9 +17,9 @@ import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, WebSocketRoute, expect
 
 from consumers.agents import SHIPPED_FILE
-from service.embedded import free_port
 from tests.browser.conftest import screenshot
 from tests.browser.shown import shown
+from tests.ports import free_port
 from tests.processes import env_for, kill_pidfile, spawn, stop, wait_healthy
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from service.embedded import free_port
 from tests.browser.conftest import screenshot
 from tests.browser.test_csp import COLLECT_VIOLATIONS
+from tests.ports import free_port
 from tests.processes import embedded_service
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ import pytest
 from playwright.sync_api import BrowserContext, expect
 
 from consumers.llm.scripted import scripted_reply
-from service.embedded import free_port
 from tests.browser.conftest import THREAD_URL, screenshot
 from tests.browser.shown import shown
+from tests.ports import free_port
 from tests.processes import env_for, processes, spawn, wait_healthy
 
 pytestmark = pytest.mark.slow
