@@ -28,17 +28,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FailsWhenAsked:
-    """The scripted model, except that a question holding `[[fail]]` fails for good."""
+    """The scripted model, except that a question holding `[[fail]]` fails for good and
+    one holding `[[slow]]` takes seconds (time enough to cancel it)."""
 
     name = "scripted"
 
     def __init__(self) -> None:
         self.scripted = ScriptedLLM(words=30, delay_ms=1)
+        self.slow = ScriptedLLM(words=400, delay_ms=20)
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[Part]:
         if "[[fail]]" in prompt.question:
             raise ProviderError("the model refused", retryable=False)
-        async for part in self.scripted.stream(prompt):
+        model = self.slow if "[[slow]]" in prompt.question else self.scripted
+        async for part in model.stream(prompt):
             yield part
 
 
@@ -168,3 +171,86 @@ async def test_a_workflows_steps_and_its_wait(system: System) -> None:
     assert approval["error"] is None, approval
     [interrupt] = approval["events"][-1]["outcome"]["interrupts"]
     assert interrupt["reason"] == "signal" and interrupt["id"].endswith("/approval")
+
+
+def run_input(thread_id: str, text: str = "hello", message_id: str = "u1", **more: Any) -> Any:
+    return {
+        "threadId": thread_id,
+        "runId": "r1",
+        "messages": [{"id": message_id, "role": "user", "content": text}],
+        "tools": [],
+        "context": [],
+        "state": {},
+        "forwardedProps": {"agent": "assistant"},
+        **more,
+    }
+
+
+async def test_bad_input_is_refused_and_nothing_is_appended(
+    real_backend: Backend, settings: Settings
+) -> None:
+    tokens = dataclasses.replace(settings, auth="tokens", sends_per_minute=3)
+    async with running_system(real_backend, tokens) as system:
+        users = system.runtime.auth.users
+        owner = {"Authorization": f"Bearer {await users.add(f'owner-{id(system)}')}"}
+        other = {"Authorization": f"Bearer {await users.add(f'other-{id(system)}')}"}
+        http = system.http
+        made = await http.post("/api/threads", json={"title": "mine"}, headers=owner)
+        thread = made.json()["id"]
+        length = await system.runtime.store.version(thread)
+
+        async def refused(body: Any, headers: dict[str, str], code: int, says: str) -> None:
+            answer = await http.post("/api/ag-ui", json=body, headers=headers)
+            assert answer.status_code == code, answer.text
+            assert says in answer.json()["detail"], answer.text
+
+        await refused(run_input(thread), {}, 401, "")
+        await refused(run_input(thread), other, 404, thread)  # another's thread: as if none
+        await refused(run_input("bad id!"), owner, 422, "threadId")
+        assistant_last = run_input(thread)
+        assistant_last["messages"].append({"id": "a1", "role": "assistant", "content": "hi"})
+        await refused(assistant_last, owner, 422, "last message must be the user's")
+        await refused(run_input(thread, text="   "), owner, 422, "must not be empty")
+        await refused(run_input(thread, message_id="no spaces"), owner, 422, "client id")
+        unknown = run_input(thread, forwardedProps={"agent": "nobody"})
+        await refused(unknown, owner, 422, "forwardedProps.agent")
+        await refused(run_input(thread, text="x" * 40_000), owner, 413, "at most")
+        stranger = run_input(thread, resume=[{"interruptId": "x", "status": "resolved"}])
+        await refused(stranger, owner, 422, "interruptId")
+        assert await system.runtime.store.version(thread) == length
+        # A new thread id is not made by a refused input either.
+        await refused(run_input("fresh", text=" "), owner, 422, "must not be empty")
+        assert not await system.runtime.store.exists("fresh")
+        # Past the sends a minute: 429 with Retry-After, nothing appended.
+        for n in range(3):
+            async with http.stream(
+                "POST", "/api/ag-ui", json=run_input(thread, message_id=f"m{n}"), headers=owner
+            ) as answer:
+                assert answer.status_code == 200
+                assert answer.headers["content-type"].startswith("text/event-stream")
+                await answer.aread()
+        length = await system.runtime.store.version(thread)
+        limited = await http.post(
+            "/api/ag-ui", json=run_input(thread, message_id="m9"), headers=owner
+        )
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert await system.runtime.store.version(thread) == length
+
+
+async def test_a_cancelled_run_is_the_cancelled_outcome(system: System) -> None:
+    body = run_input("agui-cancel", text="Go on at length [[slow]]")
+    seen: list[dict[str, Any]] = []
+    async with system.http.stream("POST", "/api/ag-ui", json=body) as answer:
+        assert answer.status_code == 200
+        async for line in answer.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            seen.append(json.loads(line.removeprefix("data: ")))
+            if seen[-1]["type"] == "TEXT_MESSAGE_CONTENT" and len(seen) == 3:
+                events = await events_of(system.http, "agui-cancel")
+                run_id = next(e["run_id"] for e in events if e["type"] == "run.requested")
+                cancel = await system.http.post(f"/api/runs/{run_id}/cancel", json={})
+                assert cancel.status_code == 202, cancel.text
+    assert seen[-1]["type"] == "RUN_FINISHED"
+    assert seen[-1]["outcome"] == {"type": "cancelled"}
+    assert seen[-2]["type"] == "TEXT_MESSAGE_END"
