@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import agui, api, openapi, session, sse, websocket
+from service import agui, api, chat_api, openapi, session, sse, websocket
 from service.body_limit import BodyLimit
 from service.limits import LimitReached
 from service.runtime import Runtime
@@ -92,6 +92,7 @@ def create_app(
     app.include_router(api.public)
     app.include_router(session.router)
     app.include_router(websocket.router)
+    app.include_router(chat_api.router)
     app.include_router(agui.router)
     app.include_router(sse.router)
 
