@@ -87,8 +87,10 @@ def _unprocessable(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
 
 
+# The streaming routes are not in /openapi.json: their shapes are the AI SDK's.
 @router.post(
     "/api/chat",
+    include_in_schema=False,
     response_class=StreamingResponse,
     responses={
         200: {"content": {MEDIA_TYPE: {}}, "description": "the answer, as a UI message stream"},
@@ -272,6 +274,7 @@ async def _waited_at(rt: Runtime, thread_id: str, run: RunView, calls: list[str]
 
 @router.get(
     "/api/chat/{chat_id}/stream",
+    include_in_schema=False,
     response_class=StreamingResponse,
     responses={
         200: {"content": {MEDIA_TYPE: {}}, "description": "the active answer, from its start"},

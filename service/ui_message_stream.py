@@ -178,7 +178,7 @@ class Answer:
             text.open_id = part_id
             start: Chunk = {"type": "text-start", "id": part_id}
             writer = agent or self.runs[run_id]
-            if message_id != self.message_id or len(self.runs) > 1 or agent:
+            if message_id != self.message_id or len(self.runs) > 1 or writer != self.runs[run_id]:
                 start["providerMetadata"] = {
                     "slipstream": {"agent": writer, "messageId": message_id}
                 }

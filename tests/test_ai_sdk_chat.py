@@ -4,6 +4,7 @@ against a whole Slipstream; each answer is compared with the thread's own events
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,6 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from slipstream.backend import Backend
+from slipstream.config import Settings
+from tests.harness import running_system
 from tests.processes import embedded_service
 
 SCRIPT = Path(__file__).resolve().parent / "js" / "ai_sdk_chat.mjs"
@@ -208,3 +212,45 @@ def test_bad_requests_are_refused_and_write_nothing(base: str) -> None:
 
 def _user(text: str) -> dict[str, Any]:
     return {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+async def test_tokens_owners_and_the_send_limit_hold_for_chats(
+    real_backend: Backend, settings: Settings
+) -> None:
+    limited = dataclasses.replace(settings, auth="tokens", sends_per_minute=1)
+    async with running_system(real_backend, limited) as system:
+        users = system.runtime.auth.users
+        owner = await users.add(f"owner-{id(system)}")
+        stranger = await users.add(f"stranger-{id(system)}")
+        as_owner = {"Authorization": f"Bearer {owner}"}
+        as_stranger = {"Authorization": f"Bearer {stranger}"}
+        chat = chat_id()
+        body = {"id": chat, "messages": [_user("hello")]}
+        assert (await system.http.post("/api/chat", json=body)).status_code == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert (await system.http.post("/api/chat", json=body, headers=bad)).status_code == 401
+        async with system.http.stream("POST", "/api/chat", json=body, headers=as_owner) as r:
+            assert r.status_code == 200
+            assert r.headers["x-vercel-ai-ui-message-stream"] == "v1"
+            assert r.headers["content-type"].startswith("text/event-stream")
+            raw = b"".join([part async for part in r.aiter_bytes()])
+        assert raw.endswith(b"data: [DONE]\n\n")
+        # Another's chat is a missing one, on every route; nothing is written for them.
+        version = await system.runtime.store.version(chat)
+        other = {"id": chat, "messages": [{**_user("mine now"), "id": "u2"}]}
+        for method, path, payload in (
+            ("POST", "/api/chat", other),
+            ("GET", f"/api/chat/{chat}/stream", None),
+            ("POST", f"/api/chat/{chat}/stop", None),
+        ):
+            answer = await system.http.request(method, path, json=payload, headers=as_stranger)
+            assert answer.status_code == 404, answer.text
+            assert chat in answer.json()["detail"]
+        # The owner's second new message in the minute passes the send limit.
+        again = await system.http.post("/api/chat", json=other, headers=as_owner)
+        assert again.status_code == 429, again.text
+        assert "Retry-After" in again.headers
+        assert await system.runtime.store.version(chat) == version
+        # Nothing runs: the resume endpoint says 204.
+        idle = await system.http.get(f"/api/chat/{chat}/stream", headers=as_owner)
+        assert idle.status_code == 204
