@@ -132,6 +132,13 @@ const scenarios = {
     return { ...summary(result), stop: await stopped };
   },
 
+  // Watch the chat's active answer from its first part (another client asked it).
+  async watch() {
+    const stream = await transport.reconnectToStream({ chatId: args.chatId });
+    if (stream === null) return { stream: null };
+    return summary(await read(stream));
+  },
+
   // What the resume endpoint says when nothing runs.
   async idle() {
     const stream = await transport.reconnectToStream({ chatId: args.chatId });
