@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -37,15 +36,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from consumers.agents import known_agents
-from service import access, api, auth, commands
+from service import access, api, commands
 from service.agui_events import Translation, parse_interrupt_id
 from service.follow import follow
-from service.models import MAX_AGENTS_PER_MESSAGE, MAX_MESSAGE_BYTES
+from service.models import MAX_AGENTS_PER_MESSAGE, MAX_MESSAGE_BYTES, NewMessage
 from service.runtime import Runtime
 from service.session import caller
+from service.stream_gate import StreamGate
 from slipstream import errors, events
 from slipstream.keys import stream_id_tuple
-from slipstream.supervise import is_redis_fault
 
 router = APIRouter(dependencies=api.router.dependencies, responses={401: {}, 403: {}})
 
@@ -158,26 +157,12 @@ async def _send(request: Request, rt: Runtime, body: RunAgentInput) -> tuple[Tra
         with contextlib.suppress(errors.ThreadExists):  # made meanwhile: whose is checked below
             await commands.create_thread_with_id(rt.store, body.threadId, "", owner=who.user)
         await access.authorize(rt, who, body.threadId)
-    routed: tuple[events.RoutedBy, str] | None = None
-    with_run = None
-    if agent is not None:
-        agents = [agent]
-    else:
+    if agent is None:  # a resend is answered before routing, as the HTTP API does
         before = await commands.earlier_send(rt.store, body.threadId, last.id)
         if before is not None:
             return _following(body, before), before.event_id
-        agents, routed, with_run = await api._route(rt, text)
-    sent = await commands.send_message(
-        rt.store,
-        body.threadId,
-        text,
-        agents,
-        client_id=last.id,
-        routed=routed,
-        with_run=with_run,
-    )
-    if not sent.duplicate:
-        await rt.limits.add_runs(who.user, [r.run_id for r in sent.runs] or [sent.run_id])
+    message = NewMessage(content=text, agent=agent, client_id=last.id)  # checked above
+    sent = await api.send_routed(rt, who.user, body.threadId, message)
     return _following(body, sent), sent.event_id
 
 
@@ -257,7 +242,7 @@ async def _answer(
 async def _stream(
     request: Request, rt: Runtime, thread_id: str, translation: Translation, after: str
 ) -> AsyncIterator[bytes]:
-    gate = _Gate(request, rt, thread_id)
+    gate = StreamGate(rt, request, thread_id)
     for out in translation.start():
         yield _data(out)
     async with contextlib.aclosing(
@@ -272,36 +257,9 @@ async def _stream(
             if translation.done:
                 return
     if not translation.done:
-        message = gate.refused or "the stream stopped"
+        message = gate.refusal or "the stream stopped"
         yield _data({"type": "RUN_ERROR", "message": message, "code": "stream_closed"})
 
 
 def _data(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
-class _Gate:
-    """A stream outlives its request's check: each heartbeat the caller is identified
-    and authorized again, and a revoked token or a removed member stops receiving."""
-
-    def __init__(self, request: Request, rt: Runtime, thread_id: str) -> None:
-        self.request = auth.Request.of(request)
-        self.rt = rt
-        self.thread_id = thread_id
-        self.checked = time.monotonic()
-        self.refused: str | None = None
-
-    async def still_open(self) -> bool:
-        if time.monotonic() - self.checked < self.rt.settings.heartbeat_s:
-            return True
-        self.checked = time.monotonic()
-        try:
-            who = await self.rt.auth.identify(self.request)
-            await access.authorize(self.rt, who, self.thread_id)
-        except (auth.Unauthenticated, auth.CrossSiteRefused, errors.ThreadNotFound) as exc:
-            self.refused = str(exc)
-            return False
-        except Exception as exc:
-            if not is_redis_fault(exc):
-                raise  # a Redis fault is no refusal: ask again at the next beat
-        return True

@@ -296,21 +296,29 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
     await _check_place(runtime(request), thread_id, body)
     # Before routing: the classifier is a model call, and spam must not cost one.
     await _may_start_runs(request, send=True)
+    # A resend is answered from the first send before routing: routing may ask a
+    # model, whose answer the resend would only throw away (the append dedupes it).
+    if not body.picked and body.client_id is not None:
+        before = await commands.earlier_send(runtime(request).store, thread_id, body.client_id)
+        if before is not None:
+            return _accepted(before)
+    return _accepted(await send_routed(runtime(request), caller(request).user, thread_id, body))
+
+
+async def send_routed(rt: Runtime, user: str, thread_id: str, body: NewMessage) -> commands.Sent:
+    """Append `body` and the runs that answer it, to the agents it picks or as the router
+    decides; `user`'s new runs count against their runs-at-once limit. The caller has
+    checked access and limits, and answered a resend it could tell before routing.
+    (The HTTP API, the AI SDK's /api/chat and AG-UI all send through here.)"""
     agents = body.picked
     routed: tuple[events.RoutedBy, str] | None = None
     with_run: Callable[[str], list[events.Event]] | None = None
     if len(agents) > 1:
         routed = ("pick", f"chosen by the sender: {', '.join(agents)}")
     elif not agents:
-        # A resend is answered from the first send before routing: routing may ask a
-        # model, whose answer the resend would only throw away (the append dedupes it).
-        if body.client_id is not None:
-            before = await commands.earlier_send(runtime(request).store, thread_id, body.client_id)
-            if before is not None:
-                return _accepted(before)
-        agents, routed, with_run = await _route(runtime(request), body.content)
+        agents, routed, with_run = await _route(rt, body.content)
     sent = await commands.send_message(
-        runtime(request).store,
+        rt.store,
         thread_id,
         body.content,
         agents,
@@ -323,9 +331,8 @@ async def send_message(request: Request, thread_id: ThreadId, body: NewMessage) 
         parent_id=body.parent_id,
     )
     if not sent.duplicate:
-        started = [r.run_id for r in sent.runs] or [sent.run_id]
-        await runtime(request).limits.add_runs(caller(request).user, started)
-    return _accepted(sent)
+        await rt.limits.add_runs(user, [r.run_id for r in sent.runs] or [sent.run_id])
+    return sent
 
 
 async def _check_place(rt: Runtime, thread_id: str, body: NewMessage) -> None:

@@ -22,7 +22,6 @@ web process: a client cut off resumes with the same text.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -31,15 +30,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from projections.thread_view import RunView, ThreadView
-from service import access, api, auth, commands
+from service import access, api, commands
 from service.follow import follow
 from service.models import MAX_MESSAGE_BYTES, NewMessage
 from service.runtime import Runtime
 from service.session import authenticated, caller
+from service.stream_gate import StreamGate
 from service.ui_message_stream import DONE, HEADERS, HEARTBEAT, MEDIA_TYPE, Answer, sse
 from slipstream import errors
 from slipstream import events as ev
-from slipstream.supervise import is_redis_fault
 
 router = APIRouter(dependencies=[Depends(authenticated)], responses={401: {}, 403: {}})
 
@@ -162,24 +161,7 @@ async def _send(
             await commands.create_thread_with_id(rt.store, body.id, "", owner=who.user)
         except errors.ThreadExists:  # created meanwhile (a twin request): theirs or ours
             await access.authorize(rt, who, body.id)
-    agents = message.picked
-    routed: tuple[ev.RoutedBy, str] | None = None
-    with_run = None
-    if len(agents) > 1:
-        routed = ("pick", f"chosen by the sender: {', '.join(agents)}")
-    elif not agents:
-        agents, routed, with_run = await api._route(rt, message.content)
-    sent = await commands.send_message(
-        rt.store,
-        body.id,
-        message.content,
-        agents,
-        client_id=message.client_id,
-        routed=routed,
-        with_run=with_run,
-    )
-    if not sent.duplicate:
-        await rt.limits.add_runs(who.user, [r.run_id for r in sent.runs] or [sent.run_id])
+    sent = await api.send_routed(rt, who.user, body.id, message)
     return await _answer_stream(request, rt, sent)
 
 
@@ -321,39 +303,11 @@ async def stop(request: Request, chat_id: ChatId) -> Stopped:
     return Stopped(thread_id=chat_id, cancelled=cancelled)
 
 
-class _Gate:
-    """Who the stream serves, asked again every heartbeat, as the websocket does: a
-    revoked token, a signed-out session or a removed member stops receiving."""
-
-    def __init__(self, request: Request, rt: Runtime, thread_id: str) -> None:
-        self.rt, self.thread_id = rt, thread_id
-        self.request = auth.Request.of(request)
-        self.checked = time.monotonic()
-        self.refused = False
-
-    async def still_open(self) -> bool:
-        if time.monotonic() - self.checked < self.rt.settings.heartbeat_s:
-            return True
-        self.checked = time.monotonic()
-        try:
-            who = await self.rt.auth.identify(self.request)
-            await access.authorize(self.rt, who, self.thread_id)
-            if not await self.rt.store.exists(self.thread_id):
-                raise errors.ThreadNotFound(self.thread_id)
-        except (auth.Unauthenticated, auth.CrossSiteRefused, errors.ThreadNotFound):
-            self.refused = True
-            return False
-        except Exception as exc:
-            if not is_redis_fault(exc):
-                raise
-        return True
-
-
 async def _chunks(
     request: Request, rt: Runtime, answer: Answer, after: str
 ) -> AsyncIterator[bytes]:
     """The stream's bytes. A client that goes closes only this: the runs go on."""
-    gate = _Gate(request, rt, answer.thread_id)
+    gate = StreamGate(rt, request, answer.thread_id)
     for chunk in answer.opening():
         yield sse(chunk)
     followed = follow(
@@ -377,7 +331,7 @@ async def _chunks(
                 for chunk in answer.paused():
                     yield sse(chunk)
                 break
-    if gate.refused:
+    if gate.refusal is not None:
         yield sse({"type": "error", "errorText": "you may no longer read this chat"})
     yield DONE
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -27,11 +26,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service import access, auth
+from service import access
 from service.api import ThreadId, check_stream_id, existing_view
 from service.follow import follow
 from service.runtime import Runtime
 from service.session import authenticated, caller
+from service.stream_gate import StreamGate
 from slipstream import errors
 from slipstream.supervise import is_redis_fault
 
@@ -50,43 +50,6 @@ def message(frame: str, event_id: str | None = None) -> bytes:
 
 def _error(detail: str) -> bytes:
     return message(orjson.dumps({"type": "error", "detail": detail}).decode())
-
-
-class _Watch:
-    """The caller asked again while the response stays open (as the websocket's gate):
-    a refusal ends the stream, with its reason in `refusal`. A Redis fault while
-    asking is no refusal: the stream carries on and asks at the next beat."""
-
-    def __init__(self, rt: Runtime, request: Request, user: str, thread_id: str) -> None:
-        self.rt, self.thread_id = rt, thread_id
-        self.request = auth.Request.of(request)
-        self.user = user
-        self.socket_id = uuid.uuid4().hex  # its entry among the user's sockets
-        self.refusal: str | None = None
-        self._checked = time.monotonic()
-
-    async def still_open(self) -> bool:
-        if time.monotonic() - self._checked < self.rt.settings.heartbeat_s:
-            return True
-        self._checked = time.monotonic()
-        try:
-            found = await self.rt.auth.identify(self.request)
-            await self.rt.limits.renew_socket(self.user, self.socket_id)
-            await access.authorize(self.rt, found, self.thread_id)
-            if not await self.rt.store.exists(self.thread_id):
-                raise errors.ThreadNotFound(self.thread_id)
-        except (auth.Unauthenticated, auth.CrossSiteRefused, errors.ThreadNotFound) as exc:
-            self.refusal = str(exc)
-            return False
-        except Exception as exc:
-            if not is_redis_fault(exc):
-                raise
-        return True
-
-    async def release(self) -> None:
-        # It lapses by itself anyway (service/limits.py): a fault here costs nothing.
-        with contextlib.suppress(Exception):
-            await self.rt.limits.release_socket(self.user, self.socket_id)
 
 
 class _EventStream(StreamingResponse):
@@ -145,25 +108,26 @@ async def event_stream(
         resume = view.last_event_id
     elif not await rt.store.exists(thread_id):
         raise errors.ThreadNotFound(thread_id)
-    watch = _Watch(rt, request, who.user, thread_id)
-    await rt.limits.hold_socket(who.user, watch.socket_id)  # 429 past the user's sockets
-    return _EventStream(_frames(rt, watch, snapshot, resume))
+    gate = StreamGate(rt, request, thread_id, socket_id=uuid.uuid4().hex)
+    assert gate.socket_id is not None
+    await rt.limits.hold_socket(who.user, gate.socket_id)  # 429 past the user's sockets
+    return _EventStream(_frames(rt, gate, who.user, snapshot, resume))
 
 
 async def _frames(
-    rt: Runtime, watch: _Watch, snapshot: bytes | None, after: str | None
+    rt: Runtime, gate: StreamGate, user: str, snapshot: bytes | None, after: str | None
 ) -> AsyncIterator[bytes]:
     try:
         if snapshot is not None:
             yield snapshot
         followed = follow(
-            rt, watch.thread_id, after, idle_s=rt.settings.heartbeat_s, still_open=watch.still_open
+            rt, gate.thread_id, after, idle_s=rt.settings.heartbeat_s, still_open=gate.still_open
         )
         async with contextlib.aclosing(followed) as events:
             async for item in events:
                 yield PING if item is None else message(item.frame, item.id)
-        if watch.refusal is not None:
-            yield _error(watch.refusal)
+        if gate.refusal is not None:
+            yield _error(gate.refusal)
     except Exception as exc:
         if not is_redis_fault(exc):
             raise
@@ -171,4 +135,6 @@ async def _frames(
         # The client reconnects (EventSource by itself) with Last-Event-ID.
         yield _error("Redis is unavailable: try again later")
     finally:
-        await watch.release()
+        # Its place lapses by itself anyway (service/limits.py): a fault here costs nothing.
+        with contextlib.suppress(Exception):
+            await rt.limits.release_socket(user, str(gate.socket_id))
