@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.processes import embedded_service
 
@@ -17,6 +17,18 @@ SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 WORDS = 120
 THREAD_URL = re.compile(r"#.{3,}$")
 """A page showing a thread (its id after the #)."""
+USER = '[data-testid="message"][data-role="user"]'
+ASSISTANT = '[data-testid="message"][data-role="assistant"]'
+
+
+def ask(page: Page, text: str) -> None:
+    """Send `text` from the composer and wait for its answer to complete."""
+    answers = page.locator(f'{ASSISTANT}[data-status="completed"]').count()
+    page.get_by_test_id("message-input").fill(text)
+    page.get_by_test_id("send-button").click()
+    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_have_count(
+        answers + 1, timeout=30_000
+    )
 
 
 @pytest.fixture(scope="module")

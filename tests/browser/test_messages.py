@@ -6,20 +6,7 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import THREAD_URL, WORDS, screenshot
-
-USER = '[data-testid="message"][data-role="user"]'
-ASSISTANT = '[data-testid="message"][data-role="assistant"]'
-
-
-def ask(page: Page, text: str) -> None:
-    """Send `text` and wait for its answer to complete."""
-    answers = page.locator(f'{ASSISTANT}[data-status="completed"]').count()
-    page.get_by_test_id("message-input").fill(text)
-    page.get_by_test_id("send-button").click()
-    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_have_count(
-        answers + 1, timeout=30_000
-    )
+from tests.browser.conftest import ASSISTANT, THREAD_URL, USER, WORDS, ask, screenshot
 
 
 def threads(server: str) -> list[str]:

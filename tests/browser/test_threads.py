@@ -5,19 +5,7 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import THREAD_URL, screenshot
-
-USER = '[data-testid="message"][data-role="user"]'
-ASSISTANT = '[data-testid="message"][data-role="assistant"]'
-
-
-def ask(page: Page, text: str) -> None:
-    answers = page.locator(f'{ASSISTANT}[data-status="completed"]').count()
-    page.get_by_test_id("message-input").fill(text)
-    page.get_by_test_id("send-button").click()
-    expect(page.locator(f'{ASSISTANT}[data-status="completed"]')).to_have_count(
-        answers + 1, timeout=30_000
-    )
+from tests.browser.conftest import ASSISTANT, THREAD_URL, USER, ask, screenshot
 
 
 def test_search_finds_a_message_deep_in_an_old_thread(page: Page, server: str) -> None:
