@@ -12,6 +12,12 @@ out while Redis is merely idle; and redis-py 8 can leave a read with a socket
 timeout hanging when it is cancelled) and TCP keep-alive, so a peer that
 vanished without a reset is still noticed.
 
+On Redis Cluster (`redis+cluster://` or `rediss+cluster://`, see
+`cluster_nodes`) the client is redis-py's cluster client, which routes each
+command by its key's slot and follows MOVED and ASK. Every key of a partition
+shares one hash tag, so a script or transaction of one partition runs on one
+node; what spans partitions (pipelines of reads) is split by the client.
+
 In-process fakeredis cannot block on streams the way Redis does, so there
 readers poll without blocking and wait on a `Notifier` that every append
 pokes: the same code paths, without a sleep loop.
@@ -22,14 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ExecAbortError, ResponseError
 
 Entry = tuple[str, dict[str, str]]
 
@@ -51,15 +61,96 @@ def _keepalive() -> dict[int, int]:
     return options
 
 
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
+# What a cluster URL's query may set: TLS files and checks, as redis-py names them.
+CLUSTER_OPTIONS = frozenset({"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"})
+
+
 def redacted(url: str) -> str:
     """The URL without its password, for logs and health answers."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
         return url
-    user = f"{parts.username}:" if parts.username else ":"
-    host = parts.hostname or ""
-    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hosts}"
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+@dataclass(frozen=True)
+class ClusterURL:
+    """`redis+cluster://[user:password@]host:port[,host:port...][?option=value...]`.
+
+    The hosts are seeds: the client asks them for the cluster's layout and finds
+    the other nodes itself, so one live seed is enough, and more survive the loss
+    of some. `rediss+cluster://` speaks TLS to every node.
+    """
+
+    seeds: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    tls: bool
+    options: dict[str, str]
+
+    @classmethod
+    def parse(cls, url: str) -> ClusterURL:
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in CLUSTER_SCHEMES:
+            raise ValueError(f"not a cluster URL (redis+cluster:// or rediss+cluster://): {scheme}")
+        rest, _, query = rest.partition("?")
+        rest = rest.rstrip("/")
+        if "/" in rest:
+            raise ValueError("a cluster URL names no database: Redis Cluster has only db 0")
+        userinfo, at, hosts = rest.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        seeds = tuple(_host_port(seed) for seed in hosts.split(",") if seed)
+        if not seeds:
+            raise ValueError("a cluster URL needs at least one host:port")
+        options = dict(parse_qsl(query))
+        unknown = sorted(set(options) - CLUSTER_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown cluster URL option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(CLUSTER_OPTIONS))}"
+            )
+        return cls(seeds, username, password, CLUSTER_SCHEMES[scheme.lower()], options)
+
+
+def _host_port(seed: str) -> tuple[str, int]:
+    host, colon, port = seed.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        raise ValueError(f"cluster seed {seed!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def cluster_client(url: str, **options: Any) -> aioredis.Redis:
+    """redis-py's cluster client for a `redis+cluster://` URL.
+
+    Typed as the plain client: it offers the same command API, which is all
+    Slipstream uses (pipelines, scripts, transactions of one slot, sharded pub/sub).
+    """
+    parsed = ClusterURL.parse(url)
+    settings: dict[str, Any] = {**parsed.options, **options}
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],
+        username=parsed.username,
+        password=parsed.password,
+        ssl=parsed.tls,
+        decode_responses=True,
+        # A failover or a resharding is seen as refused connections, CLUSTERDOWN
+        # or MOVED for a second or so: a few spaced retries ride most of it out,
+        # and what lasts longer is a fault the caller's loop already survives.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        **settings,
+    )
+    return cast(aioredis.Redis, client)
 
 
 def _one_reconnect() -> Retry:
@@ -117,16 +208,33 @@ class Backend:
     url: str | None
     fake_server: Any = None
     notifier: Notifier | None = None
+    timeout_s: float = COMMAND_TIMEOUT_S
     _readers: list[aioredis.Redis] = field(default_factory=list)
+    _nodes: dict[str, aioredis.Redis] = field(default_factory=dict)
 
     @property
     def can_block(self) -> bool:
         return self.fake_server is None
 
+    @property
+    def cluster(self) -> bool:
+        """On Redis Cluster: no command may name keys of two partitions."""
+        return self.url is not None and is_cluster_url(self.url)
+
     @classmethod
     def connect(
         cls, url: str, *, max_connections: int = 64, timeout_s: float = COMMAND_TIMEOUT_S
     ) -> Backend:
+        if is_cluster_url(url):
+            client = cluster_client(
+                url,
+                # Per node; a cluster client raises, rather than waits, when all are busy.
+                max_connections=max_connections * 4,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                health_check_interval=30,
+            )
+            return cls(client=client, url=url, timeout_s=timeout_s)
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -137,7 +245,7 @@ class Backend:
             health_check_interval=30,
             retry=_one_reconnect(),
         )
-        return cls(client=aioredis.Redis.from_pool(pool), url=url)
+        return cls(client=aioredis.Redis.from_pool(pool), url=url, timeout_s=timeout_s)
 
     @classmethod
     def in_process(cls) -> Backend:
@@ -151,6 +259,18 @@ class Backend:
         """A client of its own for one blocking reader."""
         if self.fake_server is not None:
             return self.client
+        if self.cluster:
+            # A cluster client of its own: a blocking read holds a connection
+            # to its partition's node, and follows the partition if it moves.
+            reader = cluster_client(
+                self.url or "",
+                socket_timeout=None,
+                socket_keepalive=True,
+                socket_keepalive_options=_keepalive(),
+                socket_connect_timeout=COMMAND_TIMEOUT_S,
+            )
+            self._readers.append(reader)
+            return reader
         reader = aioredis.Redis.from_url(
             self.url or "",
             decode_responses=True,
@@ -211,11 +331,89 @@ class Backend:
             reply = as_stream_reply(await reader.xreadgroup(group, consumer, ids, count=count))
         return reply
 
+    @contextlib.asynccontextmanager
+    async def pipeline_for(self, key: str, *, transaction: bool = True) -> AsyncIterator[Pipeline]:
+        """A pipeline on one connection to the node that holds `key`: MULTI/EXEC by default.
+
+        Every key it names must share `key`'s partition. On one Redis this is the
+        client's own pipeline. On a cluster it runs on a plain connection to the
+        slot's master rather than through the cluster client, whose transactions
+        resolve each queued command's slot on a thread of their own, blocking the
+        event loop meanwhile; and it keeps commands such as WAIT on the connection
+        that wrote. A redirection (the slot moved) or a lost node refreshes the
+        cluster's layout, so the caller's next try goes to the right node.
+        """
+        if not self.cluster:
+            async with self.client.pipeline(transaction=transaction) as pipe:
+                yield pipe
+            return
+        node = await self._node_client(key)
+        try:
+            async with node.pipeline(transaction=transaction) as pipe:
+                yield pipe
+        except (ResponseError, ExecAbortError, RedisConnectionError) as exc:
+            if isinstance(exc, RedisConnectionError) or _redirected(exc):
+                await self._refresh_layout()
+            raise
+
+    async def _node_client(self, key: str) -> aioredis.Redis:
+        cluster = cast(RedisCluster, self.client)
+        if not cluster.get_nodes():
+            await cluster.initialize()
+        node = cluster.get_node_from_key(key)
+        if node is None:
+            raise RedisConnectionError(f"no node of the cluster serves {key} now")
+        client = self._nodes.get(node.name)
+        if client is None:
+            pool = aioredis.BlockingConnectionPool(
+                host=node.host,
+                port=node.port,
+                max_connections=16,
+                timeout=POOL_WAIT_S,
+                decode_responses=True,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                health_check_interval=30,
+                retry=_one_reconnect(),
+                **_node_credentials(cluster),
+            )
+            client = self._nodes[node.name] = aioredis.Redis.from_pool(pool)
+        return client
+
+    async def _refresh_layout(self) -> None:
+        cluster = cast(RedisCluster, self.client)
+        with contextlib.suppress(Exception):  # the next command tries again anyway
+            await cluster.nodes_manager.initialize()
+
     async def close(self) -> None:
         for reader in self._readers:
             await reader.aclose()
         self._readers.clear()
+        for node in self._nodes.values():
+            await node.aclose()
+        self._nodes.clear()
         await self.client.aclose()
+
+
+def _redirected(exc: Exception) -> bool:
+    """MOVED or ASK, raised as such or inside an aborted MULTI."""
+    text = str(exc)
+    return isinstance(exc, ExecAbortError) or text.startswith(("MOVED", "ASK")) or "MOVED" in text
+
+
+def _node_credentials(cluster: RedisCluster) -> dict[str, Any]:
+    """What the cluster client connects to its nodes with: password, TLS."""
+    kwargs = dict(cluster.nodes_manager.connection_kwargs)
+    wanted = (
+        "username",
+        "password",
+        "ssl",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+    )
+    return {name: kwargs[name] for name in wanted if kwargs.get(name) is not None}
 
 
 def _has_entries(reply: StreamReply) -> bool:

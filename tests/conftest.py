@@ -21,6 +21,7 @@ from slipstream.config import Settings
 from slipstream.keys import Keyspace
 from slipstream.store import EventStore
 from tests.ports import free_port
+from tests.redis_cluster import Cluster
 
 TEST_ENV = {
     "SLIPSTREAM_LLM": "scripted",
@@ -75,6 +76,27 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """3 masters and 3 replicas, started once for the session (about 2 s)."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.fail("redis-server and redis-cli are not on PATH; `make test` installs them")
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: Cluster) -> str:
+    """The session's cluster, healthy and empty."""
+    redis_cluster.wait_healthy()
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture
