@@ -45,6 +45,7 @@ CLEANUP_EVERY_S = 30.0
 # Deliveries past the attempt bound before an item counts as undeliverable: a run
 # whose worker dies is delivered once per attempt, so this never cuts a real one short.
 UNDELIVERABLE_MARGIN = 3
+TIMERS_PER_CALL = 100  # due timers fired per partition per pass: one script call's work
 
 
 async def ensure_group(backend: Backend, stream: str, group: str) -> None:
@@ -156,7 +157,7 @@ class Worker:
                 await self._guarded(item)
 
         while True:
-            await self._fire_due_timers(force=True)
+            await self._fire_due_timers()
             self.stats["schedules_fired"] += await self.schedules.fire_due()
             items = await self._read(self.backend.client, self.partitions, count=100, block_ms=0)
             items += await self._reclaim(limit=10_000)
@@ -469,18 +470,27 @@ class Worker:
             self.stats["undeliverable"] += 1
         return kept
 
-    async def _fire_due_timers(self, *, force: bool = False) -> None:
-        async with self.backend.client.pipeline(transaction=False) as pipe:
-            pipe.time()
-            for part in self.partitions:
-                pipe.zrange(part.timers, 0, 0, withscores=True)
-            (seconds, micros), *heads = await pipe.execute()
+    async def _fire_due_timers(self) -> None:
         # Redis's clock decides what is due, as it does for leases, so workers whose
-        # clocks differ agree; a clock given to the worker (tests) replaces it.
-        now_ms = self.clock.now_ms() if self._own_clock else seconds * 1000 + micros // 1000
-        for part, head in zip(self.partitions, heads, strict=True):
-            if head and (force or head[0][1] <= now_ms):
-                fired = await self._fire(keys=[part.timers, part.work], args=[100, now_ms])
+        # clocks differ agree; a clock given to the worker (tests) replaces it. TIME
+        # on its own: a cluster's pipeline refuses a command without a key.
+        if self._own_clock:
+            now_ms = self.clock.now_ms()
+        else:
+            seconds, micros = await self.backend.client.time()
+            now_ms = seconds * 1000 + micros // 1000
+        # The due runs are read first, so the script is given every run hash it
+        # touches; it checks again that each is still due.
+        async with self.backend.client.pipeline(transaction=False) as pipe:
+            for part in self.partitions:
+                pipe.zrangebyscore(part.timers, "-inf", now_ms, start=0, num=TIMERS_PER_CALL)
+            due: list[list[str]] = await pipe.execute()
+        for part, run_ids in zip(self.partitions, due, strict=True):
+            if run_ids:
+                fired = await self._fire(
+                    keys=[part.timers, part.work, *(part.run(r) for r in run_ids)],
+                    args=[now_ms, *run_ids],
+                )
                 if fired:
                     self.backend.appended()
                     self.stats["timers_fired"] += len(fired)

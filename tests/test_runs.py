@@ -274,7 +274,7 @@ async def test_a_due_timer_fires_once_among_several_workers(
     part = store.keys.partition(thread_id)
     await store.redis.zadd(part.timers, {f"{thread_id}.abcdef": 0})
     workers = [Worker(real_backend, store, ScriptedLLM(), settings) for _ in range(3)]
-    await asyncio.gather(*(w._fire_due_timers(force=True) for w in workers))
+    await asyncio.gather(*(w._fire_due_timers() for w in workers))
     assert sum(w.stats["timers_fired"] for w in workers) == 1
     assert await store.redis.xlen(part.work) == 1
 

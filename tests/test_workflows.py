@@ -391,7 +391,7 @@ async def test_a_timer_then_a_signal_make_one_work_item(harness: Harness) -> Non
     thread_id, run_id = await harness.start("test_wait")
     await harness.run(thread_id, run_id)  # parked, with a one-hour timeout
     harness.clock.advance(hours=1)
-    await harness.worker._fire_due_timers(force=True)
+    await harness.worker._fire_due_timers()
     await commands.signal_run(harness.store, run_id, "go", "late")
     part = harness.store.keys.partition(thread_id)
     assert await harness.store.redis.xlen(part.work) == 1
