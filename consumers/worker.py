@@ -28,6 +28,7 @@ from slipstream import errors
 from slipstream.backend import Backend, as_entries
 from slipstream.clock import Clock, SystemClock, is_test_clock
 from slipstream.config import Settings
+from slipstream.doorbell import Doorbell
 from slipstream.identity import consumer_name
 from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, Partition
 from slipstream.leases import Claim, Leases
@@ -92,6 +93,12 @@ class Worker:
         self._rotation = 0
         self._unclaimed: dict[str, WorkItem] = {}  # spawned, lease not taken yet
         self._reader: Redis | None = None
+        # On a cluster no read may span partitions: a bell per partition says which to read.
+        self._bell = (
+            Doorbell(backend, [part.work for part in self.partitions], name="worker")
+            if backend.cluster
+            else None
+        )
         self._pubsub: PubSub | None = None
         lua = resources.files("slipstream").joinpath
         self._fire = backend.client.register_script(lua("lua/fire_timers.lua").read_text())
@@ -130,6 +137,7 @@ class Worker:
                 log=log,
             ),
             Loop("worker.cancels", self._cancel_pass, log=log),
+            *(self._bell.loops() if self._bell is not None else []),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -145,6 +153,8 @@ class Worker:
             if self._reader is not None:
                 await self.backend.release(self._reader)
                 self._reader = None
+            if self._bell is not None:
+                await self._bell.close()
 
     async def run_once(self) -> int:
         """Burst mode: run everything waiting (due timers too), then return the count."""
@@ -177,6 +187,12 @@ class Worker:
             await asyncio.wait(
                 self._tasks, timeout=TIMER_CHECK_S, return_when=asyncio.FIRST_COMPLETED
             )
+            return
+        if self._bell is not None:
+            items, fault = await self._read_rung(self._bell, free)
+            await self._start_at_most(items)  # what was read runs, whatever failed after
+            if fault is not None:
+                raise fault
             return
         if self._reader is None:
             self._reader = self.backend.reader()
@@ -211,6 +227,38 @@ class Worker:
         await self._give_back(items[free:])
         return items[:free]
 
+    async def _read_rung(
+        self, bell: Doorbell, free: int
+    ) -> tuple[list[WorkItem], Exception | None]:
+        """On a cluster: new work items of the partitions whose bell rang, never more than `free`.
+
+        Each partition is read on its own, without blocking (one command may not span
+        slots); the wait is on the bells. A partition that may hold more than was
+        taken rings again, so the next pass reads it without waiting. A failed read
+        ends the pass with what the others gave, and the fault.
+        """
+        rung = await bell.wait(READ_BLOCK_MS / 1000)
+        count = len(self.partitions)
+        start, self._rotation = self._rotation, (self._rotation + 1) % count
+        items: list[WorkItem] = []
+        for offset in range(count):
+            part = self.partitions[(start + offset) % count]
+            if part.work not in rung:
+                continue
+            left = free - len(items)
+            if left <= 0:
+                bell.ring(part.work)  # not read in this pass: the next one reads it
+                continue
+            try:
+                taken = await self._read(self.backend.client, [part], count=left, block_ms=0)
+            except Exception as exc:
+                bell.ring_all()  # read again next pass, those left unread too
+                return items, exc
+            if len(taken) == left:
+                bell.ring(part.work)
+            items += taken
+        return items, None
+
     async def _give_back(self, items: list[WorkItem]) -> None:
         """Return work items this worker read but has no room for, to the end of their stream."""
         by_stream: dict[str, list[str]] = {}
@@ -225,6 +273,13 @@ class Worker:
     async def _read(
         self, reader: Redis, partitions: list[Partition], *, count: int, block_ms: int
     ) -> list[WorkItem]:
+        if self.backend.cluster and len(partitions) > 1:
+            # One read per partition: a command may not span a cluster's slots.
+            assert not block_ms, "on a cluster a blocking read waits on one partition"
+            found: list[WorkItem] = []
+            for part in partitions:
+                found += await self._read(reader, [part], count=count, block_ms=0)
+            return found
         streams = {part.work: ">" for part in partitions}
         reply = await self.backend.xreadgroup(
             reader, WORKERS_GROUP, self.name, streams, count=count, block_ms=block_ms

@@ -15,7 +15,9 @@ The feeds are trimmed. Entries trimmed before this group read them say
 nothing any more about which threads changed; so every read of new entries
 is one MULTI that first looks at each feed and the group's position, and a
 feed found trimmed past that position has its threads active since then
-folded from their streams.
+folded from their streams. On Redis Cluster, where no command may span
+partitions, that MULTI is one per partition, and the wait for new entries is
+a bell per feed (slipstream/doorbell.py) instead of one blocking read of all.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from redis.exceptions import ResponseError
 from projections.thread_view import ThreadView
 from projections.views import DEFAULT_RUN_RETENTION_S, FoldFailed, Snapshot, ViewStore
 from slipstream.backend import Backend, Entry, as_entries, as_stream_reply
+from slipstream.doorbell import Doorbell
 from slipstream.keys import PROJECTOR_REGISTRY, PROJECTORS_GROUP, Partition, stream_id_tuple
 from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import EventStore
@@ -98,6 +101,11 @@ class Projector:
         # Each feed's last id when a wait last timed out with nothing appended.
         self._quiet: dict[str, str] | None = None
         self._group_count = backend.client.register_script(_GROUP_COUNT_LUA)
+        self._bell = (
+            Doorbell(backend, [part.feed for part in self.partitions], name="projector")
+            if backend.cluster
+            else None
+        )
 
     async def setup(self) -> None:
         for part in self.partitions:
@@ -119,6 +127,7 @@ class Projector:
                 on_missing_group=self.setup,
             ),
             Loop("projector.registry", self._register, every_s=REGISTRY_EVERY_S, log=log),
+            *(self._bell.loops() if self._bell is not None else []),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -131,6 +140,8 @@ class Projector:
             if self._reader is not None:
                 await self.backend.release(self._reader)
                 self._reader = None
+            if self._bell is not None:
+                await self._bell.close()
 
     async def run_once(self) -> int:
         """Burst mode: fold everything waiting, then return the number of feed entries."""
@@ -168,13 +179,28 @@ class Projector:
         if self._own_pending:
             handled += await self._fold_own_pending()
             self._own_pending = False
-        if self._quiet is not None and block_ms:
+        parts = self.partitions
+        if self._bell is not None and block_ms:
+            rung = await self._bell.wait(block_ms / 1000)
+            parts = [part for part in self.partitions if part.feed in rung]
+            if not parts:
+                return handled
+        elif self._quiet is not None and block_ms:
             # The last wait saw nothing appended anywhere: nothing new, nothing
             # trimmed (only appends trim), so only wait again until there is.
             if not await self._wait(reader, self._quiet, block_ms):
                 return handled
             self._quiet = None
-        reply, tails = await self._read_new()
+        try:
+            reply, tails = await self._read_new(parts)
+        except Exception:
+            if self._bell is not None:
+                self._bell.ring_all()  # a partition's read failed: look at all again
+            raise
+        if self._bell is not None:
+            for stream, entries in reply:
+                if len(entries) >= self.batch:
+                    self._bell.ring(stream)  # more may wait: read it without waiting
         by_key = {part.feed: part for part in self.partitions}
         self._holding.update(entry_id for _, entries in reply for entry_id, _ in entries)
         try:
@@ -184,7 +210,8 @@ class Projector:
                 handled += len(entries)
         finally:
             self._holding.clear()
-        if not reply and block_ms and not await self._wait(reader, tails, block_ms):
+        quiet_wait = self._bell is None and not reply and block_ms
+        if quiet_wait and not await self._wait(reader, tails, block_ms):
             self._quiet = tails
         return handled
 
@@ -196,30 +223,36 @@ class Projector:
         reply = await self.backend.xread(reader, tails, count=1, block_ms=block_ms)
         return any(entries for _, entries in reply)
 
-    async def _read_new(self) -> tuple[list[tuple[str, list[Entry]]], dict[str, str]]:
-        """New entries of every feed, read in one MULTI after a look at each feed and the group.
+    async def _read_new(
+        self, parts: list[Partition]
+    ) -> tuple[list[tuple[str, list[Entry]]], dict[str, str]]:
+        """New entries of `parts`' feeds, each read in a MULTI after a look at its feed and group.
 
         Nothing can read or trim between the look and the read, so a feed trimmed
         past the group's position is seen before the read moves the position on.
         Also returns each feed's last id, for a wait when there was nothing new.
         """
-        streams = {part.feed: ">" for part in self.partitions}
-        async with self.backend.client.pipeline(transaction=True) as pipe:
-            for part in self.partitions:
-                pipe.xinfo_groups(part.feed)
-                pipe.xinfo_stream(part.feed)
-            pipe.xreadgroup(PROJECTORS_GROUP, self.name, streams, count=self.batch)  # type: ignore[arg-type]
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        read = replies[-1]
-        if isinstance(read, Exception):
-            raise read
-        # Raw ids, entries trimmed since this name read them included.
-        delivered: dict[str, list[Entry]] = {
-            str(stream): list(entries) for stream, entries in as_stream_reply(read)
-        }
+        looks: list[tuple[Partition, Any, Any]] = []
+        delivered: dict[str, list[Entry]] = {}
+        # One MULTI on one Redis; one per partition on a cluster, where each is a slot.
+        for together in [[p] for p in parts] if self.backend.cluster else [parts]:
+            async with self.backend.pipeline_for(together[0].feed) as pipe:
+                for part in together:
+                    pipe.xinfo_groups(part.feed)
+                    pipe.xinfo_stream(part.feed)
+                streams = {part.feed: ">" for part in together}
+                pipe.xreadgroup(PROJECTORS_GROUP, self.name, streams, count=self.batch)  # type: ignore[arg-type]
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            read = replies[-1]
+            if isinstance(read, Exception):
+                raise read
+            # Raw ids, entries trimmed since this name read them included.
+            delivered.update(
+                (str(stream), list(entries)) for stream, entries in as_stream_reply(read)
+            )
+            looks += [(part, replies[2 * n], replies[2 * n + 1]) for n, part in enumerate(together)]
         tails: dict[str, str] = {}
-        for number, part in enumerate(self.partitions):
-            groups, info = replies[2 * number], replies[2 * number + 1]
+        for part, groups, info in looks:
             for answer in (groups, info):
                 if isinstance(answer, Exception) and "no such key" not in str(answer).lower():
                     raise answer
