@@ -75,9 +75,10 @@ system-deps:
 	  fi; \
 	fi
 
-## bench: latency and write-amplification benchmark (prints a table)
+## bench: latency and write-amplification benchmark, then one Redis against a 3-master cluster (prints tables)
 bench: $(VENV)/.dev system-deps
 	$(BIN)/python -m bench.live_latency
+	$(BIN)/python -m bench.cluster
 
 clean:
 	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache node_modules $(VENDOR) build *.egg-info
