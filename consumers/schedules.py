@@ -30,6 +30,7 @@ from slipstream.store import EventStore
 
 log = logging.getLogger("slipstream.schedules")
 
+# One hash tag, `{schedules}`: the scripts and MULTIs that name both share a slot.
 DEFINITIONS = f"{PREFIX}:{{schedules}}:defs"  # hash: name -> Schedule JSON
 NEXT = f"{PREFIX}:{{schedules}}:next"  # hash: name -> next fire (ms)
 ON_TIME_MS = 60_000  # a fire this late still counts as on time under "skip"
@@ -167,7 +168,7 @@ class Schedules:
 
     async def get(self, name: str) -> ScheduleState | None:
         """The schedule whose `key` is `name`."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.store.backend.pipeline_for(NEXT) as pipe:
             pipe.hget(DEFINITIONS, name)
             pipe.hget(NEXT, name)
             raw, next_ms = await pipe.execute()
@@ -178,7 +179,7 @@ class Schedules:
         )
 
     async def all(self) -> list[ScheduleState]:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.store.backend.pipeline_for(NEXT) as pipe:
             pipe.hgetall(DEFINITIONS)
             pipe.hgetall(NEXT)
             definitions, fire_times = await pipe.execute()
@@ -191,7 +192,7 @@ class Schedules:
         ]
 
     async def delete(self, name: str) -> bool:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.store.backend.pipeline_for(NEXT) as pipe:
             pipe.hdel(DEFINITIONS, name)
             pipe.hdel(NEXT, name)
             removed, _ = await pipe.execute()

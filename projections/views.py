@@ -85,7 +85,7 @@ class ViewStore:
         written together, so the pair is consistent).
         """
         part = self.keys.partition(thread_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.store.backend.pipeline_for(part.view(thread_id)) as pipe:
             pipe.hgetall(part.view(thread_id))
             pipe.hget(part.search_doc(thread_id), "v")
             reply, index_version = await pipe.execute()

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from redis.asyncio import Redis
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
+from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.users import LOCAL_USER, UserError, Users, check_name
 
@@ -97,11 +97,11 @@ def _same_site(request: Request, caller: Caller) -> Caller:
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, redis: Redis) -> None:
+    def __init__(self, settings: Settings, backend: Backend) -> None:
         self.settings = settings
         self.mode = settings.auth
-        self.users = Users(redis)
-        self._redis = redis
+        self.users = Users(backend)
+        self._redis = backend.client
         self._proxies = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         self._signer: URLSafeTimedSerializer | None = None
 

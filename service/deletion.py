@@ -96,7 +96,7 @@ class Deleter:
         # The view's checkpoint and the search doc in one MULTI: they are saved together.
         # After the history: reading it may have rebuilt a view of an older layout, and
         # that save wrote the thread's whole index under the same checkpoint.
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.store.backend.pipeline_for(part.view(thread_id)) as pipe:
             pipe.hget(part.view(thread_id), "last")
             pipe.hgetall(part.search_doc(thread_id))
             view_last, doc = await pipe.execute()

@@ -57,7 +57,7 @@ class Runtime:
             store=store,
             views=ViewStore(store, run_retention_s=settings.run_retention_s),
             hub=Hub(backend, keyspace, liveness=liveness),
-            auth=Authenticator(settings, backend.client),
+            auth=Authenticator(settings, backend),
             limits=Limits(settings, backend.client),
             liveness=liveness,
             roles=roles or ["web"],

@@ -18,9 +18,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-from redis.asyncio import Redis
-
 from service.embedded import EmbeddedRedis
+from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.process import StartupError, settings_or_exit
 from slipstream.users import UserError, Users
@@ -70,8 +69,8 @@ def _redis_url(settings: Settings) -> Iterator[str]:
 
 
 async def _run(url: str, command: str, name: str) -> int:
-    redis = Redis.from_url(url, decode_responses=True)
-    users = Users(redis)
+    backend = Backend.connect(url)  # a cluster URL too: users live on one slot, `{auth}`
+    users = Users(backend)
     try:
         if command == "add":
             token = await users.add(name)
@@ -96,4 +95,4 @@ async def _run(url: str, command: str, name: str) -> int:
         print(f"users: {exc}", file=sys.stderr)
         return 1
     finally:
-        await redis.aclose()
+        await backend.close()

@@ -11,8 +11,8 @@ in Redis with a lifetime, which the cookie carries signed (service/auth.py).
 Revoking a user deletes their tokens and every session they hold, so the next
 request of each is a 401.
 
-Keys (one deployment-wide hash tag, `{auth}`, so each script's keys share a slot
-on a cluster):
+Keys (one deployment-wide hash tag, `{auth}`, so each script's keys, and the
+MULTI that starts a session, share a slot on a cluster):
 - `ss:{auth}:users`: user name -> JSON (created_ms, serial: a random id of this record).
 - `ss:{auth}:tokens`: SHA-256 of a token -> user name.
 - `ss:{auth}:user_tokens:<user>`: the digests of that user's tokens.
@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from redis.asyncio import Redis
+
+from slipstream.backend import Backend
 
 USERS = "ss:{auth}:users"
 TOKENS = "ss:{auth}:tokens"
@@ -115,11 +116,12 @@ def new_token() -> str:
 
 
 class Users:
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-        self._revoke = redis.register_script(_REVOKE_LUA)
-        self._session = redis.register_script(_SESSION_LUA)
-        self._new_token = redis.register_script(_TOKEN_LUA)
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.redis = backend.client
+        self._revoke = self.redis.register_script(_REVOKE_LUA)
+        self._session = self.redis.register_script(_SESSION_LUA)
+        self._new_token = self.redis.register_script(_TOKEN_LUA)
 
     async def add(self, name: str) -> str:
         """Create a user; returns their first token (kept nowhere but in the answer)."""
@@ -185,7 +187,7 @@ class Users:
             raise UserError(f"no user named {name!r}")
         serial = str(orjson.loads(raw)["serial"])
         session_id = secrets.token_urlsafe(24)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.backend.pipeline_for(USER_SESSIONS_PREFIX + name) as pipe:
             pipe.set(SESSION_PREFIX + session_id, f"{name} {serial}", ex=lifetime_s)
             pipe.sadd(USER_SESSIONS_PREFIX + name, session_id)
             pipe.expire(USER_SESSIONS_PREFIX + name, lifetime_s)

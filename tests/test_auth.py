@@ -58,7 +58,7 @@ async def thread_count(system: System) -> int:
 
 
 async def test_a_user_gets_tokens_that_are_kept_only_as_digests(backend: Backend) -> None:
-    users = Users(backend.client)
+    users = Users(backend)
     name = new_name()
     first = await users.add(name)
     second = await users.token(name)
@@ -73,7 +73,7 @@ async def test_a_user_gets_tokens_that_are_kept_only_as_digests(backend: Backend
 
 
 async def test_revoking_ends_every_token_and_session(backend: Backend) -> None:
-    users = Users(backend.client)
+    users = Users(backend)
     name = new_name()
     token = await users.add(name)
     sessions = [await users.start_session(name, 60) for _ in range(2)]
@@ -87,7 +87,7 @@ async def test_revoking_ends_every_token_and_session(backend: Backend) -> None:
 
 
 async def test_a_user_made_again_does_not_inherit_old_sessions(backend: Backend) -> None:
-    users = Users(backend.client)
+    users = Users(backend)
     name = new_name()
     await users.add(name)
     old = await users.start_session(name, 60)
@@ -102,11 +102,11 @@ async def test_a_user_made_again_does_not_inherit_old_sessions(backend: Backend)
 @pytest.mark.parametrize("name", ["", "a b", "x" * 65, "ünïcode", "semi;colon"])
 async def test_names_that_cannot_be_users(backend: Backend, name: str) -> None:
     with pytest.raises(UserError, match="cannot be a user name"):
-        await Users(backend.client).add(name)
+        await Users(backend).add(name)
 
 
 async def test_a_second_add_of_a_name_is_refused(backend: Backend) -> None:
-    users = Users(backend.client)
+    users = Users(backend)
     name = new_name()
     token = await users.add(name)
     with pytest.raises(UserError, match="exists already"):
@@ -220,7 +220,7 @@ async def test_an_open_socket_closes_once_its_user_is_revoked(
 
 
 async def test_the_token_script_needs_the_user(backend: Backend) -> None:
-    users = Users(backend.client)
+    users = Users(backend)
     name = new_name()
     await users.add(name)
     await users.revoke(name)
