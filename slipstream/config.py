@@ -128,6 +128,17 @@ class Settings:
     """SLIPSTREAM_SCHEDULES_PER_USER: schedules one user may keep."""
     min_schedule_interval_s: int = 60
     """SLIPSTREAM_MIN_SCHEDULE_INTERVAL_S: the shortest time between two fires of a schedule."""
+    wait_replicas: int | None = None
+    """SLIPSTREAM_WAIT_REPLICAS: replicas that must hold a message's or a signal's append
+    before its 202, and a run's last append (slipstream/replicas.py); unset, 1 on Redis
+    Cluster and 0 (no WAIT) on one Redis."""
+    wait_ms: int = 100
+    """SLIPSTREAM_WAIT_MS: how long such a write waits for them; past it, it stands unconfirmed."""
+
+    def replicas_to_wait(self, cluster: bool) -> int:
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        return 1 if cluster else 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -207,4 +218,21 @@ class Settings:
             runs_per_user=_int(env, "SLIPSTREAM_RUNS_PER_USER", 20, minimum=1),
             schedules_per_user=_int(env, "SLIPSTREAM_SCHEDULES_PER_USER", 20, minimum=1),
             min_schedule_interval_s=_int(env, "SLIPSTREAM_MIN_SCHEDULE_INTERVAL_S", 60, minimum=1),
+            wait_replicas=(
+                _int(env, "SLIPSTREAM_WAIT_REPLICAS", 0)
+                if env.get("SLIPSTREAM_WAIT_REPLICAS")
+                else None
+            ),
+            wait_ms=_wait_ms(env),
         )
+
+
+def _wait_ms(env: Mapping[str, str]) -> int:
+    """A WAIT must end before the command timeout, or it reads as a failed write."""
+    timeout_ms = _int(env, "SLIPSTREAM_REDIS_TIMEOUT_MS", 750, minimum=10)
+    wait_ms = _int(env, "SLIPSTREAM_WAIT_MS", 100, minimum=1)
+    if wait_ms >= timeout_ms:
+        raise ConfigError(
+            f"SLIPSTREAM_WAIT_MS={wait_ms} must be below SLIPSTREAM_REDIS_TIMEOUT_MS={timeout_ms}"
+        )
+    return wait_ms

@@ -20,6 +20,7 @@ from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.events import Event, new_event_id
 from slipstream.keys import Keyspace, is_valid_id, thread_of_run
+from slipstream.replicas import ReplicaWait, wants_replicas
 
 Existence = Literal["new", "exists", "any"]
 
@@ -109,6 +110,8 @@ class EventStore:
         run_retention_ms: int = 7 * 24 * 3600 * 1000,
         dead_maxlen: int = 10_000,
         queue_max: int = 100,
+        wait_replicas: int = 0,
+        wait_ms: int = 100,
     ):
         self.backend = backend
         self.redis = backend.client
@@ -118,6 +121,8 @@ class EventStore:
         self.run_retention_ms = run_retention_ms
         self.dead_maxlen = dead_maxlen
         self.queue_max = queue_max
+        # Appends that answer a promise wait for this many replicas (slipstream/replicas.py).
+        self.replica_wait = ReplicaWait(wait_replicas, wait_ms)
         self._append: AsyncScript = self.redis.register_script(_APPEND_LUA)
 
     @classmethod
@@ -130,6 +135,8 @@ class EventStore:
             run_retention_ms=settings.run_retention_s * 1000,
             dead_maxlen=settings.dead_maxlen,
             queue_max=settings.queue_max,
+            wait_replicas=settings.replicas_to_wait(backend.cluster),
+            wait_ms=settings.wait_ms,
         )
 
     def stream_key(self, thread_id: str) -> str:
@@ -218,7 +225,10 @@ class EventStore:
         if (request.fence is not None or request.refuse_if_cancelled) and not request.run_id:
             raise ValueError("a fenced or cancel-guarded append needs run_id")
         keys, args = self._call(request)
-        reply = await self._append(keys=keys, args=args)
+        if self.replica_wait.replicas and wants_replicas(request.events):
+            reply = await self.replica_wait.append(self.backend, self._append, keys, args)
+        else:
+            reply = await self._append(keys=keys, args=args)
         self.backend.appended()
         return _result(request, reply)
 
