@@ -129,6 +129,14 @@ async def real_backend(redis_url: str) -> AsyncIterator[Backend]:
     await made.close()
 
 
+@pytest.fixture(params=["redis", "cluster"])
+async def served_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """A real Redis, then a real Redis Cluster: for what must hold on both."""
+    made = Backend.connect(request.getfixturevalue(f"{request.param}_url"))
+    yield made
+    await made.close()
+
+
 @pytest.fixture
 def store(backend: Backend, settings: Settings) -> EventStore:
     return EventStore(backend, Keyspace(settings.partitions), feed_maxlen=settings.feed_maxlen)
