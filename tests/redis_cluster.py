@@ -155,8 +155,19 @@ class Cluster:
                         return next(n for n in self.nodes if n.port == port)
         raise RuntimeError("no live node answered")
 
+    def replicas_of(self, master: Node) -> list[Node]:
+        """The live nodes that replicate `master` now, each by its own account."""
+        found = []
+        for node in self.live_nodes():
+            with node.client() as client:
+                role = client.execute_command("ROLE")
+            if role[0] == "slave" and int(role[2]) == master.port:
+                found.append(node)
+        return found
+
     def wait_healthy(self, within_s: float = 60) -> None:
-        """Every live node says the cluster is ok and agrees on who serves each slot."""
+        """Every live node says the cluster is ok and agrees on who serves each slot, and every
+        live replica has its master's full copy (a WAIT for it can be answered)."""
         deadline = time.monotonic() + within_s
         while True:
             try:
@@ -179,7 +190,16 @@ class Cluster:
                 layouts.add(tuple(sorted((int(s[0]), int(s[1]), int(s[2][1])) for s in slots)))
                 if sum(int(s[1]) - int(s[0]) + 1 for s in slots) != 16384:
                     return False
-        return len(layouts) == 1
+        return len(layouts) == 1 and self._synced()
+
+    def _synced(self) -> bool:
+        """Every live replica has had its master's full copy and follows it."""
+        for node in self.live_nodes():
+            with node.client() as client:
+                role = client.execute_command("ROLE")
+            if role[0] == "slave" and role[3] != "connected":
+                return False
+        return True
 
     def flush(self) -> None:
         for node in self.masters():
