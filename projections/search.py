@@ -19,7 +19,8 @@ number of threads:
 
 Redis Cluster: every key one script reads is its partition's (one hash tag,
 one slot); nothing reads keys of two partitions in one command, the
-partitions' answers are merged here.
+partitions' answers are merged here. The scripts are only ever called in
+pipelines, which on a cluster do not load them: slipstream/scripts.py does.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from redis.asyncio import Redis
 from projections import search_index
 from projections.thread_view import MessageView, ThreadSummary
 from slipstream.keys import Keyspace, Partition
+from slipstream.scripts import ScriptCalls
 
 MAX_QUERY_CHARS = 200
 MAX_QUERY_WORDS = 8
@@ -109,14 +111,16 @@ class Search:
         weights = [f"{1 + math.log(max(threads, n) / n):.6f}" for n in holding]
         # A partition where the caller has no thread, or a word is in none, has no match.
         able = [part for part, c in zip(partitions, counts, strict=True) if all(c[1:])]
+        calls = ScriptCalls(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             for part in able:
-                await self._script(
+                await calls.queue(
+                    pipe,
+                    self._script,
                     keys=[part.threads, visible(part), *(part.search_word(w) for w in words)],
                     args=[str(limit), *weights],
-                    client=pipe,
                 )
-            replies: list[Any] = await pipe.execute()
+            replies: list[Any] = await calls.execute(pipe)
         found: list[Match] = []
         for reply in replies:
             for line in str(reply or "").splitlines():
@@ -133,15 +137,16 @@ class Search:
             by_partition.setdefault(self.keys.partition(match.thread_id).number, []).append(
                 match.thread_id
             )
+        calls = ScriptCalls(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             for match in matches:
                 pipe.hget(self.keys.partition(match.thread_id).summaries, match.thread_id)
             for number, thread_ids in by_partition.items():
                 part = Partition(number)
-                await self._places(
-                    keys=[part.search_doc(t) for t in thread_ids], args=words, client=pipe
+                await calls.queue(
+                    pipe, self._places, keys=[part.search_doc(t) for t in thread_ids], args=words
                 )
-            replies = await pipe.execute()
+            replies = await calls.execute(pipe)
         places: dict[str, str] = {}
         for thread_ids, found_places in zip(
             by_partition.values(), replies[len(matches) :], strict=True

@@ -20,6 +20,7 @@ from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.events import Event, new_event_id
 from slipstream.keys import Keyspace, is_valid_id, thread_of_run
+from slipstream.scripts import ScriptCalls
 from slipstream.replicas import ReplicaWait, wants_replicas
 
 Existence = Literal["new", "exists", "any"]
@@ -236,11 +237,12 @@ class EventStore:
         self, requests: Sequence[Append]
     ) -> list[Appended | errors.SlipstreamError]:
         """Pipeline several appends: one round trip, each still atomic on its own."""
+        calls = ScriptCalls(self.redis)  # a cluster's nodes may lack the script
         async with self.redis.pipeline(transaction=False) as pipe:
             for request in requests:
                 keys, args = self._call(request)
-                await self._append(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+                await calls.queue(pipe, self._append, keys=keys, args=args)
+            replies = await calls.execute(pipe)
         self.backend.appended()
         results: list[Appended | errors.SlipstreamError] = []
         for request, reply in zip(requests, replies, strict=True):

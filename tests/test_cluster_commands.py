@@ -6,7 +6,8 @@ deployment recorded."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -14,15 +15,17 @@ from consumers.llm.scripted import ScriptedLLM
 from consumers.runner import WorkItem
 from consumers.schedules import Schedule, Schedules
 from consumers.worker import UNDELIVERABLE_MARGIN, Worker
+from projections.search import Search, query_words
 from projections.views import ViewStore
 from service import commands, users_cli
 from service.deletion import Deleter
+from slipstream import events as ev
 from slipstream.backend import Backend, as_entries, as_stream_reply
 from slipstream.config import Settings
 from slipstream.keys import WORKERS_GROUP
-from slipstream.store import EventStore
+from slipstream.store import Append, EventStore
 from slipstream.users import Users
-from tests.redis_cluster import Cluster
+from tests.redis_cluster import Cluster, Node
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +44,57 @@ def store(cluster: Backend, settings: Settings) -> EventStore:
 
 def masters_of(redis_cluster: Cluster, keys: list[str]) -> set[int]:
     return {redis_cluster.master_of(key).port for key in keys}
+
+
+async def threads_on_every_master(store: EventStore, redis_cluster: Cluster) -> list[str]:
+    """New threads until every master holds at least one."""
+    made: list[str] = []
+    while len(masters_of(redis_cluster, [store.stream_key(t) for t in made])) < 3:
+        thread_id, _ = await commands.create_thread(store, f"zebra {len(made)}")
+        made.append(thread_id)
+    return made
+
+
+def forget_scripts(nodes: list[Node]) -> None:
+    """What a fresh cluster, or a replica just promoted, holds: no script at all."""
+    for node in nodes:
+        with node.client() as client:
+            client.script_flush()
+
+
+def fail_over(redis_cluster: Cluster, key: str) -> Node:
+    """A replica of `key`'s master takes over (CLUSTER FAILOVER, once it is in sync: no
+    write is lost); the new master."""
+    old = redis_cluster.master_of(key)
+    with old.client() as client:
+        lines = client.execute_command(
+            "CLUSTER", "REPLICAS", client.execute_command("CLUSTER", "MYID")
+        )
+    port = int(str(lines[0]).split()[1].split("@")[0].rsplit(":", 1)[1])
+    replica = next(node for node in redis_cluster.nodes if node.port == port)
+
+    def replica_in_sync() -> bool:
+        with replica.client() as client:
+            role = client.execute_command("ROLE")
+        return bool(role[0] == "slave" and role[3] == "connected")
+
+    def promoted() -> bool:
+        return redis_cluster.master_of(key).port == port
+
+    holds_within(replica_in_sync, 30)
+    with replica.client() as client:
+        client.execute_command("CLUSTER", "FAILOVER")
+    holds_within(promoted, 30)
+    redis_cluster.wait_healthy()
+    return replica
+
+
+def holds_within(condition: Callable[[], bool], seconds: float) -> None:
+    """Wait for a condition of the cluster's nodes (they are asked synchronously)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{condition.__name__} did not hold"
+        time.sleep(0.02)
 
 
 # MULTI on one slot's master (backend.pipeline_for)
@@ -115,3 +169,67 @@ async def test_an_undeliverable_item_is_dead_lettered_on_its_partitions_master(
     assert [fields["run"] for _, fields in dead] == [sent.run_id]
     assert await redis.xlen(part.work) == 0
     assert (await redis.xpending(part.work, WORKERS_GROUP))["pending"] == 0
+
+
+# Scripts in pipelines (slipstream/scripts.py)
+
+
+async def test_search_on_nodes_that_never_saw_its_scripts(
+    store: EventStore, redis_cluster: Cluster
+) -> None:
+    made = await threads_on_every_master(store, redis_cluster)
+    views = ViewStore(store)
+    for thread_id in made:
+        assert await views.reindex(thread_id)
+    forget_scripts(redis_cluster.live_nodes())  # search.lua is only ever called pipelined
+    search = Search(store.redis, store.keys)
+    words = query_words("zebra")
+    matches = await search.matches(words, user=None, limit=50)
+    assert {m.thread_id for m in matches} == set(made)
+    forget_scripts(redis_cluster.live_nodes())
+    hits = await search.hits(matches, words)
+    assert {hit.id for hit in hits} == set(made)
+    assert all(hit.snippet and "zebra" in hit.snippet for hit in hits)
+
+
+def renames(threads: list[str], title: str) -> list[Append]:
+    return [Append(t, [ev.ThreadRenamed(title=title)]) for t in threads]
+
+
+async def titles(store: EventStore, thread_id: str) -> list[str]:
+    return [
+        s.event.title for s in await store.read(thread_id) if isinstance(s.event, ev.ThreadRenamed)
+    ]
+
+
+async def test_pipelined_appends_reach_nodes_without_the_script_once_each(
+    store: EventStore, redis_cluster: Cluster
+) -> None:
+    made = await threads_on_every_master(store, redis_cluster)
+    # One master lacks the script, the others hold it: only its calls are sent again.
+    one = redis_cluster.master_of(store.stream_key(made[0]))
+    forget_scripts([one])
+    results = await store.append_many(renames(made, "first"))
+    assert all(not isinstance(r, Exception) and not r.duplicate for r in results)
+    forget_scripts(redis_cluster.live_nodes())
+    results = await store.append_many(renames(made, "second"))
+    assert all(not isinstance(r, Exception) for r in results)
+    for thread_id in made:
+        assert await titles(store, thread_id) == ["first", "second"]  # each written once
+
+
+async def test_scripts_after_a_failover_to_a_replica_without_them(
+    store: EventStore, redis_cluster: Cluster
+) -> None:
+    made = await threads_on_every_master(store, redis_cluster)
+    await store.append_many(renames(made, "before"))  # every primary holds the script now
+    promoted = fail_over(redis_cluster, store.stream_key(made[0]))
+    with promoted.client() as client:
+        assert client.script_exists(store._append.sha) == [False]  # replicas keep no scripts
+    on_it = [t for t in made if redis_cluster.master_of(store.stream_key(t)) == promoted]
+    results = await store.append_many(renames(made, "pipelined"))
+    assert all(not isinstance(r, Exception) for r in results)
+    forget_scripts([promoted])
+    # A call on its own: redis-py loads the script (on every primary) and calls again.
+    await store.append(Append(on_it[0], [ev.ThreadRenamed(title="alone")]))
+    assert await titles(store, on_it[0]) == ["before", "pipelined", "alone"]
