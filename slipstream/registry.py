@@ -20,20 +20,32 @@ LIVE_WITHIN_MS = 15_000
 _lua = resources.files("slipstream").joinpath
 _REGISTER = _lua("lua/register.lua").read_text()
 _FORGET = _lua("lua/forget_consumers.lua").read_text()
+# KEYS: 1 registry   ARGV: 1 how recently (ms) a live process was seen.
+# The registry's own node's clock, the one register.lua scores by: on a cluster a TIME
+# of its own would be some node's, not necessarily the registry's.
+_LIVE = """
+local t = redis.call("TIME")
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", "(" .. cutoff)
+return redis.call("ZRANGEBYSCORE", KEYS[1], cutoff, "+inf")
+"""
 
 
 async def register(redis: Redis, registry: str, name: str) -> None:
     await redis.register_script(_REGISTER)(keys=[registry], args=[name])
 
 
+async def live_processes(redis: Redis, registry: str) -> list[str]:
+    """The processes seen within LIVE_WITHIN_MS; those seen before leave the registry."""
+    reply = await redis.register_script(_LIVE)(keys=[registry], args=[LIVE_WITHIN_MS])
+    return [str(name) for name in reply]
+
+
 async def forget_dead_consumers(
     redis: Redis, registry: str, streams: list[str], group: str, me: str
 ) -> int:
     """Delete the group's consumers of processes gone quiet that hold no work."""
-    seconds, micros = await redis.time()
-    cutoff = int(seconds) * 1000 + int(micros) // 1000 - LIVE_WITHIN_MS
-    live = set(await redis.zrangebyscore(registry, cutoff, "+inf"))
-    await redis.zremrangebyscore(registry, "-inf", cutoff)
+    live = {str(name) for name in await live_processes(redis, registry)}
     forget = redis.register_script(_FORGET)
     forgotten = 0
     for stream in streams:

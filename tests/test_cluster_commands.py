@@ -22,7 +22,8 @@ from service.deletion import Deleter
 from slipstream import events as ev
 from slipstream.backend import Backend, as_entries, as_stream_reply
 from slipstream.config import Settings
-from slipstream.keys import WORKERS_GROUP
+from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP
+from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import Append, EventStore
 from slipstream.users import Users
 from tests.redis_cluster import Cluster, Node
@@ -233,3 +234,26 @@ async def test_scripts_after_a_failover_to_a_replica_without_them(
     # A call on its own: redis-py loads the script (on every primary) and calls again.
     await store.append(Append(on_it[0], [ev.ThreadRenamed(title="alone")]))
     assert await titles(store, on_it[0]) == ["before", "pipelined", "alone"]
+
+
+# Other commands that could span slots
+
+
+async def test_dead_consumers_are_forgotten_by_the_registrys_clock(
+    store: EventStore, redis_cluster: Cluster
+) -> None:
+    redis = store.redis
+    streams = [part.work for part in store.keys.all()]
+    assert len(masters_of(redis_cluster, streams)) == 3  # the registry's node is one of them
+    await register(redis, WORKER_REGISTRY, "alive")
+    await redis.zadd(WORKER_REGISTRY, {"long-gone": 1})  # seen in 1970
+    for stream in streams:
+        await redis.xgroup_create(stream, WORKERS_GROUP, id="0", mkstream=True)
+        for consumer in ("alive", "long-gone", "me"):
+            await redis.xgroup_createconsumer(stream, WORKERS_GROUP, consumer)
+    forgotten = await forget_dead_consumers(redis, WORKER_REGISTRY, streams, WORKERS_GROUP, "me")
+    assert forgotten == len(streams)
+    for stream in streams:
+        names = {str(c["name"]) for c in await redis.xinfo_consumers(stream, WORKERS_GROUP)}
+        assert names == {"alive", "me"}
+    assert await redis.zrange(WORKER_REGISTRY, 0, -1) == ["alive"]
