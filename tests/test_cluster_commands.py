@@ -15,14 +15,19 @@ from consumers.llm.scripted import ScriptedLLM
 from consumers.runner import WorkItem
 from consumers.schedules import Schedule, Schedules
 from consumers.worker import UNDELIVERABLE_MARGIN, Worker
+from projections import run_index
 from projections.search import Search, query_words
 from projections.views import ViewStore
-from service import commands, users_cli
+from service import access, commands, users_cli
+from service.auth import Caller
 from service.deletion import Deleter
+from service.limits import LimitReached
+from service.runtime import Runtime
 from slipstream import events as ev
+from slipstream import retention
 from slipstream.backend import Backend, as_entries, as_stream_reply
 from slipstream.config import Settings
-from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP
+from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, thread_of_run
 from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import Append, EventStore
 from slipstream.users import Users
@@ -257,3 +262,36 @@ async def test_dead_consumers_are_forgotten_by_the_registrys_clock(
         names = {str(c["name"]) for c in await redis.xinfo_consumers(stream, WORKERS_GROUP)}
         assert names == {"alive", "me"}
     assert await redis.zrange(WORKER_REGISTRY, 0, -1) == ["alive"]
+
+
+async def test_reads_that_span_partitions_on_every_master(
+    cluster: Backend, settings: Settings, redis_cluster: Cluster
+) -> None:
+    tokens = dataclasses.replace(settings, auth="tokens")
+    rt = Runtime.build(tokens, cluster)
+    store = rt.store
+    made: list[str] = []
+    runs: list[str] = []
+    while len(masters_of(redis_cluster, [store.stream_key(t) for t in made])) < 3:
+        thread_id, _ = await commands.create_thread(store, f"zebra {len(made)}", owner="ada")
+        runs.append((await commands.send_message(store, thread_id, "hi", "assistant")).run_id)
+        assert await rt.views.reindex(thread_id)
+        made.append(thread_id)
+    assert {s.id for s in await rt.views.summaries(50)} == set(made)
+    assert {s.id for s in await rt.views.summaries_of(made, 50)} == set(made)
+    assert await access.visible_threads(rt, Caller("ada", "token")) == set(made)
+    listed = await run_index.page(
+        cluster.client, store.keys.all(), status=None, agent=None, limit=50, before=None
+    )
+    assert {r.id for r in listed.runs} == set(runs)
+    await rt.limits.add_runs("ada", runs)
+    limited = dataclasses.replace(rt.limits, settings=dataclasses.replace(tokens, runs_per_user=3))
+    with pytest.raises(LimitReached):  # every run queued, read from each one's partition
+        await limited.check_runs(
+            "ada", lambda run_id: store.keys.partition(thread_of_run(run_id) or "").run(run_id)
+        )
+    # Keys of every node are scanned (SCAN of each primary) and each is given its lifetime.
+    for thread_id in made:
+        await cluster.client.set(store.keys.partition(thread_id).dedupe(f"old-{thread_id}"), "kept")
+    done = await retention.backfill(cluster, settings)
+    assert done["dedupe keys"] == len(made)
