@@ -23,7 +23,7 @@ import orjson
 
 from slipstream import events as ev
 from slipstream.backend import Backend
-from slipstream.keys import Keyspace
+from slipstream.config import Settings
 from slipstream.store import Append, EventStore
 
 
@@ -48,7 +48,9 @@ async def main() -> None:
     seconds, tasks = float(sys.argv[3]), int(sys.argv[4])
     threads = [t.strip() for t in sys.stdin.readline().split(",") if t.strip()]
     backend = Backend.connect(url)
-    store = EventStore(backend, Keyspace(partitions))
+    # As a worker builds it (an answer's deltas are not waited on in any case).
+    settings = Settings.from_env({"SLIPSTREAM_PARTITIONS": str(partitions)})
+    store = EventStore.from_settings(backend, settings)
     try:
         await store.redis.ping()  # connected (and, on a cluster, the layout known) before "go"
         shares = [threads[i::tasks] for i in range(tasks)]

@@ -51,7 +51,8 @@ from bench.live_latency import ROOT, redis_server
 from bench.runs import PARTITIONS, workers
 from service import commands
 from slipstream.backend import Backend
-from slipstream.keys import WORKER_REGISTRY, Keyspace
+from slipstream.config import Settings
+from slipstream.keys import WORKER_REGISTRY
 from slipstream.store import EventStore
 from tests.redis_cluster import Cluster
 
@@ -189,6 +190,12 @@ class Completions:
                 self._reached.set()
 
 
+def web_store(backend: Backend) -> EventStore:
+    """The store as a web process builds it: on a cluster its sends wait for a replica."""
+    settings = Settings.from_env({"SLIPSTREAM_PARTITIONS": str(PARTITIONS)})
+    return EventStore.from_settings(backend, settings)
+
+
 async def registered(store: EventStore, count: int, within_s: float = 30) -> None:
     """Until `count` workers have registered: their groups exist and they read."""
     async with asyncio.timeout(within_s):
@@ -200,7 +207,7 @@ async def registered(store: EventStore, count: int, within_s: float = 30) -> Non
 async def runs_round(target: Target, processes: int, sizes: Sizes) -> RunsResult:
     target.flush()
     backend = Backend.connect(target.url)
-    store = EventStore(backend, Keyspace(PARTITIONS))
+    store = web_store(backend)
     try:
         threads = [(await commands.create_thread(store))[0] for _ in range(sizes.runs)]
         env = {"SLIPSTREAM_SCRIPTED_DELAY_MS": "0", "SLIPSTREAM_SCRIPTED_WORDS": str(WORDS)}
@@ -236,7 +243,7 @@ async def append_round(target: Target, sizes: Sizes) -> float:
     """Events/s appended by `sizes.appenders` processes at once."""
     target.flush()
     backend = Backend.connect(target.url)
-    store = EventStore(backend, Keyspace(PARTITIONS))
+    store = web_store(backend)
     try:
         threads = [(await commands.create_thread(store))[0] for _ in range(sizes.append_threads)]
     finally:
