@@ -18,8 +18,13 @@ first from round to round:
   script to threads spread over every partition, for a fixed time.
 - Redis commands and server time per run: INFO commandstats summed over the
   masters during the 1-worker runs round, divided by its runs. It counts the
-  sends and everything the worker did meanwhile (its idle loops too), not this
-  process's reads of the feeds, INFO, CONFIG or the replicas' REPLCONF acks.
+  sends and everything the worker did meanwhile (its idle loops too), and the
+  commands scripts run (as commandstats does), not this process's reads of
+  the feeds, INFO, CONFIG or the replicas' REPLCONF acks.
+
+Both run with their defaults: on the cluster a message's append and a run's
+last append wait for one replica (SLIPSTREAM_WAIT_REPLICAS), on one Redis
+nothing waits.
 
 Prints one markdown table: the median and min-max over the rounds, each row
 with the command that measures it alone.
