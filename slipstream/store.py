@@ -20,13 +20,17 @@ from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.events import Event, new_event_id
 from slipstream.keys import Keyspace, is_valid_id, thread_of_run
-from slipstream.scripts import ScriptCalls
 from slipstream.replicas import ReplicaWait, wants_replicas
+from slipstream.scripts import ScriptCalls
 
 Existence = Literal["new", "exists", "any"]
 
 # Entries per XRANGE of a whole-thread read: 2,000 delta-sized entries take about 70 ms.
 READ_PAGE = 2_000
+# Calls of the append script to name the runs it touches: each names those it found
+# missing, so a second call nearly always has them all (a third when a queued run's
+# lane has a holder of its own).
+RUN_KEY_ROUNDS = 8
 
 _APPEND_LUA = resources.files("slipstream").joinpath("lua/append.lua").read_text()
 
@@ -143,7 +147,8 @@ class EventStore:
     def stream_key(self, thread_id: str) -> str:
         return self.keys.partition(thread_id).thread(thread_id)
 
-    def _call(self, request: Append) -> tuple[list[str], list[str]]:
+    def _call(self, request: Append, runs: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+        """The script's keys and arguments; `runs`: other runs whose hashes it is given."""
         _check_more_runs(request)
         part = self.keys.partition(request.thread_id)
         run_id = request.run_id or ""
@@ -161,6 +166,7 @@ class EventStore:
             part.dead,
             part.access(request.thread_id),
             part.users_threads(request.access[1] if request.access else "-"),
+            *(part.run(other) for other in runs),
         ]
         options: dict[str, str] = {
             "existence": request.existence,
@@ -211,6 +217,8 @@ class EventStore:
             options[f"access_{request.access[0]}"] = request.access[1]
         for name, value in request.run_fields.items():
             options[f"run.{name}"] = value
+        if runs:
+            options["runs"] = ",".join(runs)
         args: list[str] = [request.thread_id, run_id, str(len(options))]
         for name, value in options.items():
             args += (name, value)
@@ -225,13 +233,35 @@ class EventStore:
     async def append(self, request: Append) -> Appended:
         if (request.fence is not None or request.refuse_if_cancelled) and not request.run_id:
             raise ValueError("a fenced or cancel-guarded append needs run_id")
-        keys, args = self._call(request)
+        reply = await self._append_with_runs(request, _runs_named(request), None)
+        self.backend.appended()
+        return _result(request, reply)
+
+    async def _append_with_runs(
+        self, request: Append, runs: list[str], reply: list[str | int] | None
+    ) -> list[str | int]:
+        """Call the script (unless `reply` is its answer already) until it has the hash of
+        every run it touches: it names those it lacks, and writes nothing until then."""
+        for _ in range(RUN_KEY_ROUNDS):
+            if reply is None:
+                keys, args = self._call(request, runs)
+                reply = await self._call_script(request, keys, args)
+            if str(reply[0]) != "KEYS":
+                return reply
+            runs = runs + [str(other) for other in reply[1:] if str(other) not in runs]
+            reply = None
+        raise RuntimeError(
+            f"append to {request.thread_id}: its runs kept changing while their keys were named"
+        )
+
+    async def _call_script(
+        self, request: Append, keys: list[str], args: list[str]
+    ) -> list[str | int]:
         if self.replica_wait.replicas and wants_replicas(request.events):
             reply = await self.replica_wait.append(self.backend, self._append, keys, args)
         else:
             reply = await self._append(keys=keys, args=args)
-        self.backend.appended()
-        return _result(request, reply)
+        return cast(list[str | int], reply)
 
     async def append_many(
         self, requests: Sequence[Append]
@@ -240,16 +270,20 @@ class EventStore:
         calls = ScriptCalls(self.redis)  # a cluster's nodes may lack the script
         async with self.redis.pipeline(transaction=False) as pipe:
             for request in requests:
-                keys, args = self._call(request)
+                keys, args = self._call(request, _runs_named(request))
                 await calls.queue(pipe, self._append, keys=keys, args=args)
             replies = await calls.execute(pipe)
         self.backend.appended()
         results: list[Appended | errors.SlipstreamError] = []
         for request, reply in zip(requests, replies, strict=True):
+            # One that must name more runs' hashes wrote nothing: it is written now, after
+            # the others.
+            reply = await self._append_with_runs(request, _runs_named(request), reply)
             try:
                 results.append(_result(request, reply))
             except errors.SlipstreamError as exc:
                 results.append(exc)
+        self.backend.appended()  # those written after the others too
         return results
 
     async def read(
@@ -315,6 +349,11 @@ class EventStore:
         key = self.keys.partition(thread_id).run(run_id)
         state = await self.redis.hgetall(key)
         return {str(k): str(v) for k, v in state.items()}
+
+
+def _runs_named(request: Append) -> list[str]:
+    """The other runs a call is known to touch before it looks: those it admits."""
+    return [run_id for run_id, _ in request.more_runs]
 
 
 def _check_more_runs(request: Append) -> None:

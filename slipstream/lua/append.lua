@@ -13,9 +13,14 @@
 --       5 dedupe key, 6 thread activity index, 7 active run per lane (hash),
 --       8 the thread's queue of waiting runs (list), 9 timers (sorted set),
 --       10 dead letters (stream), 11 the thread's access (hash: owner, m:<user>),
---       12 the threads of the user named by an access option (sorted set)
--- Other runs' hashes (the holder of a lane, the queued runs, `more_runs`) are
--- named from KEYS[4]: they share the partition's hash tag, so they are in its slot.
+--       12 the threads of the user named by an access option (sorted set),
+--       13.. other runs' hashes, of the run ids in option `runs`, in their order
+-- Other runs' hashes (the holder of a lane, the queued runs, `more_runs`) are given
+-- in KEYS like every other key: on a cluster a script cannot follow a slot that is
+-- moving to a key it names itself. Which runs a call touches is known only inside
+-- (who holds a lane, who waits in the queue), so before writing anything the script
+-- looks, and when a run it would touch was not given it writes nothing and answers
+-- {"KEYS", run id...}: the caller calls again with those runs' hashes too.
 -- ARGV: 1 thread id, 2 run id ("" none), 3 K option pairs, then K pairs,
 --       then N events as: field count c, then c strings.
 -- Options (all optional):
@@ -35,10 +40,12 @@
 --   signals_seen name:n (parking to wait for `name` with n such signals in its journal:
 --     if more have arrived meanwhile, go back to work instead of waiting)
 --   publish channel              run.<field> value (set in the run hash)
+--   runs id,id... (the run ids of KEYS[13..])
 --   access_owner user | access_add user | access_remove user (who may use the thread:
 --     its owner, a member added, a member removed; with the user's thread index)
--- Returns {"OK"|"DUP", version, reply, id...} (reply: what the first call stored, or "")
--- or {code, detail} for a refused guard.
+-- Returns {"OK"|"DUP", version, reply, id...} (reply: what the first call stored, or ""),
+-- {code, detail} for a refused guard, or {"KEYS", run id...} (nothing written: call
+-- again with these runs' hashes in KEYS too).
 
 local thread, feed, work, run, dedupe, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local active, queue, timers, dead = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -110,14 +117,85 @@ if opt.fence or opt.refuse_cancelled or opt.refuse_finished or opt.expect_status
   end
 end
 
--- Admission: one active run per lane; the others wait in the thread's queue.
-local function run_key(id)
-  return (string.gsub(run, "[^:]+$", id))
-end
-
 local function lane_field(lane)
   return thread_id .. ":" .. lane
 end
+
+-- The hashes of the runs given: this call's own run and KEYS[13..].
+local run_keys = {}
+if run_id ~= "" then run_keys[run_id] = run end
+do
+  local i = 13
+  for id in string.gmatch(opt.runs or "", "[^,]+") do
+    run_keys[id] = KEYS[i]
+    i = i + 1
+  end
+end
+
+local function run_key(id)
+  -- Never reached for a run that was not given: the look below asked for every run the
+  -- call can touch. Named as before rather than failing half-way through the writes.
+  return run_keys[id] or (string.gsub(run, "[^:]+$", id))
+end
+
+local function new_status_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == "status" then return fields[i + 1] end
+  end
+  return nil
+end
+local new_status = new_status_of(run_set)
+local ending = new_status and terminal(new_status)
+
+-- The lane this call's own run is admitted to.
+local function admitted_lane()
+  for i = 1, #run_set, 2 do
+    if run_set[i] == "agent" then return run_set[i + 1] end
+  end
+  local kept = redis.call("HMGET", run, "lane", "agent")
+  return kept[1] or kept[2] or ""
+end
+
+-- Before any write: every run this call can touch (the holders of the lanes it admits
+-- to, and when it gives a lane up, the queued runs and the holders of their lanes) must
+-- be among those given. A superset of what the writes below touch, read-only.
+do
+  local missing, asked = {}, {}
+  local function need(id)
+    if id and id ~= "" and not run_keys[id] and not asked[id] then
+      asked[id] = true
+      missing[#missing + 1] = id
+    end
+  end
+  local lanes = {}
+  if opt.work then
+    lanes[#lanes + 1] = admitted_lane()
+    for item in string.gmatch(opt.more_runs or "", "[^,]+") do
+      local id, agent = string.match(item, "^(.-)=(.*)$")
+      need(id)
+      lanes[#lanes + 1] = agent
+    end
+  end
+  if ending or opt.release_thread then
+    for _, id in ipairs(redis.call("LRANGE", queue, 0, -1)) do
+      need(id)
+      if run_keys[id] then
+        local kept = redis.call("HMGET", run_keys[id], "lane", "agent")
+        lanes[#lanes + 1] = kept[1] or kept[2] or ""
+      end
+    end
+  end
+  if opt.work or ending or opt.release_thread then
+    need(redis.call("HGET", active, thread_id))  -- a holder from before lanes
+    for _, lane in ipairs(lanes) do need(redis.call("HGET", active, lane_field(lane))) end
+  end
+  if #missing > 0 then
+    table.insert(missing, 1, "KEYS")
+    return missing
+  end
+end
+
+-- Admission: one active run per lane; the others wait in the thread's queue.
 
 -- The run that has `lane` now, if any (nil when it is `self_id`).
 local function holder_of(lane, self_id)
@@ -136,15 +214,7 @@ end
 
 local admits = {}
 if opt.work then
-  local lane = nil
-  for i = 1, #run_set, 2 do
-    if run_set[i] == "agent" then lane = run_set[i + 1] end
-  end
-  if not lane then
-    local kept = redis.call("HMGET", run, "lane", "agent")
-    lane = kept[1] or kept[2] or ""
-  end
-  admits[1] = {id = run_id, key = run, lane = lane}
+  admits[1] = {id = run_id, key = run, lane = admitted_lane()}
   for item in string.gmatch(opt.more_runs or "", "[^,]+") do
     local id, agent = string.match(item, "^(.-)=(.*)$")
     admits[#admits + 1] = {id = id, key = run_key(id), lane = agent}
@@ -279,11 +349,6 @@ local function hand_on()
 end
 
 -- A run that ends (or suspends) hands its lane to the next run waiting for it.
-local new_status = nil
-for i = 1, #run_set, 2 do
-  if run_set[i] == "status" then new_status = run_set[i + 1] end
-end
-local ending = new_status and terminal(new_status)
 if ending then redis.call("ZREM", timers, run_id) end
 -- A finished run's hash lives on for the retention (cancel, retry and signal read it);
 -- a restarted one lives again until it ends.
