@@ -17,7 +17,7 @@ from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
 from consumers.tools.mcp_start import mcp_tools_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
-from slipstream import logs, process
+from slipstream import logs, partitions, process
 from slipstream.keys import Keyspace
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
@@ -30,6 +30,7 @@ async def work() -> None:
     load_tool_modules_or_exit(settings.tool_modules)  # the deployment's own tools
     # After the workflows and tools: names may not clash, and listed tools must exist.
     load_agents_or_exit(settings.agents_file, known_tools=TOOLS.names())
+    await partitions.check_when_reachable(backend.client, settings.partitions, "worker")
     store = EventStore.from_settings(backend, settings)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
     try:
@@ -45,6 +46,7 @@ async def show_status() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "status")
     try:
+        await partitions.check(backend.client, settings.partitions, record=False)
         print(status.render(await status.gather(backend, Keyspace(settings.partitions))))
     finally:
         await backend.close()
@@ -55,7 +57,8 @@ def main() -> None:
     parser.add_argument("command", nargs="?", choices=["work", "status"], default="work")
     args = parser.parse_args()
     if args.command == "status":
-        asyncio.run(show_status())
+        with process.exit_on_startup_error("status"):
+            asyncio.run(show_status())
         return
     process.on_signals("worker")
     logs.setup("worker")

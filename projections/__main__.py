@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from projections.projector import Projector
-from slipstream import logs, process
+from slipstream import logs, partitions, process
 from slipstream.identity import consumer_name
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
@@ -14,6 +14,7 @@ from slipstream.store import EventStore
 async def project() -> None:
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "projector")
+    await partitions.check_when_reachable(backend.client, settings.partitions, "projector")
     store = EventStore.from_settings(backend, settings)
     projector = Projector(backend, store, consumer_name(), run_retention_s=settings.run_retention_s)
     try:

@@ -39,11 +39,13 @@ async def reindex(backend: Backend, settings: Settings) -> Counter[str]:
 
 
 async def _main() -> None:
+    from slipstream import partitions
     from slipstream.process import connect_or_exit, settings_or_exit
 
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "reindex")
     try:
+        await partitions.check(backend.client, settings.partitions, record=False)
         done = await reindex(backend, settings)
     finally:
         await backend.close()
@@ -51,4 +53,7 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    from slipstream.process import exit_on_startup_error
+
+    with exit_on_startup_error("reindex"):
+        asyncio.run(_main())

@@ -32,7 +32,7 @@ from projections.projector import Projector
 from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.runtime import Runtime
-from slipstream import logs, process
+from slipstream import logs, partitions, process
 from slipstream.backend import Backend
 from slipstream.identity import consumer_name
 from slipstream.process import StartupError, settings_or_exit
@@ -146,6 +146,9 @@ async def serve(
         server.should_exit = True
 
     try:
+        await partitions.check_when_reachable(
+            runtime.backend.client, runtime.settings.partitions, "web"
+        )
         async with contextlib.AsyncExitStack() as worker_tools:
             if background is not None:
                 # The embedded worker's MCP servers, connected before it starts and

@@ -16,7 +16,21 @@ AuthMode = Literal["none", "tokens", "header"]
 AUTH_MODES: tuple[AuthMode, ...] = ("none", "tokens", "header")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+MAX_PARTITIONS = 1024
+"""The most SLIPSTREAM_PARTITIONS may be. Each partition is one slot on Redis Cluster, so
+at most that many masters do useful work; but each also costs every process: on a
+cluster a blocking read per partition in each worker, projector and web process, and a
+command per partition in every thread list and search."""
+
+
+def _int(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -26,6 +40,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} must be at most {maximum}")
     return value
 
 
@@ -160,7 +176,7 @@ class Settings:
         )
         return cls(
             redis_url=env.get("REDIS_URL") or None,
-            partitions=_int(env, "SLIPSTREAM_PARTITIONS", 16, minimum=1),
+            partitions=_int(env, "SLIPSTREAM_PARTITIONS", 16, minimum=1, maximum=MAX_PARTITIONS),
             llm=llm,
             anthropic_api_key=key,
             anthropic_model=env.get("SLIPSTREAM_ANTHROPIC_MODEL") or "claude-sonnet-4-5",

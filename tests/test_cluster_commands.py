@@ -5,12 +5,17 @@ deployment recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 
+from consumers import status
 from consumers.llm.scripted import ScriptedLLM
 from consumers.runner import WorkItem
 from consumers.schedules import Schedule, Schedules
@@ -24,13 +29,24 @@ from service.deletion import Deleter
 from service.limits import LimitReached
 from service.runtime import Runtime
 from slipstream import events as ev
-from slipstream import retention
+from slipstream import partitions, retention
 from slipstream.backend import Backend, as_entries, as_stream_reply
 from slipstream.config import Settings
-from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, thread_of_run
+from slipstream.errors import ConfigError
+from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, Keyspace, Partition, thread_of_run
 from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import Append, EventStore
 from slipstream.users import Users
+from tests.ports import free_port
+from tests.processes import (
+    ROOT,
+    env_for,
+    exits_within,
+    processes,
+    redis_process,
+    spawn,
+    wait_for_log,
+)
 from tests.redis_cluster import Cluster, Node
 
 pytestmark = pytest.mark.slow
@@ -295,3 +311,115 @@ async def test_reads_that_span_partitions_on_every_master(
         await cluster.client.set(store.keys.partition(thread_id).dedupe(f"old-{thread_id}"), "kept")
     done = await retention.backfill(cluster, settings)
     assert done["dedupe keys"] == len(made)
+
+
+# Partitions: recorded once, checked by every process, shown per node
+
+
+async def test_the_first_start_records_the_partition_count_and_others_must_match(
+    backend: Backend,
+) -> None:
+    redis = backend.client
+    await partitions.check(redis, 8, record=False)  # a tool that only looks writes nothing
+    assert await partitions.recorded(redis) is None
+    await partitions.check(redis, 8)
+    await partitions.check(redis, 8)
+    assert await partitions.recorded(redis) == 8
+    assert await redis.ttl(partitions.KEY) == -1  # one small key for the deployment's life
+    with pytest.raises(partitions.PartitionsDiffer) as refused:
+        await partitions.check(redis, 16)
+    assert "SLIPSTREAM_PARTITIONS=16" in str(refused.value)
+    assert "in 8 partitions" in str(refused.value)
+    assert await partitions.recorded(redis) == 8
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("0", "must be at least 1"), ("1025", "must be at most 1024"), ("-3", "at least 1")],
+)
+def test_the_partition_count_is_bounded(value: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        Settings.from_env({"SLIPSTREAM_PARTITIONS": value})
+    assert Settings.from_env({"SLIPSTREAM_PARTITIONS": "1024"}).partitions == 1024
+    # Tags stay distinct past two digits: {p10} and {p100} are different slots' tags.
+    assert {Partition(n).tag for n in range(1024)} == {f"{{p{n:02d}}}" for n in range(1024)}
+
+
+def test_a_worker_with_another_partition_count_refuses_to_start(
+    cluster_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    with processes() as running:
+        first = spawn("consumers", env_for(REDIS_URL=cluster_url), tmp_path / "first.log")
+        running.append(first)
+        wait_for_log(tmp_path / "first.log", "taking work from", first)
+        other = spawn("consumers", env_for(REDIS_URL=cluster_url, SLIPSTREAM_PARTITIONS="8"), log)
+        running.append(other)
+        assert exits_within(other, 30) == 1
+    assert log.read_text().splitlines()[-1] == (
+        "worker: SLIPSTREAM_PARTITIONS=8, but this deployment's Redis holds its threads in 4 "
+        "partitions (ss:partitions, recorded by its first start). A thread's partition follows "
+        "from that number, so with another one every thread would be looked for in the wrong "
+        "place. Set SLIPSTREAM_PARTITIONS=4, or start a new deployment on an empty Redis for 8."
+    )
+
+
+def test_a_role_started_before_its_redis_checks_the_count_once_it_answers(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    log = tmp_path / "projector.log"
+    with processes() as running:
+        projector = spawn("projections", env_for(REDIS_URL=f"redis://127.0.0.1:{port}/0"), log)
+        running.append(projector)
+        wait_for_log(log, "cannot check the partition count with Redis yet", projector)
+        with redis_process(tmp_path / "redis", port):
+            wait_for_log(log, "Redis answers; partitions checked", projector)
+            with SyncRedis(port=port, decode_responses=True) as client:
+                assert client.get(partitions.KEY) == "4"
+
+
+async def test_status_shows_which_node_serves_each_partition(
+    cluster: Backend, settings: Settings, redis_cluster: Cluster, cluster_url: str
+) -> None:
+    keyspace = Keyspace(settings.partitions)
+    await partitions.check(cluster.client, settings.partitions)
+    seen = await status.gather(cluster, keyspace)
+    assert seen.nodes is not None and seen.recorded == settings.partitions
+    masters = [n for n in seen.nodes if n.role == "master"]
+    replicas = [n for n in seen.nodes if n.role == "replica"]
+    assert len(masters) == 3 and len(replicas) == 3
+    for part, row in zip(keyspace.all(), seen.partitions, strict=True):
+        assert row.master == f"127.0.0.1:{redis_cluster.master_of(part.work).port}"
+    assert sorted(n for m in masters for n in m.partitions) == list(range(settings.partitions))
+    for replica in replicas:  # a copy of its master's partitions
+        assert (
+            replica.partitions == next(m for m in masters if m.address == replica.master).partitions
+        )
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumers",
+        "status",
+        cwd=ROOT,
+        env=env_for(REDIS_URL=cluster_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await command.communicate()
+    assert command.returncode == 0, err.decode()
+    text = out.decode()
+    assert "Redis Cluster (redis+cluster://" in text and "3 masters, 3 replicas" in text
+    for node in seen.nodes:
+        line = next(line for line in text.splitlines() if line.strip().startswith(node.address))
+        assert ("replica of " in line) == (node.role == "replica")
+        assert f"{len(node.partitions)} partitions" in line
+
+
+async def test_status_on_one_redis_says_so(real_backend: Backend, settings: Settings) -> None:
+    seen = await status.gather(real_backend, Keyspace(settings.partitions))
+    assert seen.nodes is None and seen.recorded is None
+    text = status.render(seen)
+    assert "partitions: 4 (none recorded yet)" in text
+    assert "one Redis (redis://" in text and "every partition is on it" in text
