@@ -65,6 +65,7 @@ WORDS = 20  # a short scripted answer: a no-op run
 # Commands of this process and of replication, not of a run.
 NOT_RUN_COMMANDS = frozenset({"info", "config", "replconf"})
 ROWS = ("runs1", "runs2", "append")
+SENDS_AT_ONCE = 32  # the command pool holds 64 connections
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,11 @@ async def registered(store: EventStore, count: int, within_s: float = 30) -> Non
             await asyncio.sleep(0.05)
 
 
+async def send(store: EventStore, thread_id: str, senders: asyncio.Semaphore) -> None:
+    async with senders:
+        await commands.send_message(store, thread_id, "go", "assistant")
+
+
 async def runs_round(target: Target, processes: int, sizes: Sizes) -> RunsResult:
     target.flush()
     backend = Backend.connect(target.url)
@@ -218,6 +224,9 @@ async def runs_round(target: Target, processes: int, sizes: Sizes) -> RunsResult
         env = {"SLIPSTREAM_SCRIPTED_DELAY_MS": "0", "SLIPSTREAM_SCRIPTED_WORDS": str(WORDS)}
         with workers(target.url, processes, **env):
             await registered(store, processes)
+            # As many sends at once as web requests might make, well inside the pool
+            # (a send waiting on a full pool for a second fails).
+            senders = asyncio.Semaphore(SENDS_AT_ONCE)
             completions = Completions(store)
             await completions.start()
             target.reset_stats()
@@ -225,9 +234,7 @@ async def runs_round(target: Target, processes: int, sizes: Sizes) -> RunsResult
             waiting = asyncio.create_task(
                 completions.wait(sizes.runs, within_s=sizes.runs_within_s())
             )
-            await asyncio.gather(
-                *(commands.send_message(store, t, "go", "assistant") for t in threads)
-            )
+            await asyncio.gather(*(send(store, t, senders) for t in threads))
             completed = await waiting
             took = time.perf_counter() - began
             calls, micros = target.command_stats()
