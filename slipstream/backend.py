@@ -209,6 +209,10 @@ class Backend:
     fake_server: Any = None
     notifier: Notifier | None = None
     timeout_s: float = COMMAND_TIMEOUT_S
+    # Connections per node of `pipeline_for` on a cluster: as many as one Redis's pool, since
+    # every promised append goes that way (slipstream/replicas.py). A pool much smaller than
+    # the callers starves some: a caller that frees a connection takes it again at once.
+    node_connections: int = 64
     _readers: list[aioredis.Redis] = field(default_factory=list)
     _nodes: dict[str, aioredis.Redis] = field(default_factory=dict)
 
@@ -234,7 +238,9 @@ class Backend:
                 socket_connect_timeout=timeout_s,
                 health_check_interval=30,
             )
-            return cls(client=client, url=url, timeout_s=timeout_s)
+            return cls(
+                client=client, url=url, timeout_s=timeout_s, node_connections=max_connections
+            )
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -368,7 +374,7 @@ class Backend:
             pool = aioredis.BlockingConnectionPool(
                 host=node.host,
                 port=node.port,
-                max_connections=16,
+                max_connections=self.node_connections,
                 timeout=POOL_WAIT_S,
                 decode_responses=True,
                 socket_timeout=self.timeout_s,
