@@ -12,6 +12,7 @@ SCRIPT LOAD goes to every primary.
 runs the pipeline; for each call answered NOSCRIPT it loads the call's script (on
 every primary of a cluster) and sends that call again, once. A call answered
 NOSCRIPT ran nothing, so nothing runs twice; the other commands are not resent.
+For pipelines without MULTI only: a call sent again would be outside the transaction.
 """
 
 from __future__ import annotations
