@@ -127,6 +127,7 @@ class RunsResult:
     seconds: float
     commands: float = 0.0  # per run
     micros: float = 0.0  # per run
+    later_attempts: int = 0
 
 
 class Completions:
@@ -141,6 +142,9 @@ class Completions:
         self.store = store
         self.reads = 0
         self.completed = 0
+        # Runs started again (a worker lost its lease): a slow round with some was
+        # waiting for leases to lapse, not working.
+        self.later_attempts = 0
         self._reached = asyncio.Event()
         self._target = 0
         self._feeds: dict[str, str] = {}
@@ -189,9 +193,12 @@ class Completions:
             self.reads += 1
             for feed, entries in reply:
                 cursors[feed] = entries[-1][0]
-                self.completed += sum(
-                    1 for _, fields in entries if fields.get("type") == "run.completed"
-                )
+                for _, fields in entries:
+                    kind = fields.get("type")
+                    if kind == "run.completed":
+                        self.completed += 1
+                    elif kind == "run.started" and '"attempt":1,' not in fields.get("body", ""):
+                        self.later_attempts += 1
             if self.completed >= self._target:
                 self._reached.set()
 
@@ -246,6 +253,7 @@ async def runs_round(target: Target, processes: int, sizes: Sizes) -> RunsResult
             seconds=took,
             commands=(calls - completions.reads) / sizes.runs,
             micros=micros / sizes.runs,
+            later_attempts=completions.later_attempts,
         )
     finally:
         await backend.close()
@@ -413,7 +421,8 @@ async def measure(targets: list[Target], sizes: Sizes, rows: list[str]) -> dict[
                             f"{result.rate:.0f} runs/s"
                             if result.rate is not None
                             else f"unfinished ({result.completed}/{result.runs})"
-                        ),
+                        )
+                        + f", {result.later_attempts} runs started again",
                         file=sys.stderr,
                     )
             if "append" in rows:
