@@ -59,7 +59,8 @@ def cluster_nodes(layout: dict[str, dict[str, Any]], keyspace: Keyspace) -> list
     slots = {part.number: key_slot(part.work.encode()) for part in keyspace.all()}
     served: dict[str, tuple[int, ...]] = {}
     for address, node in layout.items():
-        ranges = [(int(start), int(end)) for start, end, *_ in node.get("slots", [])]
+        # redis-py gives a range as [start, end], a single slot as [slot].
+        ranges = [(int(entry[0]), int(entry[-1])) for entry in node.get("slots", [])]
         served[address] = tuple(
             number
             for number, slot in slots.items()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from slipstream.backend import ClusterURL, is_cluster_url
 from slipstream.errors import ConfigError
 
 LLMName = Literal["scripted", "anthropic"]
@@ -175,7 +176,7 @@ class Settings:
             "tokens" if auth_raw == "tokens" else "header" if auth_raw == "header" else "none"
         )
         return cls(
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=_redis_url(env.get("REDIS_URL") or None),
             partitions=_int(env, "SLIPSTREAM_PARTITIONS", 16, minimum=1, maximum=MAX_PARTITIONS),
             llm=llm,
             anthropic_api_key=key,
@@ -252,3 +253,13 @@ def _wait_ms(env: Mapping[str, str]) -> int:
             f"SLIPSTREAM_WAIT_MS={wait_ms} must be below SLIPSTREAM_REDIS_TIMEOUT_MS={timeout_ms}"
         )
     return wait_ms
+
+
+def _redis_url(url: str | None) -> str | None:
+    """A cluster URL is checked at start: a typo is one line, not a traceback later."""
+    if url is not None and is_cluster_url(url):
+        try:
+            ClusterURL.parse(url)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL: {exc}") from None
+    return url
