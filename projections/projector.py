@@ -155,7 +155,8 @@ class Projector:
     async def _fold_pass(self) -> None:
         _LOOP.set(FOLD_LOOP)
         if self._reader is None:
-            self._reader = self.backend.reader()
+            # On a cluster the bells wait, and the fold's reads do not block.
+            self._reader = self.backend.reader() if self._bell is None else self.backend.client
         try:
             # A short block rather than a cancelled read: cancelling a blocked
             # command mid-reply leaves the client in a state it cannot recover.

@@ -199,7 +199,7 @@ class _Tail:
     async def _read_once(self) -> None:
         backend = self.hub.backend
         if self._reader is None:
-            self._reader = backend.reader()
+            self._reader = await backend.reader_for(self.part.feed)
         guard = asyncio.timeout(TAIL_BLOCK_MS / 1000 + READ_GRACE_S)
         try:
             async with guard:
@@ -210,7 +210,8 @@ class _Tail:
                     block_ms=TAIL_BLOCK_MS,
                 )
         except Exception as exc:
-            await self._drop_reader()  # it may be mid-reply: the next pass takes a fresh one
+            # It may be mid-reply, or its node gone: the next pass takes a fresh one.
+            await self._drop_reader(failed=True)
             if guard.expired():
                 raise RedisTimeoutError(
                     f"no reply to a {TAIL_BLOCK_MS} ms blocking read {READ_GRACE_S} s after it"
@@ -267,11 +268,11 @@ class _Tail:
         for watcher in self.hub.list_subscribers:
             watcher.resync()
 
-    async def _drop_reader(self) -> None:
+    async def _drop_reader(self, *, failed: bool = False) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self.hub.backend.release(reader)
+                await self.hub.backend.release(reader, failed=failed)
 
     def _fan_out(self, fields: dict[str, str]) -> None:
         thread_id = fields.get("thread", "")

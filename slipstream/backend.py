@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -64,6 +65,22 @@ def _keepalive() -> dict[int, int]:
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 # What a cluster URL's query may set: TLS files and checks, as redis-py names them.
 CLUSTER_OPTIONS = frozenset({"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"})
+
+
+# How a blocking reader connects: no socket timeout (a read must not time out
+# while Redis is merely idle; and redis-py 8 can leave a read with a socket
+# timeout hanging when it is cancelled), TCP keep-alive, one connection, no retry.
+_BLOCKING_READER: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_timeout": None,
+    "socket_keepalive": True,
+    "socket_keepalive_options": _keepalive(),
+    "socket_connect_timeout": COMMAND_TIMEOUT_S,
+    "single_connection_client": True,
+    "retry": Retry(NoBackoff(), 0),
+}
+# At most one layout refresh this often, however many readers failed.
+LAYOUT_REFRESH_S = 0.5
 
 
 def redacted(url: str) -> str:
@@ -215,6 +232,7 @@ class Backend:
     node_connections: int = 64
     _readers: list[aioredis.Redis] = field(default_factory=list)
     _nodes: dict[str, aioredis.Redis] = field(default_factory=dict)
+    _refreshed_at: float = float("-inf")
 
     @property
     def can_block(self) -> bool:
@@ -266,8 +284,8 @@ class Backend:
         if self.fake_server is not None:
             return self.client
         if self.cluster:
-            # A cluster client of its own: a blocking read holds a connection
-            # to its partition's node, and follows the partition if it moves.
+            # A cluster client of its own, for blocking reads of any partitions (each
+            # holds one connection); one partition's reader is cheaper: `reader_for`.
             reader = cluster_client(
                 self.url or "",
                 socket_timeout=None,
@@ -277,26 +295,43 @@ class Backend:
             )
             self._readers.append(reader)
             return reader
-        reader = aioredis.Redis.from_url(
-            self.url or "",
-            decode_responses=True,
-            socket_timeout=None,
-            socket_keepalive=True,
-            socket_keepalive_options=_keepalive(),
-            socket_connect_timeout=COMMAND_TIMEOUT_S,
-            single_connection_client=True,
-            retry=Retry(NoBackoff(), 0),
+        reader = aioredis.Redis.from_url(self.url or "", **_BLOCKING_READER)
+        self._readers.append(reader)
+        return reader
+
+    async def reader_for(self, key: str) -> aioredis.Redis:
+        """A client of its own for one blocking reader of `key`'s partition.
+
+        On a cluster: one plain connection to the master that serves the slot
+        now. Not a cluster client: each of those costs a layout discovery (tens
+        of ms) and a pool per node, and asks the server for XREAD's keys before
+        every read. If the slot moves or the node fails, the read fails; the
+        reader is released as failed, which refreshes the layout, and the next
+        one goes to the new master.
+        """
+        if not self.cluster:
+            return self.reader()
+        cluster = cast(RedisCluster, self.client)
+        if not cluster.get_nodes():
+            await cluster.initialize()
+        node = cluster.get_node_from_key(key)
+        if node is None:
+            raise RedisConnectionError(f"no node of the cluster serves {key} now")
+        reader = aioredis.Redis(
+            host=node.host, port=int(node.port), **_BLOCKING_READER, **_node_credentials(cluster)
         )
         self._readers.append(reader)
         return reader
 
-    async def release(self, reader: aioredis.Redis) -> None:
-        """Close a reader made by `reader()`."""
+    async def release(self, reader: aioredis.Redis, *, failed: bool = False) -> None:
+        """Close a reader made by `reader()` or `reader_for()`; `failed`: after a fault."""
         if reader is self.client:
             return
         if reader in self._readers:
             self._readers.remove(reader)
         await reader.aclose()
+        if failed and self.cluster:
+            await self._refresh_layout()  # the slot may have moved, or its master failed
 
     def appended(self) -> None:
         if self.notifier is not None:
@@ -387,6 +422,11 @@ class Backend:
         return client
 
     async def _refresh_layout(self) -> None:
+        # Every reader of a failed node fails at once: one refresh serves them all.
+        now = time.monotonic()
+        if now - self._refreshed_at < LAYOUT_REFRESH_S:
+            return
+        self._refreshed_at = now
         cluster = cast(RedisCluster, self.client)
         with contextlib.suppress(Exception):  # the next command tries again anyway
             await cluster.nodes_manager.initialize()

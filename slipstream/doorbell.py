@@ -93,9 +93,9 @@ class Doorbell:
             except BaseException:
                 self._cursors[stream] = None  # it may have missed something: ring on return
                 reader = self._readers.pop(stream, None)
-                if reader is not None:  # it may be mid-reply: the next pass takes a fresh one
+                if reader is not None:  # mid-reply, or its node gone: the next pass takes another
                     with contextlib.suppress(Exception):
-                        await self.backend.release(reader)
+                        await self.backend.release(reader, failed=True)
                 raise
 
         return listen
@@ -107,7 +107,7 @@ class Doorbell:
             self.ring(stream)  # anything up to here may have come while no one listened
         reader = self._readers.get(stream)
         if reader is None:
-            reader = self._readers[stream] = self.backend.reader()
+            reader = self._readers[stream] = await self.backend.reader_for(stream)
         async with asyncio.timeout(BLOCK_MS / 1000 + READ_GRACE_S):
             reply = await self.backend.xread(reader, {stream: cursor}, count=1, block_ms=BLOCK_MS)
         if any(entries for _, entries in reply):
