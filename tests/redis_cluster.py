@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from tests.ports import free_port
 
@@ -193,12 +194,32 @@ class Cluster:
         return len(layouts) == 1 and self._synced()
 
     def _synced(self) -> bool:
-        """Every live replica has had its master's full copy and follows it."""
+        """Every live replica has its master's full copy and acknowledges its writes.
+
+        A replica's ROLE says "connected" once it has loaded the copy, but its master
+        streams writes to it only after its first acknowledgement, up to a second
+        later: until then a WAIT for it times out. So each master with replicas
+        writes a probe key (of its own slots, gone in 2 s) and WAITs for them.
+        """
+        following: dict[int, int] = {}
         for node in self.live_nodes():
             with node.client() as client:
                 role = client.execute_command("ROLE")
-            if role[0] == "slave" and role[3] != "connected":
-                return False
+            if role[0] == "slave":
+                if role[3] != "connected":
+                    return False
+                following[int(role[2])] = following.get(int(role[2]), 0) + 1
+        for master_port, replicas in following.items():
+            with redis.Redis(port=master_port, socket_timeout=2, decode_responses=True) as client:
+                slots = client.execute_command("CLUSTER", "SLOTS")
+                served = [(int(s[0]), int(s[1])) for s in slots if int(s[2][1]) == master_port]
+                if not served:
+                    return False
+                pipe = client.pipeline(transaction=False)
+                pipe.set(_key_in(served[0][0]), "probe", px=2000)
+                pipe.execute_command("WAIT", replicas, 100)
+                if int(pipe.execute()[-1]) < replicas:
+                    return False
         return True
 
     def flush(self) -> None:
@@ -209,6 +230,15 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _key_in(slot: int) -> str:
+    """A key of `slot`, for a write that must land on the node serving it."""
+    for n in range(1_000_000):
+        key = f"cluster-probe:{{{n}}}"
+        if key_slot(key.encode()) == slot:
+            return key
+    raise RuntimeError(f"no key found for slot {slot}")
 
 
 def _wait_for_ping(node: Node, within_s: float = 10) -> None:
