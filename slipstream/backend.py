@@ -39,8 +39,8 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import AskError, ExecAbortError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ExecAbortError, ResponseError
 
 Entry = tuple[str, dict[str, str]]
 
@@ -442,9 +442,9 @@ class Backend:
 
 
 def _redirected(exc: Exception) -> bool:
-    """MOVED or ASK, raised as such or inside an aborted MULTI."""
-    text = str(exc)
-    return isinstance(exc, ExecAbortError) or text.startswith(("MOVED", "ASK")) or "MOVED" in text
+    """MOVED or ASK (redis-py raises them as AskError, whose text drops the word),
+    or a MULTI aborted by one."""
+    return isinstance(exc, AskError | ExecAbortError) or "MOVED" in str(exc)
 
 
 def _node_credentials(cluster: RedisCluster) -> dict[str, Any]:

@@ -18,10 +18,10 @@ import logging
 import time
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from slipstream.keys import PREFIX
 from slipstream.process import StartupError
+from slipstream.supervise import is_redis_fault
 
 log = logging.getLogger("slipstream.partitions")
 
@@ -67,7 +67,9 @@ async def check_when_reachable(redis: Redis, partitions: int, role: str) -> None
             if said_at is not None:
                 log.info("%s: Redis answers; partitions checked", role)
             return
-        except RedisError as exc:
+        except Exception as exc:
+            if not is_redis_fault(exc):  # a cluster none of whose seeds answers is one too
+                raise
             now = time.monotonic()
             if said_at is None or now - said_at >= SAY_AGAIN_S:
                 log.warning(

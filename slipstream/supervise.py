@@ -23,8 +23,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterUnreachableError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slipstream.backoff import compute_backoff
@@ -42,12 +51,24 @@ _TRANSIENT_REPLIES = (
     "OOM",  # over maxmemory: writes resume once memory is freed
     "MISCONF",  # cannot persist: writes resume once the disk is writable
 )
+# A cluster in flux: no node reachable, a slot with no master yet, a slot that
+# moved or is moving (redis-py strips the MOVED/ASK word from their text).
+_CLUSTER_FAULTS = (
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    ClusterDownError,
+    MovedError,
+    AskError,
+    TryAgainError,
+)
 TRACEBACK_EVERY_S = 60.0
 
 
 def is_redis_fault(exc: BaseException) -> bool:
     """A fault of the connection or the server, as opposed to a bug of ours."""
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, _CLUSTER_FAULTS):
         return True
     if isinstance(exc, ResponseError):
         return str(exc).startswith(_TRANSIENT_REPLIES)

@@ -6,8 +6,14 @@ import asyncio
 import logging
 
 import pytest
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from slipstream.supervise import Liveness, Loop, is_redis_fault, keep_running, run_loops
 
@@ -91,6 +97,12 @@ async def test_nogroup_runs_the_recovery_before_the_next_pass() -> None:
         (ResponseError("BUSY Redis is busy running a script."), True),
         (ResponseError("NOGROUP No such key"), True),
         (ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+        # A cluster in flux: no seed reachable, a slot moved or moving or with no master.
+        (RedisClusterUnreachableError("Redis Cluster cannot be connected"), True),
+        (MovedError("3999 127.0.0.1:7001"), True),
+        (AskError("3999 127.0.0.1:7001"), True),
+        (ResponseError("CLUSTERDOWN The cluster is down"), True),
+        (RedisClusterException("XREAD - all keys must map to the same key slot"), False),
         (ValueError("ours"), False),
     ],
 )
