@@ -16,9 +16,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from consumers.llm.base import LLM
@@ -100,6 +102,7 @@ class Worker:
             else None
         )
         self._pubsub: PubSub | None = None
+        self._cancel_nodes: dict[str, str] = {}  # the node of each cancel channel subscribed
         lua = resources.files("slipstream").joinpath
         self._fire = backend.client.register_script(lua("lua/fire_timers.lua").read_text())
         self._give_back_script = backend.client.register_script(
@@ -442,24 +445,55 @@ class Worker:
     # -- cancels, takeovers, timers, consumers --------------------------------
 
     async def _cancel_pass(self) -> None:
-        """Cancel announcements reach the run within milliseconds, between tokens too."""
+        """Cancel announcements reach the run within milliseconds, between tokens too.
+
+        They are sharded pub/sub (SPUBLISH from the scripts): a partition's channel is in
+        its slot, so on a cluster only that slot's node carries it, and the listener
+        (redis-py's cluster pub/sub) holds a connection to each node serving one. When a
+        node is lost or a slot moves (the node drops its subscribers: `sunsubscribe`),
+        the listener is closed and the next pass subscribes again where the channels
+        are now. What is announced meanwhile is missed; the lease renewal reads the
+        cancel flag, and the cancel guard refuses the run's next delta anyway.
+        """
         if self._pubsub is None:
             pubsub = self.backend.client.pubsub()
             try:
-                await pubsub.subscribe(*[part.cancels for part in self.partitions])
+                await pubsub.ssubscribe(*[part.cancels for part in self.partitions])
             except BaseException:
                 await _close_pubsub(pubsub)
                 raise
             self._pubsub = pubsub
+            self._cancel_nodes = self._nodes_of_cancels()
         try:
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            message = await self._pubsub.get_sharded_message(timeout=1.0)
         except BaseException:
             await self._close_listener()  # subscribe again on the next pass
             raise
-        if message and message.get("type") == "message":
+        kind = message.get("type") if message else None
+        if kind == "smessage" and message is not None:
             flight = self.inflight.get(str(message["data"]))
             if flight is not None:
                 flight.cancelled.set()
+        elif kind == "sunsubscribe" or self._nodes_of_cancels() != self._cancel_nodes:
+            # Not this worker's doing: the channel's slot left that node, or the
+            # cluster's layout changed under the listener. Subscribe again.
+            log.info("worker %s: cancel channels moved; subscribing again", self.name)
+            await self._close_listener()
+
+    def _nodes_of_cancels(self) -> dict[str, str]:
+        """Which node serves each cancel channel, as the cluster client knows it now ({} on
+        one Redis)."""
+        if not self.backend.cluster:
+            return {}
+        cluster = cast(RedisCluster, self.backend.client)
+        nodes: dict[str, str] = {}
+        for part in self.partitions:
+            try:
+                node = cluster.get_node_from_key(part.cancels)
+            except RedisError:  # the slot is not covered now: a failover in progress
+                node = None
+            nodes[part.cancels] = node.name if node is not None else ""
+        return nodes
 
     async def _close_listener(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

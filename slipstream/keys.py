@@ -118,7 +118,8 @@ class Partition:
 
     @property
     def cancels(self) -> str:
-        """Pub/sub channel on which cancelled run ids are announced to workers."""
+        """Sharded pub/sub channel (SPUBLISH) on which cancelled run ids are announced to
+        workers: in the partition's slot, so on a cluster only its node carries it."""
         return self.key("cancels")
 
     @property

@@ -39,7 +39,7 @@
 --     waits for it)
 --   signals_seen name:n (parking to wait for `name` with n such signals in its journal:
 --     if more have arrived meanwhile, go back to work instead of waiting)
---   publish channel              run.<field> value (set in the run hash)
+--   publish channel (sharded)    run.<field> value (set in the run hash)
 --   runs id,id... (the run ids of KEYS[13..])
 --   access_owner user | access_add user | access_remove user (who may use the thread:
 --     its owner, a member added, a member removed; with the user's thread index)
@@ -318,7 +318,7 @@ if opt.work then
           redis.call("HSET", holder_key, "cancel", "1")
           ids[#ids + 1] = add({"type", "run.cancel_requested", "v", "1", "eid", eid,
                                "run", a.holder, "body", INTERRUPTED})
-          if opt.publish then redis.call("PUBLISH", opt.publish, a.holder) end
+          if opt.publish then redis.call("SPUBLISH", opt.publish, a.holder) end
         end
       end
     else
@@ -405,7 +405,7 @@ if opt.ack then
   redis.call("XACK", work, "workers", opt.ack)
   redis.call("XDEL", work, opt.ack)
 end
-if opt.publish and not opt.work then redis.call("PUBLISH", opt.publish, run_id) end
+if opt.publish and not opt.work then redis.call("SPUBLISH", opt.publish, run_id) end
 
 local joined = table.concat(ids, ",")
 if opt.dedupe_ms then

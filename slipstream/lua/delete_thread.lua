@@ -13,7 +13,7 @@
 --       hashes, ARGV[6] member thread sets, ARGV[7] dedupe keys, then the
 --       search posting sets (the rest)
 -- ARGV: 1 thread id, 2 the stream's last id as read, 3 the view's `last` as read
---       ("" for none), 4..7 the counts above, 8 the cancels channel, then the run
+--       ("" for none), 4..7 the counts above, 8 the cancels channel (sharded), then the run
 --       ids (in the order of their hashes)
 -- Returns "DELETED", "GONE" (there is no such thread) or "MOVED" (it changed
 -- since it was read: read it again).
@@ -40,7 +40,7 @@ for i = 0, runs - 1 do
   redis.call("ZREM", KEYS[10], run_id)
   redis.call("ZREM", KEYS[11], run_id)
   for s = 0, statuses - 1 do redis.call("ZREM", KEYS[first_status + s], run_id) end
-  redis.call("PUBLISH", ARGV[8], run_id)
+  redis.call("SPUBLISH", ARGV[8], run_id)
 end
 -- The thread's lanes ("<thread>:<agent>"; the thread's id alone from before lanes).
 local lanes = thread_id .. ":"
