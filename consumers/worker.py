@@ -450,15 +450,19 @@ class Worker:
         They are sharded pub/sub (SPUBLISH from the scripts): a partition's channel is in
         its slot, so on a cluster only that slot's node carries it, and the listener
         (redis-py's cluster pub/sub) holds a connection to each node serving one. When a
-        node is lost or a slot moves (the node drops its subscribers: `sunsubscribe`),
-        the listener is closed and the next pass subscribes again where the channels
-        are now. What is announced meanwhile is missed; the lease renewal reads the
-        cancel flag, and the cancel guard refuses the run's next delta anyway.
+        slot moves, its node drops the channel (`sunsubscribe`); when a master is lost,
+        its replica takes the slots over. Either way the listener subscribes again, on
+        the connections it has: redis-py moves the channel to its new node (closing the
+        listener would drop what those connections hold unread). A listener that fails
+        is closed, and the next pass makes a new one. What is announced while none
+        listens is missed: the lease renewal reads the cancel flag, and the cancel guard
+        refuses the run's next delta anyway.
         """
+        channels = [part.cancels for part in self.partitions]
         if self._pubsub is None:
             pubsub = self.backend.client.pubsub()
             try:
-                await pubsub.ssubscribe(*[part.cancels for part in self.partitions])
+                await pubsub.ssubscribe(*channels)
             except BaseException:
                 await _close_pubsub(pubsub)
                 raise
@@ -466,19 +470,21 @@ class Worker:
             self._cancel_nodes = self._nodes_of_cancels()
         try:
             message = await self._pubsub.get_sharded_message(timeout=1.0)
+            kind = message.get("type") if message else None
+            if kind == "smessage" and message is not None:
+                flight = self.inflight.get(str(message["data"]))
+                if flight is not None:
+                    flight.cancelled.set()
+            elif self.backend.cluster and (
+                kind == "sunsubscribe" or self._nodes_of_cancels() != self._cancel_nodes
+            ):
+                # Not this worker's doing: a slot moved, or a replica took over.
+                log.info("worker %s: cancel channels moved; subscribing again", self.name)
+                self._cancel_nodes = self._nodes_of_cancels()
+                await self._pubsub.ssubscribe(*channels)
         except BaseException:
-            await self._close_listener()  # subscribe again on the next pass
+            await self._close_listener()  # a new listener on the next pass
             raise
-        kind = message.get("type") if message else None
-        if kind == "smessage" and message is not None:
-            flight = self.inflight.get(str(message["data"]))
-            if flight is not None:
-                flight.cancelled.set()
-        elif kind == "sunsubscribe" or self._nodes_of_cancels() != self._cancel_nodes:
-            # Not this worker's doing: the channel's slot left that node, or the
-            # cluster's layout changed under the listener. Subscribe again.
-            log.info("worker %s: cancel channels moved; subscribing again", self.name)
-            await self._close_listener()
 
     def _nodes_of_cancels(self) -> dict[str, str]:
         """Which node serves each cancel channel, as the cluster client knows it now ({} on
