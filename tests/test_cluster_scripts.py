@@ -42,7 +42,7 @@ from slipstream.store import EventStore
 from tests.fake_llm import GatedLLM
 from tests.harness import System, frames_until, running_system
 from tests.redis_cluster import Cluster, Node
-from tests.test_script_keys import due_timers, lanes_and_queues
+from tests.test_script_keys import due_timers, lanes_and_queues, the_other_scripts
 from tests.waits import until
 
 CANCEL_WITHIN_S = 1.0
@@ -222,16 +222,18 @@ async def test_the_cancel_listener_follows_a_failover_after_a_kill_9(
 # -- scripts ---------------------------------------------------------------------
 
 
-async def test_the_scripts_that_name_other_runs_work_on_the_cluster(
+async def test_the_scripts_work_on_the_cluster(
     cluster_backend: Backend, settings: Settings
 ) -> None:
-    """Lanes, queues, interrupts, a holder from before lanes and due timers, on the
-    partitions of every master (the store calls the append script again when it
-    names a run's hash it was not given)."""
+    """What tests/test_script_keys.py watches on one Redis: lanes, queues, interrupts, a
+    holder from before lanes (the store calls the append script again when it names a
+    run's hash it was not given), due timers, leases, work given back, consumers
+    forgotten, users, schedules and the retention backfill, on partitions of every master."""
     store = EventStore(cluster_backend, Keyspace(settings.partitions))
     for _ in range(3):
         await lanes_and_queues(store)
     await due_timers(store, cluster_backend, settings)
+    await the_other_scripts(store, cluster_backend, settings)
 
 
 async def test_due_timers_on_every_master_fire_once(
