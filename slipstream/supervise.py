@@ -71,7 +71,10 @@ def is_redis_fault(exc: BaseException) -> bool:
     if isinstance(exc, _CLUSTER_FAULTS):
         return True
     if isinstance(exc, ResponseError):
-        return str(exc).startswith(_TRANSIENT_REPLIES)
+        # redis-py takes the code off the text of the replies it has a class for
+        # (ReadOnlyError, OutOfMemoryError, ...) and keeps it as status_code.
+        code = getattr(exc, "status_code", None)
+        return code in _TRANSIENT_REPLIES or str(exc).startswith(_TRANSIENT_REPLIES)
     return isinstance(exc, RedisError | OSError)
 
 

@@ -6,15 +6,18 @@ import asyncio
 import logging
 
 import pytest
+from redis._parsers.base import BaseParser
 from redis.exceptions import (
     AskError,
     MovedError,
+    ReadOnlyError,
     RedisClusterException,
     RedisClusterUnreachableError,
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from slipstream.backend import Backend
 from slipstream.supervise import Liveness, Loop, is_redis_fault, keep_running, run_loops
 
 
@@ -108,6 +111,25 @@ async def test_nogroup_runs_the_recovery_before_the_next_pass() -> None:
 )
 def test_which_errors_are_faults_of_redis(error: Exception, fault: bool) -> None:
     assert is_redis_fault(error) is fault
+
+
+async def test_replies_whose_code_redis_py_strips_are_faults_too(real_backend: Backend) -> None:
+    """redis-py takes the code off the text of the replies it has a class for (READONLY,
+    OOM, ...): `ReadOnlyError("You can't write ...")`. They are faults all the same."""
+    client = real_backend.client
+    await client.config_set("maxmemory", "1")  # every write is refused: OOM
+    try:
+        with pytest.raises(ResponseError) as refused:
+            await client.set("fault-probe", "x")
+    finally:
+        await client.config_set("maxmemory", "0")
+    assert not str(refused.value).startswith("OOM")  # the code is gone from the text
+    assert is_redis_fault(refused.value)
+    readonly = BaseParser.parse_error(  # type: ignore[no-untyped-call]
+        "READONLY You can't write against a read only replica."
+    )
+    assert isinstance(readonly, ReadOnlyError)
+    assert is_redis_fault(readonly)
 
 
 async def test_liveness_names_a_loop_that_stopped_making_progress() -> None:
