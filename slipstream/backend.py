@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, unquote
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import AskError, ExecAbortError, ResponseError
@@ -318,7 +319,10 @@ class Backend:
         if node is None:
             raise RedisConnectionError(f"no node of the cluster serves {key} now")
         reader = aioredis.Redis(
-            host=node.host, port=int(node.port), **_BLOCKING_READER, **_node_credentials(cluster)
+            host=node.host,
+            port=int(node.port),
+            **_BLOCKING_READER,
+            **_node_credentials(cluster, pool=False),
         )
         self._readers.append(reader)
         return reader
@@ -416,7 +420,7 @@ class Backend:
                 socket_connect_timeout=self.timeout_s,
                 health_check_interval=30,
                 retry=_one_reconnect(),
-                **_node_credentials(cluster),
+                **_node_credentials(cluster, pool=True),
             )
             client = self._nodes[node.name] = aioredis.Redis.from_pool(pool)
         return client
@@ -447,19 +451,24 @@ def _redirected(exc: Exception) -> bool:
     return isinstance(exc, AskError | ExecAbortError) or "MOVED" in str(exc)
 
 
-def _node_credentials(cluster: RedisCluster) -> dict[str, Any]:
-    """What the cluster client connects to its nodes with: password, TLS."""
-    kwargs = dict(cluster.nodes_manager.connection_kwargs)
-    wanted = (
-        "username",
-        "password",
-        "ssl",
-        "ssl_ca_certs",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_cert_reqs",
-    )
-    return {name: kwargs[name] for name in wanted if kwargs.get(name) is not None}
+def _node_credentials(cluster: RedisCluster, *, pool: bool) -> dict[str, Any]:
+    """What the cluster client connects to its nodes with: user, password, TLS.
+
+    The cluster client keeps TLS as its connection class (it has no `ssl` option):
+    a connection pool takes that class (`pool`), a client takes `ssl=True`; either
+    with the cluster client's ssl_* options.
+    """
+    kwargs = cluster.nodes_manager.connection_kwargs
+    found = {name: kwargs[name] for name in ("username", "password") if kwargs.get(name)}
+    connection_class = kwargs.get("connection_class")
+    if isinstance(connection_class, type) and issubclass(connection_class, SSLConnection):
+        found.update(
+            (name, value)
+            for name, value in kwargs.items()
+            if name.startswith("ssl_") and value is not None
+        )
+        found.update({"connection_class": connection_class} if pool else {"ssl": True})
+    return found
 
 
 def _has_entries(reply: StreamReply) -> bool:
