@@ -233,8 +233,8 @@ class Projector:
         past the group's position is seen before the read moves the position on.
         Also returns each feed's last id, for a wait when there was nothing new.
         """
-        looks: list[tuple[Partition, Any, Any]] = []
         delivered: dict[str, list[Entry]] = {}
+        tails: dict[str, str] = {}
         # One MULTI on one Redis; one per partition on a cluster, where each is a slot.
         for together in [[p] for p in parts] if self.backend.cluster else [parts]:
             async with self.backend.pipeline_for(together[0].feed) as pipe:
@@ -251,22 +251,24 @@ class Projector:
             delivered.update(
                 (str(stream), list(entries)) for stream, entries in as_stream_reply(read)
             )
-            looks += [(part, replies[2 * n], replies[2 * n + 1]) for n, part in enumerate(together)]
-        tails: dict[str, str] = {}
-        for part, groups, info in looks:
-            for answer in (groups, info):
-                if isinstance(answer, Exception) and "no such key" not in str(answer).lower():
-                    raise answer
-            if isinstance(groups, Exception) or isinstance(info, Exception):
-                tails[part.feed] = "0-0"  # nothing written to it yet
-                continue
-            tails[part.feed] = str(info.get("last-generated-id") or "0-0")
-            group = next((g for g in groups if g.get("name") == PROJECTORS_GROUP), None)
-            if group is None:
-                continue  # the read failed with NOGROUP
+            # Judged before the next MULTI: this read moved the group past any gap, so
+            # a gap not noted now (the next partition's MULTI failing) is never seen.
+            for n, part in enumerate(together):
+                tails[part.feed] = await self._look(
+                    part, replies[2 * n], replies[2 * n + 1], delivered.get(part.feed, [])
+                )
+        return [(s, e) for s, e in delivered.items() if e], tails
+
+    async def _look(self, part: Partition, groups: Any, info: Any, read: list[Entry]) -> str:
+        """Note a gap the look before a read found in `part`'s feed; the feed's last id."""
+        for answer in (groups, info):
+            if isinstance(answer, Exception) and "no such key" not in str(answer).lower():
+                raise answer
+        if isinstance(groups, Exception) or isinstance(info, Exception):
+            return "0-0"  # nothing written to it yet
+        group = next((g for g in groups if g.get("name") == PROJECTORS_GROUP), None)
+        if group is not None and _trimmed_unread(group, info):  # None: the read failed NOGROUP
             read_up_to = str(group.get("last-delivered-id") or "0-0")
-            if not _trimmed_unread(group, info):
-                continue
             log.warning(
                 "projector %s: %s was trimmed past %s before it was folded; folding "
                 "its threads active since then from their streams",
@@ -276,8 +278,8 @@ class Projector:
             )
             self.stats["gaps"] += 1
             self._note_gap(part, read_up_to)
-            await self._recount(part, info, read_up_to, delivered.get(part.feed, []))
-        return [(s, e) for s, e in delivered.items() if e], tails
+            await self._recount(part, info, read_up_to, read)
+        return str(info.get("last-generated-id") or "0-0")
 
     async def _recount(
         self, part: Partition, info: dict[str, Any], read_up_to: str, read: list[Entry]
