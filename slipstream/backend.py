@@ -42,6 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import AskError, ExecAbortError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Entry = tuple[str, dict[str, str]]
 
@@ -386,7 +387,8 @@ class Backend:
         resolve each queued command's slot on a thread of their own, blocking the
         event loop meanwhile; and it keeps commands such as WAIT on the connection
         that wrote. A redirection (the slot moved) or a lost node refreshes the
-        cluster's layout, so the caller's next try goes to the right node.
+        cluster's layout, so the caller's next try goes to the right node; so does a
+        timeout (a hung master whose replica took over).
         """
         if not self.cluster:
             async with self.client.pipeline(transaction=transaction) as pipe:
@@ -396,8 +398,10 @@ class Backend:
         try:
             async with node.pipeline(transaction=transaction) as pipe:
                 yield pipe
-        except (ResponseError, ExecAbortError, RedisConnectionError) as exc:
-            if isinstance(exc, RedisConnectionError) or _redirected(exc):
+        except (ResponseError, ExecAbortError, RedisConnectionError, RedisTimeoutError) as exc:
+            # A timeout too: a hung master keeps its connections, and once its replica
+            # has taken over only a fresh layout stops sending the partition's MULTIs there.
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError) or _redirected(exc):
                 await self._refresh_layout()
             raise
 
