@@ -193,7 +193,7 @@ class Projector:
                 return handled
             self._quiet = None
         try:
-            reply, tails = await self._read_new(parts)
+            reply, tails, fault = await self._read_new(parts)
         except Exception:
             if self._bell is not None:
                 self._bell.ring_all()  # a partition's read failed: look at all again
@@ -211,6 +211,8 @@ class Projector:
                 handled += len(entries)
         finally:
             self._holding.clear()
+        if fault is not None:
+            raise fault  # once the others are folded
         quiet_wait = self._bell is None and not reply and block_ms
         if quiet_wait and not await self._wait(reader, tails, block_ms):
             self._quiet = tails
@@ -226,27 +228,39 @@ class Projector:
 
     async def _read_new(
         self, parts: list[Partition]
-    ) -> tuple[list[tuple[str, list[Entry]]], dict[str, str]]:
+    ) -> tuple[list[tuple[str, list[Entry]]], dict[str, str], Exception | None]:
         """New entries of `parts`' feeds, each read in a MULTI after a look at its feed and group.
 
         Nothing can read or trim between the look and the read, so a feed trimmed
         past the group's position is seen before the read moves the position on.
-        Also returns each feed's last id, for a wait when there was nothing new.
+        Also returns each feed's last id, for a wait when there was nothing new, and
+        on a cluster the first partition's fault: the others are read all the same.
         """
         delivered: dict[str, list[Entry]] = {}
         tails: dict[str, str] = {}
+        fault: Exception | None = None
         # One MULTI on one Redis; one per partition on a cluster, where each is a slot.
         for together in [[p] for p in parts] if self.backend.cluster else [parts]:
-            async with self.backend.pipeline_for(together[0].feed) as pipe:
-                for part in together:
-                    pipe.xinfo_groups(part.feed)
-                    pipe.xinfo_stream(part.feed)
-                streams = {part.feed: ">" for part in together}
-                pipe.xreadgroup(PROJECTORS_GROUP, self.name, streams, count=self.batch)  # type: ignore[arg-type]
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-            read = replies[-1]
-            if isinstance(read, Exception):
-                raise read
+            try:
+                async with self.backend.pipeline_for(together[0].feed) as pipe:
+                    for part in together:
+                        pipe.xinfo_groups(part.feed)
+                        pipe.xinfo_stream(part.feed)
+                    streams = {part.feed: ">" for part in together}
+                    pipe.xreadgroup(PROJECTORS_GROUP, self.name, streams, count=self.batch)  # type: ignore[arg-type]
+                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+                read = replies[-1]
+                if isinstance(read, Exception):
+                    raise read
+            except Exception as exc:
+                if not self.backend.cluster:
+                    raise
+                # Its slot moving (ASK until the move ends, maybe minutes) or its node
+                # lost: the partitions after it are read all the same.
+                fault = fault or exc
+                if self._bell is not None:
+                    self._bell.ring(together[0].feed)  # read it again next pass
+                continue
             # Raw ids, entries trimmed since this name read them included.
             delivered.update(
                 (str(stream), list(entries)) for stream, entries in as_stream_reply(read)
@@ -257,7 +271,7 @@ class Projector:
                 tails[part.feed] = await self._look(
                     part, replies[2 * n], replies[2 * n + 1], delivered.get(part.feed, [])
                 )
-        return [(s, e) for s, e in delivered.items() if e], tails
+        return [(s, e) for s, e in delivered.items() if e], tails, fault
 
     async def _look(self, part: Partition, groups: Any, info: Any, read: list[Entry]) -> str:
         """Note a gap the look before a read found in `part`'s feed; the feed's last id."""

@@ -7,11 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import AskError, RedisError
 
+from projections.projector import Projector
+from service import commands
 from slipstream.backend import Backend
-from slipstream.keys import Partition
+from slipstream.config import Settings
+from slipstream.keys import Keyspace, Partition
+from slipstream.store import EventStore
 from tests.redis_cluster import Cluster
+from tests.test_cluster_scripts import another_master, begin_move, finish_move, migrate
+from tests.test_projector_faults import thread_in, view_title
 from tests.waits import until
 
 pytestmark = pytest.mark.slow
@@ -69,3 +76,31 @@ async def test_a_partitions_multi_follows_a_paused_master_to_its_successor(
         paused.resume()
         await backend.close()
     assert (await asyncio.to_thread(own_cluster.master_of, key)).port == successor.port
+
+
+async def test_a_partition_whose_slot_is_moving_holds_up_no_others_views(
+    own_cluster: Cluster, settings: Settings
+) -> None:
+    """While a partition's slot moves key by key, its MULTI (on a plain connection to the
+    slot's old master) is refused with ASK until the move ends, which may take minutes.
+    The projector reads the other partitions meanwhile, and still reports the fault."""
+    backend = Backend.connect(own_cluster.url)
+    store = EventStore(backend, Keyspace(settings.partitions))
+    projector = Projector(backend, store, "p1")
+    moving, other = projector.partitions[0], projector.partitions[-1]
+    slot = key_slot(moving.feed.encode())
+    source = own_cluster.master_of(moving.feed)
+    target = another_master(own_cluster, source)
+    try:
+        await projector.run_once()  # nothing yet: its first pass is behind it
+        thread_id = await thread_in(store, other, "before")
+        await commands.update_thread(store, thread_id, title="during")
+        await asyncio.to_thread(begin_move, slot, source, target)
+        await asyncio.to_thread(migrate, source, target, [moving.feed])
+
+        with pytest.raises(AskError):
+            await projector._fold_pass()  # the moving partition's MULTI is refused
+        assert await view_title(store, thread_id) == "during"  # the others were read
+    finally:
+        await asyncio.to_thread(finish_move, own_cluster, slot, source, target)
+        await backend.close()
