@@ -256,6 +256,9 @@ class Worker:
                 taken = await self._read(self.backend.client, [part], count=left, block_ms=0)
             except Exception as exc:
                 bell.ring_all()  # read again next pass, those left unread too
+                # The next pass starts after it: one that keeps failing (its node lost,
+                # until a replica takes over) holds up those behind it once, not each pass.
+                self._rotation = (start + offset + 1) % count
                 return items, exc
             if len(taken) == left:
                 bell.ring(part.work)
