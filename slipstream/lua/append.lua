@@ -184,6 +184,14 @@ do
         lanes[#lanes + 1] = kept[1] or kept[2] or ""
       end
     end
+    -- This run's own lane as its fields below leave it, should it wait in the queue too.
+    local kept = redis.call("HMGET", run, "lane", "agent")
+    local lane, agent = kept[1], kept[2]
+    for i = 1, #run_set, 2 do
+      if run_set[i] == "lane" then lane = run_set[i + 1] end
+      if run_set[i] == "agent" then agent = run_set[i + 1] end
+    end
+    lanes[#lanes + 1] = lane or agent or ""
   end
   if opt.work or ending or opt.release_thread then
     need(redis.call("HGET", active, thread_id))  -- a holder from before lanes
