@@ -46,6 +46,7 @@ from tests.test_script_keys import due_timers, lanes_and_queues, the_other_scrip
 from tests.waits import until
 
 CANCEL_WITHIN_S = 1.0
+MAX_THREADS = 200  # made to find a thread on each master: far more than ever needed
 
 
 def long_lease(settings: Settings) -> Settings:
@@ -129,14 +130,22 @@ async def subscribed(node: Node, channel: str) -> bool:
     return await asyncio.to_thread(count) > 0
 
 
+def masters_of_partitions(cluster: Cluster, keys: Keyspace) -> set[int]:
+    """The masters (by port) that serve at least one partition now."""
+    return {cluster.master_of(part.feed).port for part in keys.all()}
+
+
 async def threads_on_every_master(system: System, cluster: Cluster) -> list[str]:
-    """New threads until every master serves one: one thread per master."""
+    """New threads until every master that serves a partition has one: one per master."""
     store = system.runtime.store
+    wanted = masters_of_partitions(cluster, store.keys)
     by_master: dict[int, str] = {}
-    while len(by_master) < len(cluster.masters()):
+    for _ in range(MAX_THREADS):
         thread_id = await system.new_thread()
         by_master.setdefault(cluster.master_of(store.stream_key(thread_id)).port, thread_id)
-    return list(by_master.values())
+        if set(by_master) == wanted:
+            return list(by_master.values())
+    raise AssertionError(f"{MAX_THREADS} threads left masters {wanted - set(by_master)} out")
 
 
 async def cancel_between_tokens(system: System, llm: GatedLLM, thread_id: str) -> float:
@@ -243,13 +252,17 @@ async def test_due_timers_on_every_master_fire_once(
     splits by node (the time is a call of its own: a cluster pipeline refuses TIME)."""
     store = EventStore(cluster_backend, Keyspace(settings.partitions))
     runs: dict[str, str] = {}
-    while len({redis_cluster.master_of(store.stream_key(t)).port for t in runs.values()}) < 3:
+    wanted = masters_of_partitions(redis_cluster, store.keys)
+    covered: set[int] = set()
+    while covered != wanted:
+        assert len(runs) < MAX_THREADS, f"no thread landed on masters {wanted - covered}"
         thread_id, _ = await commands.create_thread(store)
         run_id = (await commands.send_message(store, thread_id, "later", "writer")).run_id
         part = store.keys.partition(thread_id)
         await store.redis.hset(part.run(run_id), "status", "waiting")
         await store.redis.zadd(part.timers, {run_id: 0})
         runs[run_id] = thread_id
+        covered.add(redis_cluster.master_of(part.timers).port)
     workers = [Worker(cluster_backend, store, ScriptedLLM(), settings) for _ in range(2)]
     await asyncio.gather(*(worker._fire_due_timers() for worker in workers))
     assert sum(worker.stats["timers_fired"] for worker in workers) == len(runs)
