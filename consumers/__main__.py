@@ -30,13 +30,15 @@ async def work() -> None:
     load_tool_modules_or_exit(settings.tool_modules)  # the deployment's own tools
     # After the workflows and tools: names may not clash, and listed tools must exist.
     load_agents_or_exit(settings.agents_file, known_tools=TOOLS.names())
-    await partitions.check_when_reachable(backend.client, settings.partitions, "worker")
     store = EventStore.from_settings(backend, settings)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
     try:
         # The MCP servers' sessions live as long as the worker; their tools are
         # checked against what agents name once the servers have listed them.
         async with mcp_tools_or_exit(settings.agents_file):
+            # Redis last: a mistake in the deployment's files stops the worker at
+            # once, even while its Redis cannot be reached yet.
+            await partitions.check_when_reachable(backend.client, settings.partitions, "worker")
             await until_signalled(worker.run)
     finally:
         await backend.close()
