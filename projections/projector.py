@@ -177,14 +177,17 @@ class Projector:
 
     async def _fold_batch(self, reader: Redis, *, block_ms: int) -> int:
         handled = 0
+        fault: Exception | None = None  # on a cluster: a partition's, raised after the rest
         if self._own_pending:
-            handled += await self._fold_own_pending()
-            self._own_pending = False
+            handled, fault = await self._fold_own_pending()
+            self._own_pending = fault is not None
         parts = self.partitions
         if self._bell is not None and block_ms:
             rung = await self._bell.wait(block_ms / 1000)
             parts = [part for part in self.partitions if part.feed in rung]
             if not parts:
+                if fault is not None:
+                    raise fault
                 return handled
         elif self._quiet is not None and block_ms:
             # The last wait saw nothing appended anywhere: nothing new, nothing
@@ -193,7 +196,8 @@ class Projector:
                 return handled
             self._quiet = None
         try:
-            reply, tails, fault = await self._read_new(parts)
+            reply, tails, read_fault = await self._read_new(parts)
+            fault = fault or read_fault
         except Exception:
             if self._bell is not None:
                 self._bell.ring_all()  # a partition's read failed: look at all again
@@ -320,29 +324,44 @@ class Projector:
             await self._fold_active_since(self.store.keys.all()[number], read_up_to)
             del self._gaps[number]
 
-    async def _fold_own_pending(self) -> int:
-        """Fold what this name read and did not ack (before a restart or a failed pass)."""
+    async def _fold_own_pending(self) -> tuple[int, Exception | None]:
+        """Fold what this name read and did not ack (before a restart or a failed pass).
+
+        On a cluster a partition that fails (its node lost) holds up no other: its
+        fault is returned, for the pass to raise once the rest is done.
+        """
         handled = 0
+        fault: Exception | None = None
         for part in self.partitions:
-            cursor = "0"
-            while True:
-                reply = as_stream_reply(
-                    await self.backend.client.xreadgroup(
-                        PROJECTORS_GROUP, self.name, {part.feed: cursor}, count=PENDING_PAGE
-                    )
+            try:
+                handled += await self._fold_own_pending_of(part)
+            except Exception as exc:
+                if not self.backend.cluster:
+                    raise
+                fault = fault or exc
+        return handled, fault
+
+    async def _fold_own_pending_of(self, part: Partition) -> int:
+        handled = 0
+        cursor = "0"
+        while True:
+            reply = as_stream_reply(
+                await self.backend.client.xreadgroup(
+                    PROJECTORS_GROUP, self.name, {part.feed: cursor}, count=PENDING_PAGE
                 )
-                page = [entry for _, entries in reply for entry in entries]
-                if not page:
-                    break
-                cursor = page[-1][0]
-                gone = [entry_id for entry_id, fields in page if not fields]
-                if gone:  # trimmed before it was folded: which thread it named is lost
-                    self._note_gap(part, min(gone, key=stream_id_tuple))
-                    await self._fold_gaps()
-                await self._project(part, page)
-                handled += len(page)
-                if len(page) < PENDING_PAGE:
-                    break
+            )
+            page = [entry for _, entries in reply for entry in entries]
+            if not page:
+                break
+            cursor = page[-1][0]
+            gone = [entry_id for entry_id, fields in page if not fields]
+            if gone:  # trimmed before it was folded: which thread it named is lost
+                self._note_gap(part, min(gone, key=stream_id_tuple))
+                await self._fold_gaps()
+            await self._project(part, page)
+            handled += len(page)
+            if len(page) < PENDING_PAGE:
+                break
         return handled
 
     async def _takeover_pass(self) -> None:
