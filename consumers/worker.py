@@ -173,7 +173,10 @@ class Worker:
             await self._fire_due_timers()
             self.stats["schedules_fired"] += await self.schedules.fire_due()
             items = await self._read(self.backend.client, self.partitions, count=100, block_ms=0)
-            items += await self._reclaim(limit=10_000)
+            taken, fault = await self._reclaim(limit=10_000)
+            if fault is not None:
+                raise fault
+            items += taken
             if not items:
                 return handled
             await asyncio.gather(*(bounded(item) for item in items))
@@ -323,7 +326,10 @@ class Worker:
     async def _takeover_pass(self) -> None:
         free = self.free_slots
         if free > 0:
-            await self._start_at_most(await self._reclaim(limit=free))
+            items, fault = await self._reclaim(limit=free)
+            await self._start_at_most(items)
+            if fault is not None:
+                raise fault
 
     async def _start_at_most(self, items: list[WorkItem]) -> None:
         """Start what the free slots allow now; give the rest back.
@@ -509,29 +515,40 @@ class Worker:
         if pubsub is not None:
             await _close_pubsub(pubsub)
 
-    async def _reclaim(self, *, limit: int) -> list[WorkItem]:
-        """Take over at most `limit` items whose worker stopped renewing its lease."""
+    async def _reclaim(self, *, limit: int) -> tuple[list[WorkItem], Exception | None]:
+        """Take over at most `limit` items whose worker stopped renewing its lease.
+
+        What was claimed is returned even when a partition then fails, with the fault:
+        a claimed item dropped would wait a lease again, a delivery counted each time.
+        On a cluster the partitions after a failed one (its node lost) are still read.
+        """
         items: list[WorkItem] = []
+        fault: Exception | None = None
         for part in self.partitions:
             cursor = "0-0"
-            while len(items) < limit:
-                reply = await self.backend.client.xautoclaim(
-                    part.work,
-                    WORKERS_GROUP,
-                    self.name,
-                    self.settings.lease_ms,
-                    cursor,
-                    count=min(50, limit - len(items)),
-                )
-                cursor = str(reply[0])
-                # Redis 7.0 also returns ids whose entries were deleted: as_entries drops them.
-                taken = [self._item(part.work, i, f) for i, f in as_entries(reply[1])]
-                items += await self._unless_undeliverable(part, taken)
-                if cursor == "0-0":
-                    break
+            try:
+                while len(items) < limit:
+                    reply = await self.backend.client.xautoclaim(
+                        part.work,
+                        WORKERS_GROUP,
+                        self.name,
+                        self.settings.lease_ms,
+                        cursor,
+                        count=min(50, limit - len(items)),
+                    )
+                    cursor = str(reply[0])
+                    # Redis 7.0 also returns ids whose entries were deleted: as_entries drops them.
+                    taken = [self._item(part.work, i, f) for i, f in as_entries(reply[1])]
+                    items += await self._unless_undeliverable(part, taken)
+                    if cursor == "0-0":
+                        break
+            except Exception as exc:
+                fault = fault or exc
+                if not self.backend.cluster:
+                    break  # one Redis: the others would fail alike
         if items:
             log.info("worker %s took over %d work items", self.name, len(items))
-        return items
+        return items, fault
 
     async def _unless_undeliverable(self, part: Partition, items: list[WorkItem]) -> list[WorkItem]:
         """Dead-letter items taken over far more often than any run may be attempted.

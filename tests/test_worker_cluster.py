@@ -13,6 +13,7 @@ from slipstream.config import Settings
 from slipstream.keys import WORKERS_GROUP
 from slipstream.store import EventStore
 from tests.test_worker_bounds import CountingLLM
+from tests.waits import until
 
 
 async def test_a_partition_whose_read_keeps_failing_holds_up_no_other(
@@ -42,5 +43,44 @@ async def test_a_partition_whose_read_keeps_failing_holds_up_no_other(
             assert isinstance(fault, ResponseError) and "NOGROUP" in str(fault)
             read += items
         assert [item.thread_id for item in read] == [thread_id]
+    finally:
+        await backend.close()
+
+
+async def test_work_taken_over_before_a_partition_that_fails_is_kept(
+    cluster_url: str, settings: Settings
+) -> None:
+    """Takeovers claim partition after partition (XAUTOCLAIM makes this worker the
+    owner). One partition failing (its node lost) must neither drop what the others
+    gave, which would wait a lease again and count a delivery each time until it is
+    dead-lettered, nor keep the partitions after it from being taken over."""
+    bounded = dataclasses.replace(settings, lease_ms=300)
+    backend = Backend.connect(cluster_url)
+    try:
+        store = EventStore.from_settings(backend, bounded)
+        ghost = Worker(backend, store, CountingLLM(), bounded, name="ghost:1:dead")
+        worker = Worker(backend, store, CountingLLM(), bounded)
+        await worker.setup()
+        before, failing, after = worker.partitions[0], worker.partitions[1], worker.partitions[2]
+        left: set[str] = set()
+        for part in (before, after):
+            while True:
+                thread_id, _ = await commands.create_thread(store)
+                if store.keys.partition(thread_id).number == part.number:
+                    break
+            await commands.send_message(store, thread_id, "left by a dead worker", "assistant")
+            left.add(thread_id)
+        assert len(await ghost._read(backend.client, [before, after], count=1, block_ms=0)) == 2
+        await backend.client.xgroup_destroy(failing.work, WORKERS_GROUP)  # takeovers: NOGROUP
+
+        taken: set[str] = set()
+
+        async def all_taken_over() -> bool:
+            items, fault = await worker._reclaim(limit=10)
+            assert isinstance(fault, ResponseError) and "NOGROUP" in str(fault)
+            taken.update(item.thread_id for item in items)
+            return taken == left
+
+        await until(all_taken_over)
     finally:
         await backend.close()
