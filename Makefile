@@ -79,6 +79,7 @@ system-deps:
 bench: $(VENV)/.dev system-deps
 	$(BIN)/python -m bench.live_latency
 	$(BIN)/python -m bench.cluster
+	$(BIN)/python -m bench.wake
 
 clean:
 	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache node_modules $(VENDOR) build *.egg-info
