@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.laggy_link import LaggyLink
+from bench.laggy_link import LaggyLink, lag_replica_link
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace, new_thread_id
@@ -55,7 +55,7 @@ from slipstream.store import EventStore
 from slipstream.threads import create_thread_with_id, send_message
 from tests.conftest import TEST_ENV
 from tests.harness import running_system
-from tests.redis_cluster import BUS_OFFSET, Cluster, Node
+from tests.redis_cluster import Cluster
 
 PARTITIONS = 16
 VICTIM = 0  # the partition whose master is killed
@@ -100,27 +100,6 @@ def threads_of(partition: int, count: int) -> list[str]:
     return found
 
 
-def lag_the_link(cluster: Cluster, victim: Node, lag_ms: int) -> LaggyLink:
-    """Put a link of `lag_ms` between `victim` and its replica (bench/laggy_link.py)."""
-    replica = cluster.replicas_of(victim)[0]
-    link = LaggyLink(victim.port, lag_ms)
-    port = link.start()
-    with victim.client() as client:
-        client.config_set("cluster-announce-bus-port", victim.port + BUS_OFFSET)
-        client.config_set("cluster-announce-port", port)
-    deadline = time.monotonic() + 30
-    while True:  # the replica hears of the new address by gossip, and reconnects through it
-        with replica.client() as client:
-            role = client.execute_command("ROLE")
-        if int(role[2]) == port and role[3] == "connected":
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError("the replica did not move to the lagging link")
-        time.sleep(0.05)
-    cluster.wait_healthy()
-    return link
-
-
 async def loss_trial(wait_replicas: int, writers: int, before_s: float, lag_ms: int) -> Trial:
     trial = Trial(wait_replicas, lag_ms)
     threads = threads_of(VICTIM, writers)
@@ -128,7 +107,7 @@ async def loss_trial(wait_replicas: int, writers: int, before_s: float, lag_ms: 
     with fresh_cluster() as cluster:
         victim = cluster.master_of(Keyspace(PARTITIONS).partition(threads[0]).feed)
         if lag_ms:
-            link = lag_the_link(cluster, victim, lag_ms)
+            link = lag_replica_link(cluster, victim, lag_ms)
         backend = Backend.connect(cluster.url)
         store = EventStore(
             backend,

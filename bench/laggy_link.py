@@ -20,8 +20,11 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
+
+from tests.redis_cluster import BUS_OFFSET, Cluster, Node
 
 READ = 65_536
 
@@ -134,3 +137,27 @@ class LaggyLink:
                 writer.write(data)
                 await writer.drain()
         writer.close()
+
+
+def lag_replica_link(cluster: Cluster, master: Node, lag_ms: int) -> LaggyLink:
+    """Put a link of `lag_ms` between `master` and its replica: the master announces the
+    link's port, and its replica (and every client that asks the cluster) reaches it there.
+    Returns once the replica follows it through the link."""
+    replica = cluster.replicas_of(master)[0]
+    link = LaggyLink(master.port, lag_ms)
+    port = link.start()
+    with master.client() as client:
+        client.config_set("cluster-announce-bus-port", master.port + BUS_OFFSET)
+        client.config_set("cluster-announce-port", port)
+    deadline = time.monotonic() + 30
+    while True:  # the replica hears of the new address by gossip, and reconnects through it
+        with replica.client() as client:
+            role = client.execute_command("ROLE")
+        if int(role[2]) == port and role[3] == "connected":
+            break
+        if time.monotonic() > deadline:
+            link.stop()
+            raise TimeoutError("the replica did not move to the lagging link")
+        time.sleep(0.05)
+    cluster.wait_healthy()
+    return link
