@@ -45,6 +45,7 @@ from service.models import (
     NewMessage,
     NewThread,
     Regenerated,
+    ReplicaWaits,
     RestartAccepted,
     RunAccepted,
     SignalAccepted,
@@ -58,6 +59,7 @@ from service.session import authenticated, caller
 from slipstream import codec, errors, events
 from slipstream.config import Settings
 from slipstream.keys import is_stream_id, stream_id_tuple, thread_of_run
+from slipstream.replicas import ReplicaWait
 
 # Every route of `router` needs a caller (service/session.py); `public` ones do not.
 router = APIRouter(dependencies=[Depends(authenticated)], responses={401: {}, 403: {}})
@@ -732,6 +734,18 @@ async def event_schema() -> dict[str, object]:
     return events.json_schema()
 
 
+def _replica_waits(wait: ReplicaWait) -> ReplicaWaits | None:
+    if not wait.replicas:
+        return None
+    return ReplicaWaits(
+        replicas=wait.replicas,
+        unconfirmed=wait.short,
+        timed_out=wait.timed_out,
+        unwaited=wait.unwaited,
+        outages=wait.outages,
+    )
+
+
 @public.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(request: Request, response: Response) -> Health:
     """ok (200), or degraded (503) with what is wrong: Redis, or a loop that is stuck."""
@@ -753,4 +767,5 @@ async def healthz(request: Request, response: Response) -> Health:
         llm=rt.settings.llm,
         down=down,
         refused=dict(rt.limits.refused),
+        replica_wait=_replica_waits(rt.store.replica_wait),
     )

@@ -172,6 +172,16 @@ class StoredEvent(BaseModel):
     event: dict[str, object]
 
 
+class ReplicaWaits(BaseModel):
+    """What this process's replica wait has seen since it started (slipstream/replicas.py)."""
+
+    replicas: int = Field(description="replicas a promised write waits for")
+    unconfirmed: int = Field(description="promised writes that stand without them")
+    timed_out: int = Field(description="of those, writes that waited the whole timeout")
+    unwaited: int = Field(description="promised writes sent the cluster client's way (slot moving)")
+    outages: list[str] = Field(description="masters whose replicas do not acknowledge now")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     redis: str
@@ -184,6 +194,9 @@ class Health(BaseModel):
     refused: dict[str, int] = Field(
         default_factory=dict,
         description="requests and sockets this process refused at a per-user limit, by limit",
+    )
+    replica_wait: ReplicaWaits | None = Field(
+        None, description="the replica wait of this process's promised writes; none when off"
     )
 
 

@@ -333,6 +333,10 @@ def test_a_master_dies_mid_answer_fails_over_and_loses_no_promise(
     assert losses.wrong_texts == 0, report
     assert processes.view(late_thread)["runs"][next(iter(late_runs))]["status"] == "completed"
 
+    # Its successor has no replica: the web process's promised writes there stand
+    # unconfirmed, and /healthz says so.
+    waits = processes.http.get("/healthz").json()["replica_wait"]
+    assert waits["replicas"] == 1 and waits["unconfirmed"] > 0 and waits["outages"], waits
     # The killed node, started again, rejoins as the replica of its successor, and the
     # web process finds its promised writes acknowledged again.
     victim.start()
@@ -343,10 +347,12 @@ def test_a_master_dies_mid_answer_fails_over_and_loses_no_promise(
 
     def acknowledged_again() -> bool:
         late.send(1)
-        return "acknowledge writes again" in web_log.read_text(errors="replace")
+        return not processes.http.get("/healthz").json()["replica_wait"]["outages"]
 
     wait_for(acknowledged_again, within=20, step=0.3)
-    assert "replicas acknowledged a write within" in web_log.read_text(errors="replace")
+    said = web_log.read_text(errors="replace")
+    assert f":{successor.port}: 0 of 1 replicas acknowledged a write within" in said
+    assert f"replicas of 127.0.0.1:{successor.port} acknowledge writes again" in said
     late.resend_refused()
     processes.wait_runs_over([late_thread], late.runs(), within=60)
     assert wait_for(lambda: healthy(processes))
