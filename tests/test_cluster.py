@@ -28,8 +28,10 @@ from service import commands
 from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
+from slipstream.errors import ConfigError
 from slipstream.store import EventStore
 from tests import test_run_faults as faults
+from tests.conftest import TEST_ENV
 from tests.harness import System, frames_until, running_system
 from tests.redis_cluster import Cluster
 from tests.waits import until
@@ -83,6 +85,8 @@ async def test_an_answer_on_the_cluster(cluster_system: System, settings: Settin
     view = await cluster_system.wait_for_run(thread_id, sent["run_id"])
     assert view["runs"][sent["run_id"]]["status"] == "completed"
     assert view["messages"][-1]["content"] == scripted_reply("hello cluster", 40)
+    health = (await cluster_system.http.get("/healthz")).json()
+    assert health["status"] == "ok" and health["replica_wait"]["replicas"] == 1
 
 
 async def test_threads_of_every_partition_answer(cluster_system: System) -> None:
@@ -303,3 +307,16 @@ def test_kill_9_a_worker_mid_answer_on_the_cluster(processes: faults.Cluster) ->
     assert totals == Counter(completed=12)
     attempts = [e["attempt"] for e in processes.events(first_thread) if e["type"] == "run.started"]
     assert 2 in attempts, "the killed worker's run was not taken over"
+
+
+def test_the_replica_wait_settings() -> None:
+    unset = Settings.from_env(TEST_ENV)
+    assert (unset.replicas_to_wait(cluster=True), unset.replicas_to_wait(cluster=False)) == (1, 0)
+    off = Settings.from_env(TEST_ENV | {"SLIPSTREAM_WAIT_REPLICAS": "0"})
+    assert off.replicas_to_wait(cluster=True) == 0
+    two = Settings.from_env(
+        TEST_ENV | {"SLIPSTREAM_WAIT_REPLICAS": "2", "SLIPSTREAM_WAIT_MS": "50"}
+    )
+    assert (two.replicas_to_wait(cluster=False), two.wait_ms) == (2, 50)
+    with pytest.raises(ConfigError, match="SLIPSTREAM_WAIT_MS=750 must be below"):
+        Settings.from_env(TEST_ENV | {"SLIPSTREAM_WAIT_MS": "750"})
