@@ -21,6 +21,7 @@ from service.runtime import Runtime
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.ports import free_port
+from tests.waits import until
 
 
 @dataclass
@@ -73,6 +74,19 @@ class System:
         response = await self.http.get(f"/api/threads/{thread_id}")
         view: dict = response.json()  # type: ignore[type-arg]
         return view
+
+
+async def run_of(system: System, thread_id: str, run_id: str) -> dict:  # type: ignore[type-arg]
+    run: dict = (await system.view(thread_id))["runs"][run_id]  # type: ignore[type-arg]
+    return run
+
+
+async def wait_status(system: System, thread_id: str, run_id: str, status: str) -> dict:  # type: ignore[type-arg]
+    async def reached() -> bool:
+        return bool((await run_of(system, thread_id, run_id))["status"] == status)
+
+    await until(reached, within=20)
+    return await run_of(system, thread_id, run_id)
 
 
 async def frames_until(

@@ -32,7 +32,7 @@ from slipstream.errors import ConfigError
 from slipstream.store import EventStore
 from tests import test_run_faults as faults
 from tests.conftest import TEST_ENV
-from tests.harness import System, frames_until, running_system
+from tests.harness import System, frames_until, run_of, running_system, wait_status
 from tests.redis_cluster import Cluster
 from tests.waits import until
 
@@ -64,19 +64,6 @@ def texts(frames: list[dict]) -> str:  # type: ignore[type-arg]
     return "".join(
         f["event"]["text"] for f in frames if f.get("event", {}).get("type") == "message.delta"
     )
-
-
-async def run_of(system: System, thread_id: str, run_id: str) -> dict:  # type: ignore[type-arg]
-    run: dict = (await system.view(thread_id))["runs"][run_id]  # type: ignore[type-arg]
-    return run
-
-
-async def wait_status(system: System, thread_id: str, run_id: str, status: str) -> dict:  # type: ignore[type-arg]
-    async def reached() -> bool:
-        return bool((await run_of(system, thread_id, run_id))["status"] == status)
-
-    await until(reached, within=20)
-    return await run_of(system, thread_id, run_id)
 
 
 async def test_an_answer_on_the_cluster(cluster_system: System, settings: Settings) -> None:

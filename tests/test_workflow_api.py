@@ -10,7 +10,7 @@ from consumers.llm.scripted import scripted_reply
 from consumers.workflows.examples import analyze
 from slipstream.backend import Backend
 from slipstream.config import Settings
-from tests.harness import System, running_system
+from tests.harness import System, run_of, running_system, wait_status
 from tests.waits import until
 
 
@@ -18,19 +18,6 @@ from tests.waits import until
 async def system(backend: Backend, settings: Settings) -> AsyncIterator[System]:
     async with running_system(backend, settings) as running:
         yield running
-
-
-async def run_of(system: System, thread_id: str, run_id: str) -> dict:  # type: ignore[type-arg]
-    run: dict = (await system.view(thread_id))["runs"][run_id]  # type: ignore[type-arg]
-    return run
-
-
-async def wait_status(system: System, thread_id: str, run_id: str, status: str) -> dict:  # type: ignore[type-arg]
-    async def reached() -> bool:
-        return bool((await run_of(system, thread_id, run_id))["status"] == status)
-
-    await until(reached, within=20)
-    return await run_of(system, thread_id, run_id)
 
 
 async def test_agents_lists_chat_agents_and_workflows(system: System) -> None:
