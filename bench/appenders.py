@@ -1,16 +1,23 @@
 """The appending side of bench.cluster's append row, in a process of its own.
 
-    python -m bench.appenders REDIS_URL PARTITIONS SECONDS TASKS < thread ids, comma-separated
+    python -m bench.appenders REDIS_URL PARTITIONS SECONDS TASKS [xadd] < ids, comma-separated
 
-Connects, prints "ready", waits for a line on stdin (so every appender process
-starts at once), then runs TASKS coroutines that append one answer delta at a
-time through `EventStore.append` (the append script, as a worker's flush does)
-to the given threads, round robin, for SECONDS. Prints the number of events
-appended and the seconds it took, as one JSON object.
+The thread ids come on stdin. Connects, prints "ready", waits for a line on
+stdin (so every appender process starts at once), then runs TASKS coroutines
+that append one answer delta at a time through `EventStore.append` (the append
+script, as a worker's flush does) to the given threads, round robin, for
+SECONDS. Prints the number of events appended and the seconds it took, as one
+JSON object.
 
-Several of these run at once: one Python process is busy packing commands and
-parsing replies well before one Redis is, so a single appender would measure
-itself rather than the store.
+With `xadd` the same process writes the same entries with plain XADDs to the
+same thread streams instead: one coroutine sends them TASKS to a pipeline, as
+many in flight as the TASKS coroutines of the script keep. bench.versus sets
+one process of each side by side: the append path against plain writes of
+the same entries from the same process.
+
+Several of these run at once in bench.cluster: one Python process is busy
+packing commands and parsing replies well before one Redis is, so a single
+appender would measure itself rather than the store.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 
 import orjson
 
+from slipstream import codec
 from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
@@ -43,9 +51,29 @@ async def append_for(store: EventStore, threads: list[str], until: float) -> int
     return appended
 
 
+async def xadd_for(store: EventStore, threads: list[str], until: float, batch: int) -> int:
+    """The same deltas as `append_for`, `batch` plain XADDs a round trip, until `until`."""
+    appended = 0
+    while time.perf_counter() < until:
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for _ in range(batch):
+                thread_id = threads[appended % len(threads)]
+                delta = ev.MessageDelta(
+                    run_id=f"{thread_id}.aaaaaa",
+                    message_id="r",
+                    seq=appended + 1,
+                    text="Some words of an answer. ",
+                )
+                pipe.xadd(store.stream_key(thread_id), dict(codec.encode(delta)))
+                appended += 1
+            await pipe.execute()
+    return appended
+
+
 async def main() -> None:
     url, partitions = sys.argv[1], int(sys.argv[2])
     seconds, tasks = float(sys.argv[3]), int(sys.argv[4])
+    plain = sys.argv[5:] == ["xadd"]
     threads = [t.strip() for t in sys.stdin.readline().split(",") if t.strip()]
     backend = Backend.connect(url)
     # As a worker builds it (an answer's deltas are not waited on in any case).
@@ -57,9 +85,12 @@ async def main() -> None:
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
         began = time.perf_counter()
-        counts = await asyncio.gather(
-            *(append_for(store, share, began + seconds) for share in shares if share)
-        )
+        if plain:
+            counts = [await xadd_for(store, threads, began + seconds, tasks)]
+        else:
+            counts = await asyncio.gather(
+                *(append_for(store, share, began + seconds) for share in shares if share)
+            )
         took = time.perf_counter() - began
         print(orjson.dumps({"events": sum(counts), "seconds": took}).decode(), flush=True)
     finally:
