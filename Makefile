@@ -8,7 +8,7 @@ VENDOR  = static/vendor/.installed
 # share two cores well (912 tests: 14:01 in one process, 7:47 in two).
 TEST_WORKERS ?= 2
 
-.PHONY: run test check lint typecheck bench system-deps clean
+.PHONY: run test check lint typecheck bench bullmq system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,27 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml
 $(VENV)/.dev: $(BIN)/python pyproject.toml tests/constraints.txt
 	$(BIN)/pip install --quiet -c tests/constraints.txt -e '.[dev]'
 	touch $@ $(VENV)/.runtime
+
+# The peers bench.versus measures Slipstream against, never among its dependencies:
+# arq and DBOS in a venv of their own (arq pins redis-py below 6, Slipstream runs on
+# 8), BullMQ in bench/peers/bullmq's own node_modules. make test installs them too,
+# so that the quick benchmark of the tests runs them.
+PEERS   = $(VENV)/peers
+BULLMQ  = bench/peers/bullmq/node_modules/.installed
+
+$(VENV)/.bench: $(BIN)/python bench/peers/requirements.txt bench/peers/constraints.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet -c bench/peers/constraints.txt -r bench/peers/requirements.txt
+	touch $@
+
+$(BULLMQ): bench/peers/bullmq/package.json bench/peers/bullmq/package-lock.json
+	cd bench/peers/bullmq && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Without npm bench.versus says BullMQ was skipped, and why.
+bullmq:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(BULLMQ); \
+	else echo "npm not found: bench.versus skips BullMQ"; fi
 
 # The chat's markdown, sanitiser and code highlighter come from npm and are
 # served by the app itself: no CDN at run time. highlight.js ships its core for
@@ -51,7 +72,7 @@ run: $(VENV)/.runtime
 	$(BIN)/python -m service
 
 ## test: formatting, lint, types and the whole suite
-test: $(VENV)/.dev $(VENDOR) system-deps lint typecheck
+test: $(VENV)/.dev $(VENDOR) $(VENV)/.bench $(BULLMQ) system-deps lint typecheck
 	for f in static/js/*.js; do node --check "$$f" || exit 1; done
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
@@ -75,11 +96,12 @@ system-deps:
 	  fi; \
 	fi
 
-## bench: latency and write-amplification benchmark, then one Redis against a 3-master cluster (prints tables)
-bench: $(VENV)/.dev system-deps
-	$(BIN)/python -m bench.live_latency
+## bench: Slipstream beside arq, BullMQ and DBOS (on SLIPSTREAM_BENCH_PG) with the live latency, then one Redis against a 3-master cluster (prints tables)
+bench: $(VENV)/.dev $(VENV)/.bench bullmq system-deps
+	$(BIN)/python -m bench.versus
 	$(BIN)/python -m bench.cluster
 	$(BIN)/python -m bench.wake
 
 clean:
 	rm -rf $(VENV) .slipstream .pytest_cache .mypy_cache .ruff_cache node_modules $(VENDOR) build *.egg-info
+	rm -rf bench/peers/bullmq/node_modules
