@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -97,36 +98,54 @@ class AnswerWriter:
 
         Raises `RunCancelled` as soon as `cancelled` is set, even between two
         parts: the model stream is closed rather than waited on.
+
+        A task of its own reads the model into an inbox, and this loop wakes once
+        for whatever arrived meanwhile, not once per part: a burst of parts (a
+        network read holding several events, or a model that is fast next to a
+        busy worker) costs one wake-up and goes out in one delta, and the model is
+        read on while a delta is being written.
         """
         self.tool_calls, self.usage, self.stop_reason = [], None, None
         iterator = aiter(parts)
-        next_part: asyncio.Future[Part] = asyncio.ensure_future(anext(iterator))
-        cancel: asyncio.Future[object] = asyncio.ensure_future(cancelled.wait())
+        inbox: deque[Part] = deque()
+        wake = asyncio.Event()
+
+        async def read_model() -> None:
+            async for part in iterator:
+                inbox.append(part)
+                wake.set()
+
+        reading = asyncio.create_task(read_model())
+        reading.add_done_callback(lambda _: wake.set())
+        watching = asyncio.create_task(cancelled.wait())
+        watching.add_done_callback(lambda _: wake.set())
         try:
             while True:
-                deadline = self.coalescer.deadline()
-                timeout = None if deadline is None else max(0.0, deadline - self.coalescer.clock())
-                waiting: set[asyncio.Future[object]] = {next_part, cancel}  # type: ignore[arg-type]
-                done, _ = await asyncio.wait(
-                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if cancel in done:
+                ended = reading.done()  # before draining: nothing can arrive after it ends
+                while inbox:  # what came before a cancel is kept (its tool calls too)
+                    self._take(inbox.popleft())
+                if cancelled.is_set():
                     raise errors.RunCancelled(self.attempt.run_id)
-                if next_part in done:
-                    try:
-                        part = next_part.result()
-                    except StopAsyncIteration:
-                        return
-                    self._take(part)
-                    next_part = asyncio.ensure_future(anext(iterator))
+                if ended:
+                    reading.result()  # the model's error, after every part it gave before it
+                    return
                 if self.coalescer.due():
                     await self._flush()
+                    continue
+                wake.clear()
+                if inbox or reading.done() or cancelled.is_set():
+                    continue
+                deadline = self.coalescer.deadline()
+                timeout = None if deadline is None else max(0.0, deadline - self.coalescer.clock())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await wake.wait()
         finally:
-            cancel.cancel()
-            if not next_part.done():
-                next_part.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await next_part
+            watching.cancel()
+            if not reading.done():
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
             if hasattr(iterator, "aclose"):
                 await iterator.aclose()
 

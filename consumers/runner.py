@@ -194,7 +194,9 @@ class Runner:
             definition = workflows.get(facts.agent)
             if definition is not None:
                 stage = "in the workflow engine"
-                return await self._workflow(definition, attempt, facts.question, cancelled, journal)
+                return await self._workflow(
+                    definition, attempt, claim, facts.question, cancelled, journal
+                )
             assert view is not None
             stage = "while building the prompt"
             answering = agent_named(facts.agent)
@@ -235,11 +237,9 @@ class Runner:
             held = (loop.writer if loop else writer).held_back()
             return await self._fail(attempt, str(exc), held_back=held)
         except errors.ProviderError as exc:
-            # Users see the short classified summary; the full error (a provider's
-            # body can quote the request) goes to the worker's log only.
-            log.warning("run %s attempt %d: %s", attempt.run_id, claim.attempt, exc)
-            reason = f"model error: {shown_reason(exc.summary)}"
-            return await self._failure(attempt, claim, reason, exc.retryable)
+            return await self._model_error(
+                attempt, claim, exc, (loop.writer if loop else writer).held_back()
+            )
         except (
             errors.StaleFence,
             errors.ThreadNotFound,
@@ -251,6 +251,18 @@ class Runner:
             if is_redis_fault(exc):
                 raise
             return await self._crashed(attempt, claim, exc, stage)
+
+    async def _model_error(
+        self, attempt: Attempt, claim: Claim, exc: errors.ProviderError, held: list[ev.Event]
+    ) -> str:
+        """A failed model call: retried or failed; `held`, the text the model gave before
+        its error and not written yet, is written either way (a retry's new attempt
+        starts its message afresh)."""
+        # Users see the short classified summary; the full error (a provider's
+        # body can quote the request) goes to the worker's log only.
+        log.warning("run %s attempt %d: %s", attempt.run_id, claim.attempt, exc)
+        reason = f"model error: {shown_reason(exc.summary)}"
+        return await self._failure(attempt, claim, reason, exc.retryable, held)
 
     async def _crashed(self, attempt: Attempt, claim: Claim, exc: Exception, stage: str) -> str:
         """An unexpected exception: a failed attempt whose reason names only its class.
@@ -273,6 +285,7 @@ class Runner:
         self,
         definition: WorkflowDef,
         attempt: Attempt,
+        claim: Claim,
         question: str,
         cancelled: asyncio.Event,
         journal: list[ev.Event],
@@ -292,6 +305,8 @@ class Runner:
         except errors.RunCancelled:
             # What the interrupted agent turn had not written yet stays with the stopped text.
             return await self._cancelled(attempt, io.held_back)
+        except errors.ProviderError as exc:
+            return await self._model_error(attempt, claim, exc, io.held_back)
         if isinstance(outcome, Parked):
             try:
                 await self.store.append(
@@ -400,12 +415,20 @@ class Runner:
         )
         return "cancelled"
 
-    async def _failure(self, attempt: Attempt, claim: Claim, reason: str, retryable: bool) -> str:
+    async def _failure(
+        self,
+        attempt: Attempt,
+        claim: Claim,
+        reason: str,
+        retryable: bool,
+        held_back: list[ev.Event] | None = None,
+    ) -> str:
+        """`held_back`: the text not written yet, written before the retry or the failure."""
         failures = claim.failures + 1
         if not retryable or failures >= self.settings.max_attempts:
             if retryable:
                 reason = f"{reason} (gave up after {failures} attempts)"
-            return await self._fail(attempt, reason, failures)
+            return await self._fail(attempt, reason, failures, held_back=held_back)
         delay = compute_backoff(
             failures,
             base_ms=self.settings.retry_base_ms,
@@ -416,12 +439,13 @@ class Runner:
             await self.store.append(
                 attempt.fenced(
                     [
+                        *(held_back or []),
                         ev.RunRetrying(
                             run_id=attempt.run_id,
                             attempt=claim.attempt + 1,
                             delay_ms=delay,
                             reason=reason,
-                        )
+                        ),
                     ],
                     refuse_if_cancelled=True,  # a cancel that raced the failure wins
                     run_fields={

@@ -125,8 +125,8 @@ class RunIO:
         )
         try:
             await writer.stream(self.llm.stream(question), self.cancelled)
-        except errors.RunCancelled:
-            self.held_back = writer.held_back()
+        except (errors.RunCancelled, errors.ProviderError):
+            self.held_back = writer.held_back()  # written with the cancel, retry or failure
             raise
         return await writer.complete(
             lambda text: [
