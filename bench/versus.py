@@ -261,14 +261,19 @@ class NoopResult:
     first_s: float | None  # spawn to the first item done
     cost: RedisCost
     round_trips: float | None = None  # per run (Slipstream)
+    exited: list[int] = field(default_factory=list)  # exit codes of workers that died early
 
     @property
     def rate(self) -> float | None:
         """Items per second; None when the round did not finish."""
         return self.items / self.seconds if self.done >= self.items else None
 
+    def unfinished(self) -> str:
+        died = f", a worker exited with code {self.exited[0]}" if self.exited else ""
+        return f"unfinished: {self.done:,}/{self.items:,} in {self.seconds:.0f} s{died}"
+
     def summary(self) -> str:
-        rate = f"{self.rate:,.0f} items/s" if self.rate else f"unfinished {self.done}/{self.items}"
+        rate = f"{self.rate:,.0f} items/s" if self.rate else self.unfinished()
         first = "-" if self.first_s is None else f"{self.first_s * 1000:,.0f} ms"
         return f"{rate}, first done after {first}, {self.seconds:.1f} s"
 
@@ -287,11 +292,12 @@ class FeedWatch:
     async def start(self) -> None:
         self._feeds = await feed_ends(self.store)
 
-    async def wait(self, target: int, within_s: float) -> None:
+    async def wait(self, target: int, within_s: float, alive: Callable[[], bool]) -> None:
+        """Until `target` runs completed, `within_s` passed or `alive()` turns false."""
         reader = self.store.backend.reader()
         deadline = time.monotonic() + within_s
         try:
-            while self.done < target and time.monotonic() < deadline:
+            while self.done < target and time.monotonic() < deadline and alive():
                 reply = await self.store.backend.xread(
                     reader, self._feeds, count=5000, block_ms=1000
                 )
@@ -344,9 +350,16 @@ async def slipstream_round(
         env = {"SLIPSTREAM_SCRIPTED_DELAY_MS": "0", "SLIPSTREAM_SCRIPTED_WORDS": str(WORDS)}
         with contextlib.ExitStack() as started:
             spawned = time.monotonic()
+            procs: list[subprocess.Popen[bytes]] = []
             for path in files:  # one at a time: each its own file
-                started.enter_context(workers(url, 1, **env, SLIPSTREAM_ROUNDTRIPS_FILE=str(path)))
-            await watch.wait(sizes.items, sizes.noop_within_s())
+                procs += started.enter_context(
+                    workers(url, 1, **env, SLIPSTREAM_ROUNDTRIPS_FILE=str(path))
+                )
+            # A worker that dies (it cannot start, say) ends the round: none would finish it.
+            await watch.wait(
+                sizes.items, sizes.noop_within_s(), lambda: all(p.poll() is None for p in procs)
+            )
+            exited = [code for p in procs if (code := p.poll()) is not None]
             ended = watch.last if watch.done >= sizes.items else time.monotonic()
             cost = stats.end(sizes.items, own_reads=watch.reads)
         return NoopResult(
@@ -356,6 +369,7 @@ async def slipstream_round(
             first_s=None if watch.first is None else watch.first - spawned,
             cost=cost,
             round_trips=read_round_trips(files),  # written as the workers exited
+            exited=exited,
         )
     finally:
         await backend.close()
@@ -408,13 +422,22 @@ async def peer_round(
                 all_done.set()
 
     followers = [asyncio.create_task(follow(n, p)) for n, p in enumerate(started)]
+    finished = asyncio.create_task(all_done.wait())
     try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_done.wait(), sizes.noop_within_s())
+        # Until all are done, time is up, or a worker exits (its stdout ends): then
+        # none would finish them.
+        await asyncio.wait(
+            [finished, *followers],
+            timeout=sizes.noop_within_s(),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        died = [p for p, follower in zip(started, followers, strict=True) if follower.done()]
         cost = stats.end(sizes.items)
     finally:
+        finished.cancel()
         await asyncio.gather(*(stop(process) for process in started))
-        await asyncio.gather(*followers, return_exceptions=True)
+        await asyncio.gather(finished, *followers, return_exceptions=True)
+    exited = [p.returncode for p in died if p.returncode is not None]  # theirs, not our stop's
     done = int(sum(report["done"] for report in latest))
     firsts = [report["first"] for report in latest if report.get("first")]
     lasts = [report["last"] for report in latest if report.get("last")]
@@ -425,6 +448,7 @@ async def peer_round(
         seconds=ended - spawned,
         first_s=min(firsts) - spawned if firsts else None,
         cost=cost,
+        exited=exited,
     )
 
 
@@ -627,11 +651,7 @@ def noop_rows(
     noop = measured.noop
 
     def unfinished(results: list[NoopResult]) -> str:
-        return "; ".join(
-            f"unfinished: {r.done:,}/{r.items:,} in {r.seconds:.0f} s"
-            for r in results
-            if r.rate is None
-        )
+        return "; ".join(r.unfinished() for r in results if r.rate is None)
 
     def cell(
         system: str, pick: Callable[[NoopResult], float | None], digits: int, processes: int = 1
@@ -727,7 +747,8 @@ def noop_rows(
             target = met = ""
             if system == "slipstream" and limit is not None:
                 target = target_text
-                values = [v for r in noop.get(system, {}).get(1, []) if (v := pick(r)) is not None]
+                finished = [r for r in noop.get(system, {}).get(1, []) if r.rate is not None]
+                values = [v for r in finished if (v := pick(r)) is not None]
                 m = median(values)
                 met = "not measured" if m is None else verdict(m <= limit, f"{m:,.0f} µs")
             rows.append(
@@ -908,6 +929,7 @@ async def measure(
             if "noop" in rows:
                 for system in noop_systems[::-1] if flip else noop_systems:
                     for processes in (1, 2):
+                        began = time.monotonic()
                         if system == "slipstream":
                             result = await slipstream_round(url, processes, sizes, stats, Path(tmp))
                         else:
@@ -915,7 +937,11 @@ async def measure(
                         measured.noop.setdefault(system, {}).setdefault(processes, []).append(
                             result
                         )
-                        log(f"round {number + 1} {system} x{processes}: {result.summary()}")
+                        took = time.monotonic() - began
+                        log(
+                            f"round {number + 1} {system} x{processes}: {result.summary()} "
+                            f"({took:.0f} s with the queueing)"
+                        )
             if "workflows" in rows:
                 order = [s for s in ("slipstream", "dbos") if s in runnable]
                 for system in order[::-1] if flip else order:
@@ -942,7 +968,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Sizes, list[str], list[str
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--items", type=int, default=5000, help="no-op items per round")
     parser.add_argument("--workflows", type=int, default=1000, help="4-step workflows per round")
-    parser.add_argument("--append-s", type=float, default=3.0, help="seconds per append round")
+    parser.add_argument("--append-s", type=float, default=2.0, help="seconds per append round")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"which of {','.join(ROWS)}")
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help=f"which of {','.join(SYSTEMS)}"
@@ -969,7 +995,10 @@ def commands_for(sizes: Sizes) -> tuple[Callable[[str], str], Callable[[str], st
     append = "" if sizes.quick else f" --append-s {sizes.append_s:g}"
     return (
         lambda system: f"{base}{items} --rows noop --systems {system}",
-        lambda system: f"{base}{workflows} --rows workflows --systems {system}",
+        lambda system: (
+            ("SLIPSTREAM_BENCH_PG=<url> " if system == "dbos" else "")
+            + f"{base}{workflows} --rows workflows --systems {system}"
+        ),
         f"{base}{append} --rows append",
         f"{base} --rows live",
     )
@@ -988,7 +1017,9 @@ async def main() -> None:
             version = str(client.info("server")["redis_version"])
         measured = await measure(url, sizes, rows, systems, peers)
     if "live" in rows:
+        live_began = time.monotonic()
         measured.live, measured.live_note = await live_rows(sizes.quick)
+        log(f"bench.live_latency took {time.monotonic() - live_began:.0f} s")
     noop_command, steps_command, append_command, live_command = commands_for(sizes)
     table: list[Row] = []
     if "noop" in rows:
