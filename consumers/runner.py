@@ -115,7 +115,16 @@ class Runner:
             facts = facts_from([s.event for s in stored], item.run_id)
             if facts is not None:
                 return facts, None, own
-        view = await self.views.current(item.thread_id)
+        if claim.view is not None:
+            view = await self.views.current_from(
+                item.thread_id,
+                claim.view.fields,
+                claim.view.index_version,
+                claim.view.tail,
+                whole=claim.view.whole,
+            )
+        else:
+            view = await self.views.current(item.thread_id)
         run = view.runs.get(item.run_id)
         if run is None:
             return None, view, []
@@ -178,19 +187,20 @@ class Runner:
         loop: AgentLoop | None = None
         stage = "while starting the run"
         try:
-            await self.store.append(
-                attempt.fenced(
-                    [
-                        ev.RunStarted(
-                            run_id=item.run_id,
-                            attempt=claim.attempt,
-                            worker=self.worker,
-                            token=claim.token,
-                        )
-                    ],
-                    refuse_if_cancelled=True,
+            if not claim.started:  # `Leases.start` appended it with the claim
+                await self.store.append(
+                    attempt.fenced(
+                        [
+                            ev.RunStarted(
+                                run_id=item.run_id,
+                                attempt=claim.attempt,
+                                worker=self.worker,
+                                token=claim.token,
+                            )
+                        ],
+                        refuse_if_cancelled=True,
+                    )
                 )
-            )
             definition = workflows.get(facts.agent)
             if definition is not None:
                 stage = "in the workflow engine"

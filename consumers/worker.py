@@ -23,6 +23,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
+from consumers import workflows
 from consumers.llm.base import LLM
 from consumers.runner import Runner, WorkItem
 from consumers.schedules import Schedules
@@ -358,9 +359,24 @@ class Worker:
             await self._drop(item)
             return
         try:
-            claim = await self.leases.claim(item.run_id, item.thread_id, self.name, item.entry_id)
+            # The claim starts the run too, and reads what a chat run's prompt needs.
+            claim = await self.leases.start(
+                item.run_id,
+                item.thread_id,
+                self.name,
+                item.entry_id,
+                feed_maxlen=self.store.feed_maxlen,
+                max_attempts=self.settings.max_attempts,
+                no_view=workflows.names(),
+            )
+        except errors.ThreadNotFound:
+            self.stats["thread_deleted"] += 1
+            log.info("run %s: its thread was deleted; work item dropped", item.run_id)
+            await self._drop(item)
+            return
         finally:
             self._unclaimed.pop(item.entry_id, None)
+            self.backend.appended()
         if claim.outcome in ("NORUN", "FINISHED", "DUPLICATE"):
             log.info("run %s: %s; work item dropped", item.run_id, claim.outcome.lower())
             await self._drop(item)

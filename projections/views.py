@@ -29,8 +29,10 @@ from projections.thread_view import (
     stream_ms,
 )
 from projections.view_layout import Unparseable, decode, encode
+from slipstream import codec
+from slipstream.backend import Entry
 from slipstream.keys import Partition, stream_id_tuple
-from slipstream.store import EventStore
+from slipstream.store import EventStore, Stored
 
 log = logging.getLogger("slipstream.views")
 
@@ -90,6 +92,10 @@ class ViewStore:
             pipe.hget(part.search_doc(thread_id), "v")
             reply, index_version = await pipe.execute()
         fields = {str(name): str(value) for name, value in reply.items()}
+        return self._snapshot(thread_id, fields, str(index_version or ""))
+
+    def _snapshot(self, thread_id: str, fields: dict[str, str], index_version: str) -> Snapshot:
+        """A view's stored fields (and its search index's version), as a Snapshot."""
         if not fields:
             return Snapshot(self._empty(thread_id))
         last = fields.get("last")
@@ -108,7 +114,7 @@ class ViewStore:
             rebuild=False,
             unfinished=unfinished,
             indexed_title=view.title,
-            index_stale=str(index_version or "") != str(search_index.INDEX_VERSION),
+            index_stale=index_version != str(search_index.INDEX_VERSION),
         )
 
     async def load(self, thread_id: str) -> ThreadView | None:
@@ -151,6 +157,30 @@ class ViewStore:
         changes = await self.advance(snapshot)
         if snapshot.bad and changes.events:
             await self.save(snapshot, changes)  # if a projector got there first, it wins
+        return snapshot.view
+
+    async def current_from(
+        self,
+        thread_id: str,
+        fields: dict[str, str],
+        index_version: str,
+        tail: list[Entry],
+        *,
+        whole: bool,
+    ) -> ThreadView:
+        """`current`, from a view and the events after it read already (a worker's claim
+        reads them in its round trip); `whole`: `tail` reaches the stream's end."""
+        snapshot = self._snapshot(thread_id, fields, index_version)
+        key = self.store.stream_key(thread_id)
+        events = [Stored(entry_id, codec.decode(key, entry_id, f)) for entry_id, f in tail]
+        if not whole or snapshot.bad or not events:
+            # Too far behind, or a view to rebuild: the ordinary way, which reads as it needs.
+            # (No view stored at all is no exception: the tail is then the whole stream.)
+            return await self.current(thread_id)
+        try:
+            fold_into(snapshot.view, events)
+        except Exception:
+            return await self.current(thread_id)  # which rebuilds it, with its warning
         return snapshot.view
 
     async def reindex(self, thread_id: str) -> bool:

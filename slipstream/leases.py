@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
-from slipstream.backend import Backend
+import orjson
+
+from slipstream import errors
+from slipstream.backend import Backend, Entry
+from slipstream.events import new_event_id
 from slipstream.keys import Keyspace, Partition
+
+# Events after the stored view a start gives back: a projector keeps views a few events
+# behind at most; a run that finds more reads the rest itself.
+TAIL_AT_CLAIM = 200
 
 
 def _lua(name: str) -> str:
     return resources.files("slipstream").joinpath(f"lua/{name}").read_text()
+
+
+@dataclass(frozen=True)
+class ViewAtClaim:
+    """The thread's stored view as the claim found it, and the events after it."""
+
+    fields: dict[str, str]
+    index_version: str
+    tail: list[Entry]
+    whole: bool  # the tail reaches the stream's end (it was not cut at the count asked)
 
 
 @dataclass(frozen=True)
@@ -25,6 +44,8 @@ class Claim:
     detail: str = ""
     agent: str = ""
     since: str = ""  # stream id where the run's own events begin
+    started: bool = False  # run.started was appended by the claim (`Leases.start`)
+    view: ViewAtClaim | None = None  # what `Leases.start` read for a chat run
 
 
 class Leases:
@@ -46,24 +67,66 @@ class Leases:
             keys=[self._partition(thread_id).run(run_id)],
             args=[worker, self.lease_ms, entry_id, claim_id],
         )
-        outcome = str(reply[0])
-        if outcome == "OK":
-            return Claim(
-                "OK",
-                int(reply[1]),
-                int(reply[2]),
-                str(reply[3]) == "1",
-                int(reply[4]),
-                agent=str(reply[5]),
-                since=str(reply[6]),
+        return _claim_of(reply)
+
+    async def start(
+        self,
+        run_id: str,
+        thread_id: str,
+        worker: str,
+        entry_id: str,
+        *,
+        feed_maxlen: int,
+        max_attempts: int,
+        no_view: Iterable[str] = (),
+        tail: int = TAIL_AT_CLAIM,
+    ) -> Claim:
+        """Claim the run and start it in one round trip: `run.started` appended (unless a
+        cancel waits or it is out of attempts: `Claim.started`), and for a run whose agent
+        is not in `no_view`, the thread's stored view and up to `tail` events after it."""
+        part = self._partition(thread_id)
+        reply = await self._claim(
+            keys=[
+                part.run(run_id),
+                part.thread(thread_id),
+                part.feed,
+                part.threads,
+                part.view(thread_id),
+                part.search_doc(thread_id),
+            ],
+            args=[
+                worker,
+                self.lease_ms,
+                entry_id,
+                secrets.token_hex(8),
+                thread_id,
+                run_id,
+                new_event_id(),
+                orjson.dumps(worker).decode(),
+                feed_maxlen,
+                max_attempts,
+                ",".join(no_view),
+                tail,
+            ],
+        )
+        if str(reply[0]) == "NOTHREAD":
+            raise errors.ThreadNotFound(thread_id)
+        claim = _claim_of(reply)
+        if claim.outcome != "OK" or len(reply) < 8:
+            return claim
+        started = str(reply[7])
+        view = None
+        if len(reply) > 10:
+            # A script's replies are flat lists (redis-py makes dicts of HGETALL's and
+            # XRANGE's only when it sends those commands itself).
+            entries: list[Entry] = [(str(i), _pairs(fields)) for i, fields in reply[10]]
+            view = ViewAtClaim(
+                _pairs(reply[8]),
+                str(reply[9]),
+                [(i, fields) for i, fields in entries if fields],  # as as_entries drops
+                whole=len(entries) < tail,
             )
-        if outcome == "FINISHED":
-            return Claim("FINISHED", detail=str(reply[1]))
-        if outcome == "DUPLICATE":
-            return Claim("DUPLICATE")
-        if outcome == "BUSY":
-            return Claim("BUSY", detail=f"{reply[1]} holds it for {reply[2]} ms more")
-        return Claim("NORUN")
+        return replace(claim, started=started in ("1", "again"), view=view)
 
     async def renew(
         self, run_id: str, thread_id: str, token: int, worker: str, entry_id: str
@@ -74,3 +137,31 @@ class Leases:
             keys=[part.run(run_id), part.work], args=[token, self.lease_ms, worker, entry_id]
         )
         return bool(int(reply[0])), str(reply[1]) == "1"
+
+
+def _claim_of(reply: list[Any]) -> Claim:
+    """The claim script's answer, as a Claim (without what `Leases.start` adds)."""
+    outcome = str(reply[0])
+    if outcome == "OK":
+        return Claim(
+            "OK",
+            int(reply[1]),
+            int(reply[2]),
+            str(reply[3]) == "1",
+            int(reply[4]),
+            agent=str(reply[5]),
+            since=str(reply[6]),
+        )
+    if outcome == "FINISHED":
+        return Claim("FINISHED", detail=str(reply[1]))
+    if outcome == "DUPLICATE":
+        return Claim("DUPLICATE")
+    if outcome == "BUSY":
+        return Claim("BUSY", detail=f"{reply[1]} holds it for {reply[2]} ms more")
+    return Claim("NORUN")
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    """A flat [name, value, ...] reply as a dict."""
+    names = [str(x) for x in flat]
+    return dict(zip(names[::2], names[1::2], strict=True))

@@ -43,7 +43,13 @@ def store(real_backend: Backend, settings: Settings) -> EventStore:
 
 @pytest.fixture
 def quick(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, lease_ms=300)
+    # A delta flushed at each sentence end, so an answer writes deltas before it completes.
+    return dataclasses.replace(settings, lease_ms=300, flush_ms=1)
+
+
+# A model slow enough for deltas mid-answer: one that answers at once writes its
+# whole answer with the completion, and no delta of its own.
+MID_ANSWER_DELAY_MS = 2
 
 
 class OneFault:
@@ -64,6 +70,12 @@ class OneFault:
                 await self.real(request)
             raise RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
         return await self.real(request)
+
+
+def mid_answer(request: Append) -> bool:
+    """A delta written before its message completes."""
+    kinds = {type(e) for e in request.events}
+    return ev.MessageDelta in kinds and ev.MessageCompleted not in kinds
 
 
 def has(kind: type[ev.Event], step: str | None = None) -> Callable[[Append], bool]:
@@ -102,9 +114,10 @@ async def test_a_timed_out_delta_leaves_the_chat_run_to_a_takeover(
 ) -> None:
     thread_id, _ = await commands.create_thread(store)
     sent = await commands.send_message(store, thread_id, "hello there", "assistant")
-    fault = OneFault(store, has(ev.MessageDelta), applied=applied)
+    fault = OneFault(store, mid_answer, applied=applied)
     monkeypatch.setattr(store, "append", fault)
-    worker = Worker(store.backend, store, ScriptedLLM(words=WORDS, delay_ms=0), quick)
+    llm = ScriptedLLM(words=WORDS, delay_ms=MID_ANSWER_DELAY_MS)
+    worker = Worker(store.backend, store, llm, quick)
 
     with caplog.at_level(logging.WARNING, "slipstream.worker"):
         await worker.run_once()
@@ -130,9 +143,10 @@ async def test_a_run_left_by_a_redis_fault_can_still_be_cancelled(
 ) -> None:
     thread_id, _ = await commands.create_thread(store)
     sent = await commands.send_message(store, thread_id, "hello there", "assistant")
-    fault = OneFault(store, has(ev.MessageDelta), applied=True)
+    fault = OneFault(store, mid_answer, applied=True)
     monkeypatch.setattr(store, "append", fault)
-    worker = Worker(store.backend, store, ScriptedLLM(words=WORDS, delay_ms=0), quick)
+    llm = ScriptedLLM(words=WORDS, delay_ms=MID_ANSWER_DELAY_MS)
+    worker = Worker(store.backend, store, llm, quick)
     await worker.run_once()
     assert fault.fired == 1
 
@@ -160,7 +174,7 @@ async def fault_flow(ctx: WorkflowContext, message: str) -> str:
     [
         ("the step's start", has(ev.StepStarted, "shout")),
         ("the step's result", has(ev.StepCompleted, "shout")),
-        ("the agent turn's deltas", has(ev.MessageDelta)),
+        ("the agent turn's deltas", mid_answer),
     ],
 )
 @pytest.mark.parametrize("applied", [False, True], ids=["lost", "applied"])
@@ -178,7 +192,8 @@ async def test_a_redis_fault_in_the_journal_does_not_fail_the_workflow(
     sent = await commands.send_message(store, thread_id, "go", "test_redis_fault_flow")
     fault = OneFault(store, matches, applied=applied)
     monkeypatch.setattr(store, "append", fault)
-    worker = Worker(store.backend, store, ScriptedLLM(words=WORDS, delay_ms=0), quick)
+    llm = ScriptedLLM(words=WORDS, delay_ms=MID_ANSWER_DELAY_MS)
+    worker = Worker(store.backend, store, llm, quick)
 
     await worker.run_once()
     assert fault.fired == 1, where

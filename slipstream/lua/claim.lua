@@ -4,11 +4,26 @@
 -- worker that still owned the run (it died or hung) counts as a failure,
 -- so a run that keeps killing its workers ends. A resent call (the same
 -- claim id, worker and item, the lease it took still live) changes nothing.
--- KEYS: 1 run hash
--- ARGV: 1 worker name, 2 lease ms, 3 the work item's id, 4 this call's claim id
+--
+-- With the start keys and arguments it also starts the run, in the same round trip
+-- (a worker's hot path): it appends `run.started` as append.lua would (to the thread
+-- stream and the partition feed, and the thread's activity), unless a cancel waits or
+-- the run is out of attempts (the worker ends it then), and gives back the stored
+-- view of the thread with the events after it, for a chat run's prompt.
+-- KEYS: 1 run hash; to start: 2 thread stream, 3 partition feed, 4 thread activity
+--       index, 5 the thread's view (hash), 6 its search doc (hash)
+-- ARGV: 1 worker name, 2 lease ms, 3 the work item's id, 4 this call's claim id;
+--       to start: 5 thread id, 6 run id, 7 run.started's event id, 8 the worker name
+--       as JSON, 9 feed maxlen, 10 max attempts, 11 the agents whose runs read no
+--       view (workflows; comma-separated), 12 events after the view to give at most
 -- Returns {"OK", token, attempt, cancel, failures, agent, since} | {"NORUN"}
 --       | {"FINISHED", status} | {"DUPLICATE"} (this worker runs it from another item)
---       | {"BUSY", owner, ms left}
+--       | {"BUSY", owner, ms left} | {"NOTHREAD"} (starting: the thread is gone)
+-- Starting, "OK" goes on: started ("1" appended now, "0" not appended, "again" by the
+-- call this one resends), the view's fields (flat), its search doc's version, and
+-- the events after the view (XRANGE's reply; none for the agents of ARGV[11]).
+local starting = KEYS[2] ~= nil
+if starting and redis.call("EXISTS", KEYS[2]) == 0 then return {"NOTHREAD"} end
 local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel", "item")
 local status, owner = state[1], state[2]
 if not status then return {"NORUN"} end
@@ -25,8 +40,10 @@ if owner and owner ~= "" and until_ > now then
   -- even once it was applied): answer what it was answered, count nothing.
   local held = redis.call("HMGET", KEYS[1], "claim", "token", "attempt", "failures", "agent", "since")
   if ARGV[4] and ARGV[4] ~= "" and held[1] == ARGV[4] and state[5] == ARGV[3] then
-    return {"OK", tonumber(held[2]), tonumber(held[3]), state[4] or "0", tonumber(held[4] or "0"),
-            held[5] or "", held[6] or ""}
+    local reply = {"OK", tonumber(held[2]), tonumber(held[3]), state[4] or "0",
+                   tonumber(held[4] or "0"), held[5] or "", held[6] or ""}
+    if starting then reply[#reply + 1] = "again" end
+    return reply
   end
 end
 local failures = tonumber(redis.call("HGET", KEYS[1], "failures") or "0")
@@ -38,4 +55,37 @@ local attempt = redis.call("HINCRBY", KEYS[1], "attempt", 1)
 redis.call("HSET", KEYS[1], "owner", ARGV[1], "lease_until", now + tonumber(ARGV[2]),
            "status", "running", "item", ARGV[3], "claim", ARGV[4] or "")
 local about = redis.call("HMGET", KEYS[1], "agent", "since")
-return {"OK", token, attempt, state[4] or "0", failures, about[1] or "", about[2] or ""}
+local reply = {"OK", token, attempt, state[4] or "0", failures, about[1] or "", about[2] or ""}
+if not starting then return reply end
+
+local started = "0"
+if state[4] ~= "1" and failures < tonumber(ARGV[10]) then
+  -- As append.lua writes an event: the same fields, the feed's copy naming its thread.
+  local body = '{"attempt":' .. attempt .. ',"worker":' .. ARGV[8] .. ',"token":' .. token .. '}'
+  local fields = {"type", "run.started", "v", "1", "eid", ARGV[7], "run", ARGV[6], "body", body}
+  local id = redis.call("XADD", KEYS[2], "*", unpack(fields))
+  fields[#fields + 1] = "thread"
+  fields[#fields + 1] = ARGV[5]
+  fields[#fields + 1] = "tid"
+  fields[#fields + 1] = id
+  redis.call("XADD", KEYS[3], "MAXLEN", "~", ARGV[9], "*", unpack(fields))
+  redis.call("ZADD", KEYS[4], tonumber(string.match(id, "^(%d+)")), ARGV[5])
+  started = "1"
+end
+reply[#reply + 1] = started
+
+local agent = about[1] or ""
+for name in string.gmatch(ARGV[11], "[^,]+") do
+  if name == agent then return reply end
+end
+local view = redis.call("HGETALL", KEYS[5])
+reply[#reply + 1] = view
+reply[#reply + 1] = redis.call("HGET", KEYS[6], "v") or ""
+local last = nil
+for i = 1, #view, 2 do
+  if view[i] == "last" then last = view[i + 1] end
+end
+local from = "-"
+if last and last ~= "" then from = "(" .. last end
+reply[#reply + 1] = redis.call("XRANGE", KEYS[2], from, "+", "COUNT", tonumber(ARGV[12]))
+return reply
