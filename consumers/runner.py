@@ -119,7 +119,6 @@ class Runner:
             view = await self.views.current_from(
                 item.thread_id,
                 claim.view.fields,
-                claim.view.index_version,
                 claim.view.tail,
                 whole=claim.view.whole,
             )

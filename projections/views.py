@@ -163,14 +163,14 @@ class ViewStore:
         self,
         thread_id: str,
         fields: dict[str, str],
-        index_version: str,
         tail: list[Entry],
         *,
         whole: bool,
     ) -> ThreadView:
         """`current`, from a view and the events after it read already (a worker's claim
-        reads them in its round trip); `whole`: `tail` reaches the stream's end."""
-        snapshot = self._snapshot(thread_id, fields, index_version)
+        reads them in its round trip); `whole`: `tail` reaches the stream's end. It is
+        never saved from here, so the search index's version is not needed."""
+        snapshot = self._snapshot(thread_id, fields, index_version="")
         key = self.store.stream_key(thread_id)
         events = [Stored(entry_id, codec.decode(key, entry_id, f)) for entry_id, f in tail]
         if not whole or snapshot.bad or not events:

@@ -29,7 +29,6 @@ class ViewAtClaim:
     """The thread's stored view as the claim found it, and the events after it."""
 
     fields: dict[str, str]
-    index_version: str
     tail: list[Entry]
     whole: bool  # the tail reaches the stream's end (it was not cut at the count asked)
 
@@ -90,9 +89,7 @@ class Leases:
                 part.run(run_id),
                 part.thread(thread_id),
                 part.feed,
-                part.threads,
                 part.view(thread_id),
-                part.search_doc(thread_id),
             ],
             args=[
                 worker,
@@ -116,13 +113,12 @@ class Leases:
             return claim
         started = str(reply[7])
         view = None
-        if len(reply) > 10:
+        if len(reply) > 9:
             # A script's replies are flat lists (redis-py makes dicts of HGETALL's and
             # XRANGE's only when it sends those commands itself).
-            entries: list[Entry] = [(str(i), _pairs(fields)) for i, fields in reply[10]]
+            entries: list[Entry] = [(str(i), _pairs(fields)) for i, fields in reply[9]]
             view = ViewAtClaim(
                 _pairs(reply[8]),
-                str(reply[9]),
                 [(i, fields) for i, fields in entries if fields],  # as as_entries drops
                 whole=len(entries) < tail,
             )

@@ -53,18 +53,21 @@ async def test_a_thread_view_that_cannot_be_read_fails_the_run_at_the_bound(
     sent = await commands.send_message(store, thread_id, "hello", "assistant")
     # As a stored view that does not parse did before views rebuilt themselves; injected
     # here, so the run's bound is what is tested, whatever the views do.
-    real = ViewStore.current
+    # Both ways a run gets its view: read on its own, or from what its claim read.
+    real, real_from = ViewStore.current, ViewStore.current_from
 
-    async def unreadable(self: ViewStore, thread: str) -> ThreadView:
+    async def unreadable(self: ViewStore, thread: str, *args: object, **kw: object) -> ThreadView:
         raise ValueError(f"view does not parse: {SECRET}")
 
     monkeypatch.setattr(ViewStore, "current", unreadable)
+    monkeypatch.setattr(ViewStore, "current_from", unreadable)
     with caplog.at_level(logging.ERROR, "slipstream.runner"):
         worker = Worker(
             store.backend, store, ScriptedLLM(words=20, delay_ms=0), two_attempts(settings)
         )
         await worker.run_once()
     monkeypatch.setattr(ViewStore, "current", real)
+    monkeypatch.setattr(ViewStore, "current_from", real_from)
 
     state = await store.run_state(sent.run_id, thread_id)
     assert (state["status"], state["attempt"], state["failures"]) == ("failed", "2", "2")

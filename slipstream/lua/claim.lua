@@ -7,11 +7,10 @@
 --
 -- With the start keys and arguments it also starts the run, in the same round trip
 -- (a worker's hot path): it appends `run.started` as append.lua would (to the thread
--- stream and the partition feed, and the thread's activity), unless a cancel waits or
--- the run is out of attempts (the worker ends it then), and gives back the stored
--- view of the thread with the events after it, for a chat run's prompt.
--- KEYS: 1 run hash; to start: 2 thread stream, 3 partition feed, 4 thread activity
---       index, 5 the thread's view (hash), 6 its search doc (hash)
+-- stream and the partition feed), unless a cancel waits or the run is out of attempts
+-- (the worker ends it then), and gives back the stored view of the thread with the
+-- events after it, for a chat run's prompt.
+-- KEYS: 1 run hash; to start: 2 thread stream, 3 partition feed, 4 the thread's view
 -- ARGV: 1 worker name, 2 lease ms, 3 the work item's id, 4 this call's claim id;
 --       to start: 5 thread id, 6 run id, 7 run.started's event id, 8 the worker name
 --       as JSON, 9 feed maxlen, 10 max attempts, 11 the agents whose runs read no
@@ -20,12 +19,15 @@
 --       | {"FINISHED", status} | {"DUPLICATE"} (this worker runs it from another item)
 --       | {"BUSY", owner, ms left} | {"NOTHREAD"} (starting: the thread is gone)
 -- Starting, "OK" goes on: started ("1" appended now, "0" not appended, "again" by the
--- call this one resends), the view's fields (flat), its search doc's version, and
--- the events after the view (XRANGE's reply; none for the agents of ARGV[11]).
+-- call this one resends), then (but for the agents of ARGV[11]) the view's fields
+-- (flat) and the events after the view (XRANGE's reply).
+-- Each redis.call costs a few microseconds of its own, more than most commands it
+-- runs: this is a worker's hot path, so the run hash is read once and written once.
 local starting = KEYS[2] ~= nil
-if starting and redis.call("EXISTS", KEYS[2]) == 0 then return {"NOTHREAD"} end
-local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel", "item")
+local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel", "item",
+                         "claim", "token", "attempt", "failures", "agent", "since")
 local status, owner = state[1], state[2]
+-- A deleted thread's run hashes go with it, in the same script: NORUN covers it.
 if not status then return {"NORUN"} end
 if status == "completed" or status == "cancelled" or status == "failed" then
   return {"FINISHED", status}
@@ -33,54 +35,51 @@ end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ = tonumber(state[3] or "0") or 0
+local token, attempt = tonumber(state[7] or "0"), tonumber(state[8] or "0")
+local failures = tonumber(state[9] or "0")
+local agent, since = state[10] or "", state[11] or ""
 if owner and owner ~= "" and until_ > now then
   if owner ~= ARGV[1] then return {"BUSY", owner, until_ - now} end
   if state[5] and state[5] ~= ARGV[3] then return {"DUPLICATE"} end
   -- This very call again (redis-py resends a call whose connection dropped,
   -- even once it was applied): answer what it was answered, count nothing.
-  local held = redis.call("HMGET", KEYS[1], "claim", "token", "attempt", "failures", "agent", "since")
-  if ARGV[4] and ARGV[4] ~= "" and held[1] == ARGV[4] and state[5] == ARGV[3] then
-    local reply = {"OK", tonumber(held[2]), tonumber(held[3]), state[4] or "0",
-                   tonumber(held[4] or "0"), held[5] or "", held[6] or ""}
+  if ARGV[4] and ARGV[4] ~= "" and state[6] == ARGV[4] and state[5] == ARGV[3] then
+    local reply = {"OK", token, attempt, state[4] or "0", failures, agent, since}
     if starting then reply[#reply + 1] = "again" end
     return reply
   end
 end
-local failures = tonumber(redis.call("HGET", KEYS[1], "failures") or "0")
-if owner and owner ~= "" then
-  failures = redis.call("HINCRBY", KEYS[1], "failures", 1)
-end
-local token = redis.call("HINCRBY", KEYS[1], "token", 1)
-local attempt = redis.call("HINCRBY", KEYS[1], "attempt", 1)
+if owner and owner ~= "" then failures = failures + 1 end
+token, attempt = token + 1, attempt + 1
 redis.call("HSET", KEYS[1], "owner", ARGV[1], "lease_until", now + tonumber(ARGV[2]),
-           "status", "running", "item", ARGV[3], "claim", ARGV[4] or "")
-local about = redis.call("HMGET", KEYS[1], "agent", "since")
-local reply = {"OK", token, attempt, state[4] or "0", failures, about[1] or "", about[2] or ""}
+           "status", "running", "item", ARGV[3], "claim", ARGV[4] or "", "token", token,
+           "attempt", attempt, "failures", failures)
+local reply = {"OK", token, attempt, state[4] or "0", failures, agent, since}
 if not starting then return reply end
 
 local started = "0"
 if state[4] ~= "1" and failures < tonumber(ARGV[10]) then
   -- As append.lua writes an event: the same fields, the feed's copy naming its thread.
+  -- (Not the thread's activity index: its message moved it a moment ago, and its
+  -- answer moves it again.)
   local body = '{"attempt":' .. attempt .. ',"worker":' .. ARGV[8] .. ',"token":' .. token .. '}'
   local fields = {"type", "run.started", "v", "1", "eid", ARGV[7], "run", ARGV[6], "body", body}
-  local id = redis.call("XADD", KEYS[2], "*", unpack(fields))
+  local id = redis.call("XADD", KEYS[2], "NOMKSTREAM", "*", unpack(fields))
+  if not id then return {"NOTHREAD"} end  -- not reached (NORUN above); never recreate it
   fields[#fields + 1] = "thread"
   fields[#fields + 1] = ARGV[5]
   fields[#fields + 1] = "tid"
   fields[#fields + 1] = id
   redis.call("XADD", KEYS[3], "MAXLEN", "~", ARGV[9], "*", unpack(fields))
-  redis.call("ZADD", KEYS[4], tonumber(string.match(id, "^(%d+)")), ARGV[5])
   started = "1"
 end
 reply[#reply + 1] = started
 
-local agent = about[1] or ""
 for name in string.gmatch(ARGV[11], "[^,]+") do
   if name == agent then return reply end
 end
-local view = redis.call("HGETALL", KEYS[5])
+local view = redis.call("HGETALL", KEYS[4])
 reply[#reply + 1] = view
-reply[#reply + 1] = redis.call("HGET", KEYS[6], "v") or ""
 local last = nil
 for i = 1, #view, 2 do
   if view[i] == "last" then last = view[i + 1] end
