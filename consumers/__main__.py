@@ -17,7 +17,7 @@ from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
 from consumers.tools.mcp_start import mcp_tools_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
-from slipstream import logs, partitions, process
+from slipstream import logs, partitions, process, roundtrips
 from slipstream.keys import Keyspace
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
@@ -32,6 +32,7 @@ async def work() -> None:
     load_agents_or_exit(settings.agents_file, known_tools=TOOLS.names())
     store = EventStore.from_settings(backend, settings)
     worker = Worker(backend, store, provider_from_settings(settings), settings)
+    counted = roundtrips.counting()  # for the benchmark only (SLIPSTREAM_ROUNDTRIPS_FILE)
     try:
         # The MCP servers' sessions live as long as the worker; their tools are
         # checked against what agents name once the servers have listed them.
@@ -42,6 +43,9 @@ async def work() -> None:
             await until_signalled(worker.run)
     finally:
         await backend.close()
+        if counted is not None:
+            counter, path = counted
+            counter.write(path, sum(worker.stats[end] for end in roundtrips.RUN_ENDS))
 
 
 async def show_status() -> None:
