@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import get_args
 
 from pydantic import ValidationError
+from redis.exceptions import NoScriptError
 
 from projections import run_index, search_index
 from projections.thread_view import (
@@ -30,7 +31,7 @@ from projections.thread_view import (
 )
 from projections.view_layout import Unparseable, decode, encode
 from slipstream import codec
-from slipstream.backend import Entry
+from slipstream.backend import Entry, as_entries
 from slipstream.keys import Partition, stream_id_tuple
 from slipstream.store import EventStore, Stored
 
@@ -65,6 +66,16 @@ class Snapshot:
     # Message position -> hash of the text the index holds for it, as this snapshot
     # wrote it: a save that changes a message's status but not its text skips it.
     indexed_texts: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _SaveCall:
+    """One call of the store script, and what the snapshot notes once it stored."""
+
+    keys: list[str]
+    args: list[str]
+    unfinished: set[str]  # the runs not finished once it is saved
+    texts: dict[int, int]  # message position -> hash of the text it indexed
 
 
 class ViewStore:
@@ -122,15 +133,64 @@ class ViewStore:
         snapshot = await self.read(thread_id)
         return None if snapshot.rebuild else snapshot.view
 
+    async def read_many(self, part: Partition, thread_ids: list[str]) -> list[Snapshot]:
+        """`read` of several threads of `part`, in one MULTI (one round trip)."""
+        async with self.store.backend.pipeline_for(part.view(thread_ids[0])) as pipe:
+            for thread_id in thread_ids:
+                pipe.hgetall(part.view(thread_id))
+                pipe.hget(part.search_doc(thread_id), "v")
+            replies = await pipe.execute()
+        return [
+            self._snapshot(
+                thread_id,
+                {str(name): str(value) for name, value in replies[2 * n].items()},
+                str(replies[2 * n + 1] or ""),
+            )
+            for n, thread_id in enumerate(thread_ids)
+        ]
+
     async def advance(self, snapshot: Snapshot) -> Changes:
         """Fold the stream's events past the snapshot into it, in place.
 
         If they do not fold into the stored view, it is treated as unusable
         and rebuilt from the whole stream; FoldFailed if even that fails.
         """
+        missing = await self.store.read(snapshot.view.id, after=snapshot.view.last_event_id)
+        return await self._fold_new(snapshot, missing)
+
+    async def advance_many(
+        self, part: Partition, snapshots: list[Snapshot]
+    ) -> list[Changes | FoldFailed]:
+        """`advance` of several snapshots of `part`'s threads, their new events read in
+        one round trip (a thread with more than a page of them reads the rest on its own).
+
+        A thread whose events do not fold has a FoldFailed in its place.
+        """
+        page = self.store.read_page
+        async with self.store.backend.pipeline_for(
+            part.thread(snapshots[0].view.id), transaction=False
+        ) as pipe:
+            for snapshot in snapshots:
+                after = snapshot.view.last_event_id
+                pipe.xrange(part.thread(snapshot.view.id), f"({after}" if after else "-", "+", page)
+            replies = await pipe.execute()
+        results: list[Changes | FoldFailed] = []
+        for snapshot, reply in zip(snapshots, replies, strict=True):
+            key = part.thread(snapshot.view.id)
+            try:
+                if len(reply) >= page:
+                    results.append(await self.advance(snapshot))
+                    continue
+                missing = [Stored(i, codec.decode(key, i, f)) for i, f in as_entries(reply)]
+                results.append(await self._fold_new(snapshot, missing))
+            except FoldFailed as exc:
+                results.append(exc)
+        return results
+
+    async def _fold_new(self, snapshot: Snapshot, missing: list[Stored]) -> Changes:
+        """Fold `missing` (the events after the snapshot) into it, or rebuild it (`advance`)."""
         thread_id = snapshot.view.id
         after = snapshot.view.last_event_id
-        missing = await self.store.read(thread_id, after=after)
         if not missing:
             return Changes()
         try:
@@ -198,6 +258,48 @@ class ViewStore:
 
     async def save(self, snapshot: Snapshot, changes: Changes) -> bool:
         """Write what `changes` touched (all, for a rebuild) if the stored view is unchanged."""
+        call = await self._save_call(snapshot, changes)
+        stored = await self._store(keys=call.keys, args=call.args)
+        return self._saved(snapshot, call, bool(stored))
+
+    async def save_many(self, part: Partition, items: list[tuple[Snapshot, Changes]]) -> list[bool]:
+        """`save` of several views of `part`'s threads, in one round trip.
+
+        Each is compared and set on its own, as `save` does (a refused one is False).
+        A save that indexes text first reads what the index holds, on its own: that is
+        a message that ended or a rename, never a delta.
+        """
+        calls = [await self._save_call(snapshot, changes) for snapshot, changes in items]
+        # EVALSHA itself rather than the script object: on a pipeline that asks Redis
+        # whether the script is loaded first, a round trip more; a server that lacks it
+        # answers NOSCRIPT, and that save goes again through the script, which loads it.
+        async with self.store.backend.pipeline_for(
+            part.view(items[0][0].view.id), transaction=False
+        ) as pipe:
+            for call in calls:
+                pipe.evalsha(self._store.sha, len(call.keys), *call.keys, *call.args)
+            replies = await pipe.execute(raise_on_error=False)
+        results: list[bool] = []
+        for (snapshot, _), call, reply in zip(items, calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                reply = await self._store(keys=call.keys, args=call.args)
+            elif isinstance(reply, Exception):
+                raise reply
+            results.append(self._saved(snapshot, call, bool(reply)))
+        return results
+
+    def _saved(self, snapshot: Snapshot, call: _SaveCall, stored: bool) -> bool:
+        """Note in the snapshot what a save wrote, if it did."""
+        if stored:
+            snapshot.stored_last = snapshot.view.last_event_id
+            snapshot.unfinished = call.unfinished
+            snapshot.rebuild = snapshot.bad = snapshot.index_stale = False
+            snapshot.indexed_title = snapshot.view.title
+            snapshot.indexed_texts.update(call.texts)
+        return stored
+
+    async def _save_call(self, snapshot: Snapshot, changes: Changes) -> _SaveCall:
+        """The keys and arguments of the store script for a save, and what it will note."""
         view = snapshot.view
         part = self.keys.partition(view.id)
         pairs, runs = encode(view, snapshot.numbers, None if snapshot.rebuild else changes)
@@ -232,7 +334,7 @@ class ViewStore:
             words = search_index.touched_words(
                 sources, [None if value is None else str(value) for value in held]
             )
-        stored = await self._store(
+        return _SaveCall(
             keys=[
                 part.view(view.id),
                 part.summaries,
@@ -264,13 +366,9 @@ class ViewStore:
                 *words,
                 *run_args,
             ],
+            unfinished=unfinished,
+            texts=texts,
         )
-        if stored:
-            snapshot.stored_last, snapshot.unfinished = view.last_event_id, unfinished
-            snapshot.rebuild = snapshot.bad = snapshot.index_stale = False
-            snapshot.indexed_title = view.title
-            snapshot.indexed_texts.update(texts)
-        return bool(stored)
 
     async def runs(
         self,

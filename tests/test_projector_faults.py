@@ -85,15 +85,16 @@ async def test_a_feed_trimmed_while_a_batch_is_folded_is_noticed(
     slow, _ = await commands.create_thread(store, "slow")
     part = store.keys.partition(slow)
     held, release = asyncio.Event(), asyncio.Event()
-    advance = projector.views.advance
+    advance_many = projector.views.advance_many
 
-    async def held_once(snapshot: Snapshot) -> Any:
-        if snapshot.view.id == slow and snapshot.view.title == "slow" and not release.is_set():
-            held.set()  # the fold of this batch takes a while
-            await release.wait()
-        return await advance(snapshot)
+    async def held_once(part: Partition, snapshots: list[Snapshot]) -> Any:
+        for snapshot in snapshots:
+            if snapshot.view.id == slow and snapshot.view.title == "slow" and not release.is_set():
+                held.set()  # the fold of this batch takes a while
+                await release.wait()
+        return await advance_many(part, snapshots)
 
-    monkeypatch.setattr(projector.views, "advance", held_once)
+    monkeypatch.setattr(projector.views, "advance_many", held_once)
     stop = asyncio.Event()
     task = asyncio.create_task(projector.run(stop))
     try:
@@ -268,15 +269,15 @@ async def test_a_redis_fault_in_one_thread_leaves_the_batch_unacked(
     thread_id, _ = await commands.create_thread(store, "t")
     part = store.keys.partition(thread_id)
     projector = Projector(store.backend, store, "p1")
-    read = projector.views.read
+    read_many = projector.views.read_many
     faults = [RedisConnectionError("connection lost")]
 
-    async def flaky(tid: str) -> Snapshot:
+    async def flaky(part: Partition, thread_ids: list[str]) -> list[Snapshot]:
         if faults:
             raise faults.pop()
-        return await read(tid)
+        return await read_many(part, thread_ids)
 
-    monkeypatch.setattr(projector.views, "read", flaky)
+    monkeypatch.setattr(projector.views, "read_many", flaky)
     with pytest.raises(RedisConnectionError):
         await projector.run_once()
     assert await pending(store, part) == 1  # not acked: the pass is retried
@@ -295,7 +296,11 @@ async def test_a_view_that_keeps_changing_is_not_acked(
     async def refused(snapshot: Snapshot, changes: object) -> bool:
         return False
 
+    async def all_refused(part: Partition, items: list[Any]) -> list[bool]:
+        return [False for _ in items]
+
     monkeypatch.setattr(projector.views, "save", refused)
+    monkeypatch.setattr(projector.views, "save_many", all_refused)  # threads folded together
     with caplog.at_level(logging.WARNING, "slipstream.projector"):
         await projector.run_once()
     assert await pending(store, part) == 1
@@ -338,21 +343,22 @@ async def test_a_long_pass_records_progress_and_a_stuck_one_is_reported(
 ) -> None:
     now = [0.0]
     liveness = Liveness(clock=lambda: now[0])
-    threads = [(await commands.create_thread(store, f"t{i}"))[0] for i in range(4)]
+    # A thread in each partition: the threads of one partition are folded together.
+    threads = [await thread_in(store, part, f"t{part.number}") for part in store.keys.all()]
     projector = Projector(store.backend, store, "p1", liveness=liveness)
     await projector.setup()
     liveness.register(FOLD_LOOP, 10.0)
-    advance: Callable[[str], Awaitable[Any]] = projector._advance
+    advance_many: Callable[[Partition, list[str]], Awaitable[Any]] = projector._advance_many
     seen_down: list[dict[str, str]] = []
 
-    async def slow(thread_id: str) -> Any:
-        now[0] += 6.0  # each thread takes 6 s: the pass, 24 s, is longer than the window
+    async def slow(part: Partition, thread_ids: list[str]) -> Any:
+        now[0] += 6.0  # each partition takes 6 s: the pass is longer than the window
         seen_down.append(liveness.down())
-        return await advance(thread_id)
+        return await advance_many(part, thread_ids)
 
-    monkeypatch.setattr(projector, "_advance", slow)
+    monkeypatch.setattr(projector, "_advance_many", slow)
     await projector._fold_pass()
-    assert len(seen_down) == len(threads) and all(not down for down in seen_down)
+    assert len(seen_down) == len(threads) >= 2 and all(not down for down in seen_down)
 
     now[0] += 11.0  # no pass finished, no thread folded: stuck
     assert FOLD_LOOP in liveness.down()
