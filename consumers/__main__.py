@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from consumers import status
 from consumers.agents import load_agents_or_exit
 from consumers.llm import provider_from_settings
 from consumers.tools import REGISTRY as TOOLS
@@ -49,6 +48,8 @@ async def work() -> None:
 
 
 async def show_status() -> None:
+    from consumers import status  # not on a worker's start
+
     settings = settings_or_exit()
     backend = connect_or_exit(settings, "status")
     try:

@@ -52,9 +52,18 @@ UNDELIVERABLE_MARGIN = 3
 TIMERS_PER_CALL = 100  # due timers fired per partition per pass: one script call's work
 
 
-async def ensure_group(backend: Backend, stream: str, group: str) -> None:
-    with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
-        await backend.client.xgroup_create(stream, group, id="0", mkstream=True)
+async def ensure_groups(backend: Backend, streams: list[str], group: str) -> None:
+    """Create `group` on each stream (and the stream) unless it exists: one round trip,
+    on a worker's start (a cluster's client splits the pipeline by node)."""
+    async with backend.client.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xgroup_create(stream, group, id="0", mkstream=True)
+        replies = await pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, ResponseError) and "BUSYGROUP" in str(reply):
+            continue  # it exists already
+        if isinstance(reply, Exception):
+            raise reply
 
 
 @dataclass
@@ -111,8 +120,7 @@ class Worker:
         )
 
     async def setup(self) -> None:
-        for part in self.partitions:
-            await ensure_group(self.backend, part.work, WORKERS_GROUP)
+        await ensure_groups(self.backend, [part.work for part in self.partitions], WORKERS_GROUP)
         await self.schedules.ensure_declared()
 
     # -- the loops ------------------------------------------------------------

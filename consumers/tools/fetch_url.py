@@ -17,14 +17,17 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 from pydantic import Field
 
 from consumers.tools.errors import ToolError
 from consumers.tools.registry import tool
 from slipstream.config import Settings
+
+if TYPE_CHECKING:
+    # Imported where it is used: about 100 ms, on every worker's start otherwise.
+    import httpx
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 TEXT_TYPES = frozenset(
@@ -129,6 +132,8 @@ async def _address(policy: FetchPolicy, url: httpx.URL) -> str:
 
 
 async def _get(client: httpx.AsyncClient, policy: FetchPolicy, url: httpx.URL) -> dict[str, Any]:
+    import httpx
+
     for _hop in range(policy.max_redirects + 1):
         address = await _address(policy, url)
         host_header = url.netloc.decode("ascii")
@@ -175,6 +180,8 @@ async def _read(policy: FetchPolicy, url: httpx.URL, response: httpx.Response) -
 
 
 async def fetch(url: str, policy: FetchPolicy) -> dict[str, Any]:
+    import httpx
+
     try:
         target = httpx.URL(url)
     except httpx.InvalidURL as exc:
