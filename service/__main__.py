@@ -32,6 +32,7 @@ from projections.projector import Projector
 from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.runtime import Runtime
+from service.ws_protocol import LiveWebSocketProtocol
 from slipstream import logs, partitions, process
 from slipstream.backend import Backend
 from slipstream.identity import consumer_name
@@ -135,6 +136,7 @@ async def serve(
         log_config=None,  # uvicorn's lines go through the root handler: its format, its mask
         ws_ping_interval=None,
         ws_max_size=WS_MAX_FRAME_BYTES,
+        ws=LiveWebSocketProtocol,  # uvicorn's, with frames the live tail writes at once
         # The client address stays the connection's own: SLIPSTREAM_AUTH=header trusts a
         # user header by it, which X-Forwarded-For rewriting would let a client choose.
         proxy_headers=False,

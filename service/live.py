@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,12 @@ class Subscription:
 
     Cheaper than a queue and a task per wake-up: at thousands of deltas a
     second, that overhead was most of the fan-out's cost.
+
+    Cheaper still, a sender with nothing queued may hand over `direct`, a call
+    that writes a frame to its socket at once (service/ws_protocol.py): the tail
+    then writes each frame itself, without waking the sender, while that call
+    succeeds. `last` is the id of the last frame sent, by either: a frame at or
+    before it was in the socket's snapshot or backlog already.
     """
 
     thread_id: str
@@ -59,11 +66,27 @@ class Subscription:
     pending: deque[tuple[str, str]] = field(default_factory=deque)
     overflowed: bool = False
     why: str = ""
+    direct: Callable[[str], bool] | None = None
+    last: str | None = None
+    sent_directly: int = 0
     _waiter: asyncio.Future[None] | None = None
 
     def offer(self, entry_id: str, frame: str) -> None:
         if self.overflowed:
             return  # nothing past a lost event is sent
+        if self.direct is not None and not self.pending:
+            if not is_after(entry_id, self.last):
+                return
+            try:
+                written = self.direct(frame)
+            except Exception:  # the sender's own send meets whatever this was
+                log.debug("a direct write failed; the socket's sender takes over", exc_info=True)
+                written = False
+            if written:
+                self.last = entry_id
+                self.sent_directly += 1
+                return
+            # Not now (its buffer is full, or it is closing): the sender waits for it, in order.
         if len(self.pending) >= self.limit:
             # A slow socket is dropped and resyncs; it must never slow the others.
             self.drop(TOO_SLOW)

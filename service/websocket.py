@@ -27,6 +27,7 @@ from service.auth import Caller
 from service.limits import LimitReached
 from service.live import DELETED, ListSubscription, Subscription, event_frame, is_after
 from service.runtime import Runtime
+from service.ws_protocol import send_now_of
 from slipstream import codec, errors
 from slipstream.keys import is_stream_id, is_valid_id
 from slipstream.supervise import is_redis_fault
@@ -224,20 +225,31 @@ async def _forward(
 ) -> None:
     receiver.add_done_callback(lambda _: subscription.wake())
     pending = subscription.pending
-    while not receiver.done():
-        woke = await subscription.wait(rt.settings.heartbeat_s)
-        if subscription.overflowed or receiver.done():
-            break
-        if gate is not None and not await gate.still_open():
-            return
-        if not woke and not pending:
-            await socket.send_text(PING)
-            continue
-        while pending and not subscription.overflowed:
-            entry_id, frame = pending.popleft()
-            if is_after(entry_id, last):
-                await socket.send_text(frame)
-                last = entry_id
+    subscription.last = last
+    # Frames the tail may write itself while nothing is queued (service/ws_protocol.py).
+    direct = send_now_of(socket)
+    try:
+        while not receiver.done():
+            if direct is not None and not pending and not subscription.overflowed:
+                subscription.direct = direct
+            written = subscription.sent_directly
+            woke = await subscription.wait(rt.settings.heartbeat_s)
+            # From here until it waits again this task sends, in order: the tail queues.
+            subscription.direct = None
+            if subscription.overflowed or receiver.done():
+                break
+            if gate is not None and not await gate.still_open():
+                return
+            if not woke and not pending and subscription.sent_directly == written:
+                await socket.send_text(PING)  # idle for a heartbeat
+                continue
+            while pending and not subscription.overflowed:
+                entry_id, frame = pending.popleft()
+                if is_after(entry_id, subscription.last):
+                    await socket.send_text(frame)
+                    subscription.last = entry_id
+    finally:
+        subscription.direct = None
     # After a lost event nothing more is sent: the client resumes from what it has.
     if subscription.overflowed and socket.client_state == WebSocketState.CONNECTED:
         await _refuse(socket, CLOSE_TOO_SLOW, f"{subscription.why}: reconnect with after=<last id>")

@@ -18,6 +18,7 @@ from projections.projector import Projector
 from service.__main__ import WS_MAX_FRAME_BYTES, run_worker_and_projector
 from service.app import create_app
 from service.runtime import Runtime
+from service.ws_protocol import LiveWebSocketProtocol
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.ports import free_port
@@ -142,6 +143,7 @@ async def running_system(
             ws_ping_interval=None,
             proxy_headers=False,  # as service.__main__ serves it
             ws_max_size=WS_MAX_FRAME_BYTES,
+            ws=LiveWebSocketProtocol,  # as service.__main__ serves it: the tail writes frames
         )
     )
     task = asyncio.create_task(server.serve())

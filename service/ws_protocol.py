@@ -1,0 +1,59 @@
+"""uvicorn's websocket protocol, with a way for the live tail to write a frame at once.
+
+Through ASGI, each frame a socket sends is a wake-up of that socket's task and an
+`await` through Starlette's and uvicorn's send: at a thousand watchers of one
+thread that was most of the web process's work per delta, beside the write
+itself. This protocol puts `send_text_now` in the connection's ASGI scope
+(extension SEND_NOW): a plain call that writes a text frame at once, or writes
+nothing and says so when it cannot (the transport's buffer is full, or the
+socket is closing); the caller then goes the ASGI way, which waits.
+
+Served by another server (or in tests through the ASGI client) the extension is
+absent and every frame goes through ASGI, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+SEND_NOW = "slipstream.send_text_now"
+"""The scope extension: a callable (text) -> bool, True once the frame is written."""
+
+SendNow = Callable[[str], bool]
+
+
+class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # none when the handshake was refused
+        if scope is not None:
+            scope["extensions"][SEND_NOW] = self.send_text_now
+
+    def send_text_now(self, text: str) -> bool:
+        """Write a text frame, as the ASGI send does, if that needs no wait."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except Exception:  # the connection's state refuses it: let the ASGI send say why
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
+
+
+def send_now_of(socket: object) -> SendNow | None:
+    """The SEND_NOW of a socket's connection (a Starlette WebSocket), if its server gives one."""
+    scope = getattr(socket, "scope", None)
+    extensions = scope.get("extensions") if isinstance(scope, dict) else None
+    found = extensions.get(SEND_NOW) if isinstance(extensions, dict) else None
+    return found if callable(found) else None
