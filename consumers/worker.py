@@ -95,7 +95,7 @@ class Worker:
         self.name = name or consumer_name()
         self.runner = Runner(store, llm, settings, self.name, clock=self.clock)
         self.schedules = Schedules(store, self.clock)
-        self.leases = Leases(backend, store.keys, lease_ms=settings.lease_ms)
+        self.leases = Leases(backend, store.keys, lease_ms=settings.lease_ms, batch=store.batch)
         self.partitions = store.keys.all()
         self.by_work_key = {part.work: part for part in self.partitions}
         self.stats: Counter[str] = Counter()

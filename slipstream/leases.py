@@ -12,6 +12,7 @@ import orjson
 
 from slipstream import errors
 from slipstream.backend import Backend, Entry
+from slipstream.batching import ScriptBatch
 from slipstream.events import new_event_id
 from slipstream.keys import Keyspace, Partition
 
@@ -48,8 +49,17 @@ class Claim:
 
 
 class Leases:
-    def __init__(self, backend: Backend, keyspace: Keyspace, *, lease_ms: int) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        keyspace: Keyspace,
+        *,
+        lease_ms: int,
+        batch: ScriptBatch | None = None,
+    ) -> None:
         self.redis = backend.client
+        # Claims and renewals sent with the process's other script calls (the store's).
+        self.batch = batch or ScriptBatch(backend)
         self.keys = keyspace
         self.lease_ms = lease_ms
         self._claim = self.redis.register_script(_lua("claim.lua"))
@@ -84,14 +94,15 @@ class Leases:
         cancel waits or it is out of attempts: `Claim.started`), and for a run whose agent
         is not in `no_view`, the thread's stored view and up to `tail` events after it."""
         part = self._partition(thread_id)
-        reply = await self._claim(
-            keys=[
+        reply = await self.batch.call(
+            self._claim,
+            [
                 part.run(run_id),
                 part.thread(thread_id),
                 part.feed,
                 part.view(thread_id),
             ],
-            args=[
+            [
                 worker,
                 self.lease_ms,
                 entry_id,
@@ -129,8 +140,8 @@ class Leases:
     ) -> tuple[bool, bool]:
         """Returns (still ours, cancel requested)."""
         part = self._partition(thread_id)
-        reply = await self._renew(
-            keys=[part.run(run_id), part.work], args=[token, self.lease_ms, worker, entry_id]
+        reply = await self.batch.call(
+            self._renew, [part.run(run_id), part.work], [token, self.lease_ms, worker, entry_id]
         )
         return bool(int(reply[0])), str(reply[1]) == "1"
 

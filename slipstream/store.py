@@ -16,6 +16,7 @@ from redis.commands.core import AsyncScript
 
 from slipstream import codec, errors
 from slipstream.backend import Backend, Entry, as_entries
+from slipstream.batching import ScriptBatch
 from slipstream.codec import Unreadable
 from slipstream.config import Settings
 from slipstream.events import Event, new_event_id
@@ -129,6 +130,8 @@ class EventStore:
         # Appends that answer a promise wait for this many replicas (slipstream/replicas.py).
         self.replica_wait = ReplicaWait(wait_replicas, wait_ms)
         self._append: AsyncScript = self.redis.register_script(_APPEND_LUA)
+        # Appends of many tasks at once go out together (and a worker's claims with them).
+        self.batch = ScriptBatch(backend)
 
     @classmethod
     def from_settings(cls, backend: Backend, settings: Settings) -> EventStore:
@@ -260,7 +263,7 @@ class EventStore:
         if self.replica_wait.replicas and wants_replicas(request.events):
             reply = await self.replica_wait.append(self.backend, self._append, keys, args)
         else:
-            reply = await self._append(keys=keys, args=args)
+            reply = await self.batch.call(self._append, keys, args)
         return cast(list[str | int], reply)
 
     async def append_many(

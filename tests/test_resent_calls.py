@@ -8,10 +8,11 @@ second one changed nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
+from redis.commands.core import AsyncScript
 
 from consumers.llm.scripted import ScriptedLLM
 from consumers.worker import Worker
@@ -20,6 +21,7 @@ from consumers.workflows.registry import workflow
 from projections.views import ViewStore
 from service import commands
 from slipstream import events as ev
+from slipstream.batching import ScriptBatch
 from slipstream.config import Settings
 from slipstream.leases import Leases
 from slipstream.store import EventStore
@@ -33,6 +35,19 @@ def sent_twice(script: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable
         return await script(**call)
 
     return twice
+
+
+def batch_sends_twice(batch: ScriptBatch, script: AsyncScript) -> Callable[..., Awaitable[Any]]:
+    """As `sent_twice`, for calls that go through the process's script batch (a batch
+    whose connection drops is sent again whole, by redis-py's retry)."""
+    real = batch.call
+
+    async def call(called: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if called is script:
+            await real(called, keys, args)
+        return await real(called, keys, args)
+
+    return call
 
 
 async def count(store: EventStore, thread_id: str, kind: type[ev.Event], run_id: str) -> int:
@@ -75,7 +90,7 @@ async def test_a_resent_regenerate_starts_one_run(
     thread_id, _ = await commands.create_thread(store)
     sent = await commands.send_message(store, thread_id, "hi", "assistant")
     await Worker(store.backend, store, ScriptedLLM(words=8, delay_ms=0), settings).run_once()
-    monkeypatch.setattr(store, "_append", sent_twice(store._append))
+    monkeypatch.setattr(store.batch, "call", batch_sends_twice(store.batch, store._append))
 
     new_run, _ = await commands.regenerate(store, ViewStore(store), sent.run_id)
     assert await count(store, thread_id, ev.RunRequested, new_run) == 1
@@ -90,7 +105,7 @@ async def test_a_resent_cancel_is_written_once_and_answered(
     queued = await commands.send_message(store, thread_id, "second", "assistant")
     leases = Leases(store.backend, store.keys, lease_ms=60_000)
     assert (await leases.claim(held.run_id, thread_id, "w:1:a", "1-1")).outcome == "OK"
-    monkeypatch.setattr(store, "_append", sent_twice(store._append))
+    monkeypatch.setattr(store.batch, "call", batch_sends_twice(store.batch, store._append))
 
     on_the_spot = await commands.cancel_run(store, queued.run_id)
     assert (on_the_spot.status, on_the_spot.was) == ("cancelled", "queued")
@@ -107,7 +122,7 @@ async def test_a_resent_retry_queues_the_run_once(
     sent = await commands.send_message(store, thread_id, "hi", "assistant")
     await commands.cancel_run(store, sent.run_id)
     before = await work_items(store, thread_id, sent.run_id)
-    monkeypatch.setattr(store, "_append", sent_twice(store._append))
+    monkeypatch.setattr(store.batch, "call", batch_sends_twice(store.batch, store._append))
 
     assert await commands.restart_run(store, sent.run_id) == "cancelled"
     assert await count(store, thread_id, ev.RunRestarted, sent.run_id) == 1
@@ -124,7 +139,7 @@ async def test_a_resent_signal_is_kept_once(
 ) -> None:
     thread_id, _ = await commands.create_thread(store)
     sent = await commands.send_message(store, thread_id, "go", "test_resent_signal_flow")
-    monkeypatch.setattr(store, "_append", sent_twice(store._append))
+    monkeypatch.setattr(store.batch, "call", batch_sends_twice(store.batch, store._append))
 
     assert await commands.signal_run(store, sent.run_id, "approve", {"ok": True}) == "queued"
     assert await count(store, thread_id, ev.SignalReceived, sent.run_id) == 1
