@@ -19,7 +19,7 @@ from consumers.llm.scripted import scripted_reply
 from service.live import Subscription, event_frame
 from service.runtime import Runtime
 from service.websocket import PING, _forward
-from service.ws_protocol import SEND_NOW, LiveWebSocketProtocol
+from service.ws_protocol import DEFLATE_WINDOW_BITS, SEND_NOW, LiveWebSocketProtocol
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from tests.harness import System, frames_until, running_system
@@ -178,6 +178,18 @@ async def test_a_served_socket_gets_an_answer_written_by_the_tail(system: System
     ids = [tuple(map(int, f["id"].split("-"))) for f in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert subscription.sent_directly > 0
+
+
+async def test_a_socket_compresses_with_a_window_that_holds_the_frame_before(
+    system: System,
+) -> None:
+    thread_id = await system.new_thread()
+    async with connect(system.ws_url(thread_id)) as socket:  # asks for permessage-deflate
+        assert socket.response is not None
+        extensions = socket.response.headers["Sec-WebSocket-Extensions"]
+        await socket.recv()
+    assert "permessage-deflate" in extensions
+    assert f"server_max_window_bits={DEFLATE_WINDOW_BITS}" in extensions
 
 
 class Transport(asyncio.Transport):
