@@ -23,7 +23,7 @@ from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workfl
 from consumers.workflows.registry import WorkflowDef
 from projections.thread_view import ThreadView
 from projections.views import ViewStore
-from slipstream import errors
+from slipstream import codec, errors
 from slipstream import events as ev
 from slipstream.clock import Clock, RedisClock
 from slipstream.codec import Unreadable
@@ -110,12 +110,16 @@ class Runner:
         tool calls journaled before.
         """
         if workflows.get(claim.agent) is not None and claim.since:
-            stored = await self.store.read(item.thread_id, start=claim.since)
+            if claim.view is not None and claim.view.whole:  # read by the claim
+                key = self.store.stream_key(item.thread_id)
+                stored = [Stored(i, codec.decode(key, i, f)) for i, f in claim.view.tail]
+            else:
+                stored = await self.store.read(item.thread_id, start=claim.since)
             own = _own_events(stored, item.run_id)
             facts = facts_from([s.event for s in stored], item.run_id)
             if facts is not None:
                 return facts, None, own
-        if claim.view is not None:
+        if claim.view is not None and workflows.get(claim.agent) is None:
             view = await self.views.current_from(
                 item.thread_id,
                 claim.view.fields,

@@ -27,7 +27,8 @@ def _lua(name: str) -> str:
 
 @dataclass(frozen=True)
 class ViewAtClaim:
-    """The thread's stored view as the claim found it, and the events after it."""
+    """The thread's stored view as the claim found it, and the events after it; for an
+    agent of `no_view` (a workflow), no view and the events from the run's `since`."""
 
     fields: dict[str, str]
     tail: list[Entry]
@@ -92,7 +93,8 @@ class Leases:
     ) -> Claim:
         """Claim the run and start it in one round trip: `run.started` appended (unless a
         cancel waits or it is out of attempts: `Claim.started`), and for a run whose agent
-        is not in `no_view`, the thread's stored view and up to `tail` events after it."""
+        is not in `no_view`, the thread's stored view and up to `tail` events after it (for
+        one that is, the events from where the run's own begin)."""
         part = self._partition(thread_id)
         reply = await self.batch.call(
             self._claim,

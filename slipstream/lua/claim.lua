@@ -14,13 +14,14 @@
 -- ARGV: 1 worker name, 2 lease ms, 3 the work item's id, 4 this call's claim id;
 --       to start: 5 thread id, 6 run id, 7 run.started's event id, 8 the worker name
 --       as JSON, 9 feed maxlen, 10 max attempts, 11 the agents whose runs read no
---       view (workflows; comma-separated), 12 events after the view to give at most
+--       view (workflows; comma-separated), 12 events to give at most
 -- Returns {"OK", token, attempt, cancel, failures, agent, since} | {"NORUN"}
 --       | {"FINISHED", status} | {"DUPLICATE"} (this worker runs it from another item)
 --       | {"BUSY", owner, ms left} | {"NOTHREAD"} (starting: the thread is gone)
 -- Starting, "OK" goes on: started ("1" appended now, "0" not appended, "again" by the
--- call this one resends), then (but for the agents of ARGV[11]) the view's fields
--- (flat) and the events after the view (XRANGE's reply).
+-- call this one resends), then the view's fields (flat) and the events after the view
+-- (XRANGE's reply); for the agents of ARGV[11], no view and the events from the run's
+-- `since` on.
 -- Each redis.call costs a few microseconds of its own, more than most commands it
 -- runs: this is a worker's hot path, so the run hash is read once and written once.
 local starting = KEYS[2] ~= nil
@@ -76,7 +77,13 @@ end
 reply[#reply + 1] = started
 
 for name in string.gmatch(ARGV[11], "[^,]+") do
-  if name == agent then return reply end
+  if name == agent then
+    -- A workflow's run reads only its own part of the thread: its question and journal.
+    if since == "" then return reply end
+    reply[#reply + 1] = {}
+    reply[#reply + 1] = redis.call("XRANGE", KEYS[2], since, "+", "COUNT", tonumber(ARGV[12]))
+    return reply
+  end
 end
 local view = redis.call("HGETALL", KEYS[4])
 reply[#reply + 1] = view
