@@ -2,6 +2,7 @@
 
     python -m bench.live_latency [--quick] [--json] [--answers 1,10,100,500]
         [--watchers 2] [--fanout 1000] [--deltas 40] [--interval-ms 50] [--rounds 3]
+        [--source CHECKOUT] [--profile-web FILE]
 
 Starts its own redis-server, a `python -m service` web process and a
 `python -m projections` projector (as a deployment runs them; `--no-projector`
@@ -17,7 +18,9 @@ which alternate between the scenarios):
   worker's flush window, SLIPSTREAM_FLUSH_MS, so the fastest a real answer's
   deltas come), the answers' starts spread over one interval as independent
   answers' are. Latency per watcher and delta, from just before the append
-  call to the frame's arrival.
+  call to the frame's arrival. Beside it, the CPU each process spent per delta
+  appended (this writer, Redis, the projector) or per frame delivered (the web
+  process, the watchers), from /proc: steadier than latency on a shared machine.
 - One thread with `--fanout` watchers, one delta per interval.
 - Watcher bytes ÷ text: the real worker answers on the scripted model at
   `--model-ms-per-word` (20: ~50 words/s, a hosted model's pace) with the
@@ -27,7 +30,9 @@ which alternate between the scenarios):
 - Entries an answer writes per 100 words at several model speeds (the real
   worker on the scripted model).
 
-`--json` prints only {"rows": [{name, unit, median, p99, command}, ...]} on
+`--source` runs the web process and the projector from another checkout (an
+earlier commit's, from `git worktree add`), so an earlier live path is timed the
+same way. `--json` prints only {"rows": [{name, unit, median, p99, command}, ...]} on
 stdout (bytes rows: unit "\N{MULTIPLICATION SIGN} text", the ratio in median and p99; counts: the
 same figure in both); the tables go to stderr then. `--quick` runs tiny sizes
 for a smoke test: every row, in seconds, nothing to read into the figures.
@@ -107,6 +112,7 @@ def redis_server() -> Iterator[str]:
                     raise
                 time.sleep(0.02)
         client.close()
+        CHILDREN["redis"] = process.pid
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
@@ -115,7 +121,15 @@ def redis_server() -> Iterator[str]:
 
 
 @contextmanager
-def web_process(redis_url: str, extra_env: dict[str, str] | None = None) -> Iterator[int]:
+def web_process(
+    redis_url: str,
+    extra_env: dict[str, str] | None = None,
+    *,
+    source: Path = ROOT,
+    profile: str | None = None,
+) -> Iterator[int]:
+    """A `python -m service` process, its code from `source` (another checkout, to time
+    an earlier live path the same way), run under cProfile into `profile` if given."""
     port = free_port()
     env = {
         **os.environ,
@@ -125,9 +139,10 @@ def web_process(redis_url: str, extra_env: dict[str, str] | None = None) -> Iter
         "SLIPSTREAM_PARTITIONS": PARTITIONS,  # this process's keyspace, whatever the caller's
         **(extra_env or {}),
     }
+    profiling = ["-m", "cProfile", "-o", profile] if profile else []
     # Its stdout goes to ours for errors: `--json` keeps stdout for the rows.
     process = subprocess.Popen(
-        [sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=sys.stderr
+        [sys.executable, *profiling, "-m", "service"], cwd=source, env=env, stdout=sys.stderr
     )
     try:
         deadline = time.monotonic() + 30
@@ -139,6 +154,7 @@ def web_process(redis_url: str, extra_env: dict[str, str] | None = None) -> Iter
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.05)
+        CHILDREN["web"] = process.pid
         yield port
     finally:
         process.terminate()
@@ -146,7 +162,7 @@ def web_process(redis_url: str, extra_env: dict[str, str] | None = None) -> Iter
 
 
 @contextmanager
-def projector_process(redis_url: str) -> Iterator[None]:
+def projector_process(redis_url: str, *, source: Path = ROOT) -> Iterator[None]:
     """A `python -m projections` process, as a deployment runs beside its web processes."""
     env = {
         **os.environ,
@@ -155,13 +171,34 @@ def projector_process(redis_url: str) -> Iterator[None]:
         "SLIPSTREAM_PARTITIONS": PARTITIONS,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "projections"], cwd=ROOT, env=env, stdout=sys.stderr
+        [sys.executable, "-m", "projections"], cwd=source, env=env, stdout=sys.stderr
     )
     try:
+        CHILDREN["projector"] = process.pid
         yield
     finally:
         process.terminate()
         process.wait()
+
+
+CHILDREN: dict[str, int] = {}
+"""The pids of the processes this bench started, by role, for their CPU time."""
+TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) so far of this process (the writer) and each child.
+
+    From /proc: a child missing there (not Linux) is left out.
+    """
+    used = {"writer": time.process_time()}
+    for role, pid in CHILDREN.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[role] = (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime
+    return used
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -206,6 +243,7 @@ class Watched:
     text_bytes: int
     frames: int
     closed: list[str]
+    cpu: float
 
 
 async def watch(
@@ -267,6 +305,19 @@ def delta_texts(count: int, tag: str) -> list[str]:
     ]
 
 
+@dataclass
+class Streamed:
+    """One latency round: latencies (s, one per socket and delta), the deltas lost
+    (never arrived), the deltas appended per second, the cores each process used and
+    its CPU per delta or frame."""
+
+    latencies: list[float]
+    lost: int
+    rate: float
+    cores: dict[str, float]
+    cpu_us: dict[str, float]  # per delta (writer, redis, projector), per frame (web, watchers)
+
+
 async def latency_round(
     store: EventStore,
     port: int,
@@ -275,13 +326,11 @@ async def latency_round(
     deltas: int,
     interval_s: float,
     deflate: bool = True,
-) -> tuple[list[float], int, float]:
+) -> Streamed:
     """Every thread streams `deltas` deltas, one per interval; `watchers` sockets each.
 
-    Returns the latencies (s, one per socket and delta), the deltas lost (never
-    arrived) and the deltas appended per second. The sockets live in a process
-    of their own (bench.watchers), so the writer's work and theirs do not queue
-    behind each other in one event loop.
+    The sockets live in a process of their own (bench.watchers), so the writer's
+    work and theirs do not queue behind each other in one event loop.
     """
     process, report = await watch(
         port, threads, watchers, deltas=deltas, deflate=deflate, wait_s=deltas * interval_s + 30
@@ -305,9 +354,11 @@ async def latency_round(
                 sent_at[(thread_id, seq)] = time.perf_counter()
                 await store.append(Append(thread_id, [delta]))
 
+        cpu_before, wall_before = cpu_seconds(), time.perf_counter()
         await asyncio.gather(*(write(i, t) for i, t in enumerate(threads)))
         rate = len(sent_at) / max(1e-9, max(sent_at.values()) - start)
         watched = await report
+        cpu_after, wall = cpu_seconds(), time.perf_counter() - wall_before
     finally:
         if process.returncode is None:
             process.kill()
@@ -321,7 +372,16 @@ async def latency_round(
     lost = len(threads) * watchers * deltas - len(latencies)
     if lost:
         print(f"  {lost} deltas never arrived: {watched.closed[:3]}", file=sys.stderr)
-    return latencies, lost, rate
+    # CPU each process spent while the round streamed: per delta appended for the writer,
+    # Redis and the projector, per frame delivered for the web process and the watchers.
+    cpu = {role: cpu_after[role] - cpu_before[role] for role in cpu_after if role in cpu_before}
+    cpu["watchers"] = watched.cpu
+    per_frame = {"web", "watchers"}
+    cost = {
+        role: seconds * 1e6 / max(1, len(latencies) if role in per_frame else len(sent_at))
+        for role, seconds in cpu.items()
+    }
+    return Streamed(latencies, lost, rate, {role: s / wall for role, s in cpu.items()}, cost)
 
 
 async def bytes_round(
@@ -436,17 +496,19 @@ async def measure(args: argparse.Namespace, url: str, port: int, out: TextIO) ->
         print(" ".join(f"{h:>10}" for h in header), file=out)
         for _ in range(size.rounds):
             for row, threads, watchers in scenarios:
-                latencies, lost, rate = await latency_round(
+                streamed = await latency_round(
                     store, port, threads, watchers, size.deltas, interval
                 )
-                ms = [x * 1000 for x in latencies]
+                ms = [x * 1000 for x in streamed.latencies]
                 row.rounds.append((statistics.median(ms), percentile(ms, 0.99)))
-                if lost:
-                    row.notes.append(f"{lost} lost")
+                if streamed.lost:
+                    row.notes.append(f"{streamed.lost} lost")
+                cost = " ".join(f"{k} {v:.0f}" for k, v in streamed.cpu_us.items())
                 print(
-                    f"{len(threads):>10} {watchers:>10} {len(ms):>10} {rate:>10.0f} "
+                    f"{len(threads):>10} {watchers:>10} {len(ms):>10} {streamed.rate:>10.0f} "
                     f"{statistics.median(ms):>10.2f} {percentile(ms, 0.90):>10.2f} "
-                    f"{percentile(ms, 0.99):>10.2f}" + (f"   {lost} LOST" if lost else ""),
+                    f"{percentile(ms, 0.99):>10.2f}   CPU µs per delta/frame: {cost}"
+                    + (f"   {streamed.lost} LOST" if streamed.lost else ""),
                     file=out,
                 )
         for row, _, _ in scenarios:
@@ -454,45 +516,55 @@ async def measure(args: argparse.Namespace, url: str, port: int, out: TextIO) ->
                 row.name += f" ({', '.join(row.notes)})"
             rows.append(row)
 
-        print(
-            f"\nWatcher bytes per delta frame (one answer of {size.answer_words} words, "
-            f"scripted model at {args.model_ms_per_word} ms/word, flush window "
-            f"{settings.flush_ms} ms)",
-            file=out,
-        )
-        for deflate, label in ((True, "permessage-deflate, as browsers"), (False, "uncompressed")):
-            ratio, overhead = await bytes_round(
-                store,
-                dataclasses.replace(settings),
-                port,
-                size.answer_words,
-                args.model_ms_per_word,
-                deflate,
-            )
-            rows.append(Row(f"live: watcher bytes ÷ delta text ({label})", TEXT_RATIO))
-            rows[-1].rounds.append((ratio, ratio))
-            print(
-                f"  {label}: {ratio:.2f} {TEXT_RATIO}, {overhead:.1f} bytes per frame beyond it",
-                file=out,
-            )
-
-        print(
-            f"\nEntries written per 100 words of answer (scripted model, {size.words} words)",
-            file=out,
-        )
-        print(f"{'ms/word':>8} {'words/s':>8} {'deltas':>8} {'all run events':>15}", file=out)
-        for delay in size.delays:
-            volume = await write_volume(store, dataclasses.replace(settings), delay, size.words)
-            rate_label = "inf" if delay == 0 else f"{1000 / delay:.0f}"
-            print(
-                f"{delay:>8} {rate_label:>8} {volume['deltas']:>8.1f} {volume['entries']:>15.1f}",
-                file=out,
-            )
-            row = Row(f"entries per 100 words, model at {delay} ms/word", "entries/100 words")
-            row.rounds.append((volume["entries"], volume["entries"]))
-            rows.append(row)
+        if size.answer_words:
+            rows += await bytes_rows(store, settings, port, size, args.model_ms_per_word, out)
+        if size.words:
+            rows += await volume_rows(store, settings, size, out)
     finally:
         await backend.close()
+    return rows
+
+
+async def bytes_rows(
+    store: EventStore, settings: Settings, port: int, size: Sizes, ms_per_word: int, out: TextIO
+) -> list[Row]:
+    print(
+        f"\nWatcher bytes per delta frame (one answer of {size.answer_words} words, "
+        f"scripted model at {ms_per_word} ms/word, flush window {settings.flush_ms} ms)",
+        file=out,
+    )
+    rows: list[Row] = []
+    for deflate, label in ((True, "permessage-deflate, as browsers"), (False, "uncompressed")):
+        ratio, overhead = await bytes_round(
+            store, dataclasses.replace(settings), port, size.answer_words, ms_per_word, deflate
+        )
+        row = Row(f"live: watcher bytes ÷ delta text ({label})", TEXT_RATIO)
+        row.rounds.append((ratio, ratio))
+        rows.append(row)
+        print(
+            f"  {label}: {ratio:.2f} {TEXT_RATIO}, {overhead:.1f} bytes per frame beyond it",
+            file=out,
+        )
+    return rows
+
+
+async def volume_rows(store: EventStore, settings: Settings, size: Sizes, out: TextIO) -> list[Row]:
+    print(
+        f"\nEntries written per 100 words of answer (scripted model, {size.words} words)",
+        file=out,
+    )
+    print(f"{'ms/word':>8} {'words/s':>8} {'deltas':>8} {'all run events':>15}", file=out)
+    rows: list[Row] = []
+    for delay in size.delays:
+        volume = await write_volume(store, dataclasses.replace(settings), delay, size.words)
+        rate_label = "inf" if delay == 0 else f"{1000 / delay:.0f}"
+        print(
+            f"{delay:>8} {rate_label:>8} {volume['deltas']:>8.1f} {volume['entries']:>15.1f}",
+            file=out,
+        )
+        row = Row(f"entries per 100 words, model at {delay} ms/word", "entries/100 words")
+        row.rounds.append((volume["entries"], volume["entries"]))
+        rows.append(row)
     return rows
 
 
@@ -508,19 +580,38 @@ async def main() -> None:
     parser.add_argument("--deltas", type=int, default=40, help="deltas per answer and round")
     parser.add_argument("--interval-ms", type=int, default=50, help="between an answer's deltas")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--words", type=int, default=300, help="answer length for write volume")
-    parser.add_argument("--answer-words", type=int, default=120, help="answer length for bytes")
+    parser.add_argument(
+        "--words", type=int, default=300, help="answer length for write volume (0: none)"
+    )
+    parser.add_argument(
+        "--answer-words", type=int, default=120, help="answer length for bytes (0: none)"
+    )
     parser.add_argument("--model-ms-per-word", type=int, default=20, help="model pace for bytes")
     parser.add_argument("--no-projector", dest="projector", action="store_false")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        help="run the web process and projector from this checkout (e.g. an earlier commit's,"
+        " from `git worktree add`), to time its live path the same way",
+    )
+    parser.add_argument("--profile-web", metavar="FILE", help="cProfile the web process into FILE")
     args = parser.parse_args()
     out = sys.stderr if args.json else sys.stdout
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(redis_server())
         # One user holds every socket: the per-user limit would refuse most of them.
-        port = stack.enter_context(web_process(url, {"SLIPSTREAM_SOCKETS_PER_USER": "100000"}))
+        port = stack.enter_context(
+            web_process(
+                url,
+                {"SLIPSTREAM_SOCKETS_PER_USER": "100000"},
+                source=args.source,
+                profile=args.profile_web,
+            )
+        )
         if args.projector:
-            stack.enter_context(projector_process(url))
+            stack.enter_context(projector_process(url, source=args.source))
         rows = await measure(args, url, port, out)
     print(f"\n({time.monotonic() - started:.0f} s)", file=out)
     if args.json:

@@ -10,7 +10,8 @@ Opens `watchers` sockets on `/api/threads/{id}/live` for each thread, prints
 JSON line:
 
     {"arrivals": {thread: {seq: [arrival, ...one per socket]}},
-     "frame_bytes": ..., "text_bytes": ..., "frames": ..., "closed": [reasons]}
+     "frame_bytes": ..., "text_bytes": ..., "frames": ..., "closed": [reasons],
+     "cpu": seconds this process ran for from "ready" on}
 
 Arrival times come from time.perf_counter(), which is CLOCK_MONOTONIC and so
 comparable with the writer's in another process on the same machine.
@@ -221,6 +222,7 @@ async def main() -> None:
         )
     )
     print("ready", flush=True)
+    cpu = time.process_time()
     # A socket that misses a delta never completes: what arrived is reported anyway.
     await asyncio.wait([w.done for w in watchers], timeout=spec.get("timeout", 60))
     missing = sum(1 for w in watchers if not w.done.done())
@@ -235,6 +237,7 @@ async def main() -> None:
         "text_bytes": tally.text_bytes,
         "frames": tally.frames,
         "closed": tally.closed,
+        "cpu": time.process_time() - cpu,  # while the deltas streamed
     }
     print(orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
 
