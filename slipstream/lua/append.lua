@@ -90,22 +90,28 @@ if opt.dedupe_ms then
     return reply_with("DUP", redis.call("XLEN", thread), stored, split(written))
   end
 end
-if opt.batch_id and redis.call("HGET", run, "last_batch") == opt.batch_id then
-  local written = redis.call("HGET", run, "last_ids")
-  return reply_with("DUP", redis.call("XLEN", thread), "", split(written))
+-- Each redis.call costs a few microseconds of its own (more than most commands here),
+-- and a run's every delta comes this way: what the run hash holds is read once.
+local guarded = opt.fence or opt.refuse_cancelled or opt.refuse_finished or opt.expect_status
+local state = nil
+if guarded or opt.batch_id then
+  state = redis.call("HMGET", run, "token", "cancel", "status", "last_batch", "last_ids")
+end
+if opt.batch_id and state[4] == opt.batch_id then
+  return reply_with("DUP", redis.call("XLEN", thread), "", split(state[5]))
 end
 
-local exists = redis.call("EXISTS", thread) == 1
+-- A thread stream is never empty: it begins with thread.created, and goes as a whole.
+local version = redis.call("XLEN", thread)
+local exists = version > 0
 if opt.existence == "new" and exists then return {"EXISTS", thread_id} end
 if (opt.existence or "exists") == "exists" and not exists then return {"NOTHREAD", thread_id} end
 
-local version = redis.call("XLEN", thread)
 if opt.expected_version and tonumber(opt.expected_version) ~= version then
   return {"CONFLICT", version}
 end
 
-if opt.fence or opt.refuse_cancelled or opt.refuse_finished or opt.expect_status then
-  local state = redis.call("HMGET", run, "token", "cancel", "status")
+if guarded then
   if not state[3] then return {"NORUN", ""} end
   if opt.fence and state[1] ~= opt.fence then return {"STALE", state[1] or ""} end
   if opt.refuse_cancelled and state[2] == "1" then return {"CANCELLED", state[3]} end
@@ -156,6 +162,8 @@ local function admitted_lane()
   return kept[1] or kept[2] or ""
 end
 
+local own_lane = nil  -- this run's lane once the call's fields are set (when it ends)
+
 -- Before any write: every run this call can touch (the holders of the lanes it admits
 -- to, and when it gives a lane up, the queued runs and the holders of their lanes) must
 -- be among those given. A superset of what the writes below touch, read-only.
@@ -191,7 +199,8 @@ do
       if run_set[i] == "lane" then lane = run_set[i + 1] end
       if run_set[i] == "agent" then agent = run_set[i + 1] end
     end
-    lanes[#lanes + 1] = lane or agent or ""
+    own_lane = lane or agent or ""
+    lanes[#lanes + 1] = own_lane
   end
   if opt.work or ending or opt.release_thread then
     need(redis.call("HGET", active, thread_id))  -- a holder from before lanes
@@ -284,6 +293,16 @@ local function end_holder(id, key, lane)
   end
 end
 
+-- The batch's ids go with the run's fields in one HSET, unless admitting (work), which
+-- may add events of its own below.
+local batch_noted = false
+if opt.batch_id and not opt.work then
+  run_set[#run_set + 1] = "last_batch"
+  run_set[#run_set + 1] = opt.batch_id
+  run_set[#run_set + 1] = "last_ids"
+  run_set[#run_set + 1] = table.concat(ids, ",")
+  batch_noted = true
+end
 if #run_set > 0 then redis.call("HSET", run, unpack(run_set)) end
 if opt.work then
   for i, a in ipairs(admits) do
@@ -368,8 +387,12 @@ if new_status and opt.retention_ms then
   end
 end
 if ending or opt.release_thread then
-  local kept = redis.call("HMGET", run, "lane", "agent")
-  local field = lane_field(kept[1] or kept[2] or "")
+  local lane = own_lane  -- as the look above found it; admitting (work) may move it
+  if opt.work or lane == nil then
+    local kept = redis.call("HMGET", run, "lane", "agent")
+    lane = kept[1] or kept[2] or ""
+  end
+  local field = lane_field(lane)
   local held = nil
   if redis.call("HGET", active, field) == run_id then
     held = field
@@ -421,7 +444,9 @@ if opt.dedupe_ms then
   if opt.reply then value = joined .. "\n" .. opt.reply end
   redis.call("SET", dedupe, value, "PX", opt.dedupe_ms)
 end
-if opt.batch_id then redis.call("HSET", run, "last_batch", opt.batch_id, "last_ids", joined) end
+if opt.batch_id and not batch_noted then
+  redis.call("HSET", run, "last_batch", opt.batch_id, "last_ids", joined)
+end
 if #ids > 0 then
   redis.call("ZADD", index, tonumber(string.match(ids[#ids], "^(%d+)")), thread_id)
 end
