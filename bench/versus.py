@@ -11,8 +11,10 @@ is shared out evenly; each cell is the median (min-max) over the rounds.
 
 - No-op items: `--items` items are queued BEFORE any worker process starts,
   then 1 (and, in a second run, 2) worker processes start and the time runs
-  from their spawn until every item is done. items/s is items over that time;
-  "first item done" is spawn to the first item done; 2 workers ÷ 1 is taken
+  from their spawn until every item is done. items/s is the items after the
+  first over the time from the first item done to the last (each system's
+  start-up is left out: "first item done", spawn to the first item done, is
+  its own row); 2 workers ÷ 1 is taken
   within each round. Slipstream: one thread per item, one message to each
   through the web API's own command (service.commands, as bench.cluster and
   bench.runs do), real `python -m consumers` processes on the scripted model
@@ -265,8 +267,13 @@ class NoopResult:
 
     @property
     def rate(self) -> float | None:
-        """Items per second; None when the round did not finish."""
-        return self.items / self.seconds if self.done >= self.items else None
+        """Items per second once working: from the first item done to the last (start-up
+        is the "first item done" row's); None when the round did not finish."""
+        if self.done < self.items:
+            return None
+        if self.first_s is None or self.items < 2 or self.seconds <= self.first_s:
+            return self.items / self.seconds
+        return (self.items - 1) / (self.seconds - self.first_s)
 
     def unfinished(self) -> str:
         died = f", a worker exited with code {self.exited[0]}" if self.exited else ""
