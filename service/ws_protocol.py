@@ -27,8 +27,8 @@ SEND_NOW = "slipstream.send_text_now"
 """The scope extension: a callable (text) -> bool, True once the frame is written."""
 
 SendNow = Callable[[str], bool]
-DEFLATE_WINDOW_BITS = 10
-DEFLATE_MEM_LEVEL = 2
+DEFLATE_WINDOW_BITS = 11
+DEFLATE_MEM_LEVEL = 3
 
 
 class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -36,12 +36,12 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         if self.config.ws_per_message_deflate:
             # uvicorn's compressor has a 4 KiB window and memLevel 5: ~32 KiB a socket,
-            # which for a thousand sockets of one thread no cache holds, and each frame's
-            # compression then cost the web process more than its write. A 1 KiB window
-            # still holds the frame before (a delta's is ~250-400 bytes), which is what
-            # a frame compresses against; bench.live_latency, 1 thread x 1,000 watchers:
-            # 26-29 us of the web process's CPU per frame instead of 32-35, the bytes
-            # the same to within 2%.
+            # which for a thousand sockets of one thread no cache holds, and compressing
+            # a frame cost the web process about as much as writing it. A delta's frame
+            # (~250-400 bytes) compresses mostly against the frame before it, which a
+            # 2 KiB window holds: compressing the same delta frames for 1,000 sockets in
+            # turn takes 8.4 us a frame instead of 12.7-17.5, for 2% more bytes (62.6 a
+            # frame instead of 61.2; a 1 KiB window: 6.2-6.8 us, 4% more bytes).
             self.conn = ServerProtocol(
                 extensions=[
                     ServerPerMessageDeflateFactory(
