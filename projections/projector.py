@@ -56,8 +56,12 @@ FOLD_BLOCK_MS = 250
 # round trips, save and summary then cover every event of the rest, not one delta
 # each (an answer streams a delta per 50 ms), and the projector keeps to half a core
 # however loaded, leaving the rest to the live path; its batches grow with the load
-# instead. Readers lose nothing by it: a view is brought to the stream's end when read.
+# instead. A view read is brought to the stream's end anyway; the lists (threads'
+# summaries, the run index) are what the projector has folded. So only a busy pass
+# rests, one that folded BUSY_PASS entries or more: at a light load every event is
+# folded at once, and a list read just after a run ended shows it.
 FOLD_EVERY_S = 0.1
+BUSY_PASS = 50
 PENDING_PAGE = 500  # own pending entries read per XREADGROUP
 THREADS_PAGE = 500  # threads per ZRANGEBYSCORE of a refold after a gap
 THREAD_ERROR_LOG_EVERY_S = 60.0
@@ -83,10 +87,12 @@ class Projector:
         run_retention_s: int = DEFAULT_RUN_RETENTION_S,
         liveness: Liveness | None = None,
         fold_every_s: float = FOLD_EVERY_S,
+        busy_pass: int = BUSY_PASS,
     ) -> None:
         self.backend = backend
         self.store = store
         self.fold_every_s = fold_every_s
+        self.busy_pass = busy_pass
         self.views = ViewStore(store, run_retention_s=run_retention_s)
         self.view_cache = view_cache
         self._cache: OrderedDict[str, Snapshot] = OrderedDict()
@@ -175,7 +181,7 @@ class Projector:
             await self.backend.release(self._reader)
             self._reader = None
             raise
-        if handled and self.fold_every_s > 0:
+        if handled >= self.busy_pass and self.fold_every_s > 0:
             took = time.monotonic() - started
             await self._rest(max(self.fold_every_s - took, took))
 

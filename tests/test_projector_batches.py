@@ -170,7 +170,7 @@ async def test_a_busy_projector_starts_a_pass_at_most_every_fold_every_s(
 ) -> None:
     part = store.keys.all()[0]
     threads = await threads_in(store, part, 2)
-    projector = Projector(store.backend, store, "p1", fold_every_s=0.3)
+    projector = Projector(store.backend, store, "p1", fold_every_s=0.3, busy_pass=1)
     starts: list[float] = []
     step = projector._step
 
@@ -203,7 +203,7 @@ async def test_the_rest_follows_a_pass_that_folded_and_lasts_at_least_as_long(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await commands.create_thread(store, "t")
-    projector = Projector(store.backend, store, "p1", fold_every_s=0.05)
+    projector = Projector(store.backend, store, "p1", fold_every_s=0.05, busy_pass=1)
     await projector.setup()
     rests: list[float] = []
 
@@ -221,4 +221,24 @@ async def test_the_rest_follows_a_pass_that_folded_and_lasts_at_least_as_long(
     await projector._fold_pass()  # folds the thread's creation, in 0.2 s or more
     assert len(rests) == 1 and rests[0] >= 0.2
     await projector._fold_pass()  # nothing new: no rest after it
+    assert len(rests) == 1
+
+
+async def test_a_pass_that_folded_little_rests_not_so_lists_show_what_just_ended(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await commands.create_thread(store, "t")
+    projector = Projector(store.backend, store, "p1", fold_every_s=0.05, busy_pass=2)
+    await projector.setup()
+    rests: list[float] = []
+
+    async def rest(seconds: float) -> None:
+        rests.append(seconds)
+
+    monkeypatch.setattr(projector, "_rest", rest)
+    await projector._fold_pass()  # one entry (the thread's creation): under busy_pass
+    assert rests == []
+    await commands.create_thread(store, "u")
+    await commands.create_thread(store, "v")
+    await projector._fold_pass()  # two: a busy pass
     assert len(rests) == 1
