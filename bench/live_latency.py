@@ -481,7 +481,8 @@ async def measure(args: argparse.Namespace, url: str, port: int, out: TextIO) ->
         for answers in size.answers:
             threads = [(await commands.create_thread(store))[0] for _ in range(answers)]
             answer = "answer" if answers == 1 else "answers"
-            name = f"live: delta → websocket, {answers} {answer} {TIMES} {size.watchers} watchers"
+            watcher = "watcher" if size.watchers == 1 else "watchers"
+            name = f"live: delta → websocket, {answers} {answer} {TIMES} {size.watchers} {watcher}"
             scenarios.append((Row(name, "ms"), threads, size.watchers))
         if size.fanout:
             thread = (await commands.create_thread(store))[0]
