@@ -4,6 +4,7 @@ and the stop reason are kept for the runner; cancel still lands between any two 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -112,3 +113,31 @@ async def test_a_model_yielding_bare_text_is_a_clear_error(store: EventStore) ->
 
     with pytest.raises(TypeError, match="yielded str, not a part"):
         await writer.stream(old_style(), asyncio.Event())  # type: ignore[arg-type]
+
+
+async def test_a_burst_of_parts_on_a_busy_worker_is_one_write_not_one_per_sentence(
+    store: EventStore,
+) -> None:
+    """However busy the worker (here every turn of its loop takes 5 ms, as under many runs
+    at once), parts the model has ready together are taken together: a 20-sentence answer
+    given at once goes out whole with the completion, not as a delta per window."""
+    attempt = await attempt_for(store)
+    writer = AnswerWriter(store, attempt, flush_ms=10)
+    sentences = [TextPart(f"Sentence {i}. ") for i in range(20)]
+    busy = True
+
+    def hog() -> None:
+        time.sleep(0.005)  # another run's work: it holds the loop, and the clock moves
+        if busy:
+            asyncio.get_running_loop().call_soon(hog)
+
+    asyncio.get_running_loop().call_soon(hog)
+    try:
+        await writer.stream(from_list([*sentences, StopPart("end_turn")]), asyncio.Event())
+    finally:
+        busy = False
+    await writer.complete(lambda _text: [ev.RunCompleted(run_id=attempt.run_id)])
+
+    deltas = [e for e in await written(store, attempt) if isinstance(e, ev.MessageDelta)]
+    assert len(deltas) == 1  # the completion's, with all of it
+    assert deltas[0].text == "".join(part.text for part in sentences)
