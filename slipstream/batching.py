@@ -14,6 +14,12 @@ lease, a request answers 503). A call whose caller was cancelled before the batc
 went out is not sent. A server that lacks the script (restarted, or flushed) answers
 NOSCRIPT, which ran nothing: that call goes again on its own, which loads the script.
 
+A resent batch runs each of its calls again after all of them: a call that tells its
+resend by what the last call of its run wrote (an append's batch id) would take it
+for a new one if another call of that run came between. So calls given one key
+(`one_at_a_time`: a run's hash) go out one at a time: a second waits, held, until the
+batch of the first has been answered, resends and all.
+
 On Redis Cluster calls are not batched: the cluster client follows a slot that is
 moving (ASK, MOVED) for a call on its own, and a batch would have to do it itself.
 """
@@ -40,6 +46,7 @@ class _Call:
     keys: Sequence[str]
     args: Sequence[EncodableT]
     reply: asyncio.Future[Any]
+    one_at_a_time: str | None = None
 
 
 class ScriptBatch:
@@ -47,22 +54,58 @@ class ScriptBatch:
         self.backend = backend
         self._waiting: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
+        # The `one_at_a_time` keys of calls waiting or in flight, and the later calls of
+        # those keys, held in the order they were made.
+        self._busy: set[str] = set()
+        self._held: list[_Call] = []
         self.batches = 0  # sent so far, and the calls they held: for the benchmark's counts
         self.calls = 0
 
+    @property
+    def held(self) -> int:
+        """Calls waiting for an earlier call of their `one_at_a_time` key to be answered."""
+        return len(self._held)
+
     async def call(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[EncodableT]
+        self,
+        script: AsyncScript,
+        keys: Sequence[str],
+        args: Sequence[EncodableT],
+        *,
+        one_at_a_time: str | None = None,
     ) -> Any:
-        """`await script(keys=keys, args=args)`, sent with the other calls of this loop turn."""
+        """`await script(keys=keys, args=args)`, sent with the other calls of this loop turn;
+        after every earlier call given the same `one_at_a_time` has been answered."""
         if self.backend.cluster or not self.backend.can_block:
             # A cluster: see the module's docstring. In-process fakeredis: nothing to save.
             return await script(keys=keys, args=args)
-        loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, loop.create_future())
-        if not self._waiting:
-            loop.call_soon(self._send_waiting)
-        self._waiting.append(call)
+        call = _Call(script, keys, args, asyncio.get_running_loop().create_future(), one_at_a_time)
+        if one_at_a_time is not None and one_at_a_time in self._busy:
+            self._held.append(call)
+        else:
+            self._queue(call)
         return await call.reply
+
+    def _queue(self, call: _Call) -> None:
+        if call.one_at_a_time is not None:
+            self._busy.add(call.one_at_a_time)
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self._send_waiting)
+        self._waiting.append(call)
+
+    def _answered(self, calls: list[_Call]) -> None:
+        """`calls` (a batch) are answered: the calls held behind them go in the next one."""
+        for call in calls:
+            if call.one_at_a_time is not None:
+                self._busy.discard(call.one_at_a_time)
+        held, self._held = self._held, []
+        for call in held:
+            if call.reply.done():  # its caller was cancelled: not sent
+                continue
+            if call.one_at_a_time in self._busy:
+                self._held.append(call)
+            else:
+                self._queue(call)
 
     def _send_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -72,6 +115,12 @@ class ScriptBatch:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, calls: list[_Call]) -> None:
+        try:
+            await self._send_calls(calls)
+        finally:
+            self._answered(calls)
+
+    async def _send_calls(self, calls: list[_Call]) -> None:
         calls = [call for call in calls if not call.reply.done()]  # cancelled: not sent
         if not calls:
             return
@@ -92,6 +141,8 @@ class ScriptBatch:
         self.batches += 1
         self.calls += len(calls)
         for call, reply in zip(calls, replies, strict=True):
+            if call.reply.done():  # its caller was cancelled meanwhile: not sent again
+                continue
             if isinstance(reply, NoScriptError):
                 try:
                     reply = await call.script(keys=call.keys, args=call.args)

@@ -263,7 +263,11 @@ class EventStore:
         if self.replica_wait.replicas and wants_replicas(request.events):
             reply = await self.replica_wait.append(self.backend, self._append, keys, args)
         else:
-            reply = await self.batch.call(self._append, keys, args)
+            # A run's appends one at a time: a resent batch must not run one of them again
+            # after another of the same run (its batch id is known only as the run's last).
+            reply = await self.batch.call(
+                self._append, keys, args, one_at_a_time=keys[3] if request.run_id else None
+            )
         return cast(list[str | int], reply)
 
     async def append_many(

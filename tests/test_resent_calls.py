@@ -42,10 +42,10 @@ def batch_sends_twice(batch: ScriptBatch, script: AsyncScript) -> Callable[..., 
     whose connection drops is sent again whole, by redis-py's retry)."""
     real = batch.call
 
-    async def call(called: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(called: AsyncScript, keys: Sequence[str], args: Sequence[Any], **kw: Any) -> Any:
         if called is script:
-            await real(called, keys, args)
-        return await real(called, keys, args)
+            await real(called, keys, args, **kw)
+        return await real(called, keys, args, **kw)
 
     return call
 
