@@ -472,7 +472,8 @@ class Runner:
                 )
             )
         except errors.RunCancelled:
-            return await self._cancelled(attempt, [])
+            # Refused, so not written: the text held back stays with the cancel instead.
+            return await self._cancelled(attempt, held_back or [])
         log.info("run %s will retry in %d ms: %s", attempt.run_id, delay, reason)
         return "retrying"
 
