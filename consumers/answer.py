@@ -146,6 +146,10 @@ class AnswerWriter:
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
+            elif not reading.cancelled():
+                # Left by a cancel or a failed write after the model raised: its error
+                # is not this call's to raise, and is not left unretrieved (logged) either.
+                reading.exception()
             if hasattr(iterator, "aclose"):
                 await iterator.aclose()
 
