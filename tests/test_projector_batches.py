@@ -199,11 +199,12 @@ async def test_a_busy_projector_starts_a_pass_at_most_every_fold_every_s(
     assert len(starts) <= streamed / 0.3 + 2, (len(starts), streamed)
 
 
-async def test_the_rest_follows_a_pass_that_folded_and_lasts_at_least_as_long(
-    store: EventStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def resting_projector(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, *, busy_pass: int
+) -> tuple[Projector, list[float]]:
+    """A projector over a new thread "t", and the rests it takes (noted, not slept)."""
     await commands.create_thread(store, "t")
-    projector = Projector(store.backend, store, "p1", fold_every_s=0.05, busy_pass=1)
+    projector = Projector(store.backend, store, "p1", fold_every_s=0.05, busy_pass=busy_pass)
     await projector.setup()
     rests: list[float] = []
 
@@ -211,6 +212,13 @@ async def test_the_rest_follows_a_pass_that_folded_and_lasts_at_least_as_long(
         rests.append(seconds)
 
     monkeypatch.setattr(projector, "_rest", rest)
+    return projector, rests
+
+
+async def test_the_rest_follows_a_pass_that_folded_and_lasts_at_least_as_long(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    projector, rests = await resting_projector(store, monkeypatch, busy_pass=1)
     advance_many = projector._advance_many
 
     async def slow(*args: Any) -> Any:
@@ -227,15 +235,7 @@ async def test_the_rest_follows_a_pass_that_folded_and_lasts_at_least_as_long(
 async def test_a_pass_that_folded_little_rests_not_so_lists_show_what_just_ended(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await commands.create_thread(store, "t")
-    projector = Projector(store.backend, store, "p1", fold_every_s=0.05, busy_pass=2)
-    await projector.setup()
-    rests: list[float] = []
-
-    async def rest(seconds: float) -> None:
-        rests.append(seconds)
-
-    monkeypatch.setattr(projector, "_rest", rest)
+    projector, rests = await resting_projector(store, monkeypatch, busy_pass=2)
     await projector._fold_pass()  # one entry (the thread's creation): under busy_pass
     assert rests == []
     await commands.create_thread(store, "u")
