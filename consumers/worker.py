@@ -27,7 +27,7 @@ from consumers import workflows
 from consumers.llm.base import LLM
 from consumers.runner import Runner, WorkItem
 from consumers.schedules import Schedules
-from slipstream import errors
+from slipstream import errors, logs
 from slipstream.backend import Backend, as_entries
 from slipstream.clock import Clock, SystemClock, is_test_clock
 from slipstream.config import Settings
@@ -392,6 +392,12 @@ class Worker:
         if claim.outcome == "BUSY":
             log.info("run %s is busy (%s); left to its owner", item.run_id, claim.detail)
             return
+        with logs.run_context(
+            thread=item.thread_id, run=item.run_id, attempt=claim.attempt, worker=self.name
+        ):
+            await self._run_claimed(item, claim)
+
+    async def _run_claimed(self, item: WorkItem, claim: Claim) -> None:
         flight = InFlight(item, claim)
         if claim.cancel_requested:
             flight.cancelled.set()
