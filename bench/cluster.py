@@ -42,7 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -318,7 +318,7 @@ class Column:
     appends: list[float] = field(default_factory=list)
 
 
-def spread(values: list[float], digits: int = 0) -> str:
+def spread(values: Sequence[float], digits: int = 0) -> str:
     """median (min-max), or the one value."""
     if not values:
         return "-"
@@ -326,7 +326,7 @@ def spread(values: list[float], digits: int = 0) -> str:
     middle = fmt.format(statistics.median(values))
     if len(values) == 1:
         return middle
-    return f"{middle} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+    return f"{middle} ({fmt.format(min(values))}\N{EN DASH}{fmt.format(max(values))})"
 
 
 def runs_cell(results: list[RunsResult], pick: Callable[[RunsResult], float], digits: int) -> str:

@@ -79,7 +79,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from bench.cluster import SENDS_AT_ONCE, machine, registered, send, web_store
+from bench.cluster import SENDS_AT_ONCE, machine, registered, send, spread, web_store
 from bench.feeds import feed_ends
 from bench.live_latency import ROOT, redis_server
 from bench.runs import PARTITIONS, workers
@@ -587,17 +587,6 @@ async def live_rows(quick: bool) -> tuple[list[LiveRow], str | None]:
 
 
 # --- the table --------------------------------------------------------------------------------
-
-
-def spread(values: Sequence[float], digits: int = 0) -> str:
-    """median (min-max), or the one value."""
-    if not values:
-        return "-"
-    fmt = f"{{:,.{digits}f}}"
-    middle = fmt.format(statistics.median(values))
-    if len(values) == 1:
-        return middle
-    return f"{middle} ({fmt.format(min(values))}\N{EN DASH}{fmt.format(max(values))})"
 
 
 def median(values: Sequence[float]) -> float | None:
