@@ -1,0 +1,61 @@
+"""Replay: a thread's stored views rebuilt from its stream and compared."""
+
+from __future__ import annotations
+
+import pytest
+
+from projections.projector import Projector
+from projections.replay import replay
+from service import commands
+from slipstream import errors
+from slipstream.keys import new_run_id
+from slipstream.store import Append, EventStore
+from tests.test_view_storage import exchange
+
+
+async def projected_thread(store: EventStore) -> tuple[str, Projector]:
+    thread_id, _ = await commands.create_thread(store, "replayed")
+    for _ in range(2):
+        await store.append(Append(thread_id, exchange(new_run_id(thread_id))))
+    projector = Projector(store.backend, store, "replay-test")
+    await projector.project_thread(thread_id)
+    return thread_id, projector
+
+
+async def test_a_projected_thread_replays_the_same(store: EventStore) -> None:
+    thread_id, _ = await projected_thread(store)
+    replayed = await replay(store, thread_id)
+    assert replayed.same, replayed.differences
+    assert replayed.events == len(await store.read(thread_id))
+
+
+async def test_a_view_behind_its_stream_is_compared_where_it_stands(store: EventStore) -> None:
+    thread_id, _ = await projected_thread(store)
+    folded = (await replay(store, thread_id)).last
+    await store.append(Append(thread_id, exchange(new_run_id(thread_id))))  # not projected
+    replayed = await replay(store, thread_id)
+    assert replayed.same, replayed.differences
+    assert replayed.last == folded
+
+
+async def test_a_tampered_view_is_a_difference(store: EventStore) -> None:
+    thread_id, _ = await projected_thread(store)
+    part = store.keys.partition(thread_id)
+    original = await store.redis.hget(part.view(thread_id), "m:1")
+    await store.redis.hset(part.view(thread_id), "m:1", original.replace("answer", "ANSWER"))
+    await store.redis.hdel(part.view(thread_id), "r:1")
+    replayed = await replay(store, thread_id)
+    assert [(d.where, d.field) for d in replayed.differences] == [("view", "m:1"), ("view", "r:1")]
+    assert replayed.differences[0].rebuilt == original
+    assert replayed.differences[1].stored is None
+
+
+async def test_an_unprojected_thread_differs_by_its_missing_view(store: EventStore) -> None:
+    thread_id, _ = await commands.create_thread(store, "never projected")
+    replayed = await replay(store, thread_id)
+    assert [(d.where, d.field, d.stored) for d in replayed.differences] == [("view", "last", None)]
+
+
+async def test_an_unknown_thread_is_not_found(store: EventStore) -> None:
+    with pytest.raises(errors.ThreadNotFound):
+        await replay(store, "tnothere")
