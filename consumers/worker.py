@@ -37,7 +37,7 @@ from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, Partition
 from slipstream.leases import Claim, Leases
 from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import EventStore
-from slipstream.supervise import Liveness, Loop, is_redis_fault, run_loops, until_done
+from slipstream.supervise import OUTAGES, Liveness, Loop, is_redis_fault, run_loops, until_done
 
 log = logging.getLogger("slipstream.worker")
 
@@ -328,7 +328,9 @@ class Worker:
             # lease lapses a worker takes it over, and the attempt counts.
             self.stats["errors"] += 1
             if is_redis_fault(exc):
-                log.warning("run %s: Redis fault (%s); left for takeover", item.run_id, exc)
+                # One line per outage, not one per run it cuts short (slipstream/supervise.py).
+                said = log.warning if OUTAGES.run_failed() else log.debug
+                said("run %s: Redis fault (%s); left for takeover", item.run_id, exc)
             else:
                 log.exception("run %s: unexpected error; left for takeover", item.run_id)
 

@@ -5,7 +5,8 @@ firing timers, folding views, tailing feeds) is one `Loop`: a pass that is
 run again and again. A pass that fails on a Redis fault (connection lost,
 timeout, LOADING, READONLY, BUSY, NOGROUP, ...) is retried after a capped,
 jittered back-off, and the outage is logged once when it starts and once when
-it ends, not once per try. A pass that fails on anything else is a bug: it is
+it ends, not once per try, and once for the whole process however many of its
+loops and runs meet it (`Outages`). A pass that fails on anything else is a bug: it is
 logged with its traceback (at most once a minute) and retried the same way,
 so one bad input cannot end the process's work for good.
 
@@ -62,6 +63,7 @@ _CLUSTER_FAULTS = (
     TryAgainError,
 )
 TRACEBACK_EVERY_S = 60.0
+RUN_FAULT_WINDOW_S = 30.0
 
 
 def is_redis_fault(exc: BaseException) -> bool:
@@ -129,6 +131,73 @@ class Liveness:
         return found
 
 
+class Outages:
+    """The Redis outages of one process as a whole, so that an outage is two log lines.
+
+    A process runs a dozen loops or more (a tail and a reader per partition, takeovers,
+    timers) and up to `SLIPSTREAM_WORKER_CONCURRENCY` runs: all of them meet a dropped
+    connection at once. The first to meet it says so; the rest stay quiet until the
+    last loop that failed works again, which says so once. Runs never retry (they are
+    left to their lease), so they can start an outage but only a loop can end one.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._failing: set[int] = set()  # ids of the loops failing now
+        self._run_failed_at: float | None = None
+        self._started = 0.0
+        self._failures = 0
+
+    @property
+    def ongoing(self) -> bool:
+        if self._failing:
+            return True
+        # A run's fault that no loop has seen the end of: still the same outage for a
+        # while (a process whose loops all stopped must not stay quiet for good).
+        at = self._run_failed_at
+        return at is not None and self.clock() - at < RUN_FAULT_WINDOW_S
+
+    def loop_failed(self, loop: object) -> bool:
+        """A loop's pass met a Redis fault; True when that starts the process's outage."""
+        first = self._begin()
+        self._failing.add(id(loop))
+        return first
+
+    def run_failed(self) -> bool:
+        """A run met a Redis fault; True when that starts the process's outage."""
+        first = self._begin()
+        self._run_failed_at = self.clock()
+        return first
+
+    def loop_passed(self, loop: object) -> tuple[float, int] | None:
+        """A loop's pass worked: (seconds, failures) when that ends the process's outage.
+
+        Called after every pass, so it is a flag and a set lookup when all is well.
+        """
+        self._run_failed_at = None
+        if id(loop) not in self._failing:
+            return None
+        self._failing.discard(id(loop))
+        if self._failing:
+            return None
+        return self.clock() - self._started, self._failures
+
+    def forget(self, loop: object) -> None:
+        """A loop that stopped: it can no longer hold an outage open."""
+        self._failing.discard(id(loop))
+
+    def _begin(self) -> bool:
+        first = not self.ongoing
+        if first:
+            self._started, self._failures = self.clock(), 0
+        self._failures += 1
+        return first
+
+
+OUTAGES = Outages()
+"""This process's: every `Loop` reports to it unless given its own (tests)."""
+
+
 @dataclass
 class Loop:
     """One supervised job: `body` is one pass; it runs until `stop` is set.
@@ -147,11 +216,13 @@ class Loop:
     base_ms: int = 100
     max_ms: int = 2_000
     rng: random.Random = field(default_factory=random.Random)
+    outages: Outages = field(default_factory=lambda: OUTAGES)
 
     async def run(self, stop: asyncio.Event, liveness: Liveness | None = None) -> None:
         if liveness is not None:
             liveness.register(self.name, self.stale_after_s)
         failures = 0
+        fault = False
         outage_started: float | None = None
         last_traceback = float("-inf")
         try:
@@ -167,10 +238,8 @@ class Loop:
                         liveness.failed(self.name, _short(exc))
                     if outage_started is None:
                         outage_started = time.monotonic()
-                        if fault:
-                            self.log.warning(
-                                "%s: Redis fault (%s); retrying", self.name, _short(exc)
-                            )
+                    if fault and self.outages.loop_failed(self):
+                        self.log.warning("%s: Redis fault (%s); retrying", self.name, _short(exc))
                     if not fault and time.monotonic() - last_traceback > TRACEBACK_EVERY_S:
                         last_traceback = time.monotonic()
                         self.log.exception("%s: pass failed; retrying", self.name)
@@ -181,14 +250,22 @@ class Loop:
                     )
                     await _sleep_unless(stop, delay / 1000)
                     continue
-                if outage_started is not None:
+                ended = self.outages.loop_passed(self)
+                if ended is not None:
+                    self.log.warning(
+                        "%s: working again after %.1f s (%d failed passes and runs)",
+                        self.name,
+                        *ended,
+                    )
+                elif outage_started is not None and not fault:
+                    # This loop's own failures were bugs, each logged with its traceback.
                     self.log.warning(
                         "%s: working again after %.1f s (%d failed passes)",
                         self.name,
                         time.monotonic() - outage_started,
                         failures,
                     )
-                    outage_started, failures = None, 0
+                outage_started, failures = None, 0
                 if liveness is not None:
                     liveness.ok(self.name)
                 if self.every_s:
@@ -198,6 +275,7 @@ class Loop:
                         0
                     )  # a pass that found its answer at once must not starve the rest
         finally:
+            self.outages.forget(self)
             if liveness is not None:
                 liveness.forget(self.name)
 

@@ -195,6 +195,18 @@ def test_redis_killed_and_restarted_from_its_aof(system: Cluster, faulty: Faulty
         wait_for(lambda: healthy(system), within=30)
         sender.resend_refused()
         assert settle(system, sender) == Counter(completed=sender.runs())
+        # One outage: a process says when it began and when it ended, not once per
+        # retry, per loop (a dozen and more each) or per run it cut short. (A worker
+        # still starting says it with its start-up check instead; the web process has
+        # no loop reading Redis here, with no socket open.)
+        told = Counter[str]()
+        for name in ("projector", "worker1", "worker2", "web"):
+            said = (system.logs / f"{name}.log").read_text(errors="replace").splitlines()
+            began = [line for line in said if "Redis fault" in line]
+            ended = [line for line in said if "working again" in line]
+            assert len(began) == len(ended) <= 1, (name, began, ended)
+            told[name[:6]] += len(began)
+        assert told == Counter(projec=1, worker=told["worker"]) and told["worker"] >= 1
     assert sender.runs() == 18
     assert sender.slowest_refusal_s < PROMPT_TIMEOUT_S
 

@@ -18,7 +18,15 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from slipstream.backend import Backend
-from slipstream.supervise import Liveness, Loop, is_redis_fault, keep_running, run_loops
+from slipstream.supervise import (
+    Liveness,
+    Loop,
+    Outages,
+    is_redis_fault,
+    keep_running,
+    run_loops,
+)
+from tests.waits import until
 
 
 class Flaky:
@@ -57,14 +65,53 @@ async def test_a_redis_outage_is_retried_and_logged_once_each_way(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = Flaky(6, RedisConnectionError("Connection closed by server."))
-    loop = quick("test.read", body, log=logging.getLogger("test.loop"))
+    loop = quick("test.read", body, log=logging.getLogger("test.loop"), outages=Outages())
     with caplog.at_level(logging.WARNING, logger="test.loop"):
         await run_until(loop, body)
     assert body.calls == 6 + 3
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2, messages
     assert "Redis fault (ConnectionError: Connection closed by server.)" in messages[0]
-    assert "working again" in messages[1] and "(6 failed passes)" in messages[1]
+    assert "working again" in messages[1] and "(6 failed passes and runs)" in messages[1]
+
+
+async def test_an_outage_met_by_many_loops_and_runs_is_two_lines_for_the_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outages = Outages()
+    assert outages.run_failed()  # a run met it first: that is the line that says so
+    assert not outages.run_failed()  # the next run's is quiet
+    log = logging.getLogger("test.loop")
+    bodies = [Flaky(3 + i, RedisConnectionError("Connection reset by peer")) for i in range(4)]
+    loops = [quick(f"test.read{i}", b, log=log, outages=outages) for i, b in enumerate(bodies)]
+    with caplog.at_level(logging.WARNING, logger="test.loop"):
+        await asyncio.gather(
+            *(run_until(loop, body) for loop, body in zip(loops, bodies, strict=True))
+        )
+    messages = [r.getMessage() for r in caplog.records]
+    # The run said it began; the last loop to work again ends it, counting every
+    # failed pass and run. Nothing else is said.
+    assert len(messages) == 1, messages
+    assert "working again" in messages[0] and "(20 failed passes and runs)" in messages[0]
+    assert not outages.ongoing
+    assert outages.run_failed()  # the next outage is said again
+
+
+async def test_a_stopped_loop_does_not_hold_the_outage_open() -> None:
+    outages = Outages()
+    body = Flaky(1_000_000, RedisConnectionError("Connection refused"))
+    loop = quick("test.dead", body, outages=outages)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+
+    async def failing() -> bool:
+        return body.calls >= 2
+
+    await until(failing)
+    assert outages.ongoing
+    stop.set()
+    await task
+    assert not outages.ongoing
 
 
 async def test_a_bug_is_logged_with_its_traceback_but_does_not_end_the_loop(
