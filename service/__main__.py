@@ -173,6 +173,10 @@ def main() -> None:
         from service import users_cli
 
         sys.exit(users_cli.main(sys.argv[2:]))
+    if sys.argv[1:2] in (["inspect"], ["replay"]):
+        from service import inspect_cli
+
+        sys.exit(inspect_cli.main(sys.argv[1:]))
     process.on_signals(PROG)
     with process.exit_on_startup_error(PROG):
         _start_and_serve()

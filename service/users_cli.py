@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = settings_or_exit()
     try:
-        with _redis_url(settings) as url:
+        with redis_url(settings) as url:
             return asyncio.run(_run(url, args.command, getattr(args, "name", "")))
     except StartupError as exc:
         print(f"users: {exc}", file=sys.stderr)
@@ -50,7 +50,9 @@ def main(argv: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def _redis_url(settings: Settings) -> Iterator[str]:
+def redis_url(settings: Settings, *, needed_for: str = "keep users") -> Iterator[str]:
+    """REDIS_URL, or the data dir's embedded redis-server: the running one, else one
+    started for the command and stopped after it (the inspector uses this too)."""
     if settings.redis_url:
         yield settings.redis_url
         return
@@ -60,7 +62,7 @@ def _redis_url(settings: Settings) -> Iterator[str]:
         yield running
         return
     if not EmbeddedRedis.available():
-        raise StartupError("no REDIS_URL and no redis-server on PATH: nowhere to keep users")
+        raise StartupError(f"no REDIS_URL and no redis-server on PATH: nowhere to {needed_for}")
     url = embedded.start()
     try:
         yield url
