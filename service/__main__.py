@@ -177,6 +177,10 @@ def main() -> None:
         from service import inspect_cli
 
         sys.exit(inspect_cli.main(sys.argv[1:]))
+    if sys.argv[1:2] in (["export"], ["import"]):
+        from service import transfer_cli
+
+        sys.exit(transfer_cli.main(sys.argv[1:]))
     process.on_signals(PROG)
     with process.exit_on_startup_error(PROG):
         _start_and_serve()

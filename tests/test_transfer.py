@@ -1,0 +1,196 @@
+"""Export and import (`python -m service export|import`): a thread moved between two real
+redis-servers, real processes, its stored views byte-identical after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from consumers.llm.scripted import ScriptedLLM
+from projections.view_layout import decode
+from service import commands
+from slipstream.backend import Backend
+from slipstream.config import Settings
+from slipstream.keys import Keyspace
+from tests.harness import running_system
+from tests.ports import free_port
+from tests.processes import ROOT, env_for, redis_process
+
+TOOL_QUESTION = 'what is six times seven? [[tool calculator {"expression": "6*7"}]]'
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[str]:
+    """A second redis-server: the other deployment's (each test uses its own databases)."""
+    port = free_port()
+    with redis_process(tmp_path / "target", port):
+        yield f"redis://127.0.0.1:{port}"
+
+
+def cli(
+    url: str, *args: str, stdin: str = "", partitions: int = 4
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        env=env_for(REDIS_URL=url, SLIPSTREAM_PARTITIONS=str(partitions)),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def thread_keys(url: str, thread_id: str, partitions: int) -> dict[str, Any]:
+    """Everything stored of a thread that a person or the API sees, by kind of key."""
+    part = Keyspace(partitions).partition(thread_id)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        view = client.hgetall(part.view(thread_id))
+        runs = [json.loads(value)["id"] for name, value in view.items() if name.startswith("r:")]
+        owner = client.hget(part.access(thread_id), "owner")
+        return {
+            "stream": client.xrange(part.thread(thread_id)),
+            "view": view,
+            "summary": client.hget(part.summaries, thread_id),
+            "runs": {run_id: client.hget(part.runs, run_id) for run_id in runs},
+            "run_hashes": {run_id: client.hgetall(part.run(run_id)) for run_id in runs},
+            "search": client.hgetall(part.search_doc(thread_id)),
+            "access": client.hgetall(part.access(thread_id)),
+            "owner_index": client.zscore(part.users_threads(owner), thread_id),
+            "activity": client.zscore(part.threads, thread_id),
+        }
+    finally:
+        client.close()
+
+
+async def a_finished_thread(backend: Backend, settings: Settings) -> str:
+    """A thread with three runs, one with a tool call, all finished and projected."""
+    async with running_system(backend, settings, llm=ScriptedLLM(words=40, delay_ms=2)) as system:
+        thread_id = await system.new_thread()
+        for content, agent in (
+            ("hello there", "assistant"),
+            (TOOL_QUESTION, "researcher"),
+            ("and a last one", "assistant"),
+        ):
+            run_id = (await system.send(thread_id, content, agent=agent))["run_id"]
+            view = await system.wait_for_run(thread_id, run_id)
+            assert view["runs"][run_id]["status"] == "completed"
+        await commands.update_thread(system.runtime.store, thread_id, title="moved thread")
+        store = system.runtime.store
+        key = store.keys.partition(thread_id).view(thread_id)
+        while await store.redis.hget(key, "last") != (await store.read(thread_id))[-1].id:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # the projector is another task of this loop
+    return thread_id
+
+
+async def test_an_imported_thread_has_byte_identical_views(
+    real_backend: Backend, settings: Settings, redis_url: str, target: str
+) -> None:
+    thread_id = await a_finished_thread(real_backend, settings)
+    exported = await asyncio.to_thread(cli, redis_url, "export", thread_id)
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [lines[0]["kind"], lines[-1]["kind"]] == ["thread", "end"]
+    assert {line["fields"]["type"] for line in lines[1:-1]} >= {"tool.called", "message.delta"}
+
+    same = await asyncio.to_thread(cli, f"{target}/1", "import", stdin=exported.stdout)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.startswith(f"imported thread {thread_id}: {len(lines) - 2} events")
+    source = thread_keys(redis_url, thread_id, 4)
+    assert len(source["runs"]) == 3 and all(source["runs"].values())
+    assert all(source["run_hashes"].values()) and source["search"] and source["owner_index"]
+    assert thread_keys(f"{target}/1", thread_id, 4) == source
+
+    again = await asyncio.to_thread(cli, f"{target}/1", "import", stdin=exported.stdout)
+    assert again.returncode == 1
+    assert "exists in this deployment already; nothing was written" in again.stderr
+
+    # Another partition count: the same bytes but the stream key the view names.
+    other = await asyncio.to_thread(
+        cli, f"{target}/2", "import", stdin=exported.stdout, partitions=8
+    )
+    assert other.returncode == 0, other.stderr
+    moved = thread_keys(f"{target}/2", thread_id, 8)
+    key_here, key_there = (Keyspace(n).partition(thread_id).thread(thread_id) for n in (4, 8))
+    source["view"]["meta"] = source["view"]["meta"].replace(key_here, key_there)
+    assert moved == source
+
+    # Usable there: the owner's list shows it, and a new message is answered.
+    listed = await asyncio.to_thread(
+        cli, f"{target}/2", "inspect", "thread", thread_id, partitions=8
+    )
+    assert listed.returncode == 0 and "moved thread" in listed.stdout
+
+
+async def test_an_import_answers_new_messages(
+    real_backend: Backend, settings: Settings, redis_url: str, target: str
+) -> None:
+    thread_id = await a_finished_thread(real_backend, settings)
+    exported = await asyncio.to_thread(cli, redis_url, "export", thread_id)
+    imported = await asyncio.to_thread(cli, f"{target}/3", "import", stdin=exported.stdout)
+    assert imported.returncode == 0, imported.stderr
+    there = Backend.connect(f"{target}/3")
+    try:
+        async with running_system(there, settings, llm=ScriptedLLM(words=10)) as system:
+            listed = await system.http.get("/api/threads")
+            assert [t["id"] for t in listed.json()] == [thread_id]
+            run_id = (await system.send(thread_id, "still here?"))["run_id"]
+            view = await system.wait_for_run(thread_id, run_id)
+            assert view["runs"][run_id]["status"] == "completed" and len(view["runs"]) == 4
+    finally:
+        await there.close()
+
+
+async def test_a_thread_whose_deltas_are_gone_moves_all_the_same(
+    real_backend: Backend, settings: Settings, redis_url: str, target: str
+) -> None:
+    thread_id = await a_finished_thread(real_backend, settings)
+    part = Keyspace(4).partition(thread_id)
+    deltas = [
+        i
+        for i, f in await real_backend.client.xrange(part.thread(thread_id))
+        if f["type"] == "message.delta"
+    ]
+    await real_backend.client.xdel(part.thread(thread_id), *deltas)  # as a compaction does
+    exported = await asyncio.to_thread(cli, redis_url, "export", thread_id)
+    assert all(
+        json.loads(line).get("fields", {}).get("type") != "message.delta"
+        for line in exported.stdout.splitlines()
+    )
+    imported = await asyncio.to_thread(cli, f"{target}/4", "import", stdin=exported.stdout)
+    assert imported.returncode == 0, imported.stderr
+    replayed = await asyncio.to_thread(cli, f"{target}/4", "replay", thread_id)
+    assert replayed.returncode == 0, replayed.stdout
+    source, moved = thread_keys(redis_url, thread_id, 4), thread_keys(f"{target}/4", thread_id, 4)
+    assert moved["stream"] == source["stream"]
+    texts = [(m.content, m.status) for m in decode(source["view"])[0].messages]
+    assert [(m.content, m.status) for m in decode(moved["view"])[0].messages] == texts
+
+
+def test_bad_input_and_unknown_threads_are_refused(redis_url: str) -> None:
+    missing = cli(redis_url, "export", "tnosuchthread")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "export: no thread 'tnosuchthread' in this deployment"
+    assert "not JSON" in cli(redis_url, "import", stdin="{nope\n").stderr
+    header = {
+        "kind": "thread",
+        "format": 1,
+        "thread": "tcut",
+        "activity_ms": 1,
+        "access": {},
+        "indexed": {},
+        "runs": {},
+    }
+    event = {"kind": "event", "id": "1-0", "fields": {"type": "thread.created"}}
+    cut = cli(redis_url, "import", stdin=f"{json.dumps(header)}\n{json.dumps(event)}\n")
+    assert cut.returncode == 1 and "cut short" in cut.stderr
+    assert cli(redis_url, "import", stdin="").stderr.startswith("import: no input")
