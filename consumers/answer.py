@@ -193,7 +193,9 @@ class AnswerWriter:
         held = self.coalescer.take() if self.coalescer.pending else ""
         events: list[ev.Event] = [self._delta(held)] if held else []
         events.append(
-            ev.MessageCompleted(run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent)
+            ev.MessageCompleted(
+                run_id=a.run_id, message_id=a.reply_id, text=full, agent=a.agent, seq=self.seq
+            )
         )
         try:
             await self._write([*events, *then(full)], run_fields=run_fields, ack=ack)

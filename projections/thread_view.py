@@ -572,6 +572,12 @@ def _message_completed(view: ThreadView, event: ev.Event, entry_id: str) -> None
         reply.status = "completed"
         if event.agent:
             reply.agent = event.agent
+        if event.seq is not None:
+            # The deltas between the last one folded and the attempt's last are counted
+            # as folded: none when every delta was read, those compacted away when not
+            # (projections/compaction.py), so both folds end at the same version.
+            view.version += max(0, event.seq - reply.seq)
+            reply.seq = event.seq
 
 
 _Handler = Callable[["ThreadView", ev.Event, str], None]

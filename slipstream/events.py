@@ -106,6 +106,13 @@ class MessageCompleted(_RunEvent):
     message_id: str
     text: str
     agent: str | None = None
+    seq: int | None = Field(
+        None,
+        ge=0,
+        description="the sequence number of the attempt's last delta: with it, a fold "
+        "reads the message the same once its deltas are compacted away "
+        "(projections/compaction.py); unset on answers written whole, and before it existed",
+    )
 
 
 class RunCompleted(_RunEvent):

@@ -277,6 +277,11 @@ function messageCompleted(view, event, id) {
   reply.content = event.text;
   reply.status = "completed";
   if (event.agent) reply.agent = event.agent;
+  if (event.seq != null) {
+    // Deltas not folded (compacted away on the server) count as folded, as there.
+    view.version += Math.max(0, event.seq - reply.seq);
+    reply.seq = event.seq;
+  }
 }
 
 /** run.completed / run.cancelled / run.failed: end the run; a finished answer stays finished. */
