@@ -48,7 +48,6 @@ def table(rows: list[list[str]]) -> list[str]:
 def _items(items: list[Item]) -> list[str]:
     lines: list[str] = []
     width = max((len(item.who) for item in items), default=0)
-    width = min(width, 24)
     for item in items:
         lines.append(f"{clock(item.at_ms)}  {item.who.ljust(width)}  {item.what}")
         if item.text is not None:

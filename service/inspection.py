@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
-from projections.thread_view import stream_ms
+from projections.thread_view import ThreadView, stream_ms
 from projections.views import ViewStore
 from service import commands
 from slipstream import errors
@@ -80,7 +80,7 @@ async def thread_report(store: EventStore, thread_id: str) -> ThreadReport:
     part = store.keys.partition(thread_id)
     access = await store.redis.hgetall(part.access(thread_id))
     view_last = await store.redis.hget(part.view(thread_id), "last")
-    view = await ViewStore(store).current(thread_id)
+    view = await _current(store, thread_id)
     runs = [
         RunLine(
             run.id, run.agent, run.status, run.attempt, len(run.tools), len(run.steps), run.reason
@@ -100,6 +100,15 @@ async def thread_report(store: EventStore, thread_id: str) -> ThreadReport:
         runs=runs,
         timeline=timeline(stored),
     )
+
+
+async def _current(store: EventStore, thread_id: str) -> ThreadView:
+    """The stored view brought up to the stream's end, never saved: the inspector only reads
+    (ViewStore.current would save a view it had to rebuild)."""
+    views = ViewStore(store)
+    snapshot = await views.read(thread_id)
+    await views.advance(snapshot)
+    return snapshot.view
 
 
 def timeline(stored: Iterable[Stored]) -> list[Item]:
@@ -158,9 +167,10 @@ def _describe(
     """Who did it, what it was (one line), and a whole text worth showing."""
     match event:
         case ev.ThreadCreated():
-            return event.owner or "user", f"created the thread {_short(event.title)!s}", None
+            title = f" {_short(event.title)!r}" if event.title else ""
+            return event.owner or "user", f"created the thread{title}", None
         case ev.ThreadRenamed():
-            return "user", f"renamed it {_short(event.title)}", None
+            return "user", f"renamed it {_short(event.title)!r}", None
         case ev.ThreadArchived():
             return "user", "archived it" if event.archived else "unarchived it", None
         case ev.ThreadMemberAdded():
@@ -315,7 +325,7 @@ async def run_report(store: EventStore, run_id: str) -> RunReport:
         state_raw, ttl, due, position, active = await pipe.execute()
     stored = await store.read(thread_id)
     own = [entry for entry in stored if getattr(entry.event, "run_id", None) == run_id]
-    view = await ViewStore(store).current(thread_id) if stored else None
+    view = await _current(store, thread_id) if stored else None
     run_view = view.runs.get(run_id) if view is not None else None
     if not state_raw and run_view is None:
         raise errors.RunNotFound(run_id)

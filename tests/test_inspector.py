@@ -59,7 +59,7 @@ async def dead_and_tool_runs(system: System) -> tuple[str, str, str]:
 async def test_every_inspect_command_and_a_requeued_dead_run(
     real_backend: Backend, settings: Settings, redis_url: str
 ) -> None:
-    refusal = ProviderError("model error: bad request (HTTP 400)", retryable=False)
+    refusal = ProviderError("bad request (HTTP 400)", retryable=False)
     async with running_system(
         real_backend, settings, llm=FlakyLLM([refusal], words=60, delay_ms=4)
     ) as system:
