@@ -16,7 +16,13 @@ async def project() -> None:
     backend = connect_or_exit(settings, "projector")
     await partitions.check_when_reachable(backend.client, settings.partitions, "projector")
     store = EventStore.from_settings(backend, settings)
-    projector = Projector(backend, store, consumer_name(), run_retention_s=settings.run_retention_s)
+    projector = Projector(
+        backend,
+        store,
+        consumer_name(),
+        run_retention_s=settings.run_retention_s,
+        compact_after_s=settings.compact_after_s,
+    )
     try:
         await until_signalled(projector.run)
     finally:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from projections.compaction import Compactor
 from projections.thread_view import Changes, ThreadView
 from projections.views import DEFAULT_RUN_RETENTION_S, FoldFailed, Snapshot, ViewStore
 from slipstream.backend import Backend, Entry, as_entries, as_stream_reply
@@ -88,6 +89,7 @@ class Projector:
         liveness: Liveness | None = None,
         fold_every_s: float = FOLD_EVERY_S,
         busy_pass: int = BUSY_PASS,
+        compact_after_s: int = 0,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -116,6 +118,7 @@ class Projector:
         # Each feed's last id when a wait last timed out with nothing appended.
         self._quiet: dict[str, str] | None = None
         self._group_count = backend.client.register_script(_GROUP_COUNT_LUA)
+        self.compactor = Compactor(backend, store, compact_after_s)
         self._bell = (
             Doorbell(backend, [part.feed for part in self.partitions], name="projector")
             if backend.cluster
@@ -142,6 +145,7 @@ class Projector:
                 on_missing_group=self.setup,
             ),
             Loop("projector.registry", self._register, every_s=REGISTRY_EVERY_S, log=log),
+            *self.compactor.loops(),
             *(self._bell.loops() if self._bell is not None else []),
         ]
 

@@ -64,6 +64,7 @@ async def run_worker_and_projector(runtime: Runtime) -> AsyncIterator[None]:
         consumer_name(),
         run_retention_s=runtime.settings.run_retention_s,
         liveness=runtime.liveness,
+        compact_after_s=runtime.settings.compact_after_s,
     )
     tasks = [
         asyncio.create_task(

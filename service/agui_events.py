@@ -94,6 +94,7 @@ class Translation:
     _replies: dict[str, str] = field(default_factory=dict)  # run -> its reply message
     _open_text: dict[str, str] = field(default_factory=dict)  # our message id -> AG-UI id
     _attempt: dict[str, int] = field(default_factory=dict)  # our message id -> its attempt
+    _written: dict[str, str] = field(default_factory=dict)  # our message id -> its open text
     _open_steps: dict[tuple[str, int, str], str] = field(default_factory=dict)
     _usage: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -156,12 +157,14 @@ class Translation:
         if ours not in self._open_text:
             shown = ours if attempt == 1 else f"{ours}.a{attempt}"
             self._open_text[ours], self._attempt[ours] = shown, attempt
+            self._written[ours] = ""
             start: AgUiEvent = {"type": "TEXT_MESSAGE_START", "messageId": shown}
             start["role"] = "assistant"
             if event.get("agent"):
                 start["name"] = event["agent"]
             out.append(start)
         if event.get("text"):
+            self._written[ours] = self._written.get(ours, "") + str(event["text"])
             out.append(
                 {
                     "type": "TEXT_MESSAGE_CONTENT",
@@ -179,6 +182,19 @@ class Translation:
                 return []  # a turn of tool calls only: no text message
             # Completed with no deltas seen (written whole): the message in one piece.
             out += self._delta({"message_id": ours, "text": event["text"], "agent": None})
+        else:
+            # Its deltas may have been compacted away (projections/compaction.py): the
+            # completion's text after what was streamed is what they held.
+            full, written = str(event.get("text") or ""), self._written.get(ours, "")
+            if len(full) > len(written) and full.startswith(written):
+                out.append(
+                    {
+                        "type": "TEXT_MESSAGE_CONTENT",
+                        "messageId": self._open_text[ours],
+                        "delta": full[len(written) :],
+                    }
+                )
+        self._written.pop(ours, None)
         out.append({"type": "TEXT_MESSAGE_END", "messageId": self._open_text.pop(ours)})
         return out
 

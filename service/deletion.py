@@ -122,6 +122,7 @@ class Deleter:
             part.runs_by_time,
             part.runs_ended,
             part.search_doc(thread_id),
+            part.compact,
             *(part.runs_with_status(status) for status in STATUSES),
             *(part.run(run_id) for run_id in runs),
             *(part.users_threads(user) for user in sorted(users)),

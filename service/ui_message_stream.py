@@ -60,6 +60,7 @@ class _Text:
     open_id: str | None = None
     attempt: int = 0
     streamed: bool = False
+    written: str = ""  # the text its current attempt streamed so far
 
 
 @dataclass
@@ -169,7 +170,7 @@ class Answer:
         chunks: list[Chunk] = []
         if attempt > text.attempt:  # a new attempt writes the text again: a new part
             chunks += self._close_texts([message_id])
-            text.attempt = attempt
+            text.attempt, text.written = attempt, ""
             self._new_step = True
         if text.open_id is None:
             chunks += self._step()
@@ -195,6 +196,7 @@ def _delta(answer: Answer, run_id: str, event: Mapping[str, Any]) -> list[Chunk]
         run_id, message_id, int(event.get("attempt", 1)), event.get("agent")
     )
     text.streamed = True
+    text.written += str(event["text"])
     assert text.open_id is not None
     return [*chunks, {"type": "text-delta", "id": text.open_id, "delta": str(event["text"])}]
 
@@ -203,7 +205,17 @@ def _completed(answer: Answer, run_id: str, event: Mapping[str, Any]) -> list[Ch
     message_id = str(event["message_id"])
     text = answer._texts.get(message_id)
     if text is not None and text.streamed:
-        return answer._close_texts([message_id])
+        # Its deltas may have been compacted away (projections/compaction.py): what they
+        # held is the completion's text after what was streamed, sent before the end.
+        full = str(event.get("text") or "")
+        if len(full) <= len(text.written) or not full.startswith(text.written):
+            return answer._close_texts([message_id])
+        rest = full[len(text.written) :]
+        text, chunks = answer._text_chunks(run_id, message_id, text.attempt, None)
+        text.written = full
+        assert text.open_id is not None
+        chunks.append({"type": "text-delta", "id": text.open_id, "delta": rest})
+        return [*chunks, *answer._close_texts([message_id])]
     # Written whole, never streamed (a workflow's journaled answer): one part.
     if not event.get("text"):
         return []

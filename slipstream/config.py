@@ -133,6 +133,9 @@ class Settings:
     """SLIPSTREAM_TRUSTED_PROXIES: addresses or networks whose user header is believed."""
     session_ttl_s: int = 7 * 24 * 3600
     """SLIPSTREAM_SESSION_TTL_S: how long a browser's sign-in lasts."""
+    compact_after_s: int = 0
+    """SLIPSTREAM_COMPACT_AFTER_S: how long after an answer completed the projector
+    removes its deltas from the thread stream (projections/compaction.py); 0: never."""
     secret_key: str | None = None
     """SLIPSTREAM_SECRET_KEY: signs session cookies; unset, one is made and kept in Redis."""
     sends_per_minute: int = 120
@@ -229,6 +232,7 @@ class Settings:
             auth_header=env.get("SLIPSTREAM_AUTH_HEADER") or "X-Forwarded-User",
             trusted_proxies=_networks(env, "SLIPSTREAM_TRUSTED_PROXIES", ("127.0.0.1", "::1")),
             session_ttl_s=_int(env, "SLIPSTREAM_SESSION_TTL_S", 7 * 24 * 3600, minimum=60),
+            compact_after_s=_int(env, "SLIPSTREAM_COMPACT_AFTER_S", 0, minimum=0),
             secret_key=env.get("SLIPSTREAM_SECRET_KEY") or None,
             sends_per_minute=_int(env, "SLIPSTREAM_SENDS_PER_MINUTE", 120, minimum=1),
             sockets_per_user=_int(env, "SLIPSTREAM_SOCKETS_PER_USER", 50, minimum=1),

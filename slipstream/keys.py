@@ -141,6 +141,11 @@ class Partition:
         """Sorted set of the projected finished run ids by end time (ms), for retention."""
         return self.key("runs", "ended")
 
+    @property
+    def compact(self) -> str:
+        """Sorted set of the partition's threads to look at for compaction, by when (ms)."""
+        return self.key("compact")
+
     def queue(self, thread_id: str) -> str:
         """List of the runs waiting for the thread, oldest first."""
         return self.key("queue", thread_id)

@@ -31,6 +31,7 @@ from redis.crc import key_slot
 from consumers.llm.scripted import ScriptedLLM
 from consumers.schedules import Schedule, Schedules
 from consumers.worker import Worker
+from projections.compaction import Compactor
 from service import commands
 from slipstream import events as ev
 from slipstream import retention
@@ -289,6 +290,7 @@ async def the_other_scripts(store: EventStore, backend: Backend, settings: Setti
 
     await Schedules(store).put(Schedule(name="audit", workflow="research", every_s=3600))
     await retention.backfill(backend, settings)
+    await Compactor(backend, store, after_s=1).compact(thread_id)
 
 
 async def a_running_system(backend: Backend, settings: Settings) -> None:
@@ -348,6 +350,7 @@ async def test_every_script_names_every_key_it_touches(redis_url: str, settings:
         "search.lua",
         "search_places.lua",
         "store_view.lua",
+        "compact.lua",
         "slipstream.users._TOKEN_LUA",
         "slipstream.users._SESSION_LUA",
         "slipstream.users._REVOKE_LUA",
