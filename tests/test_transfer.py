@@ -20,6 +20,7 @@ from service import commands
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
+from slipstream.store import EventStore
 from tests.harness import running_system
 from tests.ports import free_port
 from tests.processes import ROOT, env_for, redis_process
@@ -194,3 +195,14 @@ def test_bad_input_and_unknown_threads_are_refused(redis_url: str) -> None:
     cut = cli(redis_url, "import", stdin=f"{json.dumps(header)}\n{json.dumps(event)}\n")
     assert cut.returncode == 1 and "cut short" in cut.stderr
     assert cli(redis_url, "import", stdin="").stderr.startswith("import: no input")
+
+
+async def test_a_thread_with_a_run_not_finished_is_not_exported(
+    real_backend: Backend, settings: Settings, redis_url: str
+) -> None:
+    store = EventStore.from_settings(real_backend, settings)
+    thread_id, _ = await commands.create_thread(store, "busy")
+    sent = await commands.send_message(store, thread_id, "no worker runs this", "assistant")
+    refused = await asyncio.to_thread(cli, redis_url, "export", thread_id)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert f"({sent.run_id} is queued)" in refused.stderr
