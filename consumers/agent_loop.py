@@ -59,7 +59,7 @@ from consumers.llm.parts import ToolCallPart
 from consumers.prompt import tool_specs
 from consumers.tools import REGISTRY, CallResult, MessagesSource, ToolCall, ToolRegistry
 from consumers.tools.execute import checked_arguments, error_result
-from slipstream import errors
+from slipstream import errors, metrics
 from slipstream import events as ev
 from slipstream.store import EventStore
 
@@ -285,7 +285,13 @@ class AgentLoop:
         self.handoffs += 1
         self.agent = agent_named(to_agent)
         message_id = handoff_message_id(self.attempt.run_id, self.handoffs)
-        attempt = dataclasses.replace(self.attempt, reply_id=message_id, agent=self.agent.name)
+        attempt = dataclasses.replace(
+            self.attempt,
+            reply_id=message_id,
+            agent=self.agent.name,
+            # The run's first text is timed once: by this agent only if none came before it.
+            requested_ms=self.attempt.requested_ms if self.writer.seq == 0 else 0,
+        )
         flush_ms = round(self.writer.coalescer.interval * 1000)  # the run's setting
         self.writer = AnswerWriter(self.store, attempt, flush_ms)
         return dataclasses.replace(
@@ -319,18 +325,20 @@ class AgentLoop:
         if part is None:
             return []
         self.tokens_used += part.input_tokens + part.output_tokens
-        return [
-            ev.ModelUsage(
-                run_id=self.attempt.run_id,
-                agent=self.attempt.agent,
-                model=part.model or self.agent.model or self.llm.name,
-                input_tokens=part.input_tokens,
-                output_tokens=part.output_tokens,
-                cache_read_tokens=part.cache_read_tokens,
-                cache_write_tokens=part.cache_write_tokens,
-                attempt=max(1, self.attempt.attempt),
-            )
-        ]
+        usage = ev.ModelUsage(
+            run_id=self.attempt.run_id,
+            agent=self.attempt.agent,
+            model=part.model or self.agent.model or self.llm.name,
+            input_tokens=part.input_tokens,
+            output_tokens=part.output_tokens,
+            cache_read_tokens=part.cache_read_tokens,
+            cache_write_tokens=part.cache_write_tokens,
+            attempt=max(1, self.attempt.attempt),
+        )
+        # Counted once per model call, here: the tokens were spent whether or not the
+        # event that records them is written.
+        metrics.model_used(usage.agent, usage.model, usage.input_tokens, usage.output_tokens)
+        return [usage]
 
     def _journaled_as(self, call: ToolCallPart) -> ToolCallPart:
         """The call under the id the journal knows it by.
@@ -379,6 +387,11 @@ class AgentLoop:
                 )
             )
         result = await self._execute(call, cancelled)
+        # A name the model made up is not a label: only the agent's own tools are.
+        metrics.TOOL_CALLS.labels(
+            call.name if call.name in self.agent.tools else metrics.UNKNOWN,
+            "error" if result.is_error else "ok",
+        ).inc()
         await self.store.append(
             a.fenced(
                 [

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from consumers.coalescer import Coalescer
 from consumers.llm.parts import Part, StopPart, TextPart, ToolCallPart, UsagePart
-from slipstream import errors
+from slipstream import errors, metrics
 from slipstream import events as ev
 from slipstream.store import Append, EventStore
 
@@ -26,6 +26,8 @@ class Attempt:
     attempt: int
     token: int
     entry_id: str
+    requested_ms: int = 0
+    """When the run was asked for (Redis time, ms): its first text is timed from it; 0, not."""
 
     def fenced(
         self,
@@ -71,6 +73,7 @@ class AnswerWriter:
         self.seq = 0
         self.text: list[str] = []
         self.events_written = 0
+        self._first_text_timed = False
         self.tool_calls: list[ToolCallPart] = []
         self.usage: UsagePart | None = None
         self.stop_reason: str | None = None
@@ -92,6 +95,12 @@ class AnswerWriter:
     ) -> None:
         await self.store.append(self.attempt.fenced(events, run_fields=run_fields, ack=ack))
         self.events_written += len(events)
+        if self.seq and not self._first_text_timed:
+            self._first_text_timed = True
+            if self.attempt.requested_ms:
+                metrics.FIRST_TOKEN_SECONDS.labels(self.attempt.agent or metrics.UNKNOWN).observe(
+                    metrics.seconds_since_ms(self.attempt.requested_ms)
+                )
 
     async def stream(self, parts: AsyncIterator[Part], cancelled: asyncio.Event) -> None:
         """Consume the model's parts, flushing text at sentence ends or the deadline.

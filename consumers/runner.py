@@ -23,7 +23,7 @@ from consumers.workflows.engine import Parked, RunIO, WorkflowFailed, run_workfl
 from consumers.workflows.registry import WorkflowDef
 from projections.thread_view import ThreadView
 from projections.views import ViewStore
-from slipstream import codec, errors
+from slipstream import codec, errors, metrics
 from slipstream import events as ev
 from slipstream.clock import Clock, RedisClock
 from slipstream.codec import Unreadable
@@ -161,6 +161,7 @@ class Runner:
             attempt=claim.attempt,
             token=claim.token,
             entry_id=item.entry_id,
+            requested_ms=metrics.stream_id_ms(claim.since) or 0,
         )
         # Before anything that can fail: a run whose worker keeps dying (or whose
         # handling keeps raising past this method) ends here.

@@ -27,11 +27,12 @@ from consumers import workflows
 from consumers.llm.base import LLM
 from consumers.runner import Runner, WorkItem
 from consumers.schedules import Schedules
-from slipstream import errors, logs
+from slipstream import errors, logs, metrics
 from slipstream.backend import Backend, as_entries
 from slipstream.clock import Clock, SystemClock, is_test_clock
 from slipstream.config import Settings
 from slipstream.doorbell import Doorbell
+from slipstream.group_lag import GroupLag
 from slipstream.identity import consumer_name
 from slipstream.keys import WORKER_REGISTRY, WORKERS_GROUP, Partition
 from slipstream.leases import Claim, Leases
@@ -118,6 +119,9 @@ class Worker:
         self._give_back_script = backend.client.register_script(
             lua("lua/give_back.lua").read_text()
         )
+        self._lag = GroupLag(
+            backend, self.partitions, WORKERS_GROUP, lambda part: part.work, deleted_when_done=True
+        )
 
     async def setup(self) -> None:
         await ensure_groups(self.backend, [part.work for part in self.partitions], WORKERS_GROUP)
@@ -150,6 +154,7 @@ class Worker:
             ),
             Loop("worker.cancels", self._cancel_pass, log=log),
             *(self._bell.loops() if self._bell is not None else []),
+            *([self._lag.loop(log)] if metrics.exported() else []),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -410,6 +415,7 @@ class Worker:
         try:
             outcome = await self.runner.run(item, claim, flight.cancelled)
             self.stats[outcome] += 1
+            metrics.run_ended(claim.agent, outcome, metrics.stream_id_ms(claim.since))
         except errors.StaleFence:
             self.stats["fenced_out"] += 1
             log.warning("run %s: lease lost to another worker; dropped", item.run_id)
@@ -615,6 +621,7 @@ class Worker:
                 pipe.xdel(part.work, item.entry_id)
                 await pipe.execute()
             self.stats["undeliverable"] += 1
+            metrics.DEAD_LETTERS.labels("undeliverable").inc()
         return kept
 
     async def _fire_due_timers(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from projections.projector import Projector
-from slipstream import logs, partitions, process
+from slipstream import logs, metrics, partitions, process
 from slipstream.identity import consumer_name
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
@@ -33,7 +33,10 @@ def main() -> None:
     process.on_signals("projector")
     logs.setup("projector")
     with process.exit_on_startup_error("projector"):
-        asyncio.run(project())
+        settings = settings_or_exit()
+        # Bound first, as the web role binds its port: a taken port starts nothing.
+        with metrics.serving(settings.metrics_host, settings.metrics_port):
+            asyncio.run(project())
 
 
 if __name__ == "__main__":

@@ -37,8 +37,10 @@ from redis.exceptions import ResponseError
 from projections.compaction import Compactor
 from projections.thread_view import Changes, ThreadView
 from projections.views import DEFAULT_RUN_RETENTION_S, FoldFailed, Snapshot, ViewStore
+from slipstream import metrics
 from slipstream.backend import Backend, Entry, as_entries, as_stream_reply
 from slipstream.doorbell import Doorbell
+from slipstream.group_lag import GroupLag
 from slipstream.keys import PROJECTOR_REGISTRY, PROJECTORS_GROUP, Partition, stream_id_tuple
 from slipstream.registry import forget_dead_consumers, register
 from slipstream.store import EventStore
@@ -118,6 +120,7 @@ class Projector:
         # Each feed's last id when a wait last timed out with nothing appended.
         self._quiet: dict[str, str] | None = None
         self._group_count = backend.client.register_script(_GROUP_COUNT_LUA)
+        self._lag = GroupLag(backend, self.partitions, PROJECTORS_GROUP, lambda part: part.feed)
         self.compactor = Compactor(backend, store, compact_after_s)
         self._bell = (
             Doorbell(backend, [part.feed for part in self.partitions], name="projector")
@@ -147,6 +150,7 @@ class Projector:
             Loop("projector.registry", self._register, every_s=REGISTRY_EVERY_S, log=log),
             *self.compactor.loops(),
             *(self._bell.loops() if self._bell is not None else []),
+            *([self._lag.loop(log)] if metrics.exported() else []),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:

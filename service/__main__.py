@@ -33,7 +33,7 @@ from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.runtime import Runtime
 from service.ws_protocol import LiveWebSocketProtocol
-from slipstream import logs, partitions, process
+from slipstream import logs, metrics, partitions, process
 from slipstream.backend import Backend
 from slipstream.identity import consumer_name
 from slipstream.process import StartupError, settings_or_exit
@@ -208,6 +208,7 @@ def _start_and_serve() -> None:
     with contextlib.ExitStack() as started:  # closed in reverse: roles, Redis, socket
         sock = listen(args.host, args.port)
         started.callback(sock.close)
+        started.callback(metrics.process_exiting)  # its open sockets leave the sums
         background: Callable[[Runtime], AsyncIterator[None]] | None = None
         timeout_s = settings.redis_timeout_ms / 1000
         if settings.redis_url:

@@ -16,12 +16,13 @@ from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import agui, api, chat_api, openapi, session, sse, websocket
+from service import agui, api, chat_api, metrics_web, openapi, session, sse, websocket
 from service.body_limit import BodyLimit
 from service.limits import LimitReached
+from service.metrics_web import RequestMetrics
 from service.runtime import Runtime
 from service.security import BrowserDefences, allowed_host_names
-from slipstream import errors
+from slipstream import errors, metrics
 from slipstream.supervise import is_redis_fault
 
 log = logging.getLogger("slipstream.web")
@@ -95,6 +96,8 @@ def create_app(
     app.include_router(chat_api.router)
     app.include_router(agui.router)
     app.include_router(sse.router)
+    app.include_router(metrics_web.router)
+    metrics.mark_exported()
 
     @app.exception_handler(errors.SlipstreamError)
     async def _domain_error(request: Request, exc: errors.SlipstreamError) -> JSONResponse:
@@ -166,6 +169,8 @@ def create_app(
         allowed_hosts=allowed_host_names(runtime.settings.allowed_hosts, bound_host),
         allowed_origins=runtime.settings.allowed_origins,
     )
+    # Outside it: its refusals are counted too.
+    app.add_middleware(RequestMetrics)
     return app
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from slipstream import codec
+from slipstream import codec, metrics
 from slipstream.backend import Backend
 from slipstream.keys import Keyspace, Partition, stream_id_tuple
 from slipstream.supervise import Liveness, Loop
@@ -251,6 +252,24 @@ class _Tail:
             self.cursor = feed_id
             self.ordinal += 1
             self._fan_out(fields)
+        if entries:
+            self._time_deliveries(entries)
+
+    def _time_deliveries(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """Append to delivery of each delta some socket here watches: one clock read a batch.
+
+        Taken once the batch was fanned out, so a delta's time covers its writes to
+        every socket that took it at once; a socket whose sender is busy writes it later.
+        """
+        now = time.time()
+        for _feed_id, fields in entries:
+            if fields.get("type") != "message.delta" or not self.subscribers.get(
+                fields.get("thread", "")
+            ):
+                continue
+            appended_ms = metrics.stream_id_ms(fields.get("tid", ""))
+            if appended_ms is not None:
+                metrics.DELIVERY_SECONDS.observe(metrics.seconds_since_ms(appended_ms, now))
 
     async def _trimmed_past_cursor(self) -> bool:
         """Whether entries after the cursor left the feed before this tail read them.

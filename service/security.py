@@ -49,6 +49,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CROSS_SITE = frozenset({"cross-site", "same-site"})
 """Sec-Fetch-Site values of a request another origin's page made."""
+REFUSAL = "slipstream.refusal"
+"""The scope key naming why this middleware refused (`host`, `origin`), for the count of
+rejected requests (service/metrics_web.py) outside it."""
 
 
 def host_name(host: str) -> str:
@@ -133,6 +136,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
+    scope[REFUSAL] = "host" if status == 400 else "origin"
     if scope["type"] == "websocket":
         # A close before accept: the server answers the handshake with 403.
         await send({"type": "websocket.close", "code": 1008, "reason": detail})

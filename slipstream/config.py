@@ -154,6 +154,11 @@ class Settings:
     Cluster and 0 (no WAIT) on one Redis."""
     wait_ms: int = 100
     """SLIPSTREAM_WAIT_MS: how long such a write waits for them; past it, it stands unconfirmed."""
+    metrics_port: int | None = None
+    """SLIPSTREAM_METRICS_PORT: where a worker or projector process serves its Prometheus
+    metrics (slipstream/metrics.py); unset, it serves none. The web role has `/metrics`."""
+    metrics_host: str = "127.0.0.1"
+    """SLIPSTREAM_METRICS_HOST: the address that metrics port is bound to."""
 
     def replicas_to_wait(self, cluster: bool) -> int:
         if self.wait_replicas is not None:
@@ -245,6 +250,12 @@ class Settings:
                 else None
             ),
             wait_ms=_wait_ms(env),
+            metrics_port=(
+                _int(env, "SLIPSTREAM_METRICS_PORT", 0, minimum=1, maximum=65535)
+                if env.get("SLIPSTREAM_METRICS_PORT")
+                else None
+            ),
+            metrics_host=env.get("SLIPSTREAM_METRICS_HOST") or "127.0.0.1",
         )
 
 

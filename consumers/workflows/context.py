@@ -14,6 +14,7 @@ import contextvars
 import inspect
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -256,6 +257,7 @@ class WorkflowContext:
         policy = retry or self.default_retry
         attempt = (recorded.attempts if recorded else 0) + 1
         started = ev.StepStarted(run_id=self.run_id, op=op, step=name, attempt=attempt)
+        began = time.monotonic()
         token = _current_step.set(StepInfo(self.run_id, op, name, attempt))
         try:
             # The task copies the context, so the step's code sees its StepInfo.
@@ -269,6 +271,7 @@ class WorkflowContext:
         try:
             value = await task
         except Exception as exc:
+            self._io.timed_step("step", "error", began)
             # The step's exception text may hold anything (a URL with a key): the
             # full text goes to the log, the journal keeps it without URLs.
             log.warning(
@@ -304,6 +307,7 @@ class WorkflowContext:
                 ],
                 release_thread=False,
             ) from exc
+        self._io.timed_step("step", "ok", began)
         result = _encode(adapter, value)
         await self._io.write(
             [ev.StepCompleted(run_id=self.run_id, op=op, step=name, result=result)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -23,7 +24,7 @@ from consumers.workflows.context import (
 )
 from consumers.workflows.journal import journal_of
 from consumers.workflows.registry import WorkflowDef
-from slipstream import errors
+from slipstream import errors, metrics
 from slipstream import events as ev
 from slipstream.clock import RedisClock
 from slipstream.codec import Unreadable
@@ -80,6 +81,10 @@ class RunIO:
         taken, self.pending = self.pending, []
         return taken
 
+    def timed_step(self, kind: str, outcome: str, began: float) -> None:
+        """A step or agent turn this attempt ran ended: its time from `began` (monotonic)."""
+        metrics.STEP_SECONDS.labels(self.workflow, kind, outcome).observe(time.monotonic() - began)
+
     async def write(self, events: list[ev.Event]) -> None:
         await self.store.append(self.attempt.fenced([*self.take_pending(), *events]))
 
@@ -115,6 +120,7 @@ class RunIO:
             a.entry_id,
         )
         writer = AnswerWriter(self.store, target, self.flush_ms)
+        began = time.monotonic()
         question = Prompt(
             system=known.system,
             messages=(ChatMessage("user", prompt),),
@@ -128,6 +134,8 @@ class RunIO:
         except (errors.RunCancelled, errors.ProviderError):
             self.held_back = writer.held_back()  # written with the cancel, retry or failure
             raise
+        # Timed when it answered: a turn whose model call failed is a retry of the run.
+        self.timed_step("agent", "ok", began)
         return await writer.complete(
             lambda text: [
                 *self._usage(writer, target.agent, known.model),
@@ -141,18 +149,18 @@ class RunIO:
         part = writer.usage
         if part is None:
             return []
-        return [
-            ev.ModelUsage(
-                run_id=self.run_id,
-                agent=agent,
-                model=part.model or model or self.llm.name,
-                input_tokens=part.input_tokens,
-                output_tokens=part.output_tokens,
-                cache_read_tokens=part.cache_read_tokens,
-                cache_write_tokens=part.cache_write_tokens,
-                attempt=max(1, self.attempt.attempt),
-            )
-        ]
+        usage = ev.ModelUsage(
+            run_id=self.run_id,
+            agent=agent,
+            model=part.model or model or self.llm.name,
+            input_tokens=part.input_tokens,
+            output_tokens=part.output_tokens,
+            cache_read_tokens=part.cache_read_tokens,
+            cache_write_tokens=part.cache_write_tokens,
+            attempt=max(1, self.attempt.attempt),
+        )
+        metrics.model_used(usage.agent, usage.model, usage.input_tokens, usage.output_tokens)
+        return [usage]
 
 
 @dataclass(frozen=True)
