@@ -10,7 +10,9 @@ default (off), a delete, and Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -354,3 +356,49 @@ def test_a_completion_without_seq_reads_as_before() -> None:
     event = ev.EVENT_ADAPTER.validate_python(old)
     assert isinstance(event, ev.MessageCompleted) and event.seq is None
     assert "seq" not in orjson.loads(codec.encode(event)["body"])
+
+
+async def test_a_redis_fault_mid_pass_is_retried_and_leaves_every_thread_whole(
+    system: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes paused past the command timeout: the pass's first write fails (and is run
+    once Redis takes writes again); the loop retries, and both threads end compacted."""
+    threads = [await system.new_thread() for _ in range(2)]
+    runs = [await _answered(system, thread_id, "weather the fault") for thread_id in threads]
+    histories = [await _history(system, thread_id) for thread_id in threads]
+    redis = system.runtime.backend.client
+    last_ms = max([stream_ms((await _stored(system, t))[-1].id) for t in threads])
+
+    async def due() -> bool:
+        seconds, micros = await redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000 > last_ms + 1000
+
+    await until(due, within=10)
+    compactor = Compactor(system.runtime.backend, system.runtime.store, after_s=1, every_s=0.05)
+    (loop,) = compactor.loops()
+    await redis.execute_command("CLIENT", "PAUSE", 2500, "WRITE")
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="slipstream.compaction"):
+        task = asyncio.create_task(loop.run(stop))
+        try:
+
+            async def compacted() -> bool:
+                for thread_id, run_id in zip(threads, runs, strict=True):
+                    if len(_deltas(await _stored(system, thread_id), run_id)) != 1:
+                        return False
+                return True
+
+            await until(compacted, within=20)
+        finally:
+            stop.set()
+            await task
+    assert any("Redis fault" in r.getMessage() for r in caplog.records)
+    for thread_id, history in zip(threads, histories, strict=True):
+        assert await system.view(thread_id) == history
+        scratch = fold(
+            ThreadView.empty(thread_id, system.runtime.store.stream_key(thread_id)),
+            await _stored(system, thread_id),
+        )
+        assert (
+            scratch.model_dump() == (await system.runtime.views.read(thread_id)).view.model_dump()
+        )
