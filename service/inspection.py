@@ -15,13 +15,12 @@ from redis.exceptions import ResponseError
 
 from projections.thread_view import ThreadView, stream_ms
 from projections.views import ViewStore
-from service import commands
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.backend import Entry, as_entries
 from slipstream.codec import Unreadable
 from slipstream.keys import WORKERS_GROUP, Partition, thread_of_run
-from slipstream.store import EventStore, Stored
+from slipstream.store import Append, EventStore, Stored
 
 TEXT_CHARS = 200  # of a message or a tool's arguments in a timeline line
 SCAN_PAGE = 1_000  # entries per XRANGE of the work and dead streams
@@ -530,9 +529,10 @@ REQUEUE_REASON = "requeued by an operator (python -m service inspect requeue)"
 
 
 async def requeue(store: EventStore, run_id: str) -> Requeued:
-    """Put a dead (failed) run back to work as the chat's Retry does (`commands.restart_run`):
-    one append that checks the run is still failed, resets its failures and lease, appends
-    `run.restarted` and admits it (a work item, or a place behind its lane's active run)."""
+    """Put a dead (failed) run back to work as the chat's Retry does (`commands.restart_run`),
+    in one append that checks the run is still failed (fenced: a run requeued or retried
+    meanwhile is refused, so it starts once), resets its failures and lease, appends
+    `run.restarted` and admits it: a work item, or a place behind its lane's active run."""
     thread_id = thread_of_run(run_id)
     if thread_id is None:
         raise errors.RunNotFound(run_id)
@@ -541,5 +541,28 @@ async def requeue(store: EventStore, run_id: str) -> Requeued:
         raise errors.RunNotFound(run_id)
     if status != "failed":
         raise errors.RunStatusChanged(run_id, f"{status}, not failed: only a dead run is requeued")
-    was = await commands.restart_run(store, run_id, reason=REQUEUE_REASON)
-    return Requeued(run_id, thread_id, was)
+    try:
+        await store.append(
+            Append(
+                thread_id=thread_id,
+                events=[ev.RunRestarted(run_id=run_id, reason=REQUEUE_REASON)],
+                run_id=run_id,
+                expect_status=("failed",),  # Retry takes cancelled runs too; requeue only dead ones
+                run_fields={
+                    "status": "queued",
+                    "cancel": "0",
+                    "failures": "0",
+                    "owner": "",
+                    "lease_until": "0",
+                },
+                work=True,
+                refuse_if_queue_full=True,
+                dedupe=True,  # a resent call (redis-py resends on a dropped connection) writes once
+            )
+        )
+    except errors.RunStatusChanged:
+        now = (await store.run_state(run_id, thread_id)).get("status", "gone")
+        raise errors.RunStatusChanged(
+            run_id, f"{now}, not failed: only a dead run is requeued"
+        ) from None
+    return Requeued(run_id, thread_id, status)

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from consumers.llm.scripted import ScriptedLLM
+from service import inspection
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.errors import ProviderError
@@ -146,3 +147,23 @@ async def test_an_unknown_thread_and_an_unreachable_redis_say_so(redis_url: str)
     assert down.returncode == 1
     assert len(down.stderr.strip().splitlines()) == 1
     assert down.stderr.startswith(f"inspect: cannot reach Redis at {nowhere}")
+
+
+async def test_two_requeues_at_once_start_the_run_once(
+    real_backend: Backend, settings: Settings
+) -> None:
+    refusal = ProviderError("bad request (HTTP 400)", retryable=False)
+    async with running_system(real_backend, settings, llm=FlakyLLM([refusal])) as system:
+        thread_id = await system.new_thread()
+        dead = (await system.send(thread_id, "this one dies"))["run_id"]
+        assert (await system.wait_for_run(thread_id, dead))["runs"][dead]["status"] == "failed"
+        store = system.runtime.store
+    # No worker now: the requeued run stays queued for the count.
+    outcomes = await asyncio.gather(
+        inspection.requeue(store, dead), inspection.requeue(store, dead), return_exceptions=True
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == ["Requeued", "RunStatusChanged"]
+    assert "queued, not failed" in str(next(o for o in outcomes if isinstance(o, Exception)))
+    work = await real_backend.client.xrange(store.keys.partition(thread_id).work)
+    assert [fields["run"] for _, fields in work] == [dead]
+    assert (await store.run_state(dead, thread_id))["status"] == "queued"
