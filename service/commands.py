@@ -13,7 +13,7 @@ from pydantic import JsonValue, ValidationError
 from consumers import workflows
 from consumers.approval import APPROVAL_SIGNAL, ApprovalPayload
 from projections.views import ViewStore
-from slipstream import errors
+from slipstream import errors, metrics
 from slipstream import events as ev
 from slipstream.keys import new_id, new_run_id, thread_of_run
 from slipstream.store import Append, EventStore
@@ -152,7 +152,8 @@ async def _cancel(
         requested = ev.RunCancelRequested(run_id=run_id, reason=reason)
         try:
             if status in UNHELD:
-                return await once.append(
+                ended: Reply = {"status": "cancelled", "was": status}
+                decided = await once.append(
                     Append(
                         thread_id=thread_id,
                         events=[
@@ -163,8 +164,13 @@ async def _cancel(
                         expect_status=UNHELD,
                         run_fields={"cancel": "1", "status": "cancelled"},
                     ),
-                    {"status": "cancelled", "was": status},
+                    ended,
                 )
+                if decided is ended:  # ended by this call, not by a twin that came first
+                    # No worker holds it, so none counts its end: this process does.
+                    since = metrics.stream_id_ms(state.get("since", ""))
+                    metrics.run_ended(state.get("agent", ""), "cancelled", since)
+                return decided
             return await once.append(
                 Append(
                     thread_id=thread_id,

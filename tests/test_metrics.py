@@ -136,6 +136,28 @@ async def test_refusals_are_counted_by_reason(system: System) -> None:
         assert grew == 1, reason
 
 
+async def test_a_run_cancelled_before_a_worker_took_it_is_counted_once(
+    real_backend: Backend, settings: Settings
+) -> None:
+    """No worker ends it, so the web process that cancelled it counts it; a resend, not."""
+    async with running_system(real_backend, settings, workers=False) as system:
+        before = await scrape(system.http)
+        thread_id = await system.new_thread()
+        run_id = (await system.send(thread_id, "never started"))["run_id"]
+        for _ in range(2):  # the second is a resend of the same command
+            cancelled = await system.http.post(
+                f"/api/runs/{run_id}/cancel", json={"client_id": "c-metrics-1"}
+            )
+            assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+        agent = (await system.view(thread_id))["runs"][run_id]["agent"]
+        after = await scrape(system.http)
+    for name in ("slipstream_runs_total", "slipstream_run_duration_seconds_count"):
+        grew = total(after, name, agent=agent, status="cancelled") - total(
+            before, name, agent=agent, status="cancelled"
+        )
+        assert grew == 1, name
+
+
 async def test_lag_and_pending_follow_queued_and_taken_work(
     served_backend: Backend, settings: Settings
 ) -> None:
