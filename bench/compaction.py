@@ -10,7 +10,7 @@ flushed every 50 ms: about a delta a word). Then it measures `MEMORY USAGE` of e
 key that holds the thread (its stream, its stored view, its search index, the
 partition's indexes of it, its runs' hashes, and the partition feed, which holds
 copies of its events until it is trimmed), compacts the thread as the projector does
-once its answers are older than SLIPSTREAM_COMPACT_AFTER_S (projections/compaction.py),
+once its answers are older than SLIPSTREAM_COMPACT_AFTER (projections/compaction.py),
 and measures again. Prints a table of bytes per key group.
 """
 

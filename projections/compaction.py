@@ -2,7 +2,7 @@
 
 An answer streams as many `message.delta` entries as it has flushes, and its
 `message.completed` holds the whole text again. Once the completion is older than
-SLIPSTREAM_COMPACT_AFTER_S, the deltas are dead weight, and the projector (the
+SLIPSTREAM_COMPACT_AFTER, the deltas are dead weight, and the projector (the
 role that folds completions) removes them with XDEL, thread by thread. XDEL frees
 no memory while a stream node keeps one entry, so projections/compact.lua then
 writes the stream again: the same entries under the same ids (every position a
@@ -20,7 +20,7 @@ written whole) are left as they are.
 
 Which threads to look at: each pass reads the partitions' thread indexes (by last
 activity) from where the last pass stopped, and schedules each thread active since
-for a look SLIPSTREAM_COMPACT_AFTER_S after that activity, in `ss:{pNN}:compact`
+for a look SLIPSTREAM_COMPACT_AFTER after that activity, in `ss:{pNN}:compact`
 (a sorted set: one entry per thread at most, gone once nothing of it is left to
 compact, and with the thread when it is deleted). Each pass then compacts at most
 THREADS_PER_PASS due threads; projections/compact.lua removes the entries and moves

@@ -46,6 +46,23 @@ def _int(
     return value
 
 
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_s(env: Mapping[str, str], name: str) -> int:
+    """Whole seconds, or a whole number with a unit: `90`, `90s`, `30m`, `12h`, `7d`."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return 0
+    number, unit = (raw[:-1], raw[-1]) if raw[-1] in _UNIT_S else (raw, "s")
+    if not (number.isascii() and number.isdigit()):
+        raise ConfigError(
+            f"{name}={env[name]!r} is not a duration: whole seconds, or a whole number "
+            "ending in s, m, h or d (7d)"
+        )
+    return int(number) * _UNIT_S[unit]
+
+
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list, blanks dropped."""
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
@@ -134,7 +151,7 @@ class Settings:
     session_ttl_s: int = 7 * 24 * 3600
     """SLIPSTREAM_SESSION_TTL_S: how long a browser's sign-in lasts."""
     compact_after_s: int = 0
-    """SLIPSTREAM_COMPACT_AFTER_S: how long after an answer completed the projector
+    """SLIPSTREAM_COMPACT_AFTER: how long after an answer completed the projector
     removes its deltas from the thread stream (projections/compaction.py); 0: never."""
     secret_key: str | None = None
     """SLIPSTREAM_SECRET_KEY: signs session cookies; unset, one is made and kept in Redis."""
@@ -237,7 +254,7 @@ class Settings:
             auth_header=env.get("SLIPSTREAM_AUTH_HEADER") or "X-Forwarded-User",
             trusted_proxies=_networks(env, "SLIPSTREAM_TRUSTED_PROXIES", ("127.0.0.1", "::1")),
             session_ttl_s=_int(env, "SLIPSTREAM_SESSION_TTL_S", 7 * 24 * 3600, minimum=60),
-            compact_after_s=_int(env, "SLIPSTREAM_COMPACT_AFTER_S", 0, minimum=0),
+            compact_after_s=_duration_s(env, "SLIPSTREAM_COMPACT_AFTER"),
             secret_key=env.get("SLIPSTREAM_SECRET_KEY") or None,
             sends_per_minute=_int(env, "SLIPSTREAM_SENDS_PER_MINUTE", 120, minimum=1),
             sockets_per_user=_int(env, "SLIPSTREAM_SOCKETS_PER_USER", 50, minimum=1),

@@ -29,6 +29,7 @@ from slipstream import codec
 from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
+from slipstream.errors import ConfigError
 from slipstream.store import Stored
 from tests.harness import System, frames_until, running_system
 from tests.test_delete_thread import lasting, traces
@@ -402,3 +403,26 @@ async def test_a_redis_fault_mid_pass_is_retried_and_leaves_every_thread_whole(
         assert (
             scratch.model_dump() == (await system.runtime.views.read(thread_id)).view.model_dump()
         )
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [
+        ("", 0),
+        ("0", 0),
+        ("86400", 86_400),
+        ("90s", 90),
+        ("30m", 1_800),
+        ("12h", 43_200),
+        ("7D", 604_800),
+    ],
+)
+def test_compact_after_takes_seconds_or_a_unit(given: str, seconds: int) -> None:
+    settings = Settings.from_env({"SLIPSTREAM_COMPACT_AFTER": given})
+    assert settings.compact_after_s == seconds
+
+
+@pytest.mark.parametrize("given", ["1w", "-5", "1.5h", "h", "soon"])
+def test_a_compact_after_that_is_no_duration_says_what_is_wanted(given: str) -> None:
+    with pytest.raises(ConfigError, match=r"SLIPSTREAM_COMPACT_AFTER=.* is not a duration"):
+        Settings.from_env({"SLIPSTREAM_COMPACT_AFTER": given})
