@@ -7,7 +7,8 @@ import textwrap
 import time
 
 from projections.replay import Difference, Replayed
-from service.inspection import GroupLag, Item, Requeued, RunReport, ThreadReport
+from service.inspection import GroupLag, Requeued, RunReport, ThreadReport
+from service.timeline import Item
 
 INDENT = "               "  # under a timeline line's text: past its time column
 
