@@ -16,7 +16,7 @@ from consumers.tools import load_modules_or_exit as load_tool_modules_or_exit
 from consumers.tools.mcp_start import mcp_tools_or_exit
 from consumers.worker import Worker
 from consumers.workflows.registry import load_modules_or_exit
-from slipstream import logs, metrics, partitions, process, roundtrips
+from slipstream import logs, metrics, partitions, process, roundtrips, tracing
 from slipstream.keys import Keyspace
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
@@ -69,6 +69,7 @@ def main() -> None:
         return
     process.on_signals("worker")
     logs.setup("worker")
+    tracing.setup("worker")
     with process.exit_on_startup_error("worker"):
         settings = settings_or_exit()
         # Bound first, as the web role binds its port: a taken port starts nothing.

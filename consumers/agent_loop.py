@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterable
 
+from consumers import spans
 from consumers.agents import Agent, agent_named
 from consumers.answer import AnswerWriter, Attempt
 from consumers.approval import NO_APPROVALS, Approvals, AwaitingApproval, denied
@@ -59,7 +60,7 @@ from consumers.llm.parts import ToolCallPart
 from consumers.prompt import tool_specs
 from consumers.tools import REGISTRY, CallResult, MessagesSource, ToolCall, ToolRegistry
 from consumers.tools.execute import checked_arguments, error_result
-from slipstream import errors, metrics
+from slipstream import errors, metrics, tracing
 from slipstream import events as ev
 from slipstream.store import EventStore
 
@@ -311,14 +312,17 @@ class AgentLoop:
             )
         # Never sent broken: a call without its result (or the reverse) is repaired.
         prompt = dataclasses.replace(prompt, messages=repaired(prompt.messages))
-        try:
-            await self.writer.stream(self.llm.stream(prompt), cancelled)
-        except errors.ProviderError:
-            # The tokens of a failed call were still spent: count them.
-            usage = self._usage()
-            if usage:
-                await self.store.append(self.attempt.fenced(usage))
-            raise
+        with tracing.model_span(self.llm.name, prompt.model or self.agent.model) as span:
+            try:
+                await self.writer.stream(self.llm.stream(prompt), cancelled)
+            except errors.ProviderError:
+                # The tokens of a failed call were still spent: count them.
+                usage = self._usage()
+                if usage:
+                    await self.store.append(self.attempt.fenced(usage))
+                raise
+            finally:
+                spans.record_usage(span, self.writer.usage)
 
     def _usage(self) -> list[ev.Event]:
         part = self.writer.usage
@@ -439,7 +443,14 @@ class AgentLoop:
             call_id=call.call_id,
             messages=self.messages,
         )
-        running = asyncio.ensure_future(self.registry.call(call.name, call.args, context))
+        running = asyncio.ensure_future(
+            tracing.traced(
+                f"execute_tool {call.name}",
+                spans.tool_attributes(call, self.attempt.run_id),
+                self.registry.call(call.name, call.args, context),
+                after=spans.note_tool_result,
+            )
+        )
         cancel = asyncio.ensure_future(cancelled.wait())
         try:
             await asyncio.wait({running, cancel}, return_when=asyncio.FIRST_COMPLETED)

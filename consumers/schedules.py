@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from consumers import workflows
 from consumers.workflows.cron import CronError, next_fire, parse
-from slipstream import errors, threads
+from slipstream import errors, threads, tracing
 from slipstream.clock import Clock, RedisClock, SystemClock
 from slipstream.keys import PREFIX
 from slipstream.store import EventStore
@@ -227,13 +227,19 @@ class Schedules:
             late = now - due > ON_TIME_MS
             if not late or definition.missed == "run_once":
                 try:
-                    sent = await threads.send_message(
-                        self.store,
-                        definition.thread_id,
-                        definition.input or f"Scheduled run of {definition.name}",
-                        definition.workflow,
-                        client_id=f"schedule.{name}.{due}",
-                    )
+                    # No request asks for a scheduled run: its trace begins with the fire.
+                    with tracing.span(
+                        tracing.WORKER,
+                        f"schedule {name}",
+                        {"slipstream.thread": definition.thread_id, "slipstream.schedule": name},
+                    ):
+                        sent = await threads.send_message(
+                            self.store,
+                            definition.thread_id,
+                            definition.input or f"Scheduled run of {definition.name}",
+                            definition.workflow,
+                            client_id=f"schedule.{name}.{due}",
+                        )
                 except errors.SlipstreamError as exc:
                     # Refused (its thread's queue is full, say): this fire is skipped
                     # and the schedule moves on, so it cannot hold up the others.

@@ -27,7 +27,7 @@ from consumers import workflows
 from consumers.llm.base import LLM
 from consumers.runner import Runner, WorkItem
 from consumers.schedules import Schedules
-from slipstream import errors, logs, metrics
+from slipstream import errors, logs, metrics, tracing
 from slipstream.backend import Backend, as_entries
 from slipstream.clock import Clock, SystemClock, is_test_clock
 from slipstream.config import Settings
@@ -399,8 +399,13 @@ class Worker:
         if claim.outcome == "BUSY":
             log.info("run %s is busy (%s); left to its owner", item.run_id, claim.detail)
             return
-        with logs.run_context(
-            thread=item.thread_id, run=item.run_id, attempt=claim.attempt, worker=self.name
+        with (
+            logs.run_context(
+                thread=item.thread_id, run=item.run_id, attempt=claim.attempt, worker=self.name
+            ),
+            tracing.attempt_span(
+                claim.trace, item.thread_id, item.run_id, claim.attempt, claim.agent, self.name
+            ),
         ):
             await self._run_claimed(item, claim)
 
@@ -416,6 +421,7 @@ class Worker:
             outcome = await self.runner.run(item, claim, flight.cancelled)
             self.stats[outcome] += 1
             metrics.run_ended(claim.agent, outcome, metrics.stream_id_ms(claim.since))
+            tracing.note_outcome(outcome)
         except errors.StaleFence:
             self.stats["fenced_out"] += 1
             log.warning("run %s: lease lost to another worker; dropped", item.run_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from projections.projector import Projector
-from slipstream import logs, metrics, partitions, process
+from slipstream import logs, metrics, partitions, process, tracing
 from slipstream.identity import consumer_name
 from slipstream.process import connect_or_exit, settings_or_exit, until_signalled
 from slipstream.store import EventStore
@@ -32,6 +32,7 @@ async def project() -> None:
 def main() -> None:
     process.on_signals("projector")
     logs.setup("projector")
+    tracing.setup("projector")
     with process.exit_on_startup_error("projector"):
         settings = settings_or_exit()
         # Bound first, as the web role binds its port: a taken port starts nothing.

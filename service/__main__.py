@@ -33,7 +33,7 @@ from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.runtime import Runtime
 from service.ws_protocol import LiveWebSocketProtocol
-from slipstream import logs, metrics, partitions, process
+from slipstream import logs, metrics, partitions, process, tracing
 from slipstream.backend import Backend
 from slipstream.identity import consumer_name
 from slipstream.process import StartupError, settings_or_exit
@@ -198,6 +198,7 @@ def _start_and_serve() -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args()
     logs.setup("web")
+    tracing.setup("web")
     if settings.auth == "none" and not is_loopback(args.host):
         raise StartupError(
             f"will not listen on {args.host} with SLIPSTREAM_AUTH=none: anyone who can reach "
@@ -229,6 +230,9 @@ def _start_and_serve() -> None:
                 backend = Backend.in_process()
             runtime = Runtime.build(settings, backend, roles=["web", "worker", "projector"])
             background = run_worker_and_projector
+            # One process, three roles: each traced under its own service name.
+            tracing.setup("worker")
+            tracing.setup("projector")
         host, port = sock.getsockname()[:2]
         log.info(
             "Slipstream on http://%s:%d (redis: %s, llm: %s, %s)",

@@ -22,6 +22,7 @@ from service.limits import LimitReached
 from service.metrics_web import RequestMetrics
 from service.runtime import Runtime
 from service.security import BrowserDefences, allowed_host_names
+from service.traced_requests import TracedRequests
 from slipstream import errors, metrics
 from slipstream.supervise import is_redis_fault
 
@@ -171,6 +172,8 @@ def create_app(
     )
     # Outside it: its refusals are counted too.
     app.add_middleware(RequestMetrics)
+    # Outside even that: a span for every request, refused ones too (traces on only).
+    app.add_middleware(TracedRequests)
     return app
 
 

@@ -13,7 +13,7 @@ from pydantic import JsonValue, ValidationError
 from consumers import workflows
 from consumers.approval import APPROVAL_SIGNAL, ApprovalPayload
 from projections.views import ViewStore
-from slipstream import errors, metrics
+from slipstream import errors, metrics, tracing
 from slipstream import events as ev
 from slipstream.keys import new_id, new_run_id, thread_of_run
 from slipstream.store import Append, EventStore
@@ -209,6 +209,7 @@ async def _regenerate(
     # Fresh ids even with a client id: a twin that comes second is answered the
     # first one's (the dedupe key decides), one after the resend window is new.
     new_run, reply_id = new_run_id(thread_id), new_id("m")
+    traceparent = tracing.current_traceparent()  # the request's: the new run joins it
     return await once.append(
         Append(
             thread_id=thread_id,
@@ -218,10 +219,13 @@ async def _regenerate(
                     message_id=run.message_id,
                     reply_id=reply_id,
                     agent=run.agent,
+                    traceparent=traceparent,
                 )
             ],
             run_id=new_run,
-            run_fields={"status": "queued", "thread": thread_id, "agent": run.agent},
+            run_fields=tracing.with_trace(
+                {"status": "queued", "thread": thread_id, "agent": run.agent}, traceparent
+            ),
             work=True,
             refuse_if_queue_full=True,
         ),

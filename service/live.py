@@ -28,7 +28,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from slipstream import codec, metrics
+from service.delivery_traces import RunTraces, delivery_span
+from slipstream import codec, metrics, tracing
 from slipstream.backend import Backend
 from slipstream.keys import Keyspace, Partition, stream_id_tuple
 from slipstream.supervise import Liveness, Loop
@@ -318,6 +319,8 @@ class _Tail:
 
     def _fan_out(self, fields: dict[str, str]) -> None:
         thread_id = fields.get("thread", "")
+        # A run's trace, at its end (traces on only: one dict lookup otherwise).
+        traced = self.hub.run_traces.see(fields) if tracing.enabled(tracing.WEB) else None
         if fields.get("type") == DELETED:
             # Each list socket showing the thread sends its list again, without it;
             # the thread's own sockets close at their next beat (it is not found).
@@ -336,6 +339,11 @@ class _Tail:
         if event is None:
             event = codec.event_json(codec.decode(self.part.thread(thread_id), entry_id, body))
         frame = event_frame(entry_id, event)
+        if traced is not None:
+            with delivery_span(traced, fields, len(subscribers)):
+                for subscription in subscribers:
+                    subscription.offer(entry_id, frame)
+            return
         for subscription in subscribers:
             subscription.offer(entry_id, frame)
 
@@ -361,6 +369,7 @@ class Hub:
         self._tails: dict[int, _Tail] = {}
         self._starting: dict[int, asyncio.Future[None]] = {}
         self.list_subscribers: set[ListSubscription] = set()
+        self.run_traces = RunTraces()
 
     async def _tail(self, part: Partition) -> _Tail:
         """The partition's running tail, started if need be; a Redis fault on the way raises.

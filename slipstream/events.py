@@ -83,6 +83,11 @@ class RunRequested(_RunEvent):
     message_id: str = Field(description="the user message the run answers")
     reply_id: str = Field(description="id of the assistant message the run will write")
     agent: str
+    traceparent: str | None = Field(
+        None,
+        description="W3C trace context of the request that asked for the run, when traced: "
+        "its attempts and delivery join that trace",
+    )
 
 
 class RunStarted(_RunEvent):

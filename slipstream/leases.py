@@ -45,6 +45,7 @@ class Claim:
     detail: str = ""
     agent: str = ""
     since: str = ""  # stream id where the run's own events begin
+    trace: str = ""  # the run's W3C traceparent (slipstream/tracing.py), "" when untraced
     started: bool = False  # run.started was appended by the claim (`Leases.start`)
     view: ViewAtClaim | None = None  # what `Leases.start` read for a chat run
 
@@ -122,16 +123,16 @@ class Leases:
         if str(reply[0]) == "NOTHREAD":
             raise errors.ThreadNotFound(thread_id)
         claim = _claim_of(reply)
-        if claim.outcome != "OK" or len(reply) < 8:
+        if claim.outcome != "OK" or len(reply) < 9:
             return claim
-        started = str(reply[7])
+        started = str(reply[8])
         view = None
-        if len(reply) > 9:
+        if len(reply) > 10:
             # A script's replies are flat lists (redis-py makes dicts of HGETALL's and
             # XRANGE's only when it sends those commands itself).
-            entries: list[Entry] = [(str(i), _pairs(fields)) for i, fields in reply[9]]
+            entries: list[Entry] = [(str(i), _pairs(fields)) for i, fields in reply[10]]
             view = ViewAtClaim(
-                _pairs(reply[8]),
+                _pairs(reply[9]),
                 [(i, fields) for i, fields in entries if fields],  # as as_entries drops
                 whole=len(entries) < tail,
             )
@@ -160,6 +161,7 @@ def _claim_of(reply: list[Any]) -> Claim:
             int(reply[4]),
             agent=str(reply[5]),
             since=str(reply[6]),
+            trace=str(reply[7]),
         )
     if outcome == "FINISHED":
         return Claim("FINISHED", detail=str(reply[1]))

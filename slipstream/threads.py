@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from slipstream import events as ev
+from slipstream import tracing
 from slipstream.keys import new_id, new_run_id, new_thread_id
 from slipstream.store import Admit, Append, EventStore
 
@@ -133,9 +134,15 @@ async def send_message(
     if routed is not None:
         by, reason = routed
         events.append(ev.AgentRouted(message_id=message_id, agents=agents, by=by, reason=reason))
+    # The request's trace (none when untraced): the runs' attempts join it.
+    traceparent = tracing.current_traceparent()
     events += [
         ev.RunRequested(
-            run_id=run.run_id, message_id=message_id, reply_id=run.reply_id, agent=run.agent
+            run_id=run.run_id,
+            message_id=message_id,
+            reply_id=run.reply_id,
+            agent=run.agent,
+            traceparent=traceparent,
         )
         for run in runs
     ]
@@ -150,7 +157,9 @@ async def send_message(
             dedupe=True,
             dedupe_key=message_dedupe_key(thread_id, client_id) if client_id else None,
             run_id=first.run_id,
-            run_fields={"status": "queued", "thread": thread_id, "agent": first.agent},
+            run_fields=tracing.with_trace(
+                {"status": "queued", "thread": thread_id, "agent": first.agent}, traceparent
+            ),
             work=True,
             admit=on_busy,
             refuse_if_queue_full=True,

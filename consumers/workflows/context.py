@@ -28,6 +28,7 @@ from consumers.backoff import compute_backoff
 from consumers.redact import without_urls
 from consumers.workflows.journal import VERSION_STEP, Journal, Op
 from slipstream import events as ev
+from slipstream import tracing
 
 if TYPE_CHECKING:
     from consumers.workflows.engine import RunIO
@@ -261,7 +262,13 @@ class WorkflowContext:
         token = _current_step.set(StepInfo(self.run_id, op, name, attempt))
         try:
             # The task copies the context, so the step's code sees its StepInfo.
-            task = asyncio.ensure_future(_call(fn, args, kwargs))
+            task = asyncio.ensure_future(
+                tracing.traced(
+                    f"step {name}",
+                    self._step_attributes(op, name, attempt),
+                    _call(fn, args, kwargs),
+                )
+            )
         finally:
             _current_step.reset(token)
         # Our own journal write is outside the step's `except`: a Redis fault
@@ -371,7 +378,20 @@ class WorkflowContext:
         await self._io.write(
             [ev.StepStarted(run_id=self.run_id, op=op, step=label, kind="agent", attempt=attempt)]
         )
-        return await self._io.stream_agent(op, label, agent, prompt, speaker=speaker)
+        return await tracing.traced(
+            f"step {label}",
+            {**self._step_attributes(op, label, attempt), "slipstream.step.kind": "agent"},
+            self._io.stream_agent(op, label, agent, prompt, speaker=speaker),
+        )
+
+    def _step_attributes(self, op: int, name: str, attempt: int) -> dict[str, str | int]:
+        return {
+            "slipstream.run": self.run_id,
+            "slipstream.workflow": self._io.workflow,
+            "slipstream.step": name,
+            "slipstream.step.op": op,
+            "slipstream.step.attempt": attempt,
+        }
 
     async def gather(self, *steps: Coroutine[Any, Any, Any]) -> list[Any]:
         """Run operations concurrently; positions follow the argument order.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import JsonValue, TypeAdapter
 
+from consumers import spans
 from consumers.agents import agent_named
 from consumers.answer import AnswerWriter, Attempt
 from consumers.llm.base import LLM, ChatMessage, Prompt
@@ -24,7 +25,7 @@ from consumers.workflows.context import (
 )
 from consumers.workflows.journal import journal_of
 from consumers.workflows.registry import WorkflowDef
-from slipstream import errors, metrics
+from slipstream import errors, metrics, tracing
 from slipstream import events as ev
 from slipstream.clock import RedisClock
 from slipstream.codec import Unreadable
@@ -129,11 +130,14 @@ class RunIO:
             max_tokens=known.max_tokens,
             temperature=known.temperature,
         )
-        try:
-            await writer.stream(self.llm.stream(question), self.cancelled)
-        except (errors.RunCancelled, errors.ProviderError):
-            self.held_back = writer.held_back()  # written with the cancel, retry or failure
-            raise
+        with tracing.model_span(self.llm.name, known.model) as span:
+            try:
+                await writer.stream(self.llm.stream(question), self.cancelled)
+            except (errors.RunCancelled, errors.ProviderError):
+                self.held_back = writer.held_back()  # written with the cancel, retry or failure
+                raise
+            finally:
+                spans.record_usage(span, writer.usage)
         # Timed when it answered: a turn whose model call failed is a retry of the run.
         self.timed_step("agent", "ok", began)
         return await writer.complete(

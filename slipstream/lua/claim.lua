@@ -15,9 +15,10 @@
 --       to start: 5 thread id, 6 run id, 7 run.started's event id, 8 the worker name
 --       as JSON, 9 feed maxlen, 10 max attempts, 11 the agents whose runs read no
 --       view (workflows; comma-separated), 12 events to give at most
--- Returns {"OK", token, attempt, cancel, failures, agent, since} | {"NORUN"}
+-- Returns {"OK", token, attempt, cancel, failures, agent, since, trace} | {"NORUN"}
 --       | {"FINISHED", status} | {"DUPLICATE"} (this worker runs it from another item)
 --       | {"BUSY", owner, ms left} | {"NOTHREAD"} (starting: the thread is gone)
+-- (trace: the run's W3C traceparent, "" when untraced.)
 -- Starting, "OK" goes on: started ("1" appended now, "0" not appended, "again" by the
 -- call this one resends), then the view's fields (flat) and the events after the view
 -- (XRANGE's reply); for the agents of ARGV[11], no view and the events from the run's
@@ -26,7 +27,7 @@
 -- runs: this is a worker's hot path, so the run hash is read once and written once.
 local starting = KEYS[2] ~= nil
 local state = redis.call("HMGET", KEYS[1], "status", "owner", "lease_until", "cancel", "item",
-                         "claim", "token", "attempt", "failures", "agent", "since")
+                         "claim", "token", "attempt", "failures", "agent", "since", "trace")
 local status, owner = state[1], state[2]
 -- A deleted thread's run hashes go with it, in the same script: NORUN covers it.
 if not status then return {"NORUN"} end
@@ -38,14 +39,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ = tonumber(state[3] or "0") or 0
 local token, attempt = tonumber(state[7] or "0"), tonumber(state[8] or "0")
 local failures = tonumber(state[9] or "0")
-local agent, since = state[10] or "", state[11] or ""
+local agent, since, trace = state[10] or "", state[11] or "", state[12] or ""
 if owner and owner ~= "" and until_ > now then
   if owner ~= ARGV[1] then return {"BUSY", owner, until_ - now} end
   if state[5] and state[5] ~= ARGV[3] then return {"DUPLICATE"} end
   -- This very call again (redis-py resends a call whose connection dropped,
   -- even once it was applied): answer what it was answered, count nothing.
   if ARGV[4] and ARGV[4] ~= "" and state[6] == ARGV[4] and state[5] == ARGV[3] then
-    local reply = {"OK", token, attempt, state[4] or "0", failures, agent, since}
+    local reply = {"OK", token, attempt, state[4] or "0", failures, agent, since, trace}
     if starting then reply[#reply + 1] = "again" end
     return reply
   end
@@ -55,7 +56,7 @@ token, attempt = token + 1, attempt + 1
 redis.call("HSET", KEYS[1], "owner", ARGV[1], "lease_until", now + tonumber(ARGV[2]),
            "status", "running", "item", ARGV[3], "claim", ARGV[4] or "", "token", token,
            "attempt", attempt, "failures", failures)
-local reply = {"OK", token, attempt, state[4] or "0", failures, agent, since}
+local reply = {"OK", token, attempt, state[4] or "0", failures, agent, since, trace}
 if not starting then return reply end
 
 local started = "0"
