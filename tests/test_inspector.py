@@ -22,6 +22,7 @@ from tests.fake_llm import FlakyLLM
 from tests.harness import System, running_system
 from tests.ports import free_port
 from tests.processes import ROOT, env_for
+from tests.waits import until
 
 TOOL_QUESTION = 'what is six times seven? [[tool calculator {"expression": "6*7"}]]'
 
@@ -121,8 +122,7 @@ async def test_replay_finds_a_tampered_view(
         async def projected() -> bool:
             return await store.redis.hget(view_key, "last") == (await store.read(thread_id))[-1].id
 
-        while not await projected():  # noqa: ASYNC110 (the projector is another task)
-            await asyncio.sleep(0.01)
+        await until(projected)  # the projector is another task
         same = await cli_json(redis_url, "replay", thread_id)
         assert same["same"] is True and same["differences"] == []
 

@@ -24,6 +24,7 @@ from slipstream.store import EventStore
 from tests.harness import running_system
 from tests.ports import free_port
 from tests.processes import ROOT, env_for, redis_process
+from tests.waits import until
 
 TOOL_QUESTION = 'what is six times seven? [[tool calculator {"expression": "6*7"}]]'
 
@@ -88,8 +89,11 @@ async def a_finished_thread(backend: Backend, settings: Settings) -> str:
         await commands.update_thread(system.runtime.store, thread_id, title="moved thread")
         store = system.runtime.store
         key = store.keys.partition(thread_id).view(thread_id)
-        while await store.redis.hget(key, "last") != (await store.read(thread_id))[-1].id:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)  # the projector is another task of this loop
+
+        async def projected() -> bool:
+            return await store.redis.hget(key, "last") == (await store.read(thread_id))[-1].id
+
+        await until(projected)  # the projector is another task of this loop
     return thread_id
 
 
