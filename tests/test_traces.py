@@ -5,6 +5,7 @@ collected in-process with the SDK's in-memory exporter on a running system."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,14 +20,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from websockets.asyncio.client import connect
 
+from consumers.llm.scripted import ScriptedLLM
 from consumers.schedules import Schedule, Schedules
+from consumers.worker import Worker
+from service import commands
 from slipstream import events as ev
 from slipstream import tracing
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.errors import ProviderError
+from slipstream.keys import Keyspace
 from slipstream.store import EventStore
-from tests.fake_llm import FlakyLLM
+from tests.fake_llm import FlakyLLM, GatedLLM
 from tests.harness import System, frames_until, running_system
 from tests.test_workflows import FakeClock
 from tests.waits import until
@@ -62,6 +67,8 @@ def trace_of(span: ReadableSpan) -> int:
 async def send_watched(system: System, thread_id: str, content: str, agent: str) -> str:
     """Send with a socket already on the thread (as the chat has), until the run ends."""
     async with connect(system.ws_url(thread_id)) as socket:
+        # Its snapshot comes once it is subscribed: the partition's tail reads on from there.
+        assert orjson.loads(await socket.recv())["type"] == "snapshot"
         accepted = await system.send(thread_id, content, agent=agent)
         await asyncio.wait_for(
             frames_until(socket, "run.completed", accepted["run_id"]), timeout=20
@@ -190,6 +197,46 @@ async def test_a_retry_is_a_second_attempt_in_the_same_trace(
     failed, answered = sorted(named(spans, "chat"), key=lambda s: s.start_time or 0)
     assert not failed.status.is_ok and answered.status.is_ok
     assert trace_of(failed) == trace_of(first)
+
+
+async def test_a_takeover_joins_the_trace_of_the_request(
+    redis_url: str, settings: Settings, exporter: InMemorySpanExporter
+) -> None:
+    backend = Backend.connect(redis_url)
+    store = EventStore(backend, Keyspace(settings.partitions))
+    fast = dataclasses.replace(settings, lease_ms=200)
+    try:
+        thread_id, _ = await commands.create_thread(store)
+        with tracing.span(tracing.WEB, "POST /api/threads/{thread_id}/messages", {}):
+            sent = await commands.send_message(store, thread_id, "hi there", "assistant")
+        # The first worker dies mid-answer: its run task is gone without a word.
+        gated = GatedLLM()
+        dying = Worker(backend, store, gated, fast)
+        first = asyncio.create_task(dying.run_once())
+        await asyncio.wait_for(gated.started.wait(), timeout=10)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        # Another takes the run over once its lease and the item's idle time are over.
+        taker = Worker(backend, store, ScriptedLLM(words=20, delay_ms=0), fast)
+
+        async def taken_over() -> bool:
+            await taker.run_once()  # busy until the lease is over: it leaves the run then
+            state = await store.run_state(sent.run_id, thread_id)
+            return state.get("status") == "completed"
+
+        await until(taken_over, within=10)
+    finally:
+        await backend.close()
+    spans = exporter.get_finished_spans()
+    (request,) = named(spans, "POST ")
+    lost, taken = sorted(named(spans, "run "), key=lambda s: s.start_time or 0)
+    assert {trace_of(lost), trace_of(taken)} == {trace_of(request)}
+    assert [(s.attributes or {})["slipstream.attempt"] for s in (lost, taken)] == [1, 2]
+    assert {(s.attributes or {})["slipstream.run"] for s in (lost, taken)} == {sent.run_id}
+    assert (taken.attributes or {})["slipstream.outcome"] == "completed"
+    assert (lost.attributes or {})["slipstream.worker"] != (taken.attributes or {})[
+        "slipstream.worker"
+    ]
 
 
 async def test_a_scheduled_run_starts_its_trace_at_the_fire(
