@@ -64,12 +64,14 @@ for s = 0, k - 1 do
 end
 
 if ARGV[4] == "replace" then redis.call("DEL", view) end
-local fields = {"last", ARGV[2], "schema", ARGV[3]}
-for i = fields_at, sources_at - 1, 2 do
-  fields[#fields + 1] = ARGV[i]
-  fields[#fields + 1] = ARGV[i + 1]
+redis.call("HSET", view, "last", ARGV[2], "schema", ARGV[3])
+-- In slices: unpack() spreads at most ~8,000 values, and a rebuild writes every
+-- message and run (a thread of 4,000 messages would fail to save at all).
+local slice = 1000  -- field/value pairs per HSET
+for i = fields_at, sources_at - 1, 2 * slice do
+  local last = math.min(i + 2 * slice - 1, sources_at - 1)
+  redis.call("HSET", view, unpack(ARGV, i, last))
 end
-redis.call("HSET", view, unpack(fields))
 redis.call("HSET", KEYS[2], thread_id, ARGV[6])
 
 for _, change in ipairs(changes) do

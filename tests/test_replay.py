@@ -6,10 +6,13 @@ import pytest
 
 from projections.projector import Projector
 from projections.replay import replay
+from projections.views import ViewStore
 from service import commands
 from slipstream import errors
-from slipstream.keys import new_run_id
-from slipstream.store import Append, EventStore
+from slipstream.backend import Backend
+from slipstream.config import Settings
+from slipstream.keys import Keyspace, new_run_id
+from slipstream.store import Append, Appended, EventStore
 from tests.test_view_storage import exchange
 
 
@@ -59,3 +62,18 @@ async def test_an_unprojected_thread_differs_by_its_missing_view(store: EventSto
 async def test_an_unknown_thread_is_not_found(store: EventStore) -> None:
     with pytest.raises(errors.ThreadNotFound):
         await replay(store, "tnothere")
+
+
+async def test_a_long_thread_saves_its_rebuilt_view_and_replays_the_same(
+    real_backend: Backend, settings: Settings
+) -> None:
+    # 1,400 exchanges: a view of 4,200 fields, past the ~8,000 values Lua's unpack() takes.
+    store = EventStore(real_backend, Keyspace(settings.partitions))
+    thread_id, _ = await commands.create_thread(store, "long")
+    for _ in range(14):
+        batch = [Append(thread_id, exchange(new_run_id(thread_id))) for _ in range(100)]
+        assert all(isinstance(r, Appended) for r in await store.append_many(batch))
+    assert await ViewStore(store).reindex(thread_id)
+    replayed = await replay(store, thread_id)
+    assert replayed.same, replayed.differences[:2]
+    assert await store.redis.hlen(store.keys.partition(thread_id).view(thread_id)) == 4_203
