@@ -61,7 +61,10 @@ redis.call("RENAME", staging, thread)
 redis.call("PERSIST", thread)  -- RENAME carries the staging stream's expiry
 local i = 5
 local a = tonumber(ARGV[i])
-if a > 0 then redis.call("HSET", KEYS[4], unpack(ARGV, i + 1, i + 2 * a)) end
+-- In slices: unpack() spreads at most ~8,000 values, and members are not bounded.
+for first = i + 1, i + 2 * a, 2000 do
+  redis.call("HSET", KEYS[4], unpack(ARGV, first, math.min(first + 1999, i + 2 * a)))
+end
 i = i + 1 + 2 * a
 redis.call("ZADD", KEYS[5], score, thread_id)
 local u = tonumber(ARGV[i])
