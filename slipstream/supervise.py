@@ -186,6 +186,11 @@ class Outages:
         """A loop that stopped: it can no longer hold an outage open."""
         self._failing.discard(id(loop))
 
+    def reset(self) -> None:
+        """Forget every outage (a test's process-wide state must not reach the next)."""
+        self._failing.clear()
+        self._run_failed_at = None
+
     def _begin(self) -> bool:
         first = not self.ongoing
         if first:

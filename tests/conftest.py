@@ -20,6 +20,7 @@ from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
 from slipstream.store import EventStore
+from slipstream.supervise import OUTAGES
 from tests.ports import free_port
 from tests.redis_cluster import Cluster
 
@@ -34,6 +35,16 @@ TEST_ENV = {
     "SLIPSTREAM_RUNS_PER_USER": "1000000",
     "SLIPSTREAM_SOCKETS_PER_USER": "100000",
 }
+
+
+@pytest.fixture(autouse=True)
+def no_outage_carried_over() -> None:
+    """Each test starts as a fresh process would: no Redis outage under way.
+
+    Outages are process-wide (one log line each, slipstream/supervise.py), and a
+    test that ends mid-outage would otherwise silence the next test's first line.
+    """
+    OUTAGES.reset()
 
 
 @pytest.fixture(scope="session")
