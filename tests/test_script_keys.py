@@ -32,7 +32,9 @@ from consumers.llm.scripted import ScriptedLLM
 from consumers.schedules import Schedule, Schedules
 from consumers.worker import Worker
 from projections.compaction import Compactor
-from service import commands
+from projections.views import ViewStore
+from service import commands, transfer
+from service.deletion import Deleter
 from slipstream import events as ev
 from slipstream import retention
 from slipstream.backend import Backend, as_entries
@@ -291,6 +293,13 @@ async def the_other_scripts(store: EventStore, backend: Backend, settings: Setti
     await Schedules(store).put(Schedule(name="audit", workflow="research", every_s=3600))
     await retention.backfill(backend, settings)
     await Compactor(backend, store, after_s=1).compact(thread_id)
+
+    # An export imported again once the thread is gone (import_thread.lua).
+    moved, _ = await commands.create_thread(store, "moved")
+    views = ViewStore(store, run_retention_s=settings.run_retention_s)
+    exported = await transfer.export_thread(store, moved)
+    assert await Deleter(store, views).delete(moved)
+    assert (await transfer.import_thread(store, views, exported)).thread == moved
 
 
 async def a_running_system(backend: Backend, settings: Settings) -> None:
