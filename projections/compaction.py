@@ -6,7 +6,9 @@ SLIPSTREAM_COMPACT_AFTER, the deltas are dead weight, and the projector (the
 role that folds completions) removes them with XDEL, thread by thread. XDEL frees
 no memory while a stream node keeps one entry, so projections/compact.lua then
 writes the stream again: the same entries under the same ids (every position a
-client holds stays good), its counters and its lifetime.
+client holds stays good), its counters and its lifetime. Only a stream of at most
+REWRITE_MAX_ENTRIES and REWRITE_MAX_BYTES, as Redis does nothing else meanwhile; a
+longer one keeps what XDEL freed (the nodes the removed deltas filled on their own).
 
 It keeps what a fold still takes from them: the first delta of the answer's last
 attempt (the message's place and time, its agent, the run's time to first token)
@@ -52,7 +54,12 @@ SCHEDULE_PAGE = 500  # threads of a partition's index scheduled per pass
 # The thread index is written after the events it follows: a pass reads again the
 # last minute of it, so an entry written late is still seen (scheduling is idempotent).
 INDEX_SLACK_MS = 60_000
-MAX_ENTRIES = 20_000  # a longer stream is left as it is: compact.lua rewrites it in one go
+MAX_ENTRIES = 20_000  # a longer stream is left as it is: one pass reads and folds it whole
+# compact.lua writes a stream again only up to these (XLEN, MEMORY USAGE): Redis serves
+# nothing else meanwhile, about 15 ms for 2,000 entries (over a second for 20,000 of
+# 4 kB, past every client's command timeout). A longer one keeps what XDEL freed.
+REWRITE_MAX_ENTRIES = 2_000
+REWRITE_MAX_BYTES = 2_000_000
 # Events after which a run's answer is written again from its start.
 _RESETS = (ev.RunStarted, ev.RunRetrying, ev.RunRestarted)
 
@@ -240,7 +247,16 @@ class Compactor:
         again = now_ms + self.after_ms
         removed = int(
             await self._script(
-                keys=[key, part.compact], args=[thread_id, last, next_due, again, *drop]
+                keys=[key, part.compact],
+                args=[
+                    thread_id,
+                    last,
+                    next_due,
+                    again,
+                    REWRITE_MAX_ENTRIES,
+                    REWRITE_MAX_BYTES,
+                    *drop,
+                ],
             )
         )
         if removed > 0:

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from projections.compaction import Compactor, folds_the_same, plan
+from projections.compaction import REWRITE_MAX_ENTRIES, Compactor, folds_the_same, plan
 from projections.projector import Projector
 from projections.thread_view import ThreadView, fold, stream_ms
 from service.agui_events import Translation
@@ -30,7 +30,8 @@ from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.errors import ConfigError
-from slipstream.store import Stored
+from slipstream.keys import Keyspace, new_id
+from slipstream.store import EventStore, Stored
 from tests.harness import System, frames_until, running_system
 from tests.test_delete_thread import lasting, traces
 from tests.waits import until
@@ -349,6 +350,60 @@ async def test_compaction_on_redis_cluster(cluster_url: str, chatty: Settings) -
             )
     finally:
         await backend.close()
+
+
+async def _xadds(redis: Any) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_xadd", {}).get("calls", 0))
+
+
+async def test_a_long_thread_loses_its_deltas_without_being_written_again(
+    real_backend: Backend, settings: Settings
+) -> None:
+    """compact.lua writes a stream again in one go, and Redis serves nothing else
+    meanwhile: a thread that keeps more than a few thousand entries only has its deltas
+    XDELed, which frees the nodes they filled; a shorter one is written again."""
+    store = EventStore(real_backend, Keyspace(settings.partitions))
+    redis = real_backend.client
+    compactor = Compactor(real_backend, store, after_s=1)
+    for answers in (REWRITE_MAX_ENTRIES // 6 + 1, 2):
+        thread_id = new_id("t")
+        key = store.stream_key(thread_id)
+        events: list[ev.Event] = [ev.ThreadCreated(title="long")]
+        for n in range(answers):
+            run, reply = f"r{n}", f"a{n}"
+            events += [
+                ev.MessageSent(message_id=f"m{n}", content="go on", run_id=run),
+                ev.RunRequested(run_id=run, message_id=f"m{n}", reply_id=reply, agent="assistant"),
+                ev.RunStarted(run_id=run, attempt=1, worker="w", token=1),
+                *_answer(run, reply, ["word "] * 20),
+                ev.MessageCompleted(run_id=run, message_id=reply, text="word " * 20, seq=20),
+                ev.RunCompleted(run_id=run),
+            ]
+        async with redis.pipeline(transaction=False) as pipe:
+            for n, event in enumerate(events):
+                pipe.xadd(key, codec.encode(event), id=f"{1000 + n}-0")  # type: ignore[arg-type]
+            await pipe.execute()
+        before = await store.read(thread_id)
+        whole = fold(ThreadView.empty(thread_id, key), before)
+        info, size = await redis.xinfo_stream(key), await redis.memory_usage(key, samples=0)
+        xadds = await _xadds(redis)
+
+        removed = await compactor.compact(thread_id, now_ms=10_000_000)
+
+        assert removed == answers * 19
+        after = await store.read(thread_id)
+        assert fold(ThreadView.empty(thread_id, key), after).model_dump() == whole.model_dump()
+        again = await redis.xinfo_stream(key)
+        for name in ("last-generated-id", "entries-added"):
+            assert again[name] == info[name]
+        written = await _xadds(redis) - xadds
+        if len(after) > REWRITE_MAX_ENTRIES:
+            assert written == 0
+            assert await redis.memory_usage(key, samples=0) <= size
+        else:
+            assert written == len(after)
+            assert await redis.memory_usage(key, samples=0) < size
 
 
 def test_a_completion_without_seq_reads_as_before() -> None:
