@@ -32,13 +32,16 @@ from projections.views import TERMINAL, ViewStore
 from slipstream import errors
 from slipstream import events as ev
 from slipstream.backend import Entry, as_entries
-from slipstream.codec import decode
-from slipstream.keys import is_stream_id, is_valid_id, stream_id_tuple
+from slipstream.codec import Unreadable, decode
+from slipstream.keys import is_stream_id, is_valid_id, stream_id_tuple, thread_of_run
 from slipstream.store import EventStore
 
 FORMAT = 1
 STAGE_BATCH = 500  # entries per staging call
 USER_CHARS = 256  # a user name, as the header auth mode may bring any
+# An event is written with 6 fields at most (slipstream/codec.py); the import's script
+# spreads an entry's fields with unpack(), which fails past ~8,000, half-way through a batch.
+ENTRY_FIELDS = 32
 STAGE_TTL_MS = 3_600_000  # an import that stops half-way leaves nothing after an hour
 
 _IMPORT_LUA = resources.files("slipstream").joinpath("lua/import_thread.lua").read_text()
@@ -167,6 +170,7 @@ def parse(records: Iterable[Any]) -> _Parsed:
                 raise TransferError(f"line {line}: fields are not a map of strings")
             if entries and stream_id_tuple(entry_id) <= stream_id_tuple(entries[-1][0]):
                 raise TransferError(f"line {line}: entry {entry_id} is not after the one before")
+            _check_event(header["thread"], entry_id, fields, line)
             entries.append((entry_id, fields))
         elif kind == "end":
             if record.get("events") != len(entries) or (
@@ -188,6 +192,24 @@ def parse(records: Iterable[Any]) -> _Parsed:
     return _Parsed(header["thread"], header, entries)
 
 
+def _check_event(thread_id: str, entry_id: str, fields: dict[str, str], line: int) -> None:
+    """An entry is an event this code reads, of this thread's own runs: the fold writes
+    each run it names into the partition's run indexes, so another thread's run id
+    would overwrite that run's summary there."""
+    if len(fields) > ENTRY_FIELDS:
+        raise TransferError(
+            f"line {line}: {len(fields)} fields, an event has {ENTRY_FIELDS} at most"
+        )
+    event = decode(f"import:{thread_id}", entry_id, fields)
+    if isinstance(event, Unreadable):
+        raise TransferError(
+            f"line {line}: entry {entry_id} does not read as an event: {event.reason}"
+        )
+    run_id = getattr(event, "run_id", None)
+    if run_id is not None and thread_of_run(run_id) != thread_id:
+        raise TransferError(f"line {line}: {run_id!r} is not a run of thread {thread_id}")
+
+
 def _check_header(record: dict[str, Any], line: int) -> None:
     thread_id = record["thread"]
     strings = record.get("access")
@@ -198,11 +220,17 @@ def _check_header(record: dict[str, Any], line: int) -> None:
         0 < len(user) <= USER_CHARS and isinstance(ms, int) for user, ms in indexed.items()
     ):
         raise TransferError(f"line {line}: indexed is not a map of users to times")
+    # Only the thread's own users' lists: a stranger's would show a thread they cannot open.
+    users = {strings.get("owner")} | {name[2:] for name in strings if name.startswith("m:")}
+    if strangers := sorted(set(indexed) - users):
+        raise TransferError(
+            f"line {line}: indexed names {strangers[0]!r}, not the owner or a member in access"
+        )
     runs = record.get("runs")
     if not isinstance(runs, dict):
         raise TransferError(f"line {line}: runs is not a map")
     for run_id, run in runs.items():
-        if not isinstance(run_id, str) or not run_id.startswith(f"{thread_id}."):
+        if not isinstance(run_id, str) or thread_of_run(run_id) != thread_id:
             raise TransferError(f"line {line}: {run_id!r} is not a run of thread {thread_id}")
         state = run.get("state") if isinstance(run, dict) else None
         if not isinstance(state, dict) or not all(isinstance(v, str) for v in state.values()):

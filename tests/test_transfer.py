@@ -16,7 +16,11 @@ import redis
 
 from consumers.llm.scripted import ScriptedLLM
 from projections.compaction import Compactor
+from projections.views import ViewStore
 from service import commands
+from service.transfer import TransferError, import_thread
+from slipstream import codec
+from slipstream import events as ev
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace
@@ -187,7 +191,7 @@ def test_bad_input_and_unknown_threads_are_refused(redis_url: str) -> None:
         "indexed": {},
         "runs": {},
     }
-    event = {"kind": "event", "id": "1-0", "fields": {"type": "thread.created"}}
+    event = {"kind": "event", "id": "1-0", "fields": codec.encode(ev.ThreadCreated())}
     cut = cli(redis_url, "import", stdin=f"{json.dumps(header)}\n{json.dumps(event)}\n")
     assert cut.returncode == 1 and "cut short" in cut.stderr
     assert cli(redis_url, "import", stdin="").stderr.startswith("import: no input")
@@ -202,3 +206,63 @@ async def test_a_thread_with_a_run_not_finished_is_not_exported(
     refused = await asyncio.to_thread(cli, redis_url, "export", thread_id)
     assert refused.returncode == 1 and refused.stdout == ""
     assert f"({sent.run_id} is queued)" in refused.stderr
+
+
+def hostile_export(thread_id: str, events: list[dict[str, str]], **header: Any) -> list[Any]:
+    """An export as a malicious file may hold it: `header` replaces the header's parts."""
+    lines = [{"kind": "event", "id": f"{n}-0", "fields": f} for n, f in enumerate(events, 1)]
+    start = {
+        "kind": "thread",
+        "format": 1,
+        "thread": thread_id,
+        "activity_ms": 1,
+        "access": {"owner": "ann"},
+        "indexed": {"ann": 1},
+        "runs": {},
+        **header,
+    }
+    return [start, *lines, {"kind": "end", "events": len(lines), "last": lines[-1]["id"]}]
+
+
+CREATED = codec.encode(ev.ThreadCreated(title="t", owner="ann"))
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("foreign run event", "not a run of thread"),
+        ("foreign run hash", "not a run of thread"),
+        ("unreadable event", "does not read as an event"),
+        ("indexed stranger", "not the owner or a member"),
+        ("too many fields", "fields"),
+    ],
+)
+async def test_a_hostile_export_writes_nothing(
+    real_backend: Backend, settings: Settings, case: str, said: str
+) -> None:
+    """An export is untrusted input: what would write outside the thread's own keys (another
+    thread's run in the partition's run indexes, a stranger's thread list), an event that
+    does not read, or an entry Lua cannot spread is refused before anything is written."""
+    store = EventStore.from_settings(real_backend, settings)
+    thread_id = "thostile"
+    foreign = "tvictim.abcdef12"  # another thread's run, in any partition
+    events, header = [CREATED], {}
+    if case == "foreign run event":
+        events.append(
+            codec.encode(ev.RunRequested(run_id=foreign, message_id="m1", reply_id="m2", agent="a"))
+        )
+    elif case == "foreign run hash":
+        header = {"runs": {foreign: {"state": {"status": "completed"}, "ttl_ms": None}}}
+    elif case == "unreadable event":
+        events.append({**CREATED, "body": "[]"})
+    elif case == "indexed stranger":
+        header = {"indexed": {"ann": 1, "mallory": 1}}
+    else:
+        events.append({**CREATED, **{f"x{n}": "y" for n in range(10_000)}})
+    records = hostile_export(thread_id, events, **header)
+    views = ViewStore(store, run_retention_s=settings.run_retention_s)
+    with pytest.raises(TransferError, match=said):
+        await import_thread(store, views, records)
+    part = store.keys.partition(thread_id)
+    assert await real_backend.client.hget(part.runs, foreign) is None
+    assert [key async for key in real_backend.client.scan_iter("*thostile*")] == []
