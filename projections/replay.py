@@ -65,9 +65,8 @@ async def replay(store: EventStore, thread_id: str) -> Replayed:
     last = stored.fields.get("last") or None
     if not stored.fields and not await store.exists(thread_id):
         raise errors.ThreadNotFound(thread_id)
-    events = await _read_until(store, thread_id, last)
     view = ThreadView.empty(thread_id, store.stream_key(thread_id))
-    fold_into(view, events)
+    await _fold_until(store, view, last)
     rebuilt_fields = _view_fields(view)
     result = Replayed(thread_id, last or view.last_event_id, view.version)
     if not stored.fields:
@@ -146,16 +145,16 @@ def _run_ids(fields: dict[str, str]) -> list[str]:
     return found
 
 
-async def _read_until(store: EventStore, thread_id: str, last: str | None) -> list[Stored]:
-    """The thread's events up to `last` (inclusive; None: to the end), in pages."""
-    key = store.stream_key(thread_id)
+async def _fold_until(store: EventStore, view: ThreadView, last: str | None) -> None:
+    """Fold the thread's events up to `last` (inclusive; None: to the end) into `view`,
+    a page at a time: a long thread is never held whole."""
+    key = store.stream_key(view.id)
     end = last or "+"
     start = "-"
-    entries: list[Entry] = []
     while True:
         page = cast(list[Entry], await store.redis.xrange(key, start, end, count=store.read_page))
-        entries += as_entries(page)
+        entries = as_entries(page)
+        fold_into(view, [Stored(i, codec.decode(key, i, fields)) for i, fields in entries])
         if len(page) < store.read_page:
-            break
+            return
         start = f"({page[-1][0]}"
-    return [Stored(entry_id, codec.decode(key, entry_id, fields)) for entry_id, fields in entries]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from projections import replay as replay_module
 from projections.projector import Projector
 from projections.replay import replay
+from projections.thread_view import Changes, ThreadView, fold_into
 from projections.views import ViewStore
 from service import commands
 from slipstream import errors
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.keys import Keyspace, new_run_id
-from slipstream.store import Append, Appended, EventStore
+from slipstream.store import Append, Appended, EventStore, Stored
 from tests.test_view_storage import exchange
 
 
@@ -77,3 +79,22 @@ async def test_a_long_thread_saves_its_rebuilt_view_and_replays_the_same(
     replayed = await replay(store, thread_id)
     assert replayed.same, replayed.differences[:2]
     assert await store.redis.hlen(store.keys.partition(thread_id).view(thread_id)) == 4_203
+
+
+async def test_a_long_thread_is_folded_a_page_at_a_time(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay holds one page of the stream at a time, not the whole thread."""
+    thread_id, _ = await projected_thread(store)
+    monkeypatch.setattr(store, "read_page", 3)
+    folded: list[int] = []
+
+    def fold_counted(view: ThreadView, stored: list[Stored]) -> Changes:
+        folded.append(len(stored))
+        return fold_into(view, stored)
+
+    monkeypatch.setattr(replay_module, "fold_into", fold_counted)
+    replayed = await replay(store, thread_id)
+    assert replayed.same, replayed.differences
+    assert sum(folded) == len(await store.read(thread_id)) > 3
+    assert max(folded) == 3
