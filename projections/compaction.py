@@ -21,7 +21,8 @@ dropped. Answers whose completion has no `seq` (written before it existed, or
 written whole) are left as they are.
 
 Which threads to look at: each pass reads the partitions' thread indexes (by last
-activity) from where the last pass stopped, and schedules each thread active since
+activity) from where the last pass stopped (`ss:{pNN}:compact:cursor`, so a restart
+goes on from there), and schedules each thread active since
 for a look SLIPSTREAM_COMPACT_AFTER after that activity, in `ss:{pNN}:compact`
 (a sorted set: one entry per thread at most, gone once nothing of it is left to
 compact, and with the thread when it is deleted). Each pass then compacts at most
@@ -196,7 +197,13 @@ class Compactor:
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def _schedule(self, part: Partition, now_ms: int) -> None:
-        cursor = self._cursor.get(part.number, float("-inf"))
+        cursor = self._cursor.get(part.number)
+        if cursor is None:
+            # Kept in Redis: a restarted projector goes on from there, instead of
+            # scheduling every thread ever active again (each then read whole).
+            saved = await self.backend.client.get(part.compact_cursor)
+            cursor = float(saved) if saved else float("-inf")
+            self._cursor[part.number] = cursor
         low = "-inf" if cursor == float("-inf") else f"({int(cursor)}"
         rows = cast(
             list[tuple[str, float]],
@@ -211,7 +218,10 @@ class Compactor:
         )
         last = float(rows[-1][1])
         full = len(rows) == SCHEDULE_PAGE
-        self._cursor[part.number] = last if full else min(last, now_ms - INDEX_SLACK_MS)
+        moved = last if full else min(last, now_ms - INDEX_SLACK_MS)
+        if moved != cursor:
+            self._cursor[part.number] = moved
+            await self.backend.client.set(part.compact_cursor, int(moved))
 
     async def _compact_logged(self, part: Partition, thread_id: str, now_ms: int) -> int:
         try:

@@ -146,6 +146,11 @@ class Partition:
         """Sorted set of the partition's threads to look at for compaction, by when (ms)."""
         return self.key("compact")
 
+    @property
+    def compact_cursor(self) -> str:
+        """String: the activity (ms) up to which compaction scheduled the partition's threads."""
+        return self.key("compact", "cursor")
+
     def queue(self, thread_id: str) -> str:
         """List of the runs waiting for the thread, oldest first."""
         return self.key("queue", thread_id)

@@ -406,6 +406,36 @@ async def test_a_long_thread_loses_its_deltas_without_being_written_again(
             assert await redis.memory_usage(key, samples=0) < size
 
 
+async def test_a_restarted_projector_goes_on_scheduling_from_where_it_stopped(
+    real_backend: Backend, settings: Settings
+) -> None:
+    """The pass's place in the thread indexes outlives the process: a restarted projector
+    does not schedule every thread ever active again (each read whole for a look, hours
+    of work ahead of the answers really due on a big deployment, after every deploy)."""
+    store = EventStore(real_backend, Keyspace(settings.partitions))
+    redis = real_backend.client
+    seconds, _ = await redis.time()
+    long_ago = (int(seconds) - 600) * 1000  # before the index's slack
+    threads = [new_id("t") for _ in range(20)]
+    for thread_id in threads:
+        await redis.zadd(store.keys.partition(thread_id).threads, {thread_id: long_ago})
+    await Compactor(real_backend, store, after_s=3600).run_pass()
+    for thread_id in threads:
+        part = store.keys.partition(thread_id)
+        assert await redis.zscore(part.compact, thread_id) == long_ago + 3_600_000
+        await redis.zrem(part.compact, thread_id)  # looked at: nothing left to compact
+
+    await Compactor(real_backend, store, after_s=3600).run_pass()  # the projector restarted
+
+    for thread_id in threads:
+        assert await redis.zscore(store.keys.partition(thread_id).compact, thread_id) is None
+    active = threads[0]
+    part = store.keys.partition(active)
+    await redis.zadd(part.threads, {active: long_ago + 1000})  # active again: looked at again
+    await Compactor(real_backend, store, after_s=3600).run_pass()
+    assert await redis.zscore(part.compact, active) == long_ago + 1000 + 3_600_000
+
+
 def test_a_completion_without_seq_reads_as_before() -> None:
     """Old completions (no `seq`) keep their encoding, and fold as they did."""
     old = {"type": "message.completed", "run_id": "r1", "message_id": "a1", "text": "x"}
