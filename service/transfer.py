@@ -42,6 +42,7 @@ USER_CHARS = 256  # a user name, as the header auth mode may bring any
 # An event is written with 6 fields at most (slipstream/codec.py); the import's script
 # spreads an entry's fields with unpack(), which fails past ~8,000, half-way through a batch.
 ENTRY_FIELDS = 32
+MAX_MS = 2**53 - 1  # exact as a sorted set's score; PEXPIRE takes it from any now
 STAGE_TTL_MS = 3_600_000  # an import that stops half-way leaves nothing after an hour
 
 _IMPORT_LUA = resources.files("slipstream").joinpath("lua/import_thread.lua").read_text()
@@ -217,7 +218,7 @@ def _check_header(record: dict[str, Any], line: int) -> None:
         raise TransferError(f"line {line}: access is not a map of strings")
     indexed = record.get("indexed")
     if not isinstance(indexed, dict) or not all(
-        0 < len(user) <= USER_CHARS and isinstance(ms, int) for user, ms in indexed.items()
+        0 < len(user) <= USER_CHARS and _is_ms(ms) for user, ms in indexed.items()
     ):
         raise TransferError(f"line {line}: indexed is not a map of users to times")
     # Only the thread's own users' lists: a stranger's would show a thread they cannot open.
@@ -235,10 +236,16 @@ def _check_header(record: dict[str, Any], line: int) -> None:
         state = run.get("state") if isinstance(run, dict) else None
         if not isinstance(state, dict) or not all(isinstance(v, str) for v in state.values()):
             raise TransferError(f"line {line}: run {run_id}'s state is not a map of strings")
-        if not (run.get("ttl_ms") is None or isinstance(run.get("ttl_ms"), int)):
-            raise TransferError(f"line {line}: run {run_id}'s ttl_ms is not a number")
-    if not isinstance(record.get("activity_ms"), int):
-        raise TransferError(f"line {line}: activity_ms is not a number")
+        if not (run.get("ttl_ms") is None or _is_ms(run.get("ttl_ms"))):
+            raise TransferError(f"line {line}: run {run_id}'s ttl_ms is not a number of ms")
+    if not _is_ms(record.get("activity_ms")):
+        raise TransferError(f"line {line}: activity_ms is not a number of ms")
+
+
+def _is_ms(value: Any) -> bool:
+    """A time or a lifetime in ms that Redis takes as a score and an expiry: the finishing
+    script refuses nothing after its rename, which would leave the thread half-written."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_MS
 
 
 async def import_thread(store: EventStore, views: ViewStore, records: Iterable[Any]) -> Imported:

@@ -235,6 +235,8 @@ CREATED = codec.encode(ev.ThreadCreated(title="t", owner="ann"))
         ("unreadable event", "does not read as an event"),
         ("indexed stranger", "not the owner or a member"),
         ("too many fields", "fields"),
+        ("expiry past Redis's", "ttl_ms"),
+        ("score past a double's", "activity_ms"),
     ],
 )
 async def test_a_hostile_export_writes_nothing(
@@ -242,7 +244,9 @@ async def test_a_hostile_export_writes_nothing(
 ) -> None:
     """An export is untrusted input: what would write outside the thread's own keys (another
     thread's run in the partition's run indexes, a stranger's thread list), an event that
-    does not read, or an entry Lua cannot spread is refused before anything is written."""
+    does not read, or what Lua or Redis would refuse half-way through the import (a
+    thread left renamed in without its views, access or runs) is refused before anything
+    is written."""
     store = EventStore.from_settings(real_backend, settings)
     thread_id = "thostile"
     foreign = "tvictim.abcdef12"  # another thread's run, in any partition
@@ -257,6 +261,11 @@ async def test_a_hostile_export_writes_nothing(
         events.append({**CREATED, "body": "[]"})
     elif case == "indexed stranger":
         header = {"indexed": {"ann": 1, "mallory": 1}}
+    elif case == "expiry past Redis's":  # PEXPIRE refuses it, past the rename
+        state = {"status": "completed"}
+        header = {"runs": {f"{thread_id}.abcdef12": {"state": state, "ttl_ms": 10**19}}}
+    elif case == "score past a double's":
+        header = {"activity_ms": 10**400}
     else:
         events.append({**CREATED, **{f"x{n}": "y" for n in range(10_000)}})
     records = hostile_export(thread_id, events, **header)
@@ -266,3 +275,19 @@ async def test_a_hostile_export_writes_nothing(
     part = store.keys.partition(thread_id)
     assert await real_backend.client.hget(part.runs, foreign) is None
     assert [key async for key in real_backend.client.scan_iter("*thostile*")] == []
+
+
+async def test_a_run_hash_of_any_size_is_imported_whole(
+    real_backend: Backend, settings: Settings
+) -> None:
+    """Lua's unpack() spreads ~8,000 values at most: a run hash is written in slices, or
+    the finishing script failed past its rename, leaving the thread half-written."""
+    store = EventStore.from_settings(real_backend, settings)
+    run_id = "tbigrun.abcdef12"
+    state = {"status": "completed", **{f"f{n}": "v" for n in range(5_000)}}
+    records = hostile_export("tbigrun", [CREATED], runs={run_id: {"state": state, "ttl_ms": None}})
+    views = ViewStore(store, run_retention_s=settings.run_retention_s)
+    done = await import_thread(store, views, records)
+    assert done.runs == 1 and done.view_saved
+    part = store.keys.partition("tbigrun")
+    assert await real_backend.client.hgetall(part.run(run_id)) == state

@@ -75,7 +75,9 @@ i = i + 1
 for n = 1, r do
   local key, c = KEYS[5 + u + n], tonumber(ARGV[i])
   redis.call("DEL", key)
-  if c > 0 then redis.call("HSET", key, unpack(ARGV, i + 1, i + 2 * c)) end
+  for first = i + 1, i + 2 * c, 2000 do  -- in slices, as the access hash
+    redis.call("HSET", key, unpack(ARGV, first, math.min(first + 1999, i + 2 * c)))
+  end
   local ttl = ARGV[i + 1 + 2 * c]
   if ttl ~= "" then redis.call("PEXPIRE", key, ttl) end
   i = i + 2 + 2 * c
