@@ -32,14 +32,16 @@ the thread's schedule in one step, so a thread deleted meanwhile leaves nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from projections.thread_view import ThreadView, fold, stream_ms
+from slipstream import codec
 from slipstream import events as ev
-from slipstream.backend import Backend
+from slipstream.backend import Backend, Entry, as_entries
 from slipstream.keys import Partition, stream_id_tuple
 from slipstream.store import EventStore, Stored
 from slipstream.supervise import Loop, is_redis_fault
@@ -52,6 +54,7 @@ COMPACT_LOOP = "projector.compact"
 EVERY_S = 5.0
 THREADS_PER_PASS = 50  # threads compacted per pass, across partitions
 SCHEDULE_PAGE = 500  # threads of a partition's index scheduled per pass
+READ_PAGE = 500  # entries of a thread stream read a round trip
 # The thread index is written after the events it follows: a pass reads again the
 # last minute of it, so an entry written late is still seen (scheduling is idempotent).
 INDEX_SLACK_MS = 60_000
@@ -132,6 +135,16 @@ def folds_the_same(thread_id: str, stream_key: str, stored: list[Stored], drop: 
     return whole.model_dump() == kept.model_dump()
 
 
+def _decide(thread_id: str, key: str, entries: list[Entry], cutoff_ms: int) -> Plan:
+    """The plan for the thread's `entries`, with nothing to drop if that would change its view."""
+    stored = [Stored(entry_id, codec.decode(key, entry_id, fields)) for entry_id, fields in entries]
+    found = plan(stored, cutoff_ms)
+    if found.drop and not folds_the_same(thread_id, key, stored, found.drop):
+        log.warning("thread %s: compacting it would change its view; left as it is", thread_id)
+        found.drop = []
+    return found
+
+
 class Compactor:
     """The projector's compaction loop (off when `after_s` is 0)."""
 
@@ -191,6 +204,18 @@ class Compactor:
         part = self.store.keys.partition(thread_id)
         return await self._compact(part, thread_id, now_ms or await self._now_ms())
 
+    async def _entries(self, key: str) -> list[Entry]:
+        """The stream's entries as stored, in pages: small ones, as a reply's parsing holds
+        up the event loop (a 2,000-entry page about 70 ms)."""
+        entries: list[Entry] = []
+        start, page_size = "-", READ_PAGE
+        while True:
+            page = as_entries(await self.backend.client.xrange(key, start, "+", count=page_size))
+            entries += page
+            if len(page) < page_size:
+                return entries
+            start = f"({page[-1][0]}"  # a thread stream only grows at its end
+
     async def _now_ms(self) -> int:
         # Redis's clock, the one the stream ids are made from.
         seconds, micros = await self.backend.client.time()
@@ -236,24 +261,20 @@ class Compactor:
     async def _compact(self, part: Partition, thread_id: str, now_ms: int) -> int:
         key = part.thread(thread_id)
         length = int(await self.backend.client.xlen(key))
-        stored = await self.store.read(thread_id) if 0 < length <= MAX_ENTRIES else []
         if length > MAX_ENTRIES:
             log.warning(
                 "thread %s: %d entries, too long to compact; left as it is", thread_id, length
             )
-        drop: list[str] = []
-        next_due = ""
-        if stored:
-            found = plan(stored, now_ms - self.after_ms)
-            drop = found.drop
-            if drop and not folds_the_same(thread_id, key, stored, drop):
-                log.warning(
-                    "thread %s: compacting it would change its view; left as it is", thread_id
-                )
-                drop = []
-            if found.next_completed_ms is not None:
-                next_due = str(found.next_completed_ms + self.after_ms)
-        last = stored[-1].id if stored else ""
+        entries = await self._entries(key) if 0 < length <= MAX_ENTRIES else []
+        # Decoding, planning and the two folds of a long thread take a CPU for over half
+        # a second: in a thread of their own, so the projector's event loop (its folds
+        # of what is appended meanwhile) does not wait them out.
+        found = await asyncio.to_thread(_decide, thread_id, key, entries, now_ms - self.after_ms)
+        drop = found.drop
+        next_due = (
+            "" if found.next_completed_ms is None else str(found.next_completed_ms + self.after_ms)
+        )
+        last = entries[-1][0] if entries else ""
         again = now_ms + self.after_ms
         removed = int(
             await self._script(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from projections import compaction
 from projections.compaction import REWRITE_MAX_ENTRIES, Compactor, folds_the_same, plan
 from projections.projector import Projector
 from projections.thread_view import ThreadView, fold, stream_ms
@@ -434,6 +436,35 @@ async def test_a_restarted_projector_goes_on_scheduling_from_where_it_stopped(
     await redis.zadd(part.threads, {active: long_ago + 1000})  # active again: looked at again
     await Compactor(real_backend, store, after_s=3600).run_pass()
     assert await redis.zscore(part.compact, active) == long_ago + 1000 + 3_600_000
+
+
+async def test_a_thread_is_decoded_planned_and_folded_off_the_event_loop(
+    real_backend: Backend, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long thread's decoding and two folds take a CPU for over half a second (20,000
+    entries): the projector's event loop, folding what is appended meanwhile, must not
+    wait them out, so they run in a thread of their own."""
+    store = EventStore(real_backend, Keyspace(settings.partitions))
+    thread_id = new_id("t")
+    key = store.stream_key(thread_id)
+    events = [
+        *_thread(),
+        *_answer("r1", "a1", ["one ", "two ", "three"]),
+        ev.MessageCompleted(run_id="r1", message_id="a1", text="one two three", seq=3),
+        ev.RunCompleted(run_id="r1"),
+    ]
+    for n, event in enumerate(events):
+        await real_backend.client.xadd(key, codec.encode(event), id=f"{1000 + n}-0")  # type: ignore[arg-type]
+    ran_in: list[threading.Thread] = []
+
+    def watched(thread: str, stream: str, stored: list[Stored], drop: list[str]) -> bool:
+        ran_in.append(threading.current_thread())
+        return folds_the_same(thread, stream, stored, drop)
+
+    monkeypatch.setattr(compaction, "folds_the_same", watched)
+    compactor = Compactor(real_backend, store, after_s=1)
+    assert await compactor.compact(thread_id, now_ms=10_000_000) == 2
+    assert ran_in and threading.main_thread() not in ran_in
 
 
 def test_a_completion_without_seq_reads_as_before() -> None:
