@@ -330,3 +330,38 @@ def test_with_an_endpoint_spans_are_posted_to_it(monkeypatch: pytest.MonkeyPatch
     assert names["service.name"] == "slipstream-worker"
     (scope,) = resource_spans.scope_spans
     assert [s.name for s in scope.spans] == ["run assistant"]
+
+
+async def test_a_callers_traceparent_is_joined_and_only_ours_is_stored(
+    real_backend: Backend, settings: Settings, exporter: InMemorySpanExporter
+) -> None:
+    """A client chooses its trace id (W3C: the request joins the caller's trace), but what
+    run.requested and the run hash keep is the server span's own 55-character
+    traceparent: a long or odd header is never copied into the events."""
+    caller = "00-" + "a1" * 16 + "-" + "b2" * 8 + "-01"
+    future = "cc-" + "c3" * 16 + "-" + "d4" * 8 + "-01-" + "x" * 400  # a later version's
+    async with running_system(real_backend, settings) as system:
+        thread_id = await system.new_thread()
+        stored = []
+        for header in (caller, future, "00-" + "e5" * 16 + "-" + "f6" * 8 + "-01" + "y" * 5000):
+            response = await system.http.post(
+                f"/api/threads/{thread_id}/messages",
+                json={"content": "hi"},
+                headers={"traceparent": header},
+            )
+            assert response.status_code == 202, response.text
+            run_id = response.json()["run_id"]
+            await system.wait_for_run(thread_id, run_id)
+            part = system.runtime.store.keys.partition(thread_id)
+            trace = await real_backend.client.hget(part.run(run_id), "trace")
+            requested = [
+                s.event
+                for s in await system.runtime.store.read(thread_id)
+                if isinstance(s.event, ev.RunRequested) and s.event.run_id == run_id
+            ]
+            assert [r.traceparent for r in requested] == [trace]
+            stored.append(trace)
+    assert all(len(trace) == 55 and trace.startswith("00-") for trace in stored)
+    assert stored[0].split("-")[1] == "a1" * 16  # the caller's trace, joined
+    assert stored[1].split("-")[1] == "c3" * 16
+    assert stored[2].split("-")[1] != "e5" * 16  # malformed: a trace of its own
