@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from dataclasses import dataclass
 
 from consumers import workflows
@@ -187,6 +188,10 @@ class Runner:
         if facts is None:
             return await self._fail(attempt, f"run {item.run_id} is not in its thread's history")
         attempt = dataclasses.replace(attempt, reply_id=facts.reply_id, agent=facts.agent)
+        if any(isinstance(event, ev.RunWaiting) for event in journal):
+            # It goes on after waiting for a person: its first text is timed from this
+            # attempt, not from the request, or the metric would time the person.
+            attempt = dataclasses.replace(attempt, requested_ms=int(time.time() * 1000))
         writer = AnswerWriter(self.store, attempt, self.settings.flush_ms)
         loop: AgentLoop | None = None
         stage = "while starting the run"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from consumers import agents
 from consumers.agents import Agent
@@ -177,6 +178,41 @@ async def test_an_approved_call_runs_once_and_the_model_goes_on(system: System) 
     assert kinds.index("signal.received") < kinds.index("tool.result")
     [received] = [e for e in history if e["type"] == "signal.received"]
     assert received["payload"] == {"call_id": call["call_id"], "approved": True}
+
+
+async def test_time_to_first_token_leaves_out_the_wait_for_a_person(system: System) -> None:
+    """slipstream_time_to_first_token_seconds times the system, not a person: an attempt
+    going on after an approval times its first text from its own start, not from the
+    request (a p99 made of people's answers, minutes to hours, says nothing)."""
+
+    def observed() -> tuple[float, float]:
+        labels = {"agent": "clerk"}
+        name = "slipstream_time_to_first_token_seconds"
+        count = REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0
+        return count, REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0
+
+    count, total = observed()
+    thread_id, run_id = await ask(system, 'file it [[tool stamp {"text": "ok"}]]')
+    call = await waiting_call(system, thread_id, run_id)
+    redis = system.runtime.backend.client
+
+    async def now_ms() -> int:
+        seconds, micros = await redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    parked = await now_ms()
+
+    async def a_person_read_it() -> bool:
+        return await now_ms() > parked + 1000
+
+    await until(a_person_read_it)
+    answered_ms = await now_ms()
+    assert (await signal(system, run_id, {"call_id": call["call_id"], "approved": True})).is_success
+    await system.wait_for_run(thread_id, run_id)
+    done_ms = await now_ms()
+    after_count, after_total = observed()
+    assert after_count == count + 1  # the first text came after the approval
+    assert after_total - total <= (done_ms - answered_ms) / 1000 + 0.05
 
 
 async def test_a_denied_call_never_runs_and_the_model_reads_why(system: System) -> None:
