@@ -137,4 +137,4 @@ async def _command(store: EventStore, args: argparse.Namespace) -> int:
 
 
 def _show(as_json: bool, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2) if as_json else text)
+    print(json.dumps(data, indent=2) if as_json else inspect_text.printable(text))

@@ -12,6 +12,18 @@ from service.timeline import Item
 
 INDENT = "               "  # under a timeline line's text: past its time column
 
+# Terminal controls (C0 but newline and tab, DEL, C1, bidi overrides), shown escaped: the
+# reports print what people, models and tools wrote, and an escape sequence in a message
+# would otherwise retitle, clear or rewrite the operator's terminal, or hide a line.
+_CONTROLS = {
+    c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)
+} | {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def printable(text: str) -> str:
+    """`text` with its terminal controls escaped (as `\\x1b`), lines and tabs kept."""
+    return text.translate(_CONTROLS)
+
 
 def when(ms: int) -> str:
     """A stream time as UTC with milliseconds."""

@@ -14,10 +14,11 @@ import sys
 from typing import Any
 
 from consumers.llm.scripted import ScriptedLLM
-from service import inspection
+from service import commands, inspection
 from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.errors import ProviderError
+from slipstream.store import EventStore
 from tests.fake_llm import FlakyLLM
 from tests.harness import System, running_system
 from tests.ports import free_port
@@ -167,3 +168,22 @@ async def test_two_requeues_at_once_start_the_run_once(
     work = await real_backend.client.xrange(store.keys.partition(thread_id).work)
     assert [fields["run"] for _, fields in work] == [dead]
     assert (await store.run_state(dead, thread_id))["status"] == "queued"
+
+
+async def test_terminal_controls_in_a_thread_are_shown_escaped(
+    real_backend: Backend, settings: Settings, redis_url: str
+) -> None:
+    """What a user wrote is printed to the operator's terminal: an escape sequence in it
+    (retitle the window, clear the screen, a carriage return over a line) is shown as
+    text, not obeyed; --json escapes it as JSON does."""
+    store = EventStore.from_settings(real_backend, settings)
+    thread_id, _ = await commands.create_thread(store, "title\x1b]0;owned\x07")
+    content = "look\x1b[2J\rhidden\u202eevil\x9b"
+    await commands.send_message(store, thread_id, content, "assistant")
+    shown = await cli(redis_url, "inspect", "thread", thread_id)
+    assert shown.returncode == 0, shown.stderr
+    controls = {"\x1b", "\x07", "\r", "\u202e", "\x9b"}
+    assert not controls & set(shown.stdout)
+    assert "look\\x1b[2J" in shown.stdout and "hidden\\u202eevil\\x9b" in shown.stdout
+    as_json = await cli_json(redis_url, "inspect", "thread", thread_id)
+    assert content in [item["text"] for item in as_json["timeline"]]
