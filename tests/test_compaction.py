@@ -35,6 +35,7 @@ from slipstream.errors import ConfigError
 from slipstream.keys import Keyspace, new_id
 from slipstream.store import EventStore, Stored
 from tests.harness import System, frames_until, running_system
+from tests.test_client_fold import comparable, frames, js_fold
 from tests.test_delete_thread import lasting, traces
 from tests.waits import until
 
@@ -124,6 +125,41 @@ def test_a_retried_answer_keeps_its_first_attempt_and_folds_the_same() -> None:
     second = [s.id for s in stored if isinstance(s.event, ev.MessageDelta) and s.event.attempt == 2]
     assert found.drop == second[1:]
     assert folds_the_same("t1", "s", stored, found.drop)
+
+
+def test_the_pages_fold_reads_a_compacted_stream_as_the_server_does() -> None:
+    """static/js/fold.js, from a snapshot at any point of the whole stream (a page that
+    saw part of an answer, then came back) and the compacted rest, ends at the view
+    the whole stream folds to, version and seq included."""
+    stored = _stream(
+        *_thread(),
+        *_answer("r1", "a1", ["lost ", "words"]),
+        ev.RunRetrying(run_id="r1", attempt=2, delay_ms=10, reason="model failed"),
+        ev.RunStarted(run_id="r1", attempt=2, worker="w", token=2),
+        *_answer("r1", "a1", ["kept ", "words ", "here"], attempt=2),
+        ev.MessageCompleted(run_id="r1", message_id="a1", text="kept words here", seq=3),
+        ev.RunCompleted(run_id="r1"),
+        ev.MessageSent(message_id="m2", content="again", run_id="r2"),
+        ev.RunRequested(run_id="r2", message_id="m2", reply_id="a2", agent="assistant"),
+        ev.RunStarted(run_id="r2", attempt=1, worker="w", token=3),
+        *_answer("r2", "a2", ["a ", "b ", "c ", "d"]),
+        ev.MessageCompleted(run_id="r2", message_id="a2", text="a b c d", seq=4),
+        ev.RunCompleted(run_id="r2"),
+    )
+    empty = ThreadView.empty("t1", "s")
+    whole = fold(empty, stored).model_dump(mode="json")
+    gone = set(plan(stored, cutoff_ms=10_000).drop)
+    assert len(gone) == 2 + 3
+    kept = [s for s in stored if s.id not in gone]
+    cases = []
+    for cut in range(len(stored) + 1):
+        seen = stream_ms(stored[cut - 1].id) if cut else -1
+        rest = [s for s in kept if stream_ms(s.id) > seen]
+        cases.append(
+            {"start": fold(empty, stored[:cut]).model_dump(mode="json"), "events": frames(rest)}
+        )
+    for got in js_fold(cases):
+        assert comparable(got) == comparable(whole)
 
 
 # ---------------------------------------------------------------- the real system
