@@ -236,6 +236,12 @@ def _check_header(record: dict[str, Any], line: int) -> None:
         state = run.get("state") if isinstance(run, dict) else None
         if not isinstance(state, dict) or not all(isinstance(v, str) for v in state.values()):
             raise TransferError(f"line {line}: run {run_id}'s state is not a map of strings")
+        if state.get("status") not in TERMINAL:
+            # As export refuses: imported, nothing would run it, and a signal or a timer
+            # could put a hash the file made up to work (an approval wakes a waiting run).
+            raise TransferError(
+                f"line {line}: run {run_id} is not finished ({state.get('status')})"
+            )
         if not (run.get("ttl_ms") is None or _is_ms(run.get("ttl_ms"))):
             raise TransferError(f"line {line}: run {run_id}'s ttl_ms is not a number of ms")
     if not _is_ms(record.get("activity_ms")):

@@ -236,6 +236,7 @@ CREATED = codec.encode(ev.ThreadCreated(title="t", owner="ann"))
         ("indexed stranger", "not the owner or a member"),
         ("too many fields", "fields"),
         ("expiry past Redis's", "ttl_ms"),
+        ("run not finished", "not finished"),
         ("score past a double's", "activity_ms"),
     ],
 )
@@ -264,6 +265,9 @@ async def test_a_hostile_export_writes_nothing(
     elif case == "expiry past Redis's":  # PEXPIRE refuses it, past the rename
         state = {"status": "completed"}
         header = {"runs": {f"{thread_id}.abcdef12": {"state": state, "ttl_ms": 10**19}}}
+    elif case == "run not finished":  # an approval would wake it, and a worker run it
+        state = {"status": "waiting", "waiting_for": "approval", "agent": "assistant"}
+        header = {"runs": {f"{thread_id}.abcdef12": {"state": state, "ttl_ms": None}}}
     elif case == "score past a double's":
         header = {"activity_ms": 10**400}
     else:
