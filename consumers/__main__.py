@@ -69,8 +69,8 @@ def main() -> None:
         return
     process.on_signals("worker")
     logs.setup("worker")
-    tracing.setup("worker")
     with process.exit_on_startup_error("worker"):
+        tracing.setup("worker")
         settings = settings_or_exit()
         # Bound first, as the web role binds its port: a taken port starts nothing.
         with metrics.serving(settings.metrics_host, settings.metrics_port):

@@ -32,8 +32,8 @@ async def project() -> None:
 def main() -> None:
     process.on_signals("projector")
     logs.setup("projector")
-    tracing.setup("projector")
     with process.exit_on_startup_error("projector"):
+        tracing.setup("projector")
         settings = settings_or_exit()
         # Bound first, as the web role binds its port: a taken port starts nothing.
         with metrics.serving(settings.metrics_host, settings.metrics_port):

@@ -71,8 +71,16 @@ def setup(role: Role) -> TracerProvider | None:
     if not configured():
         return None
     # Imported only here: a process without traces never loads the SDK or protobuf.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        from slipstream.process import StartupError
+
+        raise StartupError(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set, but the OpenTelemetry SDK is not installed: "
+            "pip install 'slipstream[otel]'"
+        ) from None
 
     provider = provider_for(role)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

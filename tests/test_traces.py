@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +35,7 @@ from slipstream.keys import Keyspace
 from slipstream.store import EventStore
 from tests.fake_llm import FlakyLLM, GatedLLM
 from tests.harness import System, frames_until, running_system
+from tests.processes import env_for
 from tests.test_workflows import FakeClock
 from tests.waits import until
 
@@ -280,6 +283,33 @@ def test_without_an_endpoint_nothing_is_built_or_traced(
         assert not span.is_recording()
         assert tracing.current_traceparent() is None
     assert tracing.with_trace({"status": "queued"}, None) == {"status": "queued"}
+
+
+# A process where the `otel` extra is not installed: the SDK's modules cannot be imported.
+_WITHOUT_THE_SDK = """
+import runpy, sys
+for name in ("opentelemetry.sdk", "opentelemetry.exporter"):
+    sys.modules[name] = None
+sys.argv = ["consumers"]
+runpy.run_module("consumers", run_name="__main__")
+"""
+
+
+def test_an_endpoint_without_the_sdk_stops_the_start_with_one_line(redis_url: str) -> None:
+    env = env_for(REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_SDK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.strip()]
+    assert said == [
+        "worker: OTEL_EXPORTER_OTLP_ENDPOINT is set, but the OpenTelemetry SDK is not "
+        "installed: pip install 'slipstream[otel]'"
+    ]
 
 
 def test_otel_service_name_wins_over_the_role(monkeypatch: pytest.MonkeyPatch) -> None:
