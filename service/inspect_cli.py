@@ -72,12 +72,26 @@ def _parser() -> argparse.ArgumentParser:
         if arg is not None:
             sub.add_argument(arg)
         if name == "dead":
-            sub.add_argument("--limit", type=int, default=DEAD_SHOWN, help="show at most this many")
+            sub.add_argument(
+                "--limit", type=_positive, default=DEAD_SHOWN, help="show at most this many"
+            )
         sub.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     again = commands.add_parser("replay", help="rebuild a thread's views and compare")
     again.add_argument("thread")
     again.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     return parser
+
+
+def _positive(text: str) -> int:
+    """A count of at least one: argparse refuses anything else, saying so (0 showed no
+    dead letters, and a negative one a list cut short)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return number
 
 
 async def _run(url: str, settings: Settings, args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from consumers.llm.scripted import ScriptedLLM
 from service import commands, inspection
 from slipstream.backend import Backend
@@ -148,6 +150,18 @@ async def test_an_unknown_thread_and_an_unreachable_redis_say_so(redis_url: str)
     assert down.returncode == 1
     assert len(down.stderr.strip().splitlines()) == 1
     assert down.stderr.startswith(f"inspect: cannot reach Redis at {nowhere}")
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "2.5", "ten"])
+async def test_a_limit_that_is_no_positive_count_is_refused(redis_url: str, limit: str) -> None:
+    refused = await cli(redis_url, "inspect", "dead", "--limit", limit)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines()[-1] == (
+        f"python -m service inspect dead: error: argument --limit: {limit!r} "
+        "is not a positive whole number"
+    )
+    shown = await cli(redis_url, "inspect", "dead", "--limit", "1")
+    assert shown.returncode == 0, shown.stderr
 
 
 async def test_two_requeues_at_once_start_the_run_once(
