@@ -294,6 +294,7 @@ async def import_thread(store: EventStore, views: ViewStore, records: Iterable[A
             part.view(thread_id),
             part.access(thread_id),
             part.threads,
+            part.compact,
             *(part.users_threads(user) for user in users),
             *(part.run(run_id) for run_id in runs),
         ],

@@ -177,6 +177,40 @@ async def test_a_compacted_thread_moves_all_the_same(
     assert replayed.returncode == 0, replayed.stdout
 
 
+async def test_an_imported_thread_is_compacted_when_compaction_is_on(
+    real_backend: Backend, settings: Settings, redis_url: str, target: str
+) -> None:
+    """Compaction schedules a thread when its cursor in the thread index passes the
+    thread's activity; an imported thread's is behind it, so the import schedules it."""
+    thread_id = await a_finished_thread(real_backend, settings)
+    exported = await asyncio.to_thread(cli, redis_url, "export", thread_id)
+    there = Backend.connect(f"{target}/5")
+    try:
+        store = EventStore(there, Keyspace(4))
+        compactor = Compactor(there, store, after_s=1)
+        seconds, _ = await there.client.time()
+        for part in store.keys.all():  # as a projector compacting there leaves it
+            await there.client.set(part.compact_cursor, int(seconds) * 1000)
+        imported = await asyncio.to_thread(cli, f"{target}/5", "import", stdin=exported.stdout)
+        assert imported.returncode == 0, imported.stderr
+        part = store.keys.partition(thread_id)
+        deltas = sum(isinstance(s.event, ev.MessageDelta) for s in await store.read(thread_id))
+
+        async def compacted() -> bool:
+            await compactor.run_pass()  # its answers are old once a second has gone by
+            return (
+                compactor.removed > 0 and await there.client.zscore(part.compact, thread_id) is None
+            )
+
+        await until(compacted, within=20)
+        left = sum(isinstance(s.event, ev.MessageDelta) for s in await store.read(thread_id))
+        assert left == deltas - compactor.removed
+        source = thread_keys(redis_url, thread_id, 4)
+        assert thread_keys(f"{target}/5", thread_id, 4)["view"] == source["view"]
+    finally:
+        await there.close()
+
+
 def test_bad_input_and_unknown_threads_are_refused(redis_url: str) -> None:
     missing = cli(redis_url, "export", "tnosuchthread")
     assert missing.returncode == 1

@@ -12,12 +12,12 @@
 --         it expired, or another call wrote to it)
 --
 -- "finish": the staging stream becomes the thread stream (RENAME), with the thread's
--- access hash, its entries in its users' thread indexes and the activity index, and
--- the hashes of its (finished) runs; refused if the thread, its view or its access
+-- access hash, its entries in its users' thread indexes and the activity index, the
+-- compaction schedule, and the hashes of its (finished) runs; refused if the thread, its view or its access
 -- hash exists already (the staging stream is dropped then).
 -- KEYS: 1 thread stream, 2 staging stream, 3 view hash, 4 access hash, 5 activity
---       index (sorted set), then one thread index per user (ARGV's users, in order),
---       then one run hash per run (ARGV's runs, in order)
+--       index (sorted set), 6 compaction schedule (sorted set), then one thread index
+--       per user (ARGV's users, in order), then one run hash per run (ARGV's runs)
 -- ARGV: 1 "finish", 2 the staging stream's last id, 3 thread id, 4 activity score,
 --       5 a access field/value pairs, then those pairs, then u users: score each
 --       (after the count), then r runs: per run c field/value pairs, the pairs, and
@@ -67,13 +67,19 @@ for first = i + 1, i + 2 * a, 2000 do
 end
 i = i + 1 + 2 * a
 redis.call("ZADD", KEYS[5], score, thread_id)
+-- Compaction schedules a thread when its pass reaches the thread's activity in the
+-- index, from a cursor that is past this old activity already: the thread is put in
+-- the schedule itself. Due at its activity, not SLIPSTREAM_COMPACT_AFTER later (the
+-- projector's setting, not the import's): the first look compacts what is old
+-- enough and sets the next look as for any thread (projections/compaction.py).
+redis.call("ZADD", KEYS[6], "NX", score, thread_id)
 local u = tonumber(ARGV[i])
-for n = 1, u do redis.call("ZADD", KEYS[5 + n], ARGV[i + n], thread_id) end
+for n = 1, u do redis.call("ZADD", KEYS[6 + n], ARGV[i + n], thread_id) end
 i = i + 1 + u
 local r = tonumber(ARGV[i])
 i = i + 1
 for n = 1, r do
-  local key, c = KEYS[5 + u + n], tonumber(ARGV[i])
+  local key, c = KEYS[6 + u + n], tonumber(ARGV[i])
   redis.call("DEL", key)
   for first = i + 1, i + 2 * c, 2000 do  -- in slices, as the access hash
     redis.call("HSET", key, unpack(ARGV, first, math.min(first + 1999, i + 2 * c)))
