@@ -211,6 +211,54 @@ async def test_an_imported_thread_is_compacted_when_compaction_is_on(
         await there.close()
 
 
+class Killed(Exception):
+    """The import's process, gone between its rename and its fold."""
+
+
+async def test_an_import_stopped_before_its_fold_is_finished_by_reindex(
+    real_backend: Backend,
+    settings: Settings,
+    redis_url: str,
+    target: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The thread is there without its views, and importing it again is refused (it
+    exists): `python -m projections.reindex`, as the README says, folds them all."""
+    thread_id = await a_finished_thread(real_backend, settings)
+    exported = await asyncio.to_thread(cli, redis_url, "export", thread_id)
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    there = Backend.connect(f"{target}/6")
+    try:
+        store = EventStore(there, Keyspace(4))
+        views = ViewStore(store, run_retention_s=settings.run_retention_s)
+
+        async def killed(thread_id: str) -> bool:
+            raise Killed
+
+        monkeypatch.setattr(views, "reindex", killed)
+        with pytest.raises(Killed):
+            await import_thread(store, views, records)
+    finally:
+        await there.close()
+    half = thread_keys(f"{target}/6", thread_id, 4)
+    assert half["stream"] and half["view"] == {} and half["summary"] is None
+    again = await asyncio.to_thread(cli, f"{target}/6", "import", stdin=exported.stdout)
+    assert again.returncode == 1 and "exists" in again.stderr
+
+    repaired = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "projections.reindex"],
+        cwd=ROOT,
+        env=env_for(REDIS_URL=f"{target}/6", SLIPSTREAM_PARTITIONS="4"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert repaired.returncode == 0, repaired.stderr
+    assert repaired.stdout.strip() == "1 indexed"
+    assert thread_keys(f"{target}/6", thread_id, 4) == thread_keys(redis_url, thread_id, 4)
+
+
 def test_bad_input_and_unknown_threads_are_refused(redis_url: str) -> None:
     missing = cli(redis_url, "export", "tnosuchthread")
     assert missing.returncode == 1
