@@ -61,7 +61,7 @@ def test_every_imported_package_is_declared_with_a_lower_bound() -> None:
     for requirement in project["dependencies"]:
         name = re.match(r"[A-Za-z0-9_.-]+", requirement)
         assert name is not None
-        declared[name.group(0).lower()] = requirement
+        declared[_normal(name.group(0))] = requirement
     distributions = importlib.metadata.packages_distributions()
     imported: set[str] = set()
     for package in PACKAGES:
@@ -74,7 +74,7 @@ def test_every_imported_package_is_declared_with_a_lower_bound() -> None:
     third_party = imported - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__"}
     assert third_party, "the scan found no imports at all"
     for module in sorted(third_party):
-        names = [d.lower() for d in distributions.get(module, [module])]
+        names = [_normal(d) for d in distributions.get(module, [module])]
         found = [declared[n] for n in names if n in declared]
         assert found, f"{module} is imported but no distribution of it is declared: {names}"
         assert ">=" in found[0], f"{found[0]} has no lower bound"
@@ -88,3 +88,8 @@ def test_every_package_folder_is_in_the_wheel() -> None:
         for init in (ROOT / package).rglob("__init__.py"):
             name = ".".join(init.parent.relative_to(ROOT).parts)
             assert name in listed, f"{name} has an __init__.py but is not in pyproject's packages"
+
+
+def _normal(name: str) -> str:
+    """A distribution's name as PEP 503 compares them: prometheus_client is prometheus-client."""
+    return re.sub(r"[-_.]+", "-", name).lower()
