@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -32,6 +32,14 @@ _COMMANDS = uuid.UUID("8d3c6a1e-2f47-4b0e-9c55-7e1a0b9d4f26")
 TERMINAL = ("completed", "cancelled", "failed")
 # Runs no worker holds: a cancel can end them on the spot.
 UNHELD = ("queued", "retrying", "waiting")
+RESTARTED: Mapping[str, str] = {
+    "status": "queued",
+    "cancel": "0",
+    "failures": "0",
+    "owner": "",
+    "lease_until": "0",
+}
+"""A finished run's hash as a restart leaves it: queued afresh, unheld, no failures."""
 
 Reply = dict[str, str]
 
@@ -261,13 +269,7 @@ async def _restart(
             events=[ev.RunRestarted(run_id=run_id, reason=reason)],
             run_id=run_id,
             expect_status=("failed", "cancelled"),
-            run_fields={
-                "status": "queued",
-                "cancel": "0",
-                "failures": "0",
-                "owner": "",
-                "lease_until": "0",
-            },
+            run_fields=RESTARTED,
             work=True,
             refuse_if_queue_full=True,
         ),

@@ -28,13 +28,12 @@ from typing import Any
 
 from projections.replay import replay
 from service import inspect_text, inspection
-from service.users_cli import redis_url
+from service.cli_redis import redis_url, say_in_one_line
 from slipstream import errors, partitions
-from slipstream.backend import Backend, redacted
+from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.process import StartupError, settings_or_exit
 from slipstream.store import EventStore
-from slipstream.supervise import is_redis_fault
 
 DEAD_SHOWN = 50
 
@@ -112,15 +111,8 @@ async def _run(url: str, settings: Settings, args: argparse.Namespace) -> int:
         )
     except (errors.RunStatusChanged, errors.QueueFull) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
-    except StartupError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
     except Exception as exc:
-        if not is_redis_fault(exc):
-            raise
-        print(
-            f"{name}: cannot reach Redis at {redacted(url)}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        say_in_one_line(name, url, exc)
     finally:
         await backend.close()
     return 1

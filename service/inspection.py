@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 
 from projections.thread_view import ThreadView
 from projections.views import ViewStore
+from service.commands import RESTARTED
 from service.timeline import Item, timeline
 from slipstream import errors
 from slipstream import events as ev
@@ -374,13 +375,7 @@ async def requeue(store: EventStore, run_id: str) -> Requeued:
                 events=[ev.RunRestarted(run_id=run_id, reason=REQUEUE_REASON)],
                 run_id=run_id,
                 expect_status=("failed",),  # Retry takes cancelled runs too; requeue only dead ones
-                run_fields={
-                    "status": "queued",
-                    "cancel": "0",
-                    "failures": "0",
-                    "owner": "",
-                    "lease_until": "0",
-                },
+                run_fields=RESTARTED,
                 work=True,
                 refuse_if_queue_full=True,
                 dedupe=True,  # a resent call (redis-py resends on a dropped connection) writes once

@@ -19,14 +19,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from projections.views import ViewStore
+from service.cli_redis import redis_url, say_in_one_line
 from service.transfer import TransferError, export_thread, import_thread
-from service.users_cli import redis_url
 from slipstream import errors, partitions
-from slipstream.backend import Backend, redacted
+from slipstream.backend import Backend
 from slipstream.config import Settings
 from slipstream.process import StartupError, settings_or_exit
 from slipstream.store import EventStore
-from slipstream.supervise import is_redis_fault
 
 
 def main(argv: list[str]) -> int:
@@ -112,15 +111,8 @@ async def _with_store(
         # An import writes a thread as any process does: it records the count if none is.
         await partitions.check(backend.client, settings.partitions, record=name == "import")
         return await action(EventStore.from_settings(backend, settings))
-    except StartupError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
     except Exception as exc:
-        if not is_redis_fault(exc):
-            raise
-        print(
-            f"{name}: cannot reach Redis at {redacted(url)}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        say_in_one_line(name, url, exc)
     finally:
         await backend.close()
     return 1

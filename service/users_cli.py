@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
 
-from service.embedded import EmbeddedRedis
+from service.cli_redis import redis_url
 from slipstream.backend import Backend
-from slipstream.config import Settings
 from slipstream.process import StartupError, settings_or_exit
 from slipstream.users import UserError, Users
 
@@ -47,27 +44,6 @@ def main(argv: list[str]) -> int:
     except StartupError as exc:
         print(f"users: {exc}", file=sys.stderr)
         return 1
-
-
-@contextlib.contextmanager
-def redis_url(settings: Settings, *, needed_for: str = "keep users") -> Iterator[str]:
-    """REDIS_URL, or the data dir's embedded redis-server: the running one, else one
-    started for the command and stopped after it (the inspector uses this too)."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    embedded = EmbeddedRedis(settings.data_dir)
-    running = embedded.running_url()
-    if running is not None:
-        yield running
-        return
-    if not EmbeddedRedis.available():
-        raise StartupError(f"no REDIS_URL and no redis-server on PATH: nowhere to {needed_for}")
-    url = embedded.start()
-    try:
-        yield url
-    finally:
-        embedded.stop()
 
 
 async def _run(url: str, command: str, name: str) -> int:
