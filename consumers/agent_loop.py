@@ -325,23 +325,10 @@ class AgentLoop:
                 spans.record_usage(span, self.writer.usage)
 
     def _usage(self) -> list[ev.Event]:
-        part = self.writer.usage
-        if part is None:
+        usage = self.writer.usage_event(self.agent.model or self.llm.name)
+        if usage is None:
             return []
-        self.tokens_used += part.input_tokens + part.output_tokens
-        usage = ev.ModelUsage(
-            run_id=self.attempt.run_id,
-            agent=self.attempt.agent,
-            model=part.model or self.agent.model or self.llm.name,
-            input_tokens=part.input_tokens,
-            output_tokens=part.output_tokens,
-            cache_read_tokens=part.cache_read_tokens,
-            cache_write_tokens=part.cache_write_tokens,
-            attempt=max(1, self.attempt.attempt),
-        )
-        # Counted once per model call, here: the tokens were spent whether or not the
-        # event that records them is written.
-        metrics.model_used(usage.agent, usage.model, usage.input_tokens, usage.output_tokens)
+        self.tokens_used += usage.input_tokens + usage.output_tokens
         return [usage]
 
     def _journaled_as(self, call: ToolCallPart) -> ToolCallPart:

@@ -78,6 +78,28 @@ class AnswerWriter:
         self.usage: UsagePart | None = None
         self.stop_reason: str | None = None
 
+    def usage_event(self, default_model: str) -> ev.ModelUsage | None:
+        """The last model call's tokens as this attempt's event (None if it gave none).
+
+        Counted in the metrics here, once per call: the tokens were spent whether or
+        not the event that records them is written.
+        """
+        part = self.usage
+        if part is None:
+            return None
+        usage = ev.ModelUsage(
+            run_id=self.attempt.run_id,
+            agent=self.attempt.agent,
+            model=part.model or default_model,
+            input_tokens=part.input_tokens,
+            output_tokens=part.output_tokens,
+            cache_read_tokens=part.cache_read_tokens,
+            cache_write_tokens=part.cache_write_tokens,
+            attempt=max(1, self.attempt.attempt),
+        )
+        metrics.model_used(usage.agent, usage.model, usage.input_tokens, usage.output_tokens)
+        return usage
+
     def _delta(self, text: str) -> ev.MessageDelta:
         self.seq += 1
         a = self.attempt

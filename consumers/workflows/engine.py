@@ -142,29 +142,16 @@ class RunIO:
         self.timed_step("agent", "ok", began)
         return await writer.complete(
             lambda text: [
-                *self._usage(writer, target.agent, known.model),
+                *self._usage(writer, known.model),
                 ev.StepCompleted(run_id=a.run_id, op=op, step=label, kind="agent", result=text),
             ]
         )
 
-    def _usage(self, writer: AnswerWriter, agent: str, model: str | None) -> list[ev.Event]:
+    def _usage(self, writer: AnswerWriter, model: str | None) -> list[ev.Event]:
         """The turn's model call, counted like a chat run's, for whom the message is
-        attributed to; it goes out with the turn's completion."""
-        part = writer.usage
-        if part is None:
-            return []
-        usage = ev.ModelUsage(
-            run_id=self.run_id,
-            agent=agent,
-            model=part.model or model or self.llm.name,
-            input_tokens=part.input_tokens,
-            output_tokens=part.output_tokens,
-            cache_read_tokens=part.cache_read_tokens,
-            cache_write_tokens=part.cache_write_tokens,
-            attempt=max(1, self.attempt.attempt),
-        )
-        metrics.model_used(usage.agent, usage.model, usage.input_tokens, usage.output_tokens)
-        return [usage]
+        attributed to (the writer's attempt); it goes out with the turn's completion."""
+        usage = writer.usage_event(model or self.llm.name)
+        return [] if usage is None else [usage]
 
 
 @dataclass(frozen=True)
