@@ -41,7 +41,7 @@ from typing import cast
 from projections.thread_view import ThreadView, fold, stream_ms
 from slipstream import codec
 from slipstream import events as ev
-from slipstream.backend import Backend, Entry, as_entries
+from slipstream.backend import Backend, Entry, stream_pages
 from slipstream.keys import Partition, stream_id_tuple
 from slipstream.store import EventStore, Stored
 from slipstream.supervise import Loop, is_redis_fault
@@ -208,13 +208,9 @@ class Compactor:
         """The stream's entries as stored, in pages: small ones, as a reply's parsing holds
         up the event loop (a 2,000-entry page about 70 ms)."""
         entries: list[Entry] = []
-        start, page_size = "-", READ_PAGE
-        while True:
-            page = as_entries(await self.backend.client.xrange(key, start, "+", count=page_size))
+        async for page in stream_pages(self.backend.client, key, count=READ_PAGE):
             entries += page
-            if len(page) < page_size:
-                return entries
-            start = f"({page[-1][0]}"  # a thread stream only grows at its end
+        return entries
 
     async def _now_ms(self) -> int:
         # Redis's clock, the one the stream ids are made from.

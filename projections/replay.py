@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal
 
 from projections.thread_view import SCHEMA_VERSION, ThreadView, fold_into
 from projections.view_layout import encode
 from slipstream import codec, errors
-from slipstream.backend import Entry, as_entries
+from slipstream.backend import stream_pages
 from slipstream.store import EventStore, Stored
 
 Where = Literal["view", "summary", "run"]
@@ -149,12 +149,5 @@ async def _fold_until(store: EventStore, view: ThreadView, last: str | None) -> 
     """Fold the thread's events up to `last` (inclusive; None: to the end) into `view`,
     a page at a time: a long thread is never held whole."""
     key = store.stream_key(view.id)
-    end = last or "+"
-    start = "-"
-    while True:
-        page = cast(list[Entry], await store.redis.xrange(key, start, end, count=store.read_page))
-        entries = as_entries(page)
-        fold_into(view, [Stored(i, codec.decode(key, i, fields)) for i, fields in entries])
-        if len(page) < store.read_page:
-            return
-        start = f"({page[-1][0]}"
+    async for page in stream_pages(store.redis, key, end=last or "+", count=store.read_page):
+        fold_into(view, [Stored(i, codec.decode(key, i, fields)) for i, fields in page])

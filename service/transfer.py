@@ -26,12 +26,12 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 from projections.views import TERMINAL, ViewStore
 from slipstream import errors
 from slipstream import events as ev
-from slipstream.backend import Entry, as_entries
+from slipstream.backend import Entry, stream_pages
 from slipstream.codec import Unreadable, decode
 from slipstream.keys import is_stream_id, is_valid_id, stream_id_tuple, thread_of_run
 from slipstream.store import EventStore
@@ -66,15 +66,8 @@ async def export_thread(store: EventStore, thread_id: str) -> list[dict[str, Any
     part = store.keys.partition(thread_id)
     redis = store.redis
     entries: list[Entry] = []
-    start = "-"
-    while True:
-        page = cast(
-            list[Entry], await redis.xrange(part.thread(thread_id), start, "+", store.read_page)
-        )
-        entries += as_entries(page)
-        if len(page) < store.read_page:
-            break
-        start = f"({page[-1][0]}"
+    async for page in stream_pages(redis, part.thread(thread_id), count=store.read_page):
+        entries += page
     if not entries:
         raise errors.ThreadNotFound(thread_id)
     key = part.thread(thread_id)

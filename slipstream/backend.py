@@ -191,6 +191,23 @@ def as_entries(reply: Any) -> list[Entry]:
     return [(entry_id, fields) for entry_id, fields in cast(list[Entry], reply or []) if fields]
 
 
+async def stream_pages(
+    redis: aioredis.Redis, key: str, *, count: int, start: str = "-", end: str = "+"
+) -> AsyncIterator[list[Entry]]:
+    """XRANGE of `key` from `start` to `end` (inclusive ids, or `(id` exclusive), a page
+    of `count` at a time: one XRANGE of a long stream would outlast the command timeout,
+    and its reply's parsing would hold up the event loop. For a stream that only grows
+    at its end (a thread's), so no entry is skipped between pages."""
+    while True:
+        page = cast(list[Entry], await redis.xrange(key, start, end, count=count))
+        entries = as_entries(page)
+        if entries:
+            yield entries
+        if len(page) < count:  # the reply's own length: as_entries may drop some
+            return
+        start = f"({page[-1][0]}"
+
+
 class Notifier:
     """Wakes in-process readers when something was appended."""
 

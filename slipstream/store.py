@@ -15,7 +15,7 @@ from typing import Literal, cast
 from redis.commands.core import AsyncScript
 
 from slipstream import codec, errors
-from slipstream.backend import Backend, Entry, as_entries
+from slipstream.backend import Backend, as_entries, stream_pages
 from slipstream.batching import ScriptBatch
 from slipstream.codec import Unreadable
 from slipstream.config import Settings
@@ -312,14 +312,8 @@ class EventStore:
             entries = as_entries(await self.redis.xrange(key, start, "+", count=count))
         else:
             entries = []
-            while True:
-                page = cast(
-                    list[Entry], await self.redis.xrange(key, start, "+", count=self.read_page)
-                )
-                entries += as_entries(page)
-                if len(page) < self.read_page:
-                    break
-                start = f"({page[-1][0]}"  # a thread stream only grows at its end
+            async for page in stream_pages(self.redis, key, start=start, count=self.read_page):
+                entries += page
         return [
             Stored(entry_id, codec.decode(key, entry_id, fields)) for entry_id, fields in entries
         ]
