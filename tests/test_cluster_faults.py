@@ -416,7 +416,17 @@ class AsyncSender:
                     return False
             return True
 
-        await until(over, within=within)
+        try:
+            await until(over, within=within)
+        except TimeoutError:
+            async with asyncio.timeout(10):  # say which runs, and how they stand
+                left = {
+                    run_id: (await self.system.view(thread_id))["runs"][run_id]
+                    for thread_id, runs in self.accepted.items()
+                    for run_id in runs
+                }
+            unfinished = {r: v for r, v in left.items() if v["status"] != "completed"}
+            raise AssertionError(f"runs not completed within {within} s: {unfinished}") from None
         for thread_id, runs in self.accepted.items():
             events = [s.event for s in await store.read(thread_id)]
             ends = Counter(getattr(e, "run_id", "") for e in events if e.type in TERMINAL)
